@@ -1,0 +1,198 @@
+
+/*
+ * Copyright (C) nginx-llm-gateway authors
+ */
+
+
+#ifndef _NGX_HTTP_LLM_H_INCLUDED_
+#define _NGX_HTTP_LLM_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <curl/curl.h>
+#include <cjson/cJSON.h>
+
+
+#define NGX_HTTP_LLM_OUT_BUF_SIZE      8192
+#define NGX_HTTP_LLM_MAX_EVENT         (4 * 1024 * 1024)
+#define NGX_HTTP_LLM_ERRBUF_SIZE       512
+
+
+typedef struct {
+    ngx_str_t                   url;        /* .../chat/completions, NUL */
+    ngx_str_t                   name;       /* host[:port] for logs */
+    ngx_str_t                   model;      /* model id sent upstream */
+    ngx_str_t                   auth;       /* "Authorization: Bearer ..." */
+    ngx_uint_t                  price_in;   /* micro-dollars per 1M tokens */
+    ngx_uint_t                  price_out;
+    ngx_uint_t                  weight;
+} ngx_http_llm_backend_t;
+
+
+typedef struct {
+    ngx_str_t                   name;
+    ngx_uint_t                  context_window;
+    ngx_array_t                 backends;   /* ngx_http_llm_backend_t */
+} ngx_http_llm_model_t;
+
+
+typedef struct {
+    ngx_array_t                 models;     /* ngx_http_llm_model_t */
+    ngx_uint_t                  keepalive;
+} ngx_http_llm_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                  enable;
+    ngx_msec_t                  connect_timeout;
+    ngx_msec_t                  first_byte_timeout;
+    ngx_msec_t                  idle_timeout;
+    ngx_msec_t                  total_timeout;
+    size_t                      max_request_body;
+    size_t                      max_response_body;
+    size_t                      stream_buffer;
+} ngx_http_llm_loc_conf_t;
+
+
+/* incremental "text/event-stream" parser state */
+typedef struct {
+    u_char                     *line;
+    size_t                      line_len;
+    size_t                      line_size;
+    u_char                     *data;
+    size_t                      data_len;
+    size_t                      data_size;
+    unsigned                    has_data:1;
+} ngx_http_llm_sse_t;
+
+typedef ngx_int_t (*ngx_http_llm_sse_event_pt)(void *data, u_char *payload,
+    size_t len);
+
+
+/* what ended an upstream attempt that produced nothing for the client */
+typedef enum {
+    NGX_HTTP_LLM_FAIL_NONE = 0,
+    NGX_HTTP_LLM_FAIL_CONNECT,
+    NGX_HTTP_LLM_FAIL_TIMEOUT,
+    NGX_HTTP_LLM_FAIL_STATUS,
+    NGX_HTTP_LLM_FAIL_TRANSFER
+} ngx_http_llm_fail_e;
+
+
+typedef struct {
+    ngx_http_request_t         *request;
+    ngx_http_llm_loc_conf_t    *conf;
+
+    cJSON                      *json;          /* the client's request */
+    char                       *upstream_body; /* malloc()ed by cJSON */
+    size_t                      upstream_body_len;
+
+    ngx_http_llm_model_t       *model;
+    ngx_http_llm_backend_t     *backend;
+    ngx_uint_t                  backend_index;
+    ngx_uint_t                  attempts;
+
+    CURL                       *easy;
+    struct curl_slist          *headers;
+    char                        curl_error[CURL_ERROR_SIZE];
+
+    ngx_event_t                 timer;         /* first byte / idle */
+
+    ngx_msec_t                  start;
+    ngx_msec_t                  attempt_start;
+    ngx_msec_t                  ttfb;
+
+    ngx_int_t                   upstream_status;
+    ngx_str_t                   content_type;
+    ngx_str_t                   retry_after;
+    ngx_http_llm_fail_e         fail;
+
+    ngx_int_t                   prompt_tokens;
+    ngx_int_t                   completion_tokens;
+
+    ngx_http_llm_sse_t          sse;
+
+    /* output to the client: our own buffers, recycled */
+    ngx_chain_t                *out;
+    ngx_chain_t               **out_last;
+    ngx_chain_t                *free;
+    ngx_chain_t                *busy;
+
+    /* non-streamed upstream body, kept to read usage */
+    u_char                     *body;
+    size_t                      body_len;
+    size_t                      body_size;
+
+    u_char                      errbuf[NGX_HTTP_LLM_ERRBUF_SIZE];
+    size_t                      errlen;
+
+    unsigned                    stream:1;        /* client asked stream */
+    unsigned                    client_usage:1;  /* and include_usage */
+    unsigned                    sse_mode:1;      /* upstream sends SSE */
+    unsigned                    headers_done:1;  /* upstream headers seen */
+    unsigned                    headers_sent:1;  /* to the client */
+    unsigned                    discard:1;       /* upstream error body */
+    unsigned                    first_byte:1;
+    unsigned                    done_seen:1;
+    unsigned                    paused:1;
+    unsigned                    client_error:1;
+    unsigned                    body_truncated:1;
+} ngx_http_llm_ctx_t;
+
+
+typedef struct {
+    ngx_uint_t                  status;
+    const char                 *type;
+    const char                 *code;
+    const char                 *param;
+    u_char                      message[256];
+} ngx_http_llm_error_t;
+
+
+extern ngx_module_t  ngx_http_llm_module;
+
+
+/* ngx_http_llm_handler.c */
+ngx_int_t ngx_http_llm_handler(ngx_http_request_t *r);
+void ngx_http_llm_finalize(ngx_http_llm_ctx_t *ctx, ngx_int_t rc);
+ngx_int_t ngx_http_llm_add_header(ngx_http_request_t *r, const char *key,
+    const char *value);
+
+/* ngx_http_llm_request.c */
+ngx_int_t ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p,
+    size_t len, ngx_http_llm_error_t *err);
+void ngx_http_llm_set_error(ngx_http_llm_error_t *err, ngx_uint_t status,
+    const char *type, const char *code, const char *param,
+    const char *fmt, ...);
+ngx_int_t ngx_http_llm_send_error(ngx_http_request_t *r,
+    ngx_http_llm_error_t *err);
+u_char *ngx_http_llm_error_json(ngx_pool_t *pool, ngx_http_llm_error_t *err,
+    size_t *len);
+ngx_http_llm_model_t *ngx_http_llm_find_model(ngx_http_request_t *r,
+    ngx_str_t *name);
+
+/* ngx_http_llm_proxy.c */
+ngx_int_t ngx_http_llm_proxy_start(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_proxy_done(ngx_http_llm_ctx_t *ctx, CURLcode rc);
+void ngx_http_llm_proxy_writer(ngx_http_request_t *r);
+void ngx_http_llm_proxy_cleanup(ngx_http_llm_ctx_t *ctx);
+
+/* ngx_http_llm_curl.c */
+ngx_int_t ngx_http_llm_curl_init(ngx_cycle_t *cycle, ngx_uint_t keepalive);
+void ngx_http_llm_curl_exit(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_llm_curl_add(CURL *easy);
+void ngx_http_llm_curl_remove(CURL *easy);
+void ngx_http_llm_curl_process(void);
+
+/* ngx_http_llm_sse.c */
+ngx_int_t ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p,
+    size_t len, ngx_http_llm_sse_event_pt handler, void *data);
+ngx_int_t ngx_http_llm_sse_finish(ngx_http_llm_sse_t *sse,
+    ngx_http_llm_sse_event_pt handler, void *data);
+void ngx_http_llm_sse_free(ngx_http_llm_sse_t *sse);
+
+
+#endif /* _NGX_HTTP_LLM_H_INCLUDED_ */

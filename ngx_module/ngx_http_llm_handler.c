@@ -1,0 +1,415 @@
+
+/*
+ * Copyright (C) nginx-llm-gateway authors
+ *
+ * The request state machine: dispatch, body, parse, proxy.  Every
+ * asynchronous step resumes here through a callback and ends in
+ * ngx_http_llm_finalize(), exactly once.
+ */
+
+
+#include "ngx_http_llm.h"
+
+
+static ngx_int_t ngx_http_llm_models(ngx_http_request_t *r);
+static void ngx_http_llm_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_llm_read_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+static ngx_int_t ngx_http_llm_check_content_type(ngx_http_request_t *r);
+static ngx_int_t ngx_http_llm_tail(ngx_http_request_t *r, const char *tail);
+static void ngx_http_llm_cleanup(void *data);
+static ngx_int_t ngx_http_llm_reject(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, const char *fmt);
+
+
+ngx_int_t
+ngx_http_llm_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                 rc;
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_llm_ctx_t       *ctx;
+    ngx_http_llm_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
+
+    if (ngx_http_llm_tail(r, "/models")) {
+        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+            return ngx_http_llm_reject(r, NGX_HTTP_NOT_ALLOWED,
+                                       "method_not_allowed",
+                                       "Only GET is allowed on this path.");
+        }
+
+        return ngx_http_llm_models(r);
+    }
+
+    if (!ngx_http_llm_tail(r, "/chat/completions")) {
+        return ngx_http_llm_reject(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                   "Unknown request URL. Supported: "
+                                   "POST /v1/chat/completions, "
+                                   "GET /v1/models.");
+    }
+
+    if (r->method != NGX_HTTP_POST) {
+        return ngx_http_llm_reject(r, NGX_HTTP_NOT_ALLOWED,
+                                   "method_not_allowed",
+                                   "Only POST is allowed on this path.");
+    }
+
+    if (ngx_http_llm_check_content_type(r) != NGX_OK) {
+        return ngx_http_llm_reject(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                   "unsupported_media_type",
+                                   "Content-Type must be application/json.");
+    }
+
+    if (r->headers_in.content_length_n > (off_t) llcf->max_request_body) {
+        return ngx_http_llm_reject(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                   "request_too_large",
+                                   "The request body is too large.");
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request = r;
+    ctx->conf = llcf;
+    ctx->start = ngx_current_msec;
+    ctx->prompt_tokens = -1;
+    ctx->completion_tokens = -1;
+    ctx->out_last = &ctx->out;
+
+    /* the cleanup frees curl, cJSON and malloc()ed state on every path */
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_llm_cleanup;
+    cln->data = ctx;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_llm_module);
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_llm_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+void
+ngx_http_llm_finalize(ngx_http_llm_ctx_t *ctx, ngx_int_t rc)
+{
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+static void
+ngx_http_llm_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t              rc;
+    ngx_str_t              body;
+    ngx_http_llm_ctx_t    *ctx;
+    ngx_http_llm_error_t   err;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
+
+    rc = ngx_http_llm_read_body(r, &body);
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_finalize_request(r,
+            ngx_http_llm_reject(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                "request_too_large",
+                                "The request body is too large."));
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    if (ngx_http_llm_parse_request(ctx, body.data, body.len, &err)
+        != NGX_OK)
+    {
+        ngx_http_finalize_request(r, ngx_http_llm_send_error(r, &err));
+        return;
+    }
+
+    /* a client that goes away while we wait must cancel the upstream */
+
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_llm_proxy_writer;
+
+    rc = ngx_http_llm_proxy_start(ctx);
+
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+
+/* the body as one contiguous piece, wherever nginx put it */
+
+static ngx_int_t
+ngx_http_llm_read_body(ngx_http_request_t *r, ngx_str_t *body)
+{
+    off_t                     len;
+    u_char                   *p;
+    ssize_t                   n;
+    ngx_buf_t                *b;
+    ngx_chain_t              *cl;
+    ngx_http_llm_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
+
+    body->len = 0;
+    body->data = (u_char *) "";
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
+    if (len > (off_t) llcf->max_request_body) {
+        return NGX_DECLINED;
+    }
+
+    cl = r->request_body->bufs;
+
+    if (cl->next == NULL && !cl->buf->in_file) {
+        body->data = cl->buf->pos;
+        body->len = cl->buf->last - cl->buf->pos;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, (size_t) len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    body->data = p;
+
+    for ( /* void */ ; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file) {
+            n = ngx_read_file(b->file, p, (size_t) (b->file_last
+                                                    - b->file_pos),
+                              b->file_pos);
+            if (n != b->file_last - b->file_pos) {
+                return NGX_ERROR;
+            }
+
+            p += n;
+            continue;
+        }
+
+        p = ngx_cpymem(p, b->pos, b->last - b->pos);
+    }
+
+    body->len = p - body->data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_models(ngx_http_request_t *r)
+{
+    char                      *s;
+    cJSON                     *root, *data, *m;
+    size_t                     len;
+    ngx_int_t                  rc;
+    ngx_buf_t                 *b;
+    ngx_uint_t                 i;
+    ngx_chain_t                out;
+    ngx_http_llm_model_t      *model;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_module);
+
+    root = cJSON_CreateObject();
+    if (root == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cJSON_AddStringToObject(root, "object", "list");
+    data = cJSON_AddArrayToObject(root, "data");
+
+    model = lmcf->models.elts;
+
+    for (i = 0; data && i < lmcf->models.nelts; i++) {
+        m = cJSON_CreateObject();
+        if (m == NULL) {
+            break;
+        }
+
+        cJSON_AddItemToArray(data, m);
+        cJSON_AddItemToObject(m, "id",
+                          cJSON_CreateString((char *) model[i].name.data));
+        cJSON_AddStringToObject(m, "object", "model");
+        cJSON_AddNumberToObject(m, "created", (double) ngx_time());
+        cJSON_AddStringToObject(m, "owned_by", "nginx-llm-gateway");
+        cJSON_AddNumberToObject(m, "context_window",
+                                (double) model[i].context_window);
+    }
+
+    s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+
+    if (s == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = ngx_strlen(s);
+
+    b = ngx_create_temp_buf(r->pool, len + 1);
+    if (b == NULL) {
+        cJSON_free(s);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, s, len);
+    *b->last++ = '\n';
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    cJSON_free(s);
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static ngx_int_t
+ngx_http_llm_check_content_type(ngx_http_request_t *r)
+{
+    ngx_str_t  *ct;
+
+    if (r->headers_in.content_type == NULL) {
+        /* curl -d and many SDKs set it; a bare body is still JSON to us */
+        return (r->headers_in.content_length_n > 0
+                || r->headers_in.chunked) ? NGX_ERROR : NGX_OK;
+    }
+
+    ct = &r->headers_in.content_type->value;
+
+    if (ct->len >= sizeof("application/json") - 1
+        && ngx_strncasecmp(ct->data, (u_char *) "application/json",
+                           sizeof("application/json") - 1) == 0
+        && (ct->len == sizeof("application/json") - 1
+            || ct->data[sizeof("application/json") - 1] == ';'
+            || ct->data[sizeof("application/json") - 1] == ' '))
+    {
+        return NGX_OK;
+    }
+
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_llm_tail(ngx_http_request_t *r, const char *tail)
+{
+    size_t  len;
+
+    len = ngx_strlen(tail);
+
+    return r->uri.len >= len
+           && ngx_strncmp(r->uri.data + r->uri.len - len, tail, len) == 0;
+}
+
+
+static ngx_int_t
+ngx_http_llm_reject(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *fmt)
+{
+    ngx_http_llm_error_t  err;
+
+    ngx_http_llm_set_error(&err, status, "invalid_request_error", code, NULL,
+                           "%s", fmt);
+
+    if (status == NGX_HTTP_NOT_ALLOWED) {
+        /* RFC 9110 wants the allowed methods named */
+        (void) ngx_http_llm_add_header(r, "Allow",
+                                       ngx_http_llm_tail(r, "/models")
+                                       ? "GET, HEAD" : "POST");
+    }
+
+    if (status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        r->keepalive = 0;
+    }
+
+    return ngx_http_llm_send_error(r, &err);
+}
+
+
+ngx_int_t
+ngx_http_llm_add_header(ngx_http_request_t *r, const char *key,
+    const char *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value.data = (u_char *) value;
+    h->value.len = ngx_strlen(value);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_cleanup(void *data)
+{
+    ngx_http_llm_ctx_t  *ctx = data;
+
+    ngx_http_llm_proxy_cleanup(ctx);
+
+    if (ctx->json) {
+        cJSON_Delete(ctx->json);
+        ctx->json = NULL;
+    }
+}

@@ -1,0 +1,802 @@
+
+/*
+ * Copyright (C) nginx-llm-gateway authors
+ *
+ * Directives, configuration, variables and per-worker set-up.
+ */
+
+
+#include "ngx_http_llm.h"
+
+
+static ngx_int_t ngx_http_llm_preconfiguration(ngx_conf_t *cf);
+static void *ngx_http_llm_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_llm_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_llm_gateway(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_llm_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_llm_model(ngx_conf_t *cf, ngx_command_t *dummy,
+    void *conf);
+static char *ngx_http_llm_backend(ngx_conf_t *cf,
+    ngx_http_llm_model_t *model);
+static ngx_int_t ngx_http_llm_parse_price(ngx_str_t *s, ngx_uint_t *in,
+    ngx_uint_t *out);
+static ngx_int_t ngx_http_llm_parse_micro(u_char *p, u_char *last,
+    ngx_uint_t *value);
+static ngx_int_t ngx_http_llm_init_module(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_llm_init_process(ngx_cycle_t *cycle);
+static void ngx_http_llm_exit_process(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_llm_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+
+static ngx_command_t  ngx_http_llm_commands[] = {
+
+    { ngx_string("llm_model"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_BLOCK|NGX_CONF_TAKE1,
+      ngx_http_llm_model_block,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_upstream_keepalive"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_llm_main_conf_t, keepalive),
+      NULL },
+
+    { ngx_string("llm_gateway"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_llm_gateway,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, connect_timeout),
+      NULL },
+
+    { ngx_string("llm_first_byte_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, first_byte_timeout),
+      NULL },
+
+    { ngx_string("llm_idle_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, idle_timeout),
+      NULL },
+
+    { ngx_string("llm_total_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, total_timeout),
+      NULL },
+
+    { ngx_string("llm_max_request_body"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, max_request_body),
+      NULL },
+
+    { ngx_string("llm_max_response_body"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, max_response_body),
+      NULL },
+
+    { ngx_string("llm_stream_buffer"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, stream_buffer),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_llm_module_ctx = {
+    ngx_http_llm_preconfiguration,         /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_llm_create_main_conf,         /* create main configuration */
+    ngx_http_llm_init_main_conf,           /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_llm_create_loc_conf,          /* create location configuration */
+    ngx_http_llm_merge_loc_conf            /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_llm_module = {
+    NGX_MODULE_V1,
+    &ngx_http_llm_module_ctx,              /* module context */
+    ngx_http_llm_commands,                 /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    ngx_http_llm_init_module,              /* init module */
+    ngx_http_llm_init_process,             /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_llm_exit_process,             /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+enum {
+    NGX_HTTP_LLM_VAR_MODEL = 0,
+    NGX_HTTP_LLM_VAR_BACKEND,
+    NGX_HTTP_LLM_VAR_UPSTREAM_STATUS,
+    NGX_HTTP_LLM_VAR_PROMPT_TOKENS,
+    NGX_HTTP_LLM_VAR_COMPLETION_TOKENS,
+    NGX_HTTP_LLM_VAR_TTFB
+};
+
+
+static ngx_http_variable_t  ngx_http_llm_vars[] = {
+
+    { ngx_string("llm_model"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_MODEL, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_backend"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_BACKEND, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_upstream_status"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_UPSTREAM_STATUS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_prompt_tokens"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_PROMPT_TOKENS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_completion_tokens"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_COMPLETION_TOKENS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_ttfb"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_TTFB, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_int_t
+ngx_http_llm_preconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_llm_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uintptr_t data)
+{
+    u_char              *p;
+    ngx_int_t            n;
+    ngx_http_llm_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    switch (data) {
+
+    case NGX_HTTP_LLM_VAR_MODEL:
+        if (ctx->model == NULL) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        v->data = ctx->model->name.data;
+        v->len = ctx->model->name.len;
+        return NGX_OK;
+
+    case NGX_HTTP_LLM_VAR_BACKEND:
+        if (ctx->backend == NULL) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        v->data = ctx->backend->name.data;
+        v->len = ctx->backend->name.len;
+        return NGX_OK;
+
+    case NGX_HTTP_LLM_VAR_TTFB:
+        if (!ctx->first_byte) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN + 4);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->data = p;
+        v->len = ngx_sprintf(p, "%T.%03M", (time_t) ctx->ttfb / 1000,
+                             ctx->ttfb % 1000) - p;
+        return NGX_OK;
+
+    case NGX_HTTP_LLM_VAR_UPSTREAM_STATUS:
+        n = ctx->upstream_status ? ctx->upstream_status : -1;
+        break;
+
+    case NGX_HTTP_LLM_VAR_PROMPT_TOKENS:
+        n = ctx->prompt_tokens;
+        break;
+
+    default: /* NGX_HTTP_LLM_VAR_COMPLETION_TOKENS */
+        n = ctx->completion_tokens;
+        break;
+    }
+
+    if (n < 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = p;
+    v->len = ngx_sprintf(p, "%i", n) - p;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_llm_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    lmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_llm_main_conf_t));
+    if (lmcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&lmcf->models, cf->pool, 4,
+                       sizeof(ngx_http_llm_model_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    lmcf->keepalive = NGX_CONF_UNSET_UINT;
+
+    return lmcf;
+}
+
+
+static char *
+ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    ngx_conf_init_uint_value(lmcf->keepalive, 64);
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_llm_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_llm_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_llm_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->enable = NGX_CONF_UNSET;
+    conf->connect_timeout = NGX_CONF_UNSET_MSEC;
+    conf->first_byte_timeout = NGX_CONF_UNSET_MSEC;
+    conf->idle_timeout = NGX_CONF_UNSET_MSEC;
+    conf->total_timeout = NGX_CONF_UNSET_MSEC;
+    conf->max_request_body = NGX_CONF_UNSET_SIZE;
+    conf->max_response_body = NGX_CONF_UNSET_SIZE;
+    conf->stream_buffer = NGX_CONF_UNSET_SIZE;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_llm_loc_conf_t *prev = parent;
+    ngx_http_llm_loc_conf_t *conf = child;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_msec_value(conf->connect_timeout, prev->connect_timeout,
+                              5000);
+    ngx_conf_merge_msec_value(conf->first_byte_timeout,
+                              prev->first_byte_timeout, 60000);
+    ngx_conf_merge_msec_value(conf->idle_timeout, prev->idle_timeout, 30000);
+    ngx_conf_merge_msec_value(conf->total_timeout, prev->total_timeout,
+                              600000);
+    ngx_conf_merge_size_value(conf->max_request_body, prev->max_request_body,
+                              1024 * 1024);
+    ngx_conf_merge_size_value(conf->max_response_body,
+                              prev->max_response_body, 16 * 1024 * 1024);
+    ngx_conf_merge_size_value(conf->stream_buffer, prev->stream_buffer,
+                              64 * 1024);
+
+    if (conf->stream_buffer < NGX_HTTP_LLM_OUT_BUF_SIZE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_stream_buffer\" must be at least %d",
+                           NGX_HTTP_LLM_OUT_BUF_SIZE);
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->enable) {
+        /*
+         * the gateway answers oversized bodies itself, in JSON: the core
+         * check would send its HTML page first
+         */
+
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+        clcf->client_max_body_size = 0;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_loc_conf_t *llcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (llcf->enable != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    llcf->enable = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_llm_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_model_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    char                  *rv;
+    ngx_str_t             *value;
+    ngx_uint_t             i;
+    ngx_conf_t             save;
+    ngx_http_llm_model_t  *model;
+
+    value = cf->args->elts;
+
+    model = lmcf->models.elts;
+
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        if (model[i].name.len == value[1].len
+            && ngx_strncmp(model[i].name.data, value[1].data, value[1].len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate \"llm_model\" \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    model = ngx_array_push(&lmcf->models);
+    if (model == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(model, sizeof(ngx_http_llm_model_t));
+
+    /* NUL-terminated: cJSON takes C strings */
+    model->name.len = value[1].len;
+    model->name.data = ngx_pnalloc(cf->pool, value[1].len + 1);
+    if (model->name.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_cpystrn(model->name.data, value[1].data, value[1].len + 1);
+
+    model->context_window = NGX_CONF_UNSET_UINT;
+
+    if (ngx_array_init(&model->backends, cf->pool, 4,
+                       sizeof(ngx_http_llm_backend_t))
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    save = *cf;
+    cf->handler = ngx_http_llm_model;
+    cf->handler_conf = (char *) model;
+
+    rv = ngx_conf_parse(cf, NULL);
+
+    *cf = save;
+
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (model->backends.nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_model\" \"%V\" has no \"backend\"",
+                           &model->name);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_init_uint_value(model->context_window, 32768);
+
+    return NGX_CONF_OK;
+}
+
+
+/* one directive inside an llm_model block */
+
+static char *
+ngx_http_llm_model(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
+{
+    ngx_http_llm_model_t  *model = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    if (value[0].len == sizeof("backend") - 1
+        && ngx_strncmp(value[0].data, "backend", value[0].len) == 0)
+    {
+        return ngx_http_llm_backend(cf, model);
+    }
+
+    if (value[0].len == sizeof("context_window") - 1
+        && ngx_strncmp(value[0].data, "context_window", value[0].len) == 0)
+    {
+        if (cf->args->nelts != 2) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid number of arguments in "
+                               "\"context_window\" of \"llm_model\"");
+            return NGX_CONF_ERROR;
+        }
+
+        if (model->context_window != NGX_CONF_UNSET_UINT) {
+            return "\"context_window\" is duplicate";
+        }
+
+        n = ngx_atoi(value[1].data, value[1].len);
+        if (n <= 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"context_window\" \"%V\" in "
+                               "\"llm_model\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        model->context_window = n;
+
+        return NGX_CONF_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "unknown directive \"%V\" in \"llm_model\"",
+                       &value[0]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/* backend URL [model=ID] [api_key_env=VAR] [price=IN/OUT] [weight=N] */
+
+static char *
+ngx_http_llm_backend(ngx_conf_t *cf, ngx_http_llm_model_t *model)
+{
+    u_char                  *p, *host, *last;
+    char                    *key;
+    size_t                   len;
+    ngx_int_t                n;
+    ngx_str_t               *value, url, id, env;
+    ngx_uint_t               i;
+    ngx_http_llm_backend_t  *b;
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts < 2) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number of arguments in \"backend\" of "
+                           "\"llm_model\"");
+        return NGX_CONF_ERROR;
+    }
+
+    url = value[1];
+
+    if (!(url.len > 7 && ngx_strncasecmp(url.data, (u_char *) "http://", 7)
+                         == 0)
+        && !(url.len > 8
+             && ngx_strncasecmp(url.data, (u_char *) "https://", 8) == 0))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"backend\" URL \"%V\" in \"llm_model\": "
+                           "http:// or https:// expected", &url);
+        return NGX_CONF_ERROR;
+    }
+
+    b = ngx_array_push(&model->backends);
+    if (b == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(b, sizeof(ngx_http_llm_backend_t));
+
+    b->weight = 1;
+
+    while (url.len && url.data[url.len - 1] == '/') {
+        url.len--;
+    }
+
+    /* the URL is the OpenAI base, e.g. http://127.0.0.1:8080/v1 */
+
+    len = url.len + sizeof("/chat/completions");
+
+    b->url.data = ngx_pnalloc(cf->pool, len);
+    if (b->url.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_cpymem(b->url.data, url.data, url.len);
+    p = ngx_cpymem(p, "/chat/completions", sizeof("/chat/completions"));
+    b->url.len = p - b->url.data - 1;
+
+    host = (u_char *) ngx_strstr(b->url.data, "://") + 3;
+
+    for (last = host; *last && *last != '/'; last++) { /* void */ }
+
+    b->name.data = host;
+    b->name.len = last - host;
+
+    id.len = 0;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "model=", 6) == 0) {
+            id.data = value[i].data + 6;
+            id.len = value[i].len - 6;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "api_key_env=", 12) == 0) {
+            env.data = value[i].data + 12;
+            env.len = value[i].len - 12;
+
+            /* read in the master, which still has the full environment */
+            key = getenv((char *) env.data);
+
+            if (key == NULL || *key == '\0') {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"backend\" api_key_env: environment "
+                                   "variable \"%V\" is not set", &env);
+                return NGX_CONF_ERROR;
+            }
+
+            len = sizeof("Authorization: Bearer ") - 1 + ngx_strlen(key);
+
+            b->auth.data = ngx_pnalloc(cf->pool, len + 1);
+            if (b->auth.data == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            p = ngx_cpymem(b->auth.data, "Authorization: Bearer ",
+                           sizeof("Authorization: Bearer ") - 1);
+            p = ngx_cpymem(p, key, ngx_strlen(key));
+            *p = '\0';
+            b->auth.len = len;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "price=", 6) == 0) {
+            value[i].data += 6;
+            value[i].len -= 6;
+
+            if (ngx_http_llm_parse_price(&value[i], &b->price_in,
+                                         &b->price_out)
+                != NGX_OK)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"backend\" price \"%V\": "
+                                   "dollars per million tokens as IN/OUT "
+                                   "expected, e.g. price=0.60/1.80",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "weight=", 7) == 0) {
+            n = ngx_atoi(value[i].data + 7, value[i].len - 7);
+            if (n <= 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"backend\" weight \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            b->weight = n;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"backend\" parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (id.len == 0) {
+        id = model->name;
+    }
+
+    b->model.len = id.len;
+    b->model.data = ngx_pnalloc(cf->pool, id.len + 1);
+    if (b->model.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_cpystrn(b->model.data, id.data, id.len + 1);
+
+    return NGX_CONF_OK;
+}
+
+
+/* "0.60/1.80" dollars per million tokens → micro-dollars, no floats */
+
+static ngx_int_t
+ngx_http_llm_parse_price(ngx_str_t *s, ngx_uint_t *in, ngx_uint_t *out)
+{
+    u_char  *slash;
+
+    slash = ngx_strlchr(s->data, s->data + s->len, '/');
+    if (slash == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_llm_parse_micro(s->data, slash, in) != NGX_OK
+        || ngx_http_llm_parse_micro(slash + 1, s->data + s->len, out)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_parse_micro(u_char *p, u_char *last, ngx_uint_t *value)
+{
+    ngx_uint_t  v, digits, frac;
+
+    if (p == last) {
+        return NGX_ERROR;
+    }
+
+    v = 0;
+    frac = 0;
+    digits = 0;
+
+    for ( /* void */ ; p < last; p++) {
+
+        if (*p == '.' && !frac) {
+            frac = 1;
+            continue;
+        }
+
+        if (*p < '0' || *p > '9' || digits > 12) {
+            return NGX_ERROR;
+        }
+
+        if (frac && frac++ > 6) {
+            return NGX_ERROR;
+        }
+
+        v = v * 10 + (*p - '0');
+        digits++;
+    }
+
+    /* scale to six decimals */
+    for (frac = frac ? frac : 1; frac <= 6; frac++) {
+        v *= 10;
+    }
+
+    *value = v;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_init_module(ngx_cycle_t *cycle)
+{
+    /* before fork: curl_global_init() is not thread-safe everywhere */
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "llm: curl_global_init() failed");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    /* the cache manager and loader serve no requests */
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    lmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_llm_module);
+
+    if (lmcf == NULL || lmcf->models.nelts == 0) {
+        return NGX_OK;
+    }
+
+    return ngx_http_llm_curl_init(cycle, lmcf->keepalive);
+}
+
+
+static void
+ngx_http_llm_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_llm_curl_exit(cycle);
+}

@@ -1,0 +1,1082 @@
+
+/*
+ * Copyright (C) nginx-llm-gateway authors
+ *
+ * One upstream attempt per backend: the libcurl easy handle, its header and
+ * body callbacks, the client-side output with backpressure, timeouts and
+ * failover to the model's next backend before the first byte.
+ */
+
+
+#include "ngx_http_llm.h"
+
+
+static ngx_int_t ngx_http_llm_proxy_body(ngx_http_llm_ctx_t *ctx);
+static void ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx);
+static void ngx_http_llm_proxy_fail(ngx_http_llm_ctx_t *ctx);
+static void ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx,
+    CURLcode rc);
+static void ngx_http_llm_proxy_release(ngx_http_llm_ctx_t *ctx);
+static size_t ngx_http_llm_proxy_header_cb(char *buf, size_t size,
+    size_t n, void *data);
+static size_t ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n,
+    void *data);
+static ngx_int_t ngx_http_llm_proxy_send_header(ngx_http_llm_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_proxy_event(void *data, u_char *payload,
+    size_t len);
+static ngx_int_t ngx_http_llm_proxy_tee(ngx_http_llm_ctx_t *ctx, u_char *p,
+    size_t len);
+static void ngx_http_llm_proxy_usage(ngx_http_llm_ctx_t *ctx, cJSON *json);
+static void ngx_http_llm_proxy_timeout(ngx_event_t *ev);
+static ngx_int_t ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p,
+    size_t len);
+static ngx_int_t ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx,
+    ngx_uint_t last);
+static size_t ngx_http_llm_out_pending(ngx_http_llm_ctx_t *ctx);
+static ngx_str_t *ngx_http_llm_header_value(ngx_pool_t *pool, char *buf,
+    size_t len, const char *name, ngx_str_t *dst);
+
+
+ngx_int_t
+ngx_http_llm_proxy_start(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    if (ngx_http_llm_proxy_body(ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->timer.handler = ngx_http_llm_proxy_timeout;
+    ctx->timer.data = ctx;
+    ctx->timer.log = r->connection->log;
+
+    ctx->backend_index = 0;
+
+    ngx_http_llm_proxy_next(ctx);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The upstream body: the client's own request with the model renamed per
+ * backend and usage asked for on streams, so that every ending can be
+ * accounted for.
+ */
+
+static ngx_int_t
+ngx_http_llm_proxy_body(ngx_http_llm_ctx_t *ctx)
+{
+    cJSON  *opts;
+
+    if (ctx->stream) {
+        opts = cJSON_GetObjectItemCaseSensitive(ctx->json, "stream_options");
+
+        if (!cJSON_IsObject(opts)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(ctx->json,
+                                                    "stream_options");
+            opts = cJSON_AddObjectToObject(ctx->json, "stream_options");
+            if (opts == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        cJSON_DeleteItemFromObjectCaseSensitive(opts, "include_usage");
+
+        if (cJSON_AddTrueToObject(opts, "include_usage") == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* starts an attempt on ctx->backend_index, or fails the request */
+
+static void
+ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
+{
+    CURL                    *easy;
+    ngx_msec_t               elapsed, left;
+    ngx_http_request_t      *r;
+    ngx_http_llm_backend_t  *backend;
+    struct curl_slist       *h;
+
+    r = ctx->request;
+
+    if (ctx->backend_index >= ctx->model->backends.nelts) {
+        ngx_http_llm_proxy_fail(ctx);
+        return;
+    }
+
+    elapsed = ngx_current_msec - ctx->start;
+
+    if (elapsed >= ctx->conf->total_timeout) {
+        ctx->fail = NGX_HTTP_LLM_FAIL_TIMEOUT;
+        ngx_http_llm_proxy_fail(ctx);
+        return;
+    }
+
+    left = ctx->conf->total_timeout - elapsed;
+
+    backend = (ngx_http_llm_backend_t *) ctx->model->backends.elts
+              + ctx->backend_index;
+
+    ctx->backend = backend;
+    ctx->attempts++;
+
+    /* the model name is per backend */
+
+    cJSON_ReplaceItemInObjectCaseSensitive(ctx->json, "model",
+                          cJSON_CreateString((char *) backend->model.data));
+
+    if (ctx->upstream_body) {
+        cJSON_free(ctx->upstream_body);
+    }
+
+    ctx->upstream_body = cJSON_PrintUnformatted(ctx->json);
+    if (ctx->upstream_body == NULL) {
+        ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ctx->upstream_body_len = ngx_strlen(ctx->upstream_body);
+
+    if (ctx->headers == NULL) {
+        h = curl_slist_append(NULL, "Content-Type: application/json");
+        if (h) {
+            ctx->headers = h;
+            /* no "100 Continue" round trip for large bodies */
+            h = curl_slist_append(h, "Expect:");
+        }
+
+        if (h && ctx->stream) {
+            h = curl_slist_append(h, "Accept: text/event-stream");
+        }
+
+        if (h == NULL) {
+            ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+    }
+
+    easy = curl_easy_init();
+    if (easy == NULL) {
+        ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ctx->easy = easy;
+
+    if (backend->auth.len) {
+        /* a per-attempt list: only this backend may see its key */
+        h = curl_slist_append(NULL, (char *) backend->auth.data);
+        if (h == NULL) {
+            ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        h->next = ctx->headers;
+        ctx->headers = h;
+    }
+
+    curl_easy_setopt(easy, CURLOPT_URL, backend->url.data);
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, ctx);
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(easy, CURLOPT_POST, 1L);
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, ctx->upstream_body);
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE,
+                     (long) ctx->upstream_body_len);
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, ctx->headers);
+    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION,
+                     ngx_http_llm_proxy_header_cb);
+    curl_easy_setopt(easy, CURLOPT_HEADERDATA, ctx);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION,
+                     ngx_http_llm_proxy_write_cb);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, ctx);
+    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, ctx->curl_error);
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
+                     (long) ctx->conf->connect_timeout);
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) left);
+    curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(easy, CURLOPT_USERAGENT, "nginx-llm-gateway");
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+
+    ctx->curl_error[0] = '\0';
+    ctx->upstream_status = 0;
+    ctx->content_type.len = 0;
+    ctx->retry_after.len = 0;
+    ctx->headers_done = 0;
+    ctx->discard = 0;
+    ctx->first_byte = 0;
+    ctx->errlen = 0;
+    ctx->attempt_start = ngx_current_msec;
+
+    if (ngx_http_llm_curl_add(easy) != NGX_OK) {
+        ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_add_timer(&ctx->timer, ctx->conf->first_byte_timeout);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "llm: attempt %ui to \"%V\"", ctx->attempts,
+                   &backend->url);
+}
+
+
+/* a transfer ended, or its first byte / idle timer fired */
+
+void
+ngx_http_llm_proxy_done(ngx_http_llm_ctx_t *ctx, CURLcode rc)
+{
+    long                 status;
+    ngx_connection_t    *c;
+
+    /* the request, and ctx with it, may be gone after finalization */
+    c = ctx->request->connection;
+
+    if (ctx->easy && ctx->upstream_status == 0) {
+        status = 0;
+        curl_easy_getinfo(ctx->easy, CURLINFO_RESPONSE_CODE, &status);
+        ctx->upstream_status = status;
+    }
+
+    ngx_http_llm_proxy_release(ctx);
+
+    if (ctx->client_error) {
+        ngx_http_llm_finalize(ctx, NGX_HTTP_CLIENT_CLOSED_REQUEST);
+        goto done;
+    }
+
+    if (!ctx->headers_sent) {
+
+        switch (rc) {
+
+        case CURLE_OK:
+            if (ctx->discard) {
+                ctx->fail = NGX_HTTP_LLM_FAIL_STATUS;
+                break;
+            }
+
+            /* an empty body: the status alone is the answer */
+            ngx_http_llm_proxy_finish(ctx, rc);
+            goto done;
+
+        case CURLE_COULDNT_CONNECT:
+        case CURLE_COULDNT_RESOLVE_HOST:
+        case CURLE_COULDNT_RESOLVE_PROXY:
+            ctx->fail = NGX_HTTP_LLM_FAIL_CONNECT;
+            break;
+
+        case CURLE_OPERATION_TIMEDOUT:
+            ctx->fail = NGX_HTTP_LLM_FAIL_TIMEOUT;
+            break;
+
+        default:
+            ctx->fail = ctx->discard ? NGX_HTTP_LLM_FAIL_STATUS
+                                     : NGX_HTTP_LLM_FAIL_TRANSFER;
+            break;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                      "llm: backend \"%V\" failed: %s (status %i)",
+                      &ctx->backend->url,
+                      ctx->curl_error[0] ? ctx->curl_error
+                                         : curl_easy_strerror(rc),
+                      ctx->upstream_status);
+
+        ctx->backend_index++;
+        ngx_http_llm_proxy_next(ctx);
+        goto done;
+    }
+
+    ngx_http_llm_proxy_finish(ctx, rc);
+
+done:
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* every backend failed before a byte reached the client */
+
+static void
+ngx_http_llm_proxy_fail(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_http_request_t    *r;
+    ngx_http_llm_error_t   err;
+
+    r = ctx->request;
+
+    switch (ctx->fail) {
+
+    case NGX_HTTP_LLM_FAIL_TIMEOUT:
+        ngx_http_llm_set_error(&err, NGX_HTTP_GATEWAY_TIME_OUT,
+                               "upstream_error", "gateway_timeout", NULL,
+                               "The model backend did not respond in time.");
+        break;
+
+    case NGX_HTTP_LLM_FAIL_STATUS:
+        if (ctx->upstream_status == NGX_HTTP_TOO_MANY_REQUESTS) {
+            ngx_http_llm_set_error(&err, NGX_HTTP_TOO_MANY_REQUESTS,
+                                   "upstream_error", "rate_limit_exceeded",
+                                   NULL, "Every backend of model `%V` is "
+                                   "rate limited, try again later.",
+                                   &ctx->model->name);
+
+            if (ctx->retry_after.len) {
+                /* NUL-terminated by ngx_http_llm_header_value() */
+                (void) ngx_http_llm_add_header(r, "Retry-After",
+                                         (char *) ctx->retry_after.data);
+            }
+
+            break;
+        }
+
+        ngx_http_llm_set_error(&err, NGX_HTTP_BAD_GATEWAY, "upstream_error",
+                               "bad_gateway", NULL,
+                               "The model backend returned HTTP %i.",
+                               ctx->upstream_status);
+        break;
+
+    default:
+        ngx_http_llm_set_error(&err, NGX_HTTP_BAD_GATEWAY, "upstream_error",
+                               "bad_gateway", NULL,
+                               "No backend of model `%V` could be reached.",
+                               &ctx->model->name);
+        break;
+    }
+
+    ngx_http_llm_finalize(ctx, ngx_http_llm_send_error(r, &err));
+}
+
+
+/* the response began: end it, cleanly or with an error event */
+
+static void
+ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
+{
+    u_char               *p;
+    size_t                len;
+    cJSON                *json;
+    ngx_int_t             rv;
+    ngx_http_request_t   *r;
+    ngx_http_llm_error_t  err;
+
+    r = ctx->request;
+
+    if (!ctx->headers_sent && ngx_http_llm_proxy_send_header(ctx) != NGX_OK) {
+        ngx_http_llm_finalize(ctx, NGX_ERROR);
+        return;
+    }
+
+    if (r->header_only) {
+        ngx_http_llm_finalize(ctx, NGX_OK);
+        return;
+    }
+
+    /* a stream cut short may end in half an event: that is not one */
+
+    if (rc == CURLE_OK
+        && ctx->sse_mode
+        && ngx_http_llm_sse_finish(&ctx->sse, ngx_http_llm_proxy_event, ctx)
+           != NGX_OK)
+    {
+        rc = CURLE_WRITE_ERROR;
+    }
+
+    if (rc != CURLE_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "llm: backend \"%V\" failed mid-response: %s",
+                      &ctx->backend->url,
+                      ctx->curl_error[0] ? ctx->curl_error
+                                         : curl_easy_strerror(rc));
+
+        if (!ctx->sse_mode) {
+            /* a truncated JSON body: only a closed connection says so */
+            ngx_http_llm_finalize(ctx, NGX_ERROR);
+            return;
+        }
+
+        if (rc == CURLE_OPERATION_TIMEDOUT) {
+            ngx_http_llm_set_error(&err, NGX_HTTP_GATEWAY_TIME_OUT,
+                                   "upstream_error", "gateway_timeout", NULL,
+                                   "The model backend stopped sending.");
+
+        } else {
+            ngx_http_llm_set_error(&err, NGX_HTTP_BAD_GATEWAY,
+                                   "upstream_error", "bad_gateway", NULL,
+                                   "The model backend failed mid-stream.");
+        }
+
+        p = ngx_http_llm_error_json(r->pool, &err, &len);
+
+        /* the JSON ends in a newline; the event adds its own */
+
+        if (p == NULL
+            || ngx_http_llm_out(ctx, (u_char *) "data: ", 6) != NGX_OK
+            || ngx_http_llm_out(ctx, p, len - 1) != NGX_OK
+            || ngx_http_llm_out(ctx, (u_char *) "\n\n", 2) != NGX_OK)
+        {
+            ngx_http_llm_finalize(ctx, NGX_ERROR);
+            return;
+        }
+
+    } else if (!ctx->sse_mode && ctx->body_len && !ctx->body_truncated) {
+        json = cJSON_ParseWithLength((char *) ctx->body, ctx->body_len);
+
+        if (json) {
+            ngx_http_llm_proxy_usage(ctx,
+                          cJSON_GetObjectItemCaseSensitive(json, "usage"));
+            cJSON_Delete(json);
+        }
+    }
+
+    rv = ngx_http_llm_out_flush(ctx, 1);
+
+    ngx_http_llm_finalize(ctx, rv);
+}
+
+
+static void
+ngx_http_llm_proxy_release(ngx_http_llm_ctx_t *ctx)
+{
+    if (ctx->timer.timer_set) {
+        ngx_del_timer(&ctx->timer);
+    }
+
+    if (ctx->easy) {
+        ngx_http_llm_curl_remove(ctx->easy);
+        curl_easy_cleanup(ctx->easy);
+        ctx->easy = NULL;
+    }
+
+    ctx->paused = 0;
+}
+
+
+void
+ngx_http_llm_proxy_cleanup(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_http_llm_proxy_release(ctx);
+
+    if (ctx->headers) {
+        curl_slist_free_all(ctx->headers);
+        ctx->headers = NULL;
+    }
+
+    if (ctx->upstream_body) {
+        cJSON_free(ctx->upstream_body);
+        ctx->upstream_body = NULL;
+    }
+
+    if (ctx->body) {
+        ngx_free(ctx->body);
+        ctx->body = NULL;
+    }
+
+    ngx_http_llm_sse_free(&ctx->sse);
+}
+
+
+static size_t
+ngx_http_llm_proxy_header_cb(char *buf, size_t size, size_t n, void *data)
+{
+    ngx_http_llm_ctx_t *ctx = data;
+
+    size_t      len;
+    ngx_int_t   status;
+    ngx_str_t  *v;
+
+    len = size * n;
+
+    if (len >= 12 && ngx_strncmp(buf, "HTTP/", 5) == 0) {
+        /* a new response (after 1xx, too): forget the previous headers */
+
+        u_char  *p, *last;
+
+        p = (u_char *) buf + 5;
+        last = (u_char *) buf + len;
+
+        while (p < last && *p != ' ') {
+            p++;
+        }
+
+        status = (p + 4 <= last) ? ngx_atoi(p + 1, 3) : NGX_ERROR;
+
+        ctx->upstream_status = (status == NGX_ERROR) ? 0 : status;
+        ctx->content_type.len = 0;
+        ctx->retry_after.len = 0;
+
+        return len;
+    }
+
+    if (len <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
+        if (ctx->upstream_status < 200) {
+            return len;
+        }
+
+        ctx->headers_done = 1;
+
+        /*
+         * these are the backend's failures, not the client's: another
+         * backend may well do better, so the body is only kept for the log
+         */
+
+        if (ctx->upstream_status >= 500
+            || ctx->upstream_status == NGX_HTTP_TOO_MANY_REQUESTS
+            || ctx->upstream_status == NGX_HTTP_UNAUTHORIZED
+            || ctx->upstream_status == NGX_HTTP_FORBIDDEN)
+        {
+            ctx->discard = 1;
+        }
+
+        return len;
+    }
+
+    v = ngx_http_llm_header_value(ctx->request->pool, buf, len,
+                                  "content-type", &ctx->content_type);
+    if (v == NULL) {
+        (void) ngx_http_llm_header_value(ctx->request->pool, buf, len,
+                                         "retry-after", &ctx->retry_after);
+    }
+
+    return len;
+}
+
+
+static size_t
+ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n, void *data)
+{
+    ngx_http_llm_ctx_t *ctx = data;
+
+    size_t                     len, room;
+    ngx_int_t                  rc;
+    ngx_http_request_t        *r;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    len = size * n;
+    r = ctx->request;
+
+    if (!ctx->first_byte) {
+        ctx->first_byte = 1;
+        ctx->ttfb = ngx_current_msec - ctx->attempt_start;
+    }
+
+    if (ctx->discard) {
+        room = NGX_HTTP_LLM_ERRBUF_SIZE - ctx->errlen;
+        room = ngx_min(room, len);
+        ngx_memcpy(ctx->errbuf + ctx->errlen, buf, room);
+        ctx->errlen += room;
+
+        return len;
+    }
+
+    /* backpressure: the client has enough to chew on, hold the upstream */
+
+    if (ngx_http_llm_out_pending(ctx) >= ctx->conf->stream_buffer) {
+        ctx->paused = 1;
+
+        /* the client's send_timeout, not the upstream's, runs now */
+
+        if (ctx->timer.timer_set) {
+            ngx_del_timer(&ctx->timer);
+        }
+
+        if (!r->connection->write->timer_set) {
+            clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+            ngx_add_timer(r->connection->write, clcf->send_timeout);
+        }
+
+        return CURL_WRITEFUNC_PAUSE;
+    }
+
+    ngx_add_timer(&ctx->timer, ctx->conf->idle_timeout);
+
+    if (!ctx->headers_sent) {
+        if (ngx_http_llm_proxy_send_header(ctx) != NGX_OK) {
+            ctx->client_error = 1;
+            return 0;
+        }
+    }
+
+    if (ctx->sse_mode) {
+        rc = ngx_http_llm_sse_feed(&ctx->sse, (u_char *) buf, len,
+                                   ngx_http_llm_proxy_event, ctx);
+
+    } else {
+        rc = ngx_http_llm_proxy_tee(ctx, (u_char *) buf, len);
+
+        if (rc == NGX_OK) {
+            rc = ngx_http_llm_out(ctx, (u_char *) buf, len);
+        }
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_llm_out_flush(ctx, 0);
+    }
+
+    if (rc == NGX_ERROR || r->connection->error) {
+        ctx->client_error = 1;
+        return 0;
+    }
+
+    return len;
+}
+
+
+static ngx_int_t
+ngx_http_llm_proxy_send_header(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_int_t            rc;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    ctx->headers_sent = 1;
+
+    ctx->sse_mode = ctx->upstream_status == NGX_HTTP_OK
+                    && ctx->content_type.len >= 17
+                    && ngx_strncasecmp(ctx->content_type.data,
+                                       (u_char *) "text/event-stream", 17)
+                       == 0;
+
+    r->headers_out.status = ctx->upstream_status ? ctx->upstream_status
+                                                 : NGX_HTTP_BAD_GATEWAY;
+    r->headers_out.content_length_n = -1;
+
+    if (ctx->content_type.len) {
+        r->headers_out.content_type = ctx->content_type;
+
+    } else {
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+    }
+
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    /* a proxy in front of us must not buffer the stream either */
+
+    if (ctx->sse_mode
+        && (ngx_http_llm_add_header(r, "Cache-Control", "no-cache")
+            != NGX_OK
+            || ngx_http_llm_add_header(r, "X-Accel-Buffering", "no")
+               != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* one complete upstream SSE event */
+
+static ngx_int_t
+ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
+{
+    ngx_http_llm_ctx_t *ctx = data;
+
+    char       *s;
+    cJSON      *json, *usage, *choices;
+    ngx_int_t   rc;
+
+    if (len == 6 && ngx_strncmp(payload, "[DONE]", 6) == 0) {
+        ctx->done_seen = 1;
+        return ngx_http_llm_out(ctx, (u_char *) "data: [DONE]\n\n", 14);
+    }
+
+    json = cJSON_ParseWithLength((char *) payload, len);
+
+    if (json == NULL) {
+        goto forward;
+    }
+
+    usage = cJSON_GetObjectItemCaseSensitive(json, "usage");
+
+    if (!cJSON_IsObject(usage)) {
+        cJSON_Delete(json);
+        goto forward;
+    }
+
+    ngx_http_llm_proxy_usage(ctx, usage);
+
+    if (ctx->client_usage) {
+        cJSON_Delete(json);
+        goto forward;
+    }
+
+    /* the client did not ask for usage: hide what we asked for */
+
+    choices = cJSON_GetObjectItemCaseSensitive(json, "choices");
+
+    if (cJSON_IsArray(choices) && cJSON_GetArraySize(choices) == 0) {
+        cJSON_Delete(json);
+        return NGX_OK;
+    }
+
+    cJSON_DeleteItemFromObjectCaseSensitive(json, "usage");
+
+    s = cJSON_PrintUnformatted(json);
+    cJSON_Delete(json);
+
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_llm_out(ctx, (u_char *) "data: ", 6);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_llm_out(ctx, (u_char *) s, ngx_strlen(s));
+    }
+
+    cJSON_free(s);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_llm_out(ctx, (u_char *) "\n\n", 2);
+    }
+
+    return rc;
+
+forward:
+
+    if (ngx_http_llm_out(ctx, (u_char *) "data: ", 6) != NGX_OK
+        || ngx_http_llm_out(ctx, payload, len) != NGX_OK
+        || ngx_http_llm_out(ctx, (u_char *) "\n\n", 2) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_proxy_usage(ngx_http_llm_ctx_t *ctx, cJSON *usage)
+{
+    cJSON  *item;
+
+    if (!cJSON_IsObject(usage)) {
+        return;
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens");
+    if (cJSON_IsNumber(item) && item->valuedouble >= 0) {
+        ctx->prompt_tokens = (ngx_int_t) item->valuedouble;
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens");
+    if (cJSON_IsNumber(item) && item->valuedouble >= 0) {
+        ctx->completion_tokens = (ngx_int_t) item->valuedouble;
+    }
+}
+
+
+/* a copy of a non-streamed body, to read its usage at the end */
+
+static ngx_int_t
+ngx_http_llm_proxy_tee(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
+{
+    u_char  *nb;
+    size_t   need;
+
+    if (ctx->body_truncated) {
+        return NGX_OK;
+    }
+
+    need = ctx->body_len + len;
+
+    if (need > ctx->conf->max_response_body) {
+        ctx->body_truncated = 1;
+        ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
+                      "llm: response larger than llm_max_response_body, "
+                      "its usage is not read");
+        return NGX_OK;
+    }
+
+    if (need > ctx->body_size) {
+        need = ngx_max(need, ngx_max(ctx->body_size * 2, 4096));
+        need = ngx_min(need, ctx->conf->max_response_body);
+
+        nb = ngx_alloc(need, ctx->request->connection->log);
+        if (nb == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ctx->body) {
+            ngx_memcpy(nb, ctx->body, ctx->body_len);
+            ngx_free(ctx->body);
+        }
+
+        ctx->body = nb;
+        ctx->body_size = need;
+    }
+
+    ngx_memcpy(ctx->body + ctx->body_len, p, len);
+    ctx->body_len += len;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_proxy_timeout(ngx_event_t *ev)
+{
+    ngx_http_llm_ctx_t  *ctx;
+
+    ctx = ev->data;
+
+    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                  "llm: backend \"%V\" timed out %s",
+                  &ctx->backend->url,
+                  ctx->first_byte ? "between chunks" : "before first byte");
+
+    ngx_cpystrn((u_char *) ctx->curl_error,
+                (u_char *) (ctx->first_byte ? "idle timeout"
+                                            : "first byte timeout"),
+                CURL_ERROR_SIZE);
+
+    ngx_http_llm_proxy_done(ctx, CURLE_OPERATION_TIMEDOUT);
+}
+
+
+/* the client's socket can take more: flush, then let the upstream go on */
+
+void
+ngx_http_llm_proxy_writer(ngx_http_request_t *r)
+{
+    ngx_int_t                  rc;
+    ngx_event_t               *wev;
+    ngx_connection_t          *c;
+    ngx_http_llm_ctx_t        *ctx;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    c = r->connection;
+    wev = c->write;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
+
+    if (wev->timedout) {
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
+                      "client timed out");
+        c->timedout = 1;
+        ngx_http_llm_finalize(ctx, NGX_HTTP_REQUEST_TIME_OUT);
+        return;
+    }
+
+    if (!ctx->headers_sent) {
+        return;
+    }
+
+    rc = ngx_http_llm_out_flush(ctx, 0);
+
+    if (rc == NGX_ERROR) {
+        ngx_http_llm_finalize(ctx, NGX_ERROR);
+        return;
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (ngx_http_llm_out_pending(ctx)) {
+        if (!wev->delayed) {
+            ngx_add_timer(wev, clcf->send_timeout);
+        }
+
+        if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
+            ngx_http_llm_finalize(ctx, NGX_ERROR);
+        }
+
+        return;
+    }
+
+    if (wev->timer_set) {
+        ngx_del_timer(wev);
+    }
+
+    if (ctx->paused && ctx->easy) {
+        ctx->paused = 0;
+        ngx_add_timer(&ctx->timer, ctx->conf->idle_timeout);
+
+        /* may deliver the held data through the write callback at once */
+        curl_easy_pause(ctx->easy, CURLPAUSE_CONT);
+
+        ngx_http_llm_curl_process();
+    }
+}
+
+
+static ngx_int_t
+ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
+{
+    size_t               n;
+    ngx_buf_t           *b;
+    ngx_chain_t         *cl;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    while (len) {
+        b = (ctx->out == NULL) ? NULL
+            : ((ngx_chain_t *) ((u_char *) ctx->out_last
+                                - offsetof(ngx_chain_t, next)))->buf;
+
+        if (b == NULL || b->last == b->end) {
+            cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
+            if (cl == NULL) {
+                return NGX_ERROR;
+            }
+
+            b = cl->buf;
+
+            if (b->start == NULL) {
+                b->start = ngx_palloc(r->pool, NGX_HTTP_LLM_OUT_BUF_SIZE);
+                if (b->start == NULL) {
+                    return NGX_ERROR;
+                }
+
+                b->end = b->start + NGX_HTTP_LLM_OUT_BUF_SIZE;
+                b->temporary = 1;
+                b->tag = (ngx_buf_tag_t) &ngx_http_llm_module;
+            }
+
+            b->pos = b->start;
+            b->last = b->start;
+            b->flush = 0;
+            b->last_buf = 0;
+            b->last_in_chain = 0;
+
+            *ctx->out_last = cl;
+            ctx->out_last = &cl->next;
+        }
+
+        n = ngx_min(len, (size_t) (b->end - b->last));
+        b->last = ngx_cpymem(b->last, p, n);
+        p += n;
+        len -= n;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last)
+{
+    ngx_int_t            rc;
+    ngx_buf_t           *b;
+    ngx_chain_t         *cl;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    if (last) {
+        cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
+        if (cl == NULL) {
+            return NGX_ERROR;
+        }
+
+        b = cl->buf;
+
+        /* an empty special buffer, so no tag: it goes back to the pool */
+        ngx_memzero(b, sizeof(ngx_buf_t));
+        b->last_buf = (r == r->main) ? 1 : 0;
+        b->last_in_chain = 1;
+
+        *ctx->out_last = cl;
+        ctx->out_last = &cl->next;
+
+    } else if (ctx->out == NULL) {
+        /* nothing new: just push what the filters still hold */
+        rc = ngx_http_output_filter(r, NULL);
+        ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &ctx->out,
+                                (ngx_buf_tag_t) &ngx_http_llm_module);
+        return rc;
+
+    } else {
+        b = ((ngx_chain_t *) ((u_char *) ctx->out_last
+                              - offsetof(ngx_chain_t, next)))->buf;
+        b->flush = 1;
+    }
+
+    rc = ngx_http_output_filter(r, ctx->out);
+
+    ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &ctx->out,
+                            (ngx_buf_tag_t) &ngx_http_llm_module);
+
+    ctx->out = NULL;
+    ctx->out_last = &ctx->out;
+
+    return rc;
+}
+
+
+static size_t
+ngx_http_llm_out_pending(ngx_http_llm_ctx_t *ctx)
+{
+    size_t        size;
+    ngx_chain_t  *cl;
+
+    size = 0;
+
+    for (cl = ctx->busy; cl; cl = cl->next) {
+        size += ngx_buf_size(cl->buf);
+    }
+
+    return size;
+}
+
+
+static ngx_str_t *
+ngx_http_llm_header_value(ngx_pool_t *pool, char *buf, size_t len,
+    const char *name, ngx_str_t *dst)
+{
+    u_char  *p, *last;
+    size_t   nlen;
+
+    nlen = ngx_strlen(name);
+
+    if (len <= nlen || buf[nlen] != ':'
+        || ngx_strncasecmp((u_char *) buf, (u_char *) name, nlen) != 0)
+    {
+        return NULL;
+    }
+
+    p = (u_char *) buf + nlen + 1;
+    last = (u_char *) buf + len;
+
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    while (last > p && (last[-1] == '\r' || last[-1] == '\n'
+                        || last[-1] == ' '))
+    {
+        last--;
+    }
+
+    if (last - p > 256) {
+        last = p + 256;
+    }
+
+    dst->len = last - p;
+    dst->data = ngx_pnalloc(pool, dst->len + 1);
+
+    if (dst->data == NULL) {
+        dst->len = 0;
+        return dst;
+    }
+
+    ngx_cpystrn(dst->data, p, dst->len + 1);
+
+    return dst;
+}

@@ -1,0 +1,192 @@
+
+/*
+ * Copyright (C) nginx-llm-gateway authors
+ *
+ * Incremental text/event-stream parser: bytes arrive in arbitrary pieces,
+ * complete events leave as the joined value of their "data:" lines.
+ */
+
+
+#include "ngx_http_llm.h"
+
+
+static ngx_int_t ngx_http_llm_sse_line(ngx_http_llm_sse_t *sse, u_char *p,
+    size_t len, ngx_http_llm_sse_event_pt handler, void *data);
+static ngx_int_t ngx_http_llm_sse_append(u_char **buf, size_t *used,
+    size_t *size, u_char *p, size_t len);
+
+
+ngx_int_t
+ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p, size_t len,
+    ngx_http_llm_sse_event_pt handler, void *data)
+{
+    u_char     *nl, *last;
+    ngx_int_t   rc;
+
+    last = p + len;
+
+    while (p < last) {
+        nl = ngx_strlchr(p, last, '\n');
+
+        if (nl == NULL) {
+            return ngx_http_llm_sse_append(&sse->line, &sse->line_len,
+                                           &sse->line_size, p, last - p);
+        }
+
+        if (sse->line_len) {
+            /* the line began in an earlier piece */
+
+            if (ngx_http_llm_sse_append(&sse->line, &sse->line_len,
+                                        &sse->line_size, p, nl - p)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            rc = ngx_http_llm_sse_line(sse, sse->line, sse->line_len,
+                                       handler, data);
+            sse->line_len = 0;
+
+        } else {
+            rc = ngx_http_llm_sse_line(sse, p, nl - p, handler, data);
+        }
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        p = nl + 1;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the stream ended: a last event without its blank line still counts */
+
+ngx_int_t
+ngx_http_llm_sse_finish(ngx_http_llm_sse_t *sse,
+    ngx_http_llm_sse_event_pt handler, void *data)
+{
+    ngx_int_t  rc;
+
+    if (sse->line_len) {
+        rc = ngx_http_llm_sse_line(sse, sse->line, sse->line_len, handler,
+                                   data);
+        sse->line_len = 0;
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    return ngx_http_llm_sse_line(sse, NULL, 0, handler, data);
+}
+
+
+void
+ngx_http_llm_sse_free(ngx_http_llm_sse_t *sse)
+{
+    if (sse->line) {
+        ngx_free(sse->line);
+    }
+
+    if (sse->data) {
+        ngx_free(sse->data);
+    }
+
+    ngx_memzero(sse, sizeof(ngx_http_llm_sse_t));
+}
+
+
+static ngx_int_t
+ngx_http_llm_sse_line(ngx_http_llm_sse_t *sse, u_char *p, size_t len,
+    ngx_http_llm_sse_event_pt handler, void *data)
+{
+    ngx_int_t  rc;
+
+    if (len && p[len - 1] == '\r') {
+        len--;
+    }
+
+    if (len == 0) {
+        if (!sse->has_data) {
+            return NGX_OK;
+        }
+
+        sse->has_data = 0;
+        rc = handler(data, sse->data, sse->data_len);
+        sse->data_len = 0;
+
+        return rc;
+    }
+
+    if (len < 5 || ngx_strncmp(p, "data:", 5) != 0) {
+        /* comments, "event:", "id:" and "retry:" carry nothing we use */
+        return NGX_OK;
+    }
+
+    p += 5;
+    len -= 5;
+
+    if (len && *p == ' ') {
+        p++;
+        len--;
+    }
+
+    if (sse->has_data) {
+        if (ngx_http_llm_sse_append(&sse->data, &sse->data_len,
+                                    &sse->data_size, (u_char *) "\n", 1)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    sse->has_data = 1;
+
+    return ngx_http_llm_sse_append(&sse->data, &sse->data_len,
+                                   &sse->data_size, p, len);
+}
+
+
+static ngx_int_t
+ngx_http_llm_sse_append(u_char **buf, size_t *used, size_t *size, u_char *p,
+    size_t len)
+{
+    u_char  *nb;
+    size_t   need;
+
+    need = *used + len;
+
+    if (need > NGX_HTTP_LLM_MAX_EVENT) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "llm: upstream event larger than %uz bytes",
+                      (size_t) NGX_HTTP_LLM_MAX_EVENT);
+        return NGX_ERROR;
+    }
+
+    if (need > *size) {
+        need = ngx_max(need, ngx_max(*size * 2, 1024));
+
+        nb = ngx_alloc(need, ngx_cycle->log);
+        if (nb == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (*buf) {
+            ngx_memcpy(nb, *buf, *used);
+            ngx_free(*buf);
+        }
+
+        *buf = nb;
+        *size = need;
+    }
+
+    if (len) {
+        ngx_memcpy(*buf + *used, p, len);
+        *used += len;
+    }
+
+    return NGX_OK;
+}
