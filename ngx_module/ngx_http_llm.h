@@ -14,6 +14,8 @@
 
 #include <curl/curl.h>
 #include <cjson/cJSON.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
 
 
 #define NGX_HTTP_LLM_OUT_BUF_SIZE      8192
@@ -40,8 +42,41 @@ typedef struct {
 
 
 typedef struct {
+    ngx_str_t                   host;       /* NUL-terminated */
+    in_port_t                   port;
+    ngx_str_t                   unix_path;  /* NUL-terminated */
+    ngx_str_t                   password;
+    ngx_uint_t                  db;
+    ngx_msec_t                  timeout;
+} ngx_http_llm_redis_conf_t;
+
+
+/* a static key from the configuration, known by its SHA-256 */
+typedef struct {
+    u_char                      hash[64];
+    ngx_str_t                   tenant;
+} ngx_http_llm_key_t;
+
+
+/* a tenant's policy; zero means "no limit" */
+typedef struct {
+    ngx_str_t                   id;
+    ngx_int_t                   rpm;
+    ngx_int_t                   tpm;
+    int64_t                     budget_day;     /* micro-dollars */
+    int64_t                     budget_month;
+    ngx_int_t                   max_tokens;     /* cap and default */
+    ngx_str_t                   models;         /* "a,b", empty: all */
+    ngx_str_t                   default_model;
+} ngx_http_llm_tenant_t;
+
+
+typedef struct {
     ngx_array_t                 models;     /* ngx_http_llm_model_t */
     ngx_uint_t                  keepalive;
+    ngx_http_llm_redis_conf_t  *redis;
+    ngx_array_t                 keys;       /* ngx_http_llm_key_t */
+    ngx_msec_t                  auth_cache_ttl;
 } ngx_http_llm_main_conf_t;
 
 
@@ -54,6 +89,10 @@ typedef struct {
     size_t                      max_request_body;
     size_t                      max_response_body;
     size_t                      stream_buffer;
+    ngx_flag_t                  auth;
+    ngx_flag_t                  quota;
+    ngx_uint_t                  fail_open;
+    ngx_uint_t                  default_max_tokens;
 } ngx_http_llm_loc_conf_t;
 
 
@@ -82,11 +121,44 @@ typedef enum {
 } ngx_http_llm_fail_e;
 
 
+typedef struct ngx_http_llm_redis_cmd_s  ngx_http_llm_redis_cmd_t;
+
+typedef void (*ngx_http_llm_redis_pt)(redisReply *reply, void *data);
+
+
+typedef enum {
+    NGX_HTTP_LLM_PHASE_AUTH = 0,
+    NGX_HTTP_LLM_PHASE_POLICY,
+    NGX_HTTP_LLM_PHASE_ADMIT,
+    NGX_HTTP_LLM_PHASE_PROXY,
+    NGX_HTTP_LLM_PHASE_DONE
+} ngx_http_llm_phase_e;
+
+
 typedef struct {
     ngx_http_request_t         *request;
     ngx_http_llm_loc_conf_t    *conf;
+    ngx_http_llm_phase_e        phase;
 
+    /* tenant and quota */
+    u_char                      key_hash[64];
+    ngx_str_t                   tenant_id;
+    ngx_http_llm_tenant_t      *tenant;
+    ngx_http_llm_redis_cmd_t   *redis;         /* command in flight */
+    ngx_str_t                   request_id;
+    ngx_str_t                   key_day;       /* yyyymmdd, UTC */
+    ngx_str_t                   key_month;     /* yyyymm */
+    int64_t                     prompt_estimate;
+    int64_t                     max_tokens;
+    int64_t                     reserved_tokens;
+    int64_t                     reserved_cost;
+    long long                   admitted_ms;
+    int64_t                     cost;
+    ngx_uint_t                  chunks;        /* content deltas seen */
+
+    ngx_str_t                   body_in;       /* the client's body */
     cJSON                      *json;          /* the client's request */
+    ngx_str_t                   model_name;    /* as the client asked */
     char                       *upstream_body; /* malloc()ed by cJSON */
     size_t                      upstream_body_len;
 
@@ -140,6 +212,11 @@ typedef struct {
     unsigned                    paused:1;
     unsigned                    client_error:1;
     unsigned                    body_truncated:1;
+    unsigned                    redis_down:1;
+    unsigned                    admitted:1;
+    unsigned                    unenforced:1;    /* fail-open, unmetered */
+    unsigned                    script_retry:1;
+    unsigned                    settled:1;
 } ngx_http_llm_ctx_t;
 
 
@@ -157,11 +234,31 @@ extern ngx_module_t  ngx_http_llm_module;
 
 /* ngx_http_llm_handler.c */
 ngx_int_t ngx_http_llm_handler(ngx_http_request_t *r);
+void ngx_http_llm_run(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_fail(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err);
 void ngx_http_llm_finalize(ngx_http_llm_ctx_t *ctx, ngx_int_t rc);
 ngx_int_t ngx_http_llm_add_header(ngx_http_request_t *r, const char *key,
     const char *value);
 
+/* ngx_http_llm_auth.c */
+ngx_int_t ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_error_t *err);
+void ngx_http_llm_auth_exit(void);
+void ngx_http_llm_sha256_hex(u_char *p, size_t len, u_char *hex);
+
+/* ngx_http_llm_quota.c */
+void ngx_http_llm_quota_init(void);
+void ngx_http_llm_quota_load(void);
+ngx_int_t ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_error_t *err);
+void ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx);
+int64_t ngx_http_llm_cost(int64_t prompt, int64_t completion,
+    ngx_uint_t price_in, ngx_uint_t price_out);
+
 /* ngx_http_llm_request.c */
+ngx_int_t ngx_http_llm_apply_policy(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_error_t *err);
+int64_t ngx_http_llm_parse_usd(ngx_str_t *s);
 ngx_int_t ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p,
     size_t len, ngx_http_llm_error_t *err);
 void ngx_http_llm_set_error(ngx_http_llm_error_t *err, ngx_uint_t status,
@@ -186,6 +283,16 @@ void ngx_http_llm_curl_exit(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_llm_curl_add(CURL *easy);
 void ngx_http_llm_curl_remove(CURL *easy);
 void ngx_http_llm_curl_process(void);
+
+/* ngx_http_llm_redis.c */
+ngx_int_t ngx_http_llm_redis_init(ngx_cycle_t *cycle,
+    ngx_http_llm_redis_conf_t *conf);
+void ngx_http_llm_redis_exit(ngx_cycle_t *cycle);
+ngx_uint_t ngx_http_llm_redis_ready(void);
+ngx_http_llm_redis_cmd_t *ngx_http_llm_redis_command(int argc,
+    const char **argv, const size_t *argvlen, ngx_http_llm_redis_pt handler,
+    void *data);
+void ngx_http_llm_redis_cancel(ngx_http_llm_redis_cmd_t *cmd);
 
 /* ngx_http_llm_sse.c */
 ngx_int_t ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p,

@@ -106,25 +106,134 @@ ngx_http_llm_handler(ngx_http_request_t *r)
 void
 ngx_http_llm_finalize(ngx_http_llm_ctx_t *ctx, ngx_int_t rc)
 {
-    ngx_http_request_t  *r;
+    ngx_http_finalize_request(ctx->request, rc);
+}
+
+
+void
+ngx_http_llm_fail(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
+{
+    ngx_connection_t  *c;
+
+    c = ctx->request->connection;
+
+    ctx->phase = NGX_HTTP_LLM_PHASE_DONE;
+
+    ngx_http_finalize_request(ctx->request,
+                              ngx_http_llm_send_error(ctx->request, err));
+
+    /* we may be in a Redis callback: nginx will not do this for us */
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * Steps through the phases until one has to wait; an asynchronous step's
+ * callback calls here again to go on.
+ */
+
+void
+ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_int_t              rc;
+    ngx_connection_t      *c;
+    ngx_http_request_t    *r;
+    ngx_http_llm_error_t   err;
 
     r = ctx->request;
+    c = r->connection;
 
-    ngx_http_finalize_request(r, rc);
+    for ( ;; ) {
+
+        switch (ctx->phase) {
+
+        case NGX_HTTP_LLM_PHASE_AUTH:
+
+            if (ctx->conf->auth && ctx->tenant == NULL) {
+                rc = ngx_http_llm_auth(ctx, &err);
+
+                if (rc == NGX_AGAIN) {
+                    return;
+                }
+
+                if (rc != NGX_OK) {
+                    ngx_http_llm_fail(ctx, &err);
+                    return;
+                }
+            }
+
+            if (ngx_http_llm_parse_request(ctx, ctx->body_in.data,
+                                           ctx->body_in.len, &err)
+                != NGX_OK)
+            {
+                ngx_http_llm_fail(ctx, &err);
+                return;
+            }
+
+            ctx->phase = NGX_HTTP_LLM_PHASE_POLICY;
+            break;
+
+        case NGX_HTTP_LLM_PHASE_POLICY:
+
+            if (ngx_http_llm_apply_policy(ctx, &err) != NGX_OK) {
+                ngx_http_llm_fail(ctx, &err);
+                return;
+            }
+
+            ctx->phase = NGX_HTTP_LLM_PHASE_ADMIT;
+            break;
+
+        case NGX_HTTP_LLM_PHASE_ADMIT:
+
+            if (ctx->conf->quota
+                && ctx->tenant
+                && !ctx->admitted
+                && !ctx->unenforced)
+            {
+                rc = ngx_http_llm_quota_admit(ctx, &err);
+
+                if (rc == NGX_AGAIN) {
+                    return;
+                }
+
+                if (rc != NGX_OK) {
+                    ngx_http_llm_fail(ctx, &err);
+                    return;
+                }
+            }
+
+            ctx->phase = NGX_HTTP_LLM_PHASE_PROXY;
+            break;
+
+        case NGX_HTTP_LLM_PHASE_PROXY:
+
+            ctx->phase = NGX_HTTP_LLM_PHASE_DONE;
+
+            rc = ngx_http_llm_proxy_start(ctx);
+
+            if (rc != NGX_OK) {
+                ngx_http_finalize_request(r, rc);
+            }
+
+            ngx_http_run_posted_requests(c);
+            return;
+
+        default:
+            return;
+        }
+    }
 }
 
 
 static void
 ngx_http_llm_body_handler(ngx_http_request_t *r)
 {
-    ngx_int_t              rc;
-    ngx_str_t              body;
-    ngx_http_llm_ctx_t    *ctx;
-    ngx_http_llm_error_t   err;
+    ngx_int_t            rc;
+    ngx_http_llm_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
 
-    rc = ngx_http_llm_read_body(r, &body);
+    rc = ngx_http_llm_read_body(r, &ctx->body_in);
 
     if (rc == NGX_DECLINED) {
         ngx_http_finalize_request(r,
@@ -139,23 +248,12 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
         return;
     }
 
-    if (ngx_http_llm_parse_request(ctx, body.data, body.len, &err)
-        != NGX_OK)
-    {
-        ngx_http_finalize_request(r, ngx_http_llm_send_error(r, &err));
-        return;
-    }
-
-    /* a client that goes away while we wait must cancel the upstream */
+    /* a client that goes away while we wait must cancel what we wait for */
 
     r->read_event_handler = ngx_http_test_reading;
     r->write_event_handler = ngx_http_llm_proxy_writer;
 
-    rc = ngx_http_llm_proxy_start(ctx);
-
-    if (rc != NGX_OK) {
-        ngx_http_finalize_request(r, rc);
-    }
+    ngx_http_llm_run(ctx);
 }
 
 
@@ -406,7 +504,15 @@ ngx_http_llm_cleanup(void *data)
 {
     ngx_http_llm_ctx_t  *ctx = data;
 
+    if (ctx->redis) {
+        ngx_http_llm_redis_cancel(ctx->redis);
+        ctx->redis = NULL;
+    }
+
     ngx_http_llm_proxy_cleanup(ctx);
+
+    /* every ending passes here exactly once: the one place to settle */
+    ngx_http_llm_quota_settle(ctx);
 
     if (ctx->json) {
         cJSON_Delete(ctx->json);

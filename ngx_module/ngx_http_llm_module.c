@@ -27,11 +27,22 @@ static ngx_int_t ngx_http_llm_parse_price(ngx_str_t *s, ngx_uint_t *in,
     ngx_uint_t *out);
 static ngx_int_t ngx_http_llm_parse_micro(u_char *p, u_char *last,
     ngx_uint_t *value);
+static char *ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_llm_api_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_llm_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_llm_init_process(ngx_cycle_t *cycle);
 static void ngx_http_llm_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_llm_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+
+
+static ngx_conf_enum_t  ngx_http_llm_failure_policies[] = {
+    { ngx_string("closed"), 0 },
+    { ngx_string("open"), 1 },
+    { ngx_null_string, 0 }
+};
 
 
 static ngx_command_t  ngx_http_llm_commands[] = {
@@ -48,6 +59,55 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_llm_main_conf_t, keepalive),
+      NULL },
+
+    { ngx_string("llm_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_llm_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_api_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_llm_api_key,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_auth_cache_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_llm_main_conf_t, auth_cache_ttl),
+      NULL },
+
+    { ngx_string("llm_auth"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, auth),
+      NULL },
+
+    { ngx_string("llm_quota"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, quota),
+      NULL },
+
+    { ngx_string("llm_redis_failure"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, fail_open),
+      &ngx_http_llm_failure_policies },
+
+    { ngx_string("llm_default_max_tokens"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, default_max_tokens),
       NULL },
 
     { ngx_string("llm_gateway"),
@@ -298,7 +358,14 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    if (ngx_array_init(&lmcf->keys, cf->pool, 4, sizeof(ngx_http_llm_key_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
     lmcf->keepalive = NGX_CONF_UNSET_UINT;
+    lmcf->auth_cache_ttl = NGX_CONF_UNSET_MSEC;
 
     return lmcf;
 }
@@ -310,6 +377,7 @@ ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_llm_main_conf_t *lmcf = conf;
 
     ngx_conf_init_uint_value(lmcf->keepalive, 64);
+    ngx_conf_init_msec_value(lmcf->auth_cache_ttl, 10000);
 
     return NGX_CONF_OK;
 }
@@ -333,6 +401,10 @@ ngx_http_llm_create_loc_conf(ngx_conf_t *cf)
     conf->max_request_body = NGX_CONF_UNSET_SIZE;
     conf->max_response_body = NGX_CONF_UNSET_SIZE;
     conf->stream_buffer = NGX_CONF_UNSET_SIZE;
+    conf->auth = NGX_CONF_UNSET;
+    conf->quota = NGX_CONF_UNSET;
+    conf->fail_open = NGX_CONF_UNSET_UINT;
+    conf->default_max_tokens = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -345,8 +417,14 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_llm_loc_conf_t *conf = child;
 
     ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_llm_main_conf_t  *lmcf;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_value(conf->auth, prev->auth, 0);
+    ngx_conf_merge_value(conf->quota, prev->quota, 0);
+    ngx_conf_merge_uint_value(conf->fail_open, prev->fail_open, 0);
+    ngx_conf_merge_uint_value(conf->default_max_tokens,
+                              prev->default_max_tokens, 4096);
     ngx_conf_merge_msec_value(conf->connect_timeout, prev->connect_timeout,
                               5000);
     ngx_conf_merge_msec_value(conf->first_byte_timeout,
@@ -365,6 +443,36 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"llm_stream_buffer\" must be at least %d",
                            NGX_HTTP_LLM_OUT_BUF_SIZE);
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_module);
+
+    if (conf->enable && conf->quota && !conf->auth) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_quota\" needs \"llm_auth on\": quotas "
+                           "belong to tenants");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->enable && conf->quota && lmcf->redis == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_quota\" needs \"llm_redis\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->enable && conf->auth && lmcf->redis == NULL
+        && lmcf->keys.nelts == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_auth\" needs \"llm_redis\" or "
+                           "\"llm_api_key\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->default_max_tokens == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_default_max_tokens\" must be positive");
         return NGX_CONF_ERROR;
     }
 
@@ -757,9 +865,193 @@ ngx_http_llm_parse_micro(u_char *p, u_char *last, ngx_uint_t *value)
 }
 
 
+/* llm_redis 127.0.0.1:6379 | unix:/path [password_env=V] [db=N] [timeout=T] */
+
+static char *
+ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    char                       *pw;
+    u_char                     *colon;
+    ngx_int_t                   n;
+    ngx_str_t                  *value, s;
+    ngx_uint_t                  i;
+    ngx_http_llm_redis_conf_t  *rc;
+
+    if (lmcf->redis) {
+        return "is duplicate";
+    }
+
+    rc = ngx_pcalloc(cf->pool, sizeof(ngx_http_llm_redis_conf_t));
+    if (rc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+    rc->timeout = 500;
+    i = 1;
+
+    if (ngx_strncmp(value[1].data, "unix:", 5) == 0) {
+        rc->unix_path.len = value[1].len - 5;
+        rc->unix_path.data = value[1].data + 5;
+
+        if (rc->unix_path.len == 0) {
+            goto invalid;
+        }
+
+    } else {
+        colon = ngx_strlchr(value[1].data, value[1].data + value[1].len, ':');
+
+        if (colon == NULL) {
+            rc->port = 6379;
+            rc->host = value[1];
+
+        } else {
+            n = ngx_atoi(colon + 1, value[1].data + value[1].len - colon - 1);
+            if (n < 1 || n > 65535) {
+                goto invalid;
+            }
+
+            rc->port = (in_port_t) n;
+            rc->host.data = value[1].data;
+            rc->host.len = colon - value[1].data;
+        }
+
+        /* hiredis resolves names with a blocking call: addresses only */
+
+        if (ngx_inet_addr(rc->host.data, rc->host.len) == INADDR_NONE) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"llm_redis\" needs an IPv4 address or a "
+                               "unix: socket, not \"%V\"", &rc->host);
+            return NGX_CONF_ERROR;
+        }
+
+        s = rc->host;
+        rc->host.data = ngx_pnalloc(cf->pool, s.len + 1);
+        if (rc->host.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_cpystrn(rc->host.data, s.data, s.len + 1);
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "password_env=", 13) == 0) {
+            pw = getenv((char *) value[i].data + 13);
+
+            if (pw == NULL) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"llm_redis\": environment variable "
+                                   "\"%s\" is not set",
+                                   value[i].data + 13);
+                return NGX_CONF_ERROR;
+            }
+
+            rc->password.len = ngx_strlen(pw);
+            rc->password.data = ngx_pnalloc(cf->pool, rc->password.len + 1);
+            if (rc->password.data == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_cpystrn(rc->password.data, (u_char *) pw,
+                        rc->password.len + 1);
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            rc->password.data = value[i].data + 9;
+            rc->password.len = value[i].len - 9;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            n = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            if (n == NGX_ERROR) {
+                goto invalid;
+            }
+
+            rc->db = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            rc->timeout = ngx_parse_time(&s, 0);
+            if (rc->timeout == (ngx_msec_t) NGX_ERROR || rc->timeout == 0) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    lmcf->redis = rc;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid \"llm_redis\" parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+/* llm_api_key <sha256 hex of the key> <tenant> */
+
+static char *
+ngx_http_llm_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    ngx_str_t           *value;
+    ngx_uint_t           i;
+    ngx_http_llm_key_t  *key;
+
+    value = cf->args->elts;
+
+    if (value[1].len != 64) {
+        goto invalid;
+    }
+
+    for (i = 0; i < 64; i++) {
+        if (!((value[1].data[i] >= '0' && value[1].data[i] <= '9')
+              || (value[1].data[i] >= 'a' && value[1].data[i] <= 'f')))
+        {
+            goto invalid;
+        }
+    }
+
+    key = ngx_array_push(&lmcf->keys);
+    if (key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(key->hash, value[1].data, 64);
+    key->tenant = value[2];
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"llm_api_key\" takes the SHA-256 of the key in "
+                       "lowercase hex, not \"%V\"", &value[1]);
+    return NGX_CONF_ERROR;
+}
+
+
 static ngx_int_t
 ngx_http_llm_init_module(ngx_cycle_t *cycle)
 {
+    ngx_http_llm_quota_init();
+
     /* before fork: curl_global_init() is not thread-safe everywhere */
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -791,6 +1083,12 @@ ngx_http_llm_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    if (lmcf->redis
+        && ngx_http_llm_redis_init(cycle, lmcf->redis) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     return ngx_http_llm_curl_init(cycle, lmcf->keepalive);
 }
 
@@ -798,5 +1096,7 @@ ngx_http_llm_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_llm_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_llm_redis_exit(cycle);
     ngx_http_llm_curl_exit(cycle);
+    ngx_http_llm_auth_exit();
 }

@@ -689,7 +689,7 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
     ngx_http_llm_ctx_t *ctx = data;
 
     char       *s;
-    cJSON      *json, *usage, *choices;
+    cJSON      *json, *usage, *choices, *delta, *item;
     ngx_int_t   rc;
 
     if (len == 6 && ngx_strncmp(payload, "[DONE]", 6) == 0) {
@@ -701,6 +701,17 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
 
     if (json == NULL) {
         goto forward;
+    }
+
+    /* without usage at the end, an aborted stream is charged by these */
+
+    choices = cJSON_GetObjectItemCaseSensitive(json, "choices");
+    delta = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(choices, 0),
+                                             "delta");
+    item = cJSON_GetObjectItemCaseSensitive(delta, "content");
+
+    if (cJSON_IsString(item) && item->valuestring[0] != '\0') {
+        ctx->chunks++;
     }
 
     usage = cJSON_GetObjectItemCaseSensitive(json, "usage");
@@ -718,8 +729,6 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
     }
 
     /* the client did not ask for usage: hide what we asked for */
-
-    choices = cJSON_GetObjectItemCaseSensitive(json, "choices");
 
     if (cJSON_IsArray(choices) && cJSON_GetArraySize(choices) == 0) {
         cJSON_Delete(json);

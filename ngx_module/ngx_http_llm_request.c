@@ -17,6 +17,9 @@ static ngx_int_t ngx_http_llm_check_messages(cJSON *messages,
 static ngx_int_t ngx_http_llm_check_fields(cJSON *json,
     ngx_http_llm_error_t *err);
 static ngx_uint_t ngx_http_llm_depth(cJSON *item, ngx_uint_t depth);
+static int64_t ngx_http_llm_text_size(cJSON *item);
+static ngx_int_t ngx_http_llm_model_allowed(ngx_str_t *list,
+    ngx_str_t *name);
 static ngx_int_t ngx_http_llm_is_int(cJSON *item);
 
 
@@ -175,7 +178,6 @@ ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len,
     ngx_http_llm_error_t *err)
 {
     cJSON      *json, *item, *opts;
-    ngx_str_t   name;
 
     if (len == 0) {
         ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
@@ -225,26 +227,9 @@ ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len,
 
     item = cJSON_GetObjectItemCaseSensitive(json, "model");
 
-    if (item == NULL) {
-        ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
-                               "invalid_request_error", "missing_required_"
-                               "parameter", "model",
-                               "You must provide a model parameter.");
-        return NGX_ERROR;
-    }
-
-    name.data = (u_char *) item->valuestring;
-    name.len = ngx_strlen(item->valuestring);
-
-    ctx->model = ngx_http_llm_find_model(ctx->request, &name);
-
-    if (ctx->model == NULL) {
-        ngx_http_llm_set_error(err, NGX_HTTP_NOT_FOUND,
-                               "invalid_request_error", "model_not_found",
-                               "model", "The model `%*s` does not exist or "
-                               "you do not have access to it.",
-                               ngx_min(name.len, 100), name.data);
-        return NGX_ERROR;
+    if (item) {
+        ctx->model_name.data = (u_char *) item->valuestring;
+        ctx->model_name.len = ngx_strlen(item->valuestring);
     }
 
     item = cJSON_GetObjectItemCaseSensitive(json, "stream");
@@ -584,4 +569,220 @@ ngx_http_llm_is_int(cJSON *item)
     d = item->valuedouble;
 
     return d == (double) (int64_t) d && d > -9.0e15 && d < 9.0e15;
+}
+
+
+/*
+ * The tenant's say, after parsing: which model, how many tokens at most,
+ * and the prompt's worst case for the reservation.
+ */
+
+ngx_int_t
+ngx_http_llm_apply_policy(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
+{
+    int64_t                 cap, asked;
+    cJSON                  *item, *msgs;
+    ngx_str_t               name;
+    ngx_http_llm_tenant_t  *t;
+
+    t = ctx->tenant;
+    name = ctx->model_name;
+
+    if (name.len == 0 && t && t->default_model.len) {
+        name = t->default_model;
+    }
+
+    if (name.len == 0) {
+        ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
+                               "invalid_request_error",
+                               "missing_required_parameter", "model",
+                               "You must provide a model parameter.");
+        return NGX_ERROR;
+    }
+
+    ctx->model = ngx_http_llm_find_model(ctx->request, &name);
+
+    if (ctx->model == NULL
+        || (t && t->models.len
+            && !ngx_http_llm_model_allowed(&t->models, &name)))
+    {
+        ctx->model = NULL;
+        ngx_http_llm_set_error(err, NGX_HTTP_NOT_FOUND,
+                               "invalid_request_error", "model_not_found",
+                               "model", "The model `%*s` does not exist or "
+                               "you do not have access to it.",
+                               ngx_min(name.len, 100), name.data);
+        return NGX_ERROR;
+    }
+
+    asked = 0;
+
+    item = cJSON_GetObjectItemCaseSensitive(ctx->json,
+                                            "max_completion_tokens");
+    if (!cJSON_IsNumber(item)) {
+        item = cJSON_GetObjectItemCaseSensitive(ctx->json, "max_tokens");
+    }
+
+    if (cJSON_IsNumber(item)) {
+        asked = (int64_t) item->valuedouble;
+    }
+
+    cap = (t && t->max_tokens > 0) ? t->max_tokens : 0;
+
+    if (cap && asked > cap) {
+        ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
+                               "invalid_request_error", "invalid_value",
+                               "max_tokens", "max_tokens is too large: "
+                               "%L. This key allows at most %L.",
+                               asked, cap);
+        return NGX_ERROR;
+    }
+
+    if (asked == 0 && ctx->conf->quota && t) {
+        /*
+         * a quota is only exact with a bound on the answer: the backend
+         * is told the tenant's cap, or the location's default
+         */
+
+        asked = cap ? cap : (int64_t) ctx->conf->default_max_tokens;
+
+        cJSON_DeleteItemFromObjectCaseSensitive(ctx->json, "max_tokens");
+
+        if (cJSON_AddNumberToObject(ctx->json, "max_tokens", (double) asked)
+            == NULL)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    ctx->max_tokens = asked;
+
+    /*
+     * Every token of llama-style tokenizers covers at least one byte of
+     * text, so bytes bound the prompt's tokens; templates add a few per
+     * message.
+     */
+
+    msgs = cJSON_GetObjectItemCaseSensitive(ctx->json, "messages");
+
+    ctx->prompt_estimate = ngx_http_llm_text_size(msgs)
+                           + ngx_http_llm_text_size(
+                               cJSON_GetObjectItemCaseSensitive(ctx->json,
+                                                                "tools"))
+                           + 8 * cJSON_GetArraySize(msgs) + 16;
+
+    return NGX_OK;
+}
+
+
+static int64_t
+ngx_http_llm_text_size(cJSON *item)
+{
+    cJSON    *child;
+    int64_t   n;
+
+    if (item == NULL) {
+        return 0;
+    }
+
+    n = 0;
+
+    if (cJSON_IsString(item)) {
+        n += ngx_strlen(item->valuestring);
+    }
+
+    if (item->string) {
+        n += ngx_strlen(item->string);
+    }
+
+    for (child = item->child; child; child = child->next) {
+        n += ngx_http_llm_text_size(child);
+    }
+
+    return n;
+}
+
+
+static ngx_int_t
+ngx_http_llm_model_allowed(ngx_str_t *list, ngx_str_t *name)
+{
+    u_char  *p, *last, *comma;
+
+    p = list->data;
+    last = list->data + list->len;
+
+    while (p < last) {
+        comma = ngx_strlchr(p, last, ',');
+        if (comma == NULL) {
+            comma = last;
+        }
+
+        while (p < comma && *p == ' ') {
+            p++;
+        }
+
+        if ((size_t) (comma - p) == name->len
+            && ngx_strncmp(p, name->data, name->len) == 0)
+        {
+            return 1;
+        }
+
+        p = comma + 1;
+    }
+
+    return 0;
+}
+
+
+/* "12.50" dollars to micro-dollars, exactly; -1 if it is not a price */
+
+int64_t
+ngx_http_llm_parse_usd(ngx_str_t *s)
+{
+    u_char      *p, *last;
+    int64_t      dollars, micro, scale;
+    ngx_uint_t   frac;
+
+    p = s->data;
+    last = s->data + s->len;
+
+    dollars = 0;
+    micro = 0;
+    scale = 1000000;
+    frac = 0;
+
+    if (p == last) {
+        return -1;
+    }
+
+    for ( /* void */ ; p < last; p++) {
+
+        if (*p == '.' && !frac) {
+            frac = 1;
+            continue;
+        }
+
+        if (*p < '0' || *p > '9') {
+            return -1;
+        }
+
+        if (frac) {
+            scale /= 10;
+
+            if (scale == 0) {
+                return -1;
+            }
+
+            micro += (*p - '0') * scale;
+            continue;
+        }
+
+        dollars = dollars * 10 + (*p - '0');
+
+        if (dollars > 1000000000LL) {
+            return -1;
+        }
+    }
+
+    return dollars * 1000000 + micro;
 }

@@ -1,0 +1,544 @@
+
+/*
+ * Copyright (C) nginx-llm-gateway authors
+ *
+ * API keys to tenants.  A key is known only by its SHA-256; lookups go to
+ * static keys from the configuration, then to Redis, and land in a small
+ * per-worker cache so that a hot key costs no round trip.
+ */
+
+
+#include "ngx_http_llm.h"
+
+#include <openssl/sha.h>
+
+
+#define NGX_HTTP_LLM_AUTH_SLOTS      4096
+#define NGX_HTTP_LLM_AUTH_NEG_TTL    1000
+#define NGX_HTTP_LLM_KEY_MAX         512
+
+
+typedef struct {
+    u_char                      hash[64];
+    ngx_msec_t                  expires;
+    ngx_uint_t                  state;      /* 0 empty, 1 tenant, 2 denied */
+    ngx_http_llm_tenant_t      *tenant;     /* one malloc()ed block */
+} ngx_http_llm_auth_slot_t;
+
+
+static ngx_int_t ngx_http_llm_auth_bearer(ngx_http_request_t *r,
+    u_char *hex);
+static ngx_http_llm_auth_slot_t *ngx_http_llm_auth_slot(u_char *hex);
+static ngx_int_t ngx_http_llm_auth_offline(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_error_t *err);
+static ngx_int_t ngx_http_llm_auth_fetch_tenant(ngx_http_llm_ctx_t *ctx,
+    ngx_str_t *id);
+static void ngx_http_llm_auth_key_reply(redisReply *reply, void *data);
+static void ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data);
+static void ngx_http_llm_auth_store(u_char *hex, ngx_uint_t state,
+    ngx_http_llm_tenant_t *tenant, ngx_msec_t ttl);
+static ngx_http_llm_tenant_t *ngx_http_llm_tenant_parse(ngx_pool_t *pool,
+    ngx_str_t *id, redisReply *reply);
+static ngx_http_llm_tenant_t *ngx_http_llm_tenant_dup(
+    ngx_http_llm_tenant_t *t, ngx_pool_t *pool);
+static void ngx_http_llm_auth_deny(ngx_http_llm_error_t *err);
+
+
+static ngx_http_llm_auth_slot_t  *ngx_http_llm_auth_cache;
+
+
+void
+ngx_http_llm_auth_exit(void)
+{
+    ngx_uint_t  i;
+
+    if (ngx_http_llm_auth_cache == NULL) {
+        return;
+    }
+
+    for (i = 0; i < NGX_HTTP_LLM_AUTH_SLOTS; i++) {
+        if (ngx_http_llm_auth_cache[i].tenant) {
+            ngx_free(ngx_http_llm_auth_cache[i].tenant);
+        }
+    }
+
+    ngx_free(ngx_http_llm_auth_cache);
+    ngx_http_llm_auth_cache = NULL;
+}
+
+
+void
+ngx_http_llm_sha256_hex(u_char *p, size_t len, u_char *hex)
+{
+    u_char  md[SHA256_DIGEST_LENGTH];
+
+    SHA256(p, len, md);
+    ngx_hex_dump(hex, md, SHA256_DIGEST_LENGTH);
+}
+
+
+/*
+ * NGX_OK: ctx->tenant is set; NGX_AGAIN: a Redis lookup is under way and
+ * will resume the request; NGX_ERROR: err says why.
+ */
+
+ngx_int_t
+ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
+{
+    u_char                    *p;
+    size_t                     argvlen[4];
+    ngx_uint_t                 i;
+    const char                *argv[4];
+    ngx_http_request_t        *r;
+    ngx_http_llm_key_t        *key;
+    ngx_http_llm_auth_slot_t  *slot;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    r = ctx->request;
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_module);
+
+    if (ngx_http_llm_auth_bearer(r, ctx->key_hash) != NGX_OK) {
+        ngx_http_llm_auth_deny(err);
+        return NGX_ERROR;
+    }
+
+    slot = ngx_http_llm_auth_slot(ctx->key_hash);
+
+    if (slot != NULL
+        && (ngx_msec_int_t) (slot->expires - ngx_current_msec) > 0)
+    {
+        if (slot->state == 2) {
+            ngx_http_llm_auth_deny(err);
+            return NGX_ERROR;
+        }
+
+        ctx->tenant = ngx_http_llm_tenant_dup(slot->tenant, r->pool);
+
+        return ctx->tenant ? NGX_OK : NGX_ERROR;
+    }
+
+    /* static keys still take their tenant's policy from Redis */
+
+    key = lmcf->keys.elts;
+
+    for (i = 0; i < lmcf->keys.nelts; i++) {
+        if (ngx_memcmp(key[i].hash, ctx->key_hash, 64) == 0) {
+            return ngx_http_llm_auth_fetch_tenant(ctx, &key[i].tenant)
+                   == NGX_OK ? NGX_AGAIN
+                             : ngx_http_llm_auth_offline(ctx, err);
+        }
+    }
+
+    p = ngx_pnalloc(r->pool, sizeof("llm:key:") - 1 + 64);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, "llm:key:", sizeof("llm:key:") - 1);
+    ngx_memcpy(p + sizeof("llm:key:") - 1, ctx->key_hash, 64);
+
+    argv[0] = "HMGET";
+    argvlen[0] = 5;
+    argv[1] = (char *) p;
+    argvlen[1] = sizeof("llm:key:") - 1 + 64;
+    argv[2] = "tenant";
+    argvlen[2] = 6;
+    argv[3] = "revoked";
+    argvlen[3] = 7;
+
+    ctx->redis = ngx_http_llm_redis_command(4, argv, argvlen,
+                                            ngx_http_llm_auth_key_reply, ctx);
+    if (ctx->redis == NULL) {
+        return ngx_http_llm_auth_offline(ctx, err);
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/*
+ * Redis cannot be asked: fail-open serves keys this worker has seen, even
+ * from a stale entry; fail-closed serves nobody.
+ */
+
+static ngx_int_t
+ngx_http_llm_auth_offline(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
+{
+    ngx_http_llm_auth_slot_t  *slot;
+
+    ctx->redis_down = 1;
+
+    slot = ngx_http_llm_auth_slot(ctx->key_hash);
+
+    if (ctx->conf->fail_open && slot != NULL && slot->state == 1) {
+        ctx->tenant = ngx_http_llm_tenant_dup(slot->tenant,
+                                              ctx->request->pool);
+        return ctx->tenant ? NGX_OK : NGX_ERROR;
+    }
+
+    ngx_http_llm_set_error(err, NGX_HTTP_SERVICE_UNAVAILABLE, "server_error",
+                           "service_unavailable", NULL,
+                           "The gateway cannot check API keys right now, "
+                           "try again later.");
+
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_llm_auth_key_reply(redisReply *reply, void *data)
+{
+    ngx_http_llm_ctx_t *ctx = data;
+
+    ngx_str_t             id;
+    ngx_http_llm_error_t  err;
+
+    ctx->redis = NULL;
+
+    if (reply == NULL
+        || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 2)
+    {
+        if (ngx_http_llm_auth_offline(ctx, &err) != NGX_OK) {
+            ngx_http_llm_fail(ctx, &err);
+            return;
+        }
+
+        ngx_http_llm_run(ctx);
+        return;
+    }
+
+    if (reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[0]->len == 0
+        || (reply->element[1]->type == REDIS_REPLY_STRING
+            && reply->element[1]->len
+            && !(reply->element[1]->len == 1
+                 && reply->element[1]->str[0] == '0')))
+    {
+        /* unknown or revoked; a short negative entry spares Redis */
+        ngx_http_llm_auth_store(ctx->key_hash, 2, NULL,
+                                NGX_HTTP_LLM_AUTH_NEG_TTL);
+        ngx_http_llm_auth_deny(&err);
+        ngx_http_llm_fail(ctx, &err);
+        return;
+    }
+
+    id.len = reply->element[0]->len;
+    id.data = ngx_pnalloc(ctx->request->pool, id.len);
+    if (id.data == NULL) {
+        ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_memcpy(id.data, reply->element[0]->str, id.len);
+
+    if (ngx_http_llm_auth_fetch_tenant(ctx, &id) != NGX_OK) {
+        if (ngx_http_llm_auth_offline(ctx, &err) != NGX_OK) {
+            ngx_http_llm_fail(ctx, &err);
+            return;
+        }
+
+        ngx_http_llm_run(ctx);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_llm_auth_fetch_tenant(ngx_http_llm_ctx_t *ctx, ngx_str_t *id)
+{
+    u_char       *p;
+    size_t        argvlen[2];
+    const char   *argv[2];
+
+    p = ngx_pnalloc(ctx->request->pool, sizeof("llm:tenant:") - 1 + id->len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, "llm:tenant:", sizeof("llm:tenant:") - 1);
+    ngx_memcpy(p + sizeof("llm:tenant:") - 1, id->data, id->len);
+
+    ctx->tenant_id = *id;
+
+    argv[0] = "HGETALL";
+    argvlen[0] = 7;
+    argv[1] = (char *) p;
+    argvlen[1] = sizeof("llm:tenant:") - 1 + id->len;
+
+    ctx->redis = ngx_http_llm_redis_command(2, argv, argvlen,
+                                            ngx_http_llm_auth_tenant_reply,
+                                            ctx);
+
+    return ctx->redis ? NGX_OK : NGX_ERROR;
+}
+
+
+static void
+ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data)
+{
+    ngx_http_llm_ctx_t *ctx = data;
+
+    ngx_http_llm_error_t       err;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    ctx->redis = NULL;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        if (ngx_http_llm_auth_offline(ctx, &err) != NGX_OK) {
+            ngx_http_llm_fail(ctx, &err);
+            return;
+        }
+
+        ngx_http_llm_run(ctx);
+        return;
+    }
+
+    ctx->tenant = ngx_http_llm_tenant_parse(ctx->request->pool,
+                                            &ctx->tenant_id, reply);
+    if (ctx->tenant == NULL) {
+        ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_llm_module);
+
+    ngx_http_llm_auth_store(ctx->key_hash, 1, ctx->tenant,
+                            lmcf->auth_cache_ttl);
+
+    ngx_http_llm_run(ctx);
+}
+
+
+/* "Authorization: Bearer <key>" to the key's SHA-256 in hex */
+
+static ngx_int_t
+ngx_http_llm_auth_bearer(ngx_http_request_t *r, u_char *hex)
+{
+    u_char           *p, *q, *last;
+    ngx_table_elt_t  *h;
+
+    h = r->headers_in.authorization;
+
+    if (h == NULL
+        || h->value.len <= sizeof("Bearer ") - 1
+        || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
+                           sizeof("Bearer ") - 1) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    p = h->value.data + sizeof("Bearer ") - 1;
+    last = h->value.data + h->value.len;
+
+    while (p < last && *p == ' ') {
+        p++;
+    }
+
+    if (p == last || last - p > NGX_HTTP_LLM_KEY_MAX) {
+        return NGX_DECLINED;
+    }
+
+    /* a key is printable ASCII without blanks: nothing else is hashed */
+
+    for (q = p; q < last; q++) {
+        if (*q <= ' ' || *q >= 0x7f) {
+            return NGX_DECLINED;
+        }
+    }
+
+    ngx_http_llm_sha256_hex(p, last - p, hex);
+
+    return NGX_OK;
+}
+
+
+static ngx_http_llm_auth_slot_t *
+ngx_http_llm_auth_slot(u_char *hex)
+{
+    ngx_uint_t                 n;
+    ngx_http_llm_auth_slot_t  *slot;
+
+    if (ngx_http_llm_auth_cache == NULL) {
+        return NULL;
+    }
+
+    n = ngx_hextoi(hex, 8) % NGX_HTTP_LLM_AUTH_SLOTS;
+    slot = &ngx_http_llm_auth_cache[n];
+
+    if (slot->state == 0 || ngx_memcmp(slot->hash, hex, 64) != 0) {
+        return NULL;
+    }
+
+    return slot;
+}
+
+
+/* one slot per hash prefix: a collision simply replaces the entry */
+
+static void
+ngx_http_llm_auth_store(u_char *hex, ngx_uint_t state,
+    ngx_http_llm_tenant_t *tenant, ngx_msec_t ttl)
+{
+    ngx_uint_t                 n;
+    ngx_http_llm_tenant_t     *copy;
+    ngx_http_llm_auth_slot_t  *slot;
+
+    if (ngx_http_llm_auth_cache == NULL) {
+        ngx_http_llm_auth_cache = ngx_calloc(NGX_HTTP_LLM_AUTH_SLOTS
+                                             * sizeof(ngx_http_llm_auth_slot_t),
+                                             ngx_cycle->log);
+        if (ngx_http_llm_auth_cache == NULL) {
+            return;
+        }
+    }
+
+    copy = NULL;
+
+    if (tenant) {
+        copy = ngx_http_llm_tenant_dup(tenant, NULL);
+        if (copy == NULL) {
+            return;
+        }
+    }
+
+    n = ngx_hextoi(hex, 8) % NGX_HTTP_LLM_AUTH_SLOTS;
+    slot = &ngx_http_llm_auth_cache[n];
+
+    if (slot->tenant) {
+        ngx_free(slot->tenant);
+    }
+
+    ngx_memcpy(slot->hash, hex, 64);
+    slot->state = state;
+    slot->tenant = copy;
+    slot->expires = ngx_current_msec + ttl;
+}
+
+
+/* HGETALL llm:tenant:<id> → policy; absent fields mean "no limit" */
+
+static ngx_http_llm_tenant_t *
+ngx_http_llm_tenant_parse(ngx_pool_t *pool, ngx_str_t *id,
+    redisReply *reply)
+{
+    size_t                  i;
+    ngx_str_t               f, v;
+    redisReply             *e;
+    ngx_http_llm_tenant_t   t;
+
+    ngx_memzero(&t, sizeof(ngx_http_llm_tenant_t));
+
+    t.id = *id;
+
+    for (i = 0; i + 1 < reply->elements; i += 2) {
+        e = reply->element[i];
+
+        if (e->type != REDIS_REPLY_STRING
+            || reply->element[i + 1]->type != REDIS_REPLY_STRING)
+        {
+            continue;
+        }
+
+        f.data = (u_char *) e->str;
+        f.len = e->len;
+        v.data = (u_char *) reply->element[i + 1]->str;
+        v.len = reply->element[i + 1]->len;
+
+#define ngx_http_llm_field(name)                                              \
+        (f.len == sizeof(name) - 1 && ngx_strncmp(f.data, name, f.len) == 0)
+
+        if (ngx_http_llm_field("rpm")) {
+            t.rpm = ngx_atoi(v.data, v.len);
+
+        } else if (ngx_http_llm_field("tpm")) {
+            t.tpm = ngx_atoi(v.data, v.len);
+
+        } else if (ngx_http_llm_field("budget_day_usd")) {
+            t.budget_day = ngx_http_llm_parse_usd(&v);
+
+        } else if (ngx_http_llm_field("budget_month_usd")) {
+            t.budget_month = ngx_http_llm_parse_usd(&v);
+
+        } else if (ngx_http_llm_field("max_tokens")) {
+            t.max_tokens = ngx_atoi(v.data, v.len);
+
+        } else if (ngx_http_llm_field("models")) {
+            t.models = v;
+
+        } else if (ngx_http_llm_field("default_model")) {
+            t.default_model = v;
+        }
+
+#undef ngx_http_llm_field
+    }
+
+    /* garbage in a field is no limit rather than a crash; admin checks */
+
+    if (t.rpm < 0) {
+        t.rpm = 0;
+    }
+
+    if (t.tpm < 0) {
+        t.tpm = 0;
+    }
+
+    if (t.max_tokens < 0) {
+        t.max_tokens = 0;
+    }
+
+    if (t.budget_day < 0) {
+        t.budget_day = 0;
+    }
+
+    if (t.budget_month < 0) {
+        t.budget_month = 0;
+    }
+
+    return ngx_http_llm_tenant_dup(&t, pool);
+}
+
+
+/* one block, strings after the struct: from the pool, or malloc() */
+
+static ngx_http_llm_tenant_t *
+ngx_http_llm_tenant_dup(ngx_http_llm_tenant_t *t, ngx_pool_t *pool)
+{
+    u_char                 *p;
+    size_t                  size;
+    ngx_http_llm_tenant_t  *n;
+
+    size = sizeof(ngx_http_llm_tenant_t) + t->id.len + t->models.len
+           + t->default_model.len + 3;
+
+    n = pool ? ngx_palloc(pool, size) : ngx_alloc(size, ngx_cycle->log);
+    if (n == NULL) {
+        return NULL;
+    }
+
+    *n = *t;
+
+    p = (u_char *) (n + 1);
+
+    n->id.data = p;
+    p = ngx_cpymem(p, t->id.data, t->id.len);
+    *p++ = '\0';
+
+    n->models.data = p;
+    p = ngx_cpymem(p, t->models.data, t->models.len);
+    *p++ = '\0';
+
+    n->default_model.data = p;
+    p = ngx_cpymem(p, t->default_model.data, t->default_model.len);
+    *p = '\0';
+
+    return n;
+}
+
+
+static void
+ngx_http_llm_auth_deny(ngx_http_llm_error_t *err)
+{
+    ngx_http_llm_set_error(err, NGX_HTTP_UNAUTHORIZED, "invalid_request_error",
+                           "invalid_api_key", NULL,
+                           "Incorrect API key provided.");
+}

@@ -1,0 +1,664 @@
+
+/*
+ * Copyright (C) nginx-llm-gateway authors
+ *
+ * Per-tenant quotas: one atomic script admits a request and reserves its
+ * worst case; another replaces the reservation with real usage when the
+ * request ends, however it ends.
+ */
+
+
+#include "ngx_http_llm.h"
+#include "ngx_http_llm_scripts.h"
+
+#include <openssl/sha.h>
+
+
+typedef struct {
+    const char                 *source;
+    u_char                      sha[41];
+} ngx_http_llm_script_t;
+
+
+static void ngx_http_llm_admit_reply(redisReply *reply, void *data);
+static void ngx_http_llm_admit_headers(ngx_http_llm_ctx_t *ctx,
+    redisReply *reply);
+static void ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx,
+    redisReply *reply);
+static ngx_int_t ngx_http_llm_quota_offline(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_error_t *err);
+static ngx_http_llm_redis_cmd_t *ngx_http_llm_eval(
+    ngx_http_llm_script_t *script, ngx_uint_t by_sha, int nkeys, int nargs,
+    ngx_str_t *args, ngx_http_llm_redis_pt handler, void *data);
+static void ngx_http_llm_settle_reply(redisReply *reply, void *data);
+static ngx_uint_t ngx_http_llm_reply_int(redisReply *r, size_t i,
+    long long *v);
+static void ngx_http_llm_reset_value(u_char *buf, long long ms,
+    const char **out);
+
+
+static ngx_http_llm_script_t  ngx_http_llm_admit_script = {
+    ngx_http_llm_lua_admit, ""
+};
+
+static ngx_http_llm_script_t  ngx_http_llm_settle_script = {
+    ngx_http_llm_lua_settle, ""
+};
+
+static ngx_uint_t  ngx_http_llm_request_seq;
+
+
+void
+ngx_http_llm_quota_init(void)
+{
+    u_char   md[SHA_DIGEST_LENGTH];
+
+    SHA1((u_char *) ngx_http_llm_admit_script.source,
+         ngx_strlen(ngx_http_llm_admit_script.source), md);
+    ngx_hex_dump(ngx_http_llm_admit_script.sha, md, SHA_DIGEST_LENGTH);
+
+    SHA1((u_char *) ngx_http_llm_settle_script.source,
+         ngx_strlen(ngx_http_llm_settle_script.source), md);
+    ngx_hex_dump(ngx_http_llm_settle_script.sha, md, SHA_DIGEST_LENGTH);
+}
+
+
+/* cost of tokens at a price in micro-dollars per million, rounded up */
+
+int64_t
+ngx_http_llm_cost(int64_t prompt, int64_t completion, ngx_uint_t price_in,
+    ngx_uint_t price_out)
+{
+    int64_t  n;
+
+    n = prompt * (int64_t) price_in + completion * (int64_t) price_out;
+
+    return (n + 999999) / 1000000;
+}
+
+
+/*
+ * NGX_OK: admitted (or nothing to enforce); NGX_AGAIN: the script runs and
+ * will resume the request; NGX_ERROR: err says why not.
+ */
+
+ngx_int_t
+ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
+{
+    u_char                  *p;
+    time_t                   now;
+    ngx_tm_t                 tm;
+    ngx_str_t                args[13], *t;
+    ngx_uint_t               i, price_in, price_out;
+    ngx_http_request_t      *r;
+    ngx_http_llm_tenant_t   *tenant;
+    ngx_http_llm_backend_t  *b;
+
+    r = ctx->request;
+    tenant = ctx->tenant;
+
+    /* the worst case is priced at the dearest backend we may fail over to */
+
+    price_in = 0;
+    price_out = 0;
+    b = ctx->model->backends.elts;
+
+    for (i = 0; i < ctx->model->backends.nelts; i++) {
+        price_in = ngx_max(price_in, b[i].price_in);
+        price_out = ngx_max(price_out, b[i].price_out);
+    }
+
+    ctx->reserved_tokens = ctx->prompt_estimate + ctx->max_tokens;
+    ctx->reserved_cost = ngx_http_llm_cost(ctx->prompt_estimate,
+                                           ctx->max_tokens, price_in,
+                                           price_out);
+
+    now = ngx_time();
+    ngx_gmtime(now, &tm);
+
+    p = ngx_pnalloc(r->pool, 512);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->request_id.data = p;
+    p = ngx_sprintf(p, "%P-%ui-%M", ngx_pid, ++ngx_http_llm_request_seq,
+                    ngx_current_msec);
+    ctx->request_id.len = p - ctx->request_id.data;
+
+    t = &tenant->id;
+
+    /* one hash tag per tenant keeps every key in one cluster slot */
+
+    ctx->key_day.data = p;
+    p = ngx_sprintf(p, "%4d%02d%02d", tm.ngx_tm_year, tm.ngx_tm_mon,
+                    tm.ngx_tm_mday);
+    ctx->key_day.len = p - ctx->key_day.data;
+
+    ctx->key_month.data = ctx->key_day.data;
+    ctx->key_month.len = 6;
+
+    args[0].data = p;
+    p = ngx_sprintf(p, "llm:{%V}:rpm", t);
+    args[0].len = p - args[0].data;
+
+    args[1].data = p;
+    p = ngx_sprintf(p, "llm:{%V}:tpm", t);
+    args[1].len = p - args[1].data;
+
+    args[2].data = p;
+    p = ngx_sprintf(p, "llm:{%V}:spend:d:%V", t, &ctx->key_day);
+    args[2].len = p - args[2].data;
+
+    args[3].data = p;
+    p = ngx_sprintf(p, "llm:{%V}:spend:m:%V", t, &ctx->key_month);
+    args[3].len = p - args[3].data;
+
+    args[4] = ctx->request_id;
+
+    args[5].data = p;
+    p = ngx_sprintf(p, "%i", tenant->rpm);
+    args[5].len = p - args[5].data;
+
+    args[6].data = p;
+    p = ngx_sprintf(p, "%i", tenant->tpm);
+    args[6].len = p - args[6].data;
+
+    args[7].data = p;
+    p = ngx_sprintf(p, "%L", tenant->budget_day);
+    args[7].len = p - args[7].data;
+
+    args[8].data = p;
+    p = ngx_sprintf(p, "%L", tenant->budget_month);
+    args[8].len = p - args[8].data;
+
+    args[9].data = p;
+    p = ngx_sprintf(p, "%L", ctx->reserved_tokens);
+    args[9].len = p - args[9].data;
+
+    args[10].data = p;
+    p = ngx_sprintf(p, "%L", ctx->reserved_cost);
+    args[10].len = p - args[10].data;
+
+    ngx_str_set(&args[11], "172800");     /* a day's spend, kept 2 days */
+    ngx_str_set(&args[12], "5356800");    /* a month's, 62 days */
+
+    ctx->redis = ngx_http_llm_eval(&ngx_http_llm_admit_script, 1, 4, 9, args,
+                                   ngx_http_llm_admit_reply, ctx);
+
+    if (ctx->redis == NULL) {
+        return ngx_http_llm_quota_offline(ctx, err);
+    }
+
+    return NGX_AGAIN;
+}
+
+
+static ngx_int_t
+ngx_http_llm_quota_offline(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
+{
+    ctx->redis_down = 1;
+
+    if (ctx->conf->fail_open) {
+        ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
+                      "llm: redis unavailable, tenant \"%V\" served "
+                      "without quota enforcement", &ctx->tenant->id);
+        ctx->unenforced = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_llm_set_error(err, NGX_HTTP_SERVICE_UNAVAILABLE, "server_error",
+                           "service_unavailable", NULL,
+                           "The gateway cannot check quotas right now, "
+                           "try again later.");
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_llm_admit_reply(redisReply *reply, void *data)
+{
+    ngx_http_llm_ctx_t *ctx = data;
+
+    long long             code;
+    ngx_http_llm_error_t  err;
+
+    ctx->redis = NULL;
+
+    if (reply
+        && reply->type == REDIS_REPLY_ERROR
+        && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
+        && !ctx->script_retry)
+    {
+        /* Redis lost its scripts (restart, SCRIPT FLUSH): load, retry */
+
+        ctx->script_retry = 1;
+        ngx_http_llm_quota_load();
+
+        if (ngx_http_llm_quota_admit(ctx, &err) == NGX_ERROR) {
+            ngx_http_llm_fail(ctx, &err);
+        }
+
+        return;
+    }
+
+    if (reply == NULL
+        || reply->type != REDIS_REPLY_ARRAY
+        || !ngx_http_llm_reply_int(reply, 0, &code))
+    {
+        if (reply && reply->type == REDIS_REPLY_ERROR) {
+            ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
+                          "llm: admission script failed: %s", reply->str);
+        }
+
+        if (ngx_http_llm_quota_offline(ctx, &err) != NGX_OK) {
+            ngx_http_llm_fail(ctx, &err);
+            return;
+        }
+
+        ngx_http_llm_run(ctx);
+        return;
+    }
+
+    if (code != 0) {
+        ngx_http_llm_admit_deny(ctx, reply);
+        return;
+    }
+
+    ctx->admitted = 1;
+    (void) ngx_http_llm_reply_int(reply, 1, &ctx->admitted_ms);
+
+    ngx_http_llm_admit_headers(ctx, reply);
+
+    ngx_http_llm_run(ctx);
+}
+
+
+/* OpenAI's x-ratelimit-* headers, for the limits the tenant has */
+
+static void
+ngx_http_llm_admit_headers(ngx_http_llm_ctx_t *ctx, redisReply *reply)
+{
+    u_char              *p;
+    long long            left, reset;
+    const char          *v;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    p = ngx_pnalloc(r->pool, 6 * (NGX_INT64_LEN + 8));
+    if (p == NULL) {
+        return;
+    }
+
+    if (ctx->tenant->rpm > 0
+        && ngx_http_llm_reply_int(reply, 2, &left)
+        && ngx_http_llm_reply_int(reply, 3, &reset))
+    {
+        *ngx_sprintf(p, "%i", ctx->tenant->rpm) = '\0';
+        (void) ngx_http_llm_add_header(r, "x-ratelimit-limit-requests",
+                                       (char *) p);
+        p += NGX_INT64_LEN + 1;
+
+        *ngx_sprintf(p, "%L", left) = '\0';
+        (void) ngx_http_llm_add_header(r, "x-ratelimit-remaining-requests",
+                                       (char *) p);
+        p += NGX_INT64_LEN + 1;
+
+        ngx_http_llm_reset_value(p, reset, &v);
+        (void) ngx_http_llm_add_header(r, "x-ratelimit-reset-requests", v);
+        p += NGX_INT64_LEN + 8;
+    }
+
+    if (ctx->tenant->tpm > 0
+        && ngx_http_llm_reply_int(reply, 4, &left)
+        && ngx_http_llm_reply_int(reply, 5, &reset))
+    {
+        *ngx_sprintf(p, "%i", ctx->tenant->tpm) = '\0';
+        (void) ngx_http_llm_add_header(r, "x-ratelimit-limit-tokens",
+                                       (char *) p);
+        p += NGX_INT64_LEN + 1;
+
+        *ngx_sprintf(p, "%L", left) = '\0';
+        (void) ngx_http_llm_add_header(r, "x-ratelimit-remaining-tokens",
+                                       (char *) p);
+        p += NGX_INT64_LEN + 1;
+
+        ngx_http_llm_reset_value(p, reset, &v);
+        (void) ngx_http_llm_add_header(r, "x-ratelimit-reset-tokens", v);
+    }
+}
+
+
+static void
+ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
+{
+    u_char                *p;
+    long long              code, retry;
+    ngx_str_t              what;
+    ngx_http_request_t    *r;
+    ngx_http_llm_error_t   err;
+
+    r = ctx->request;
+
+    (void) ngx_http_llm_reply_int(reply, 0, &code);
+
+    what.len = 0;
+    what.data = NULL;
+
+    if (reply->elements > 1 && reply->element[1]->type == REDIS_REPLY_STRING)
+    {
+        what.data = (u_char *) reply->element[1]->str;
+        what.len = reply->element[1]->len;
+    }
+
+    if (!ngx_http_llm_reply_int(reply, 2, &retry) || retry < 0) {
+        retry = 0;
+    }
+
+    if (code == 2) {
+        /* a budget refills at midnight or on the 1st, UTC */
+        time_t    now, next;
+        ngx_tm_t  tm;
+
+        now = ngx_time();
+        ngx_gmtime(now, &tm);
+
+        next = now - (now % 86400) + 86400;
+
+        if (what.len == 5) {
+            /* the month: walk days forward to the 1st */
+            while (tm.ngx_tm_mday != 1 || next <= now) {
+                ngx_gmtime(next, &tm);
+
+                if (tm.ngx_tm_mday == 1) {
+                    break;
+                }
+
+                next += 86400;
+            }
+        }
+
+        retry = (long long) (next - now) * 1000;
+
+        ngx_http_llm_set_error(&err, NGX_HTTP_TOO_MANY_REQUESTS,
+                               "insufficient_quota", "insufficient_quota",
+                               NULL, "You exceeded your %s budget; it is "
+                               "renewed in %L seconds.",
+                               what.len == 5 ? "monthly" : "daily",
+                               retry / 1000);
+
+    } else if (what.len == sizeof("tpm_request") - 1) {
+        ngx_http_llm_set_error(&err, NGX_HTTP_TOO_MANY_REQUESTS,
+                               "tokens", "rate_limit_exceeded", NULL,
+                               "Request too large: it may need %L tokens, "
+                               "the limit is %i tokens per minute.",
+                               ctx->reserved_tokens, ctx->tenant->tpm);
+        retry = 60000;
+
+    } else {
+        ngx_http_llm_set_error(&err, NGX_HTTP_TOO_MANY_REQUESTS,
+                               what.len == 3 && what.data[0] == 't'
+                               ? "tokens" : "requests",
+                               "rate_limit_exceeded", NULL,
+                               "Rate limit reached: %s per minute. Please "
+                               "try again in %L.%03Ls.",
+                               what.len == 3 && what.data[0] == 't'
+                               ? "tokens" : "requests",
+                               retry / 1000, retry % 1000);
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 1);
+    if (p != NULL) {
+        *ngx_sprintf(p, "%L", (retry + 999) / 1000) = '\0';
+        (void) ngx_http_llm_add_header(r, "Retry-After", (char *) p);
+    }
+
+    ngx_http_llm_fail(ctx, &err);
+}
+
+
+/*
+ * Called from the request's cleanup, whatever the ending: the request is
+ * going away, so everything the command needs is copied into it now.
+ */
+
+void
+ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
+{
+    u_char                  *p;
+    int64_t                  prompt, completion, cost, used;
+    ngx_str_t                args[15], *t;
+    ngx_http_llm_backend_t  *b;
+    u_char                   buf[2048];
+
+    if (!ctx->admitted && !ctx->unenforced) {
+        return;
+    }
+
+    if (ctx->unenforced) {
+        /* nothing reserved, yet the usage record is still owed */
+        ctx->reserved_tokens = 0;
+        ctx->reserved_cost = 0;
+        ctx->admitted_ms = 0;
+    }
+
+    b = ctx->backend;
+
+    if (b == NULL || !ctx->first_byte) {
+        /* no backend produced anything: nothing was spent */
+        prompt = 0;
+        completion = 0;
+        cost = 0;
+
+    } else {
+        prompt = ctx->prompt_tokens >= 0 ? ctx->prompt_tokens
+                                         : ctx->prompt_estimate;
+        completion = ctx->completion_tokens >= 0 ? ctx->completion_tokens
+                                                 : (int64_t) ctx->chunks;
+        cost = ngx_http_llm_cost(prompt, completion, b->price_in,
+                                 b->price_out);
+    }
+
+    used = prompt + completion;
+
+    if (ctx->admitted && cost > ctx->reserved_cost) {
+        ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
+                      "llm: request cost %L micro-dollars over its "
+                      "reservation of %L", cost, ctx->reserved_cost);
+    }
+
+    ctx->cost = cost;
+
+    t = &ctx->tenant->id;
+    p = buf;
+
+    args[0].data = p;
+    p = ngx_slprintf(p, buf + sizeof(buf), "llm:{%V}:tpm", t);
+    args[0].len = p - args[0].data;
+
+    args[1].data = p;
+    p = ngx_slprintf(p, buf + sizeof(buf), "llm:{%V}:spend:d:%V", t,
+                     &ctx->key_day);
+    args[1].len = p - args[1].data;
+
+    args[2].data = p;
+    p = ngx_slprintf(p, buf + sizeof(buf), "llm:{%V}:spend:m:%V", t,
+                     &ctx->key_month);
+    args[2].len = p - args[2].data;
+
+    args[3].data = p;
+    p = ngx_slprintf(p, buf + sizeof(buf), "llm:{%V}:usage:%V", t,
+                     &ctx->key_day);
+    args[3].len = p - args[3].data;
+
+    args[4] = ctx->request_id;
+
+    args[5].data = p;
+    p = ngx_slprintf(p, buf + sizeof(buf), "%L", ctx->reserved_tokens);
+    args[5].len = p - args[5].data;
+
+    args[6].data = p;
+    p = ngx_slprintf(p, buf + sizeof(buf), "%L",
+                     ctx->tenant->tpm > 0 ? used : (int64_t) 0);
+    args[6].len = p - args[6].data;
+
+    args[7].data = p;
+    p = ngx_slprintf(p, buf + sizeof(buf), "%L", ctx->reserved_cost);
+    args[7].len = p - args[7].data;
+
+    args[8].data = p;
+    p = ngx_slprintf(p, buf + sizeof(buf), "%L", cost);
+    args[8].len = p - args[8].data;
+
+    args[9].data = p;
+    p = ngx_slprintf(p, buf + sizeof(buf), "%L",
+                     ctx->tenant->tpm > 0 ? ctx->admitted_ms : 0);
+    args[9].len = p - args[9].data;
+
+    args[10].data = p;
+    p = ngx_slprintf(p, buf + sizeof(buf), "%V|%V", &ctx->model->name,
+                     b ? &b->name : &ctx->model->name);
+    args[10].len = p - args[10].data;
+
+    args[11].data = p;
+    p = ngx_slprintf(p, buf + sizeof(buf), "%L", prompt);
+    args[11].len = p - args[11].data;
+
+    args[12].data = p;
+    p = ngx_slprintf(p, buf + sizeof(buf), "%L", completion);
+    args[12].len = p - args[12].data;
+
+    ngx_str_set(&args[13], "0");
+    ngx_str_set(&args[14], "7776000");    /* usage records: 90 days */
+
+    /* by source, not by SHA: a NOSCRIPT here could not be retried */
+
+    if (ngx_http_llm_eval(&ngx_http_llm_settle_script, 0, 4, 11, args,
+                          ngx_http_llm_settle_reply, NULL)
+        == NULL)
+    {
+        ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
+                      "llm: redis unavailable, usage of tenant \"%V\" "
+                      "not recorded: %L prompt and %L completion tokens, "
+                      "%L micro-dollars", t, prompt, completion, cost);
+    }
+}
+
+
+static void
+ngx_http_llm_settle_reply(redisReply *reply, void *data)
+{
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "llm: settlement failed: %s",
+                      reply ? reply->str : "no reply");
+    }
+}
+
+
+/* EVALSHA or EVAL; arguments go as argv, never formatted into a string */
+
+static ngx_http_llm_redis_cmd_t *
+ngx_http_llm_eval(ngx_http_llm_script_t *script, ngx_uint_t by_sha,
+    int nkeys, int nargs, ngx_str_t *args, ngx_http_llm_redis_pt handler,
+    void *data)
+{
+    int          i, argc;
+    u_char       nk[NGX_INT_T_LEN];
+    size_t       argvlen[32];
+    const char  *argv[32];
+
+    argc = 3 + nkeys + nargs;
+
+    if (argc > 32) {
+        return NULL;
+    }
+
+    if (by_sha) {
+        argv[0] = "EVALSHA";
+        argvlen[0] = 7;
+        argv[1] = (char *) script->sha;
+        argvlen[1] = 40;
+
+    } else {
+        argv[0] = "EVAL";
+        argvlen[0] = 4;
+        argv[1] = script->source;
+        argvlen[1] = ngx_strlen(script->source);
+    }
+
+    argv[2] = (char *) nk;
+    argvlen[2] = ngx_sprintf(nk, "%d", nkeys) - nk;
+
+    for (i = 0; i < nkeys + nargs; i++) {
+        argv[3 + i] = (char *) args[i].data;
+        argvlen[3 + i] = args[i].len;
+    }
+
+    return ngx_http_llm_redis_command(argc, argv, argvlen, handler, data);
+}
+
+
+/* on every connect, ahead of any EVALSHA on that connection */
+
+void
+ngx_http_llm_quota_load(void)
+{
+    size_t       argvlen[3];
+    const char  *argv[3];
+
+    argv[0] = "SCRIPT";
+    argvlen[0] = 6;
+    argv[1] = "LOAD";
+    argvlen[1] = 4;
+
+    argv[2] = ngx_http_llm_admit_script.source;
+    argvlen[2] = ngx_strlen(argv[2]);
+    (void) ngx_http_llm_redis_command(3, argv, argvlen, NULL, NULL);
+
+    argv[2] = ngx_http_llm_settle_script.source;
+    argvlen[2] = ngx_strlen(argv[2]);
+    (void) ngx_http_llm_redis_command(3, argv, argvlen, NULL, NULL);
+}
+
+
+static ngx_uint_t
+ngx_http_llm_reply_int(redisReply *r, size_t i, long long *v)
+{
+    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements
+        || r->element[i]->type != REDIS_REPLY_INTEGER)
+    {
+        return 0;
+    }
+
+    *v = r->element[i]->integer;
+
+    return 1;
+}
+
+
+/* OpenAI writes resets as "1s", "6m0s" or "20ms" */
+
+static void
+ngx_http_llm_reset_value(u_char *buf, long long ms, const char **out)
+{
+    u_char  *p;
+
+    if (ms < 0) {
+        ms = 0;
+    }
+
+    if (ms < 1000) {
+        p = ngx_sprintf(buf, "%Lms", ms);
+
+    } else if (ms < 60000) {
+        p = ngx_sprintf(buf, "%L.%03Ls", ms / 1000, ms % 1000);
+
+    } else {
+        p = ngx_sprintf(buf, "%Lm%Ls", ms / 60000, (ms % 60000) / 1000);
+    }
+
+    *p = '\0';
+    *out = (const char *) buf;
+}

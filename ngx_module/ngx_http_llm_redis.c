@@ -1,0 +1,496 @@
+
+/*
+ * Copyright (C) nginx-llm-gateway authors
+ *
+ * One asynchronous hiredis connection per worker on nginx's event loop:
+ * reconnect with backoff, a timeout per command, pipelining, and callers
+ * that may vanish before their reply arrives.
+ */
+
+
+#include "ngx_http_llm.h"
+
+
+#define NGX_HTTP_LLM_REDIS_BACKOFF_MIN  100
+#define NGX_HTTP_LLM_REDIS_BACKOFF_MAX  5000
+
+
+/* owned by hiredis until its reply callback runs, which frees it */
+
+struct ngx_http_llm_redis_cmd_s {
+    ngx_http_llm_redis_pt       handler;    /* NULL: nobody to tell */
+    void                       *data;
+    ngx_event_t                 timer;
+};
+
+
+static void ngx_http_llm_redis_connect(void);
+static void ngx_http_llm_redis_on_connect(const redisAsyncContext *ac,
+    int status);
+static void ngx_http_llm_redis_on_disconnect(const redisAsyncContext *ac,
+    int status);
+static void ngx_http_llm_redis_lost(const char *why, const char *err);
+static void ngx_http_llm_redis_retry(ngx_event_t *ev);
+static void ngx_http_llm_redis_reply(redisAsyncContext *ac, void *reply,
+    void *privdata);
+static void ngx_http_llm_redis_setup_reply(redisAsyncContext *ac,
+    void *reply, void *privdata);
+static void ngx_http_llm_redis_timeout(ngx_event_t *ev);
+static void ngx_http_llm_redis_event(ngx_event_t *ev);
+static void ngx_http_llm_redis_add_read(void *data);
+static void ngx_http_llm_redis_del_read(void *data);
+static void ngx_http_llm_redis_add_write(void *data);
+static void ngx_http_llm_redis_del_write(void *data);
+static void ngx_http_llm_redis_cleanup(void *data);
+
+
+static ngx_http_llm_redis_conf_t  *ngx_http_llm_redis_conf;
+static redisAsyncContext          *ngx_http_llm_redis_ac;
+static ngx_connection_t           *ngx_http_llm_redis_conn;
+static ngx_event_t                 ngx_http_llm_redis_retry_event;
+static ngx_msec_t                  ngx_http_llm_redis_backoff;
+static ngx_log_t                  *ngx_http_llm_redis_log;
+static ngx_uint_t                  ngx_http_llm_redis_up;
+
+
+ngx_int_t
+ngx_http_llm_redis_init(ngx_cycle_t *cycle, ngx_http_llm_redis_conf_t *conf)
+{
+    ngx_http_llm_redis_conf = conf;
+    ngx_http_llm_redis_log = cycle->log;
+
+    ngx_http_llm_redis_retry_event.handler = ngx_http_llm_redis_retry;
+    ngx_http_llm_redis_retry_event.log = cycle->log;
+    ngx_http_llm_redis_retry_event.cancelable = 1;
+
+    ngx_http_llm_redis_backoff = NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
+
+    /* a Redis that is down must not keep the worker from starting */
+    ngx_http_llm_redis_connect();
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_llm_redis_exit(ngx_cycle_t *cycle)
+{
+    redisAsyncContext  *ac;
+
+    if (ngx_http_llm_redis_retry_event.timer_set) {
+        ngx_del_timer(&ngx_http_llm_redis_retry_event);
+    }
+
+    /* no reconnect from the disconnect callback on the way out */
+    ngx_http_llm_redis_conf = NULL;
+
+    ac = ngx_http_llm_redis_ac;
+
+    if (ac) {
+        ngx_http_llm_redis_ac = NULL;
+        ngx_http_llm_redis_up = 0;
+        redisAsyncFree(ac);
+    }
+}
+
+
+ngx_uint_t
+ngx_http_llm_redis_ready(void)
+{
+    return ngx_http_llm_redis_up;
+}
+
+
+/*
+ * Sends one command.  The handler is called at most once: with the reply,
+ * or with NULL on error, disconnect or timeout, and never after
+ * ngx_http_llm_redis_cancel().  Once it has run, the caller must forget
+ * the command.  NULL means Redis is not available now.
+ */
+
+ngx_http_llm_redis_cmd_t *
+ngx_http_llm_redis_command(int argc, const char **argv,
+    const size_t *argvlen, ngx_http_llm_redis_pt handler, void *data)
+{
+    ngx_http_llm_redis_cmd_t  *cmd;
+
+    if (ngx_http_llm_redis_ac == NULL || !ngx_http_llm_redis_up) {
+        return NULL;
+    }
+
+    cmd = ngx_alloc(sizeof(ngx_http_llm_redis_cmd_t), ngx_http_llm_redis_log);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(cmd, sizeof(ngx_http_llm_redis_cmd_t));
+
+    cmd->handler = handler;
+    cmd->data = data;
+    cmd->timer.handler = ngx_http_llm_redis_timeout;
+    cmd->timer.data = cmd;
+    cmd->timer.log = ngx_http_llm_redis_log;
+
+    if (redisAsyncCommandArgv(ngx_http_llm_redis_ac, ngx_http_llm_redis_reply,
+                              cmd, argc, argv, argvlen)
+        != REDIS_OK)
+    {
+        ngx_free(cmd);
+        return NULL;
+    }
+
+    ngx_add_timer(&cmd->timer, ngx_http_llm_redis_conf->timeout);
+
+    return cmd;
+}
+
+
+void
+ngx_http_llm_redis_cancel(ngx_http_llm_redis_cmd_t *cmd)
+{
+    /* the reply, whenever it comes, frees cmd */
+
+    cmd->handler = NULL;
+
+    if (cmd->timer.timer_set) {
+        ngx_del_timer(&cmd->timer);
+    }
+}
+
+
+static void
+ngx_http_llm_redis_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    void                      *data;
+    ngx_http_llm_redis_pt      handler;
+    ngx_http_llm_redis_cmd_t  *cmd = privdata;
+
+    if (cmd->timer.timer_set) {
+        ngx_del_timer(&cmd->timer);
+    }
+
+    handler = cmd->handler;
+    data = cmd->data;
+    ngx_free(cmd);
+
+    if (handler) {
+        handler(reply, data);
+    }
+}
+
+
+static void
+ngx_http_llm_redis_timeout(ngx_event_t *ev)
+{
+    ngx_http_llm_redis_pt      handler;
+    ngx_http_llm_redis_cmd_t  *cmd;
+
+    cmd = ev->data;
+
+    ngx_log_error(NGX_LOG_WARN, ev->log, 0, "llm: redis command timed out");
+
+    /* hiredis still holds cmd; its late reply will free it */
+
+    handler = cmd->handler;
+    cmd->handler = NULL;
+
+    if (handler) {
+        handler(NULL, cmd->data);
+    }
+}
+
+
+static void
+ngx_http_llm_redis_connect(void)
+{
+    int                         n;
+    const char                 *argv[2];
+    size_t                      argvlen[2];
+    redisAsyncContext          *ac;
+    ngx_http_llm_redis_conf_t  *conf;
+
+    conf = ngx_http_llm_redis_conf;
+
+    if (conf->unix_path.len) {
+        ac = redisAsyncConnectUnix((char *) conf->unix_path.data);
+
+    } else {
+        ac = redisAsyncConnect((char *) conf->host.data, (int) conf->port);
+    }
+
+    if (ac == NULL || ac->err) {
+        ngx_http_llm_redis_lost("connect failed", ac ? ac->errstr : "");
+
+        if (ac) {
+            redisAsyncFree(ac);
+        }
+
+        return;
+    }
+
+    ngx_http_llm_redis_ac = ac;
+
+    ac->ev.data = NULL;
+    ac->ev.addRead = ngx_http_llm_redis_add_read;
+    ac->ev.delRead = ngx_http_llm_redis_del_read;
+    ac->ev.addWrite = ngx_http_llm_redis_add_write;
+    ac->ev.delWrite = ngx_http_llm_redis_del_write;
+    ac->ev.cleanup = ngx_http_llm_redis_cleanup;
+
+    ngx_http_llm_redis_conn = ngx_get_connection(ac->c.fd,
+                                                 ngx_http_llm_redis_log);
+    if (ngx_http_llm_redis_conn == NULL) {
+        ngx_http_llm_redis_ac = NULL;
+        redisAsyncFree(ac);
+        ngx_http_llm_redis_lost("no free connection", "");
+        return;
+    }
+
+    ngx_http_llm_redis_conn->data = ac;
+    ngx_http_llm_redis_conn->read->handler = ngx_http_llm_redis_event;
+    ngx_http_llm_redis_conn->write->handler = ngx_http_llm_redis_event;
+    ngx_http_llm_redis_conn->read->log = ngx_http_llm_redis_log;
+    ngx_http_llm_redis_conn->write->log = ngx_http_llm_redis_log;
+
+    redisAsyncSetConnectCallback(ac, ngx_http_llm_redis_on_connect);
+    redisAsyncSetDisconnectCallback(ac, ngx_http_llm_redis_on_disconnect);
+
+    /* queued ahead of everything else, so they run first */
+
+    if (conf->password.len) {
+        argv[0] = "AUTH";
+        argvlen[0] = 4;
+        argv[1] = (const char *) conf->password.data;
+        argvlen[1] = conf->password.len;
+
+        redisAsyncCommandArgv(ac, ngx_http_llm_redis_setup_reply, "AUTH",
+                              2, argv, argvlen);
+    }
+
+    if (conf->db) {
+        u_char  buf[NGX_INT_T_LEN];
+
+        n = ngx_sprintf(buf, "%ui", conf->db) - buf;
+
+        argv[0] = "SELECT";
+        argvlen[0] = 6;
+        argv[1] = (const char *) buf;
+        argvlen[1] = n;
+
+        redisAsyncCommandArgv(ac, ngx_http_llm_redis_setup_reply, "SELECT",
+                              2, argv, argvlen);
+    }
+
+    /* hiredis connects without a timeout: the retry timer bounds it */
+    ngx_add_timer(&ngx_http_llm_redis_retry_event, conf->timeout * 4);
+}
+
+
+static void
+ngx_http_llm_redis_on_connect(const redisAsyncContext *ac, int status)
+{
+    if (status != REDIS_OK) {
+        /* hiredis frees the context itself after this callback */
+        ngx_http_llm_redis_ac = NULL;
+        ngx_http_llm_redis_lost("connect failed", ac->errstr);
+        return;
+    }
+
+    if (ngx_http_llm_redis_retry_event.timer_set) {
+        ngx_del_timer(&ngx_http_llm_redis_retry_event);
+    }
+
+    ngx_http_llm_redis_up = 1;
+    ngx_http_llm_redis_backoff = NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
+
+    ngx_http_llm_quota_load();
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_http_llm_redis_log, 0,
+                  "llm: redis connected");
+}
+
+
+static void
+ngx_http_llm_redis_on_disconnect(const redisAsyncContext *ac, int status)
+{
+    ngx_http_llm_redis_ac = NULL;
+
+    if (ngx_http_llm_redis_conf == NULL) {
+        return;
+    }
+
+    ngx_http_llm_redis_lost("disconnected",
+                            status == REDIS_OK ? "" : ac->errstr);
+}
+
+
+static void
+ngx_http_llm_redis_setup_reply(redisAsyncContext *ac, void *reply,
+    void *privdata)
+{
+    redisReply  *rr = reply;
+
+    if (rr && rr->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_http_llm_redis_log, 0,
+                      "llm: redis %s failed: %s", (char *) privdata, rr->str);
+    }
+}
+
+
+static void
+ngx_http_llm_redis_lost(const char *why, const char *err)
+{
+    ngx_http_llm_redis_up = 0;
+
+    if (ngx_http_llm_redis_conf == NULL) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, ngx_http_llm_redis_log, 0,
+                  "llm: redis %s%s%s, retrying in %Mms", why,
+                  err[0] ? ": " : "", err, ngx_http_llm_redis_backoff);
+
+    if (ngx_http_llm_redis_retry_event.timer_set) {
+        ngx_del_timer(&ngx_http_llm_redis_retry_event);
+    }
+
+    ngx_add_timer(&ngx_http_llm_redis_retry_event,
+                  ngx_http_llm_redis_backoff);
+
+    ngx_http_llm_redis_backoff = ngx_min(ngx_http_llm_redis_backoff * 2,
+                                         NGX_HTTP_LLM_REDIS_BACKOFF_MAX);
+}
+
+
+static void
+ngx_http_llm_redis_retry(ngx_event_t *ev)
+{
+    redisAsyncContext  *ac;
+
+    ac = ngx_http_llm_redis_ac;
+
+    if (ac) {
+        if (ngx_http_llm_redis_up) {
+            return;
+        }
+
+        /* the connect attempt hung: give up on it */
+        ngx_http_llm_redis_ac = NULL;
+        redisAsyncFree(ac);
+        ngx_http_llm_redis_lost("connect timed out", "");
+        return;
+    }
+
+    ngx_http_llm_redis_connect();
+}
+
+
+static void
+ngx_http_llm_redis_event(ngx_event_t *ev)
+{
+    ngx_connection_t   *c;
+    redisAsyncContext  *ac;
+
+    c = ev->data;
+    ac = c->data;
+
+    /*
+     * level-triggered, so a reply larger than hiredis reads at once
+     * (16 KiB) brings us back here until the socket is drained
+     */
+
+    if (ev->write) {
+        redisAsyncHandleWrite(ac);
+
+    } else {
+        redisAsyncHandleRead(ac);
+    }
+}
+
+
+static void
+ngx_http_llm_redis_add_read(void *data)
+{
+    ngx_event_t  *rev;
+
+    rev = ngx_http_llm_redis_conn->read;
+
+    if (!rev->active) {
+        (void) ngx_add_event(rev, NGX_READ_EVENT, NGX_LEVEL_EVENT);
+    }
+}
+
+
+static void
+ngx_http_llm_redis_del_read(void *data)
+{
+    ngx_event_t  *rev;
+
+    rev = ngx_http_llm_redis_conn->read;
+
+    if (rev->active) {
+        (void) ngx_del_event(rev, NGX_READ_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_http_llm_redis_add_write(void *data)
+{
+    ngx_event_t  *wev;
+
+    wev = ngx_http_llm_redis_conn->write;
+
+    if (!wev->active) {
+        (void) ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
+    }
+}
+
+
+static void
+ngx_http_llm_redis_del_write(void *data)
+{
+    ngx_event_t  *wev;
+
+    wev = ngx_http_llm_redis_conn->write;
+
+    if (wev->active) {
+        (void) ngx_del_event(wev, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+/* hiredis is about to close the fd it owns: drop our wrapper first */
+
+static void
+ngx_http_llm_redis_cleanup(void *data)
+{
+    ngx_connection_t  *c;
+
+    c = ngx_http_llm_redis_conn;
+
+    if (c == NULL) {
+        return;
+    }
+
+    ngx_http_llm_redis_conn = NULL;
+
+    if (c->read->active) {
+        (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
+    }
+
+    if (c->write->active) {
+        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    ngx_free_connection(c);
+    c->fd = (ngx_socket_t) -1;
+}
