@@ -249,6 +249,8 @@ void ngx_http_llm_sha256_hex(u_char *p, size_t len, u_char *hex);
 /* ngx_http_llm_quota.c */
 void ngx_http_llm_quota_init(void);
 void ngx_http_llm_quota_load(void);
+void ngx_http_llm_quota_flush(void);
+void ngx_http_llm_quota_exit(void);
 ngx_int_t ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
 void ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx);

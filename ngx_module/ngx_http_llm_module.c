@@ -1097,6 +1097,7 @@ static void
 ngx_http_llm_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_llm_redis_exit(cycle);
+    ngx_http_llm_quota_exit();
     ngx_http_llm_curl_exit(cycle);
     ngx_http_llm_auth_exit();
 }

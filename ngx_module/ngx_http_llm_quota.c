@@ -31,6 +31,7 @@ static ngx_http_llm_redis_cmd_t *ngx_http_llm_eval(
     ngx_http_llm_script_t *script, ngx_uint_t by_sha, int nkeys, int nargs,
     ngx_str_t *args, ngx_http_llm_redis_pt handler, void *data);
 static void ngx_http_llm_settle_reply(redisReply *reply, void *data);
+static void ngx_http_llm_settle_queue(ngx_str_t *args);
 static ngx_uint_t ngx_http_llm_reply_int(redisReply *r, size_t i,
     long long *v);
 static void ngx_http_llm_reset_value(u_char *buf, long long ms,
@@ -45,13 +46,39 @@ static ngx_http_llm_script_t  ngx_http_llm_settle_script = {
     ngx_http_llm_lua_settle, ""
 };
 
-static ngx_uint_t  ngx_http_llm_request_seq;
+/* settlements Redis could not take yet, retried on reconnect */
+
+typedef struct ngx_http_llm_pending_s  ngx_http_llm_pending_t;
+
+struct ngx_http_llm_pending_s {
+    ngx_http_llm_pending_t     *next;
+    int                         argc;
+    size_t                      argvlen[20];
+    const char                 *argv[20];
+};
+
+
+#define NGX_HTTP_LLM_PENDING_MAX  100000
+
+
+static void ngx_http_llm_settle_send(ngx_http_llm_pending_t *pd);
+
+
+static ngx_uint_t               ngx_http_llm_request_seq;
+static uint32_t                 ngx_http_llm_node_rand;
+static ngx_http_llm_pending_t  *ngx_http_llm_pending;
+static ngx_http_llm_pending_t **ngx_http_llm_pending_last =
+    &ngx_http_llm_pending;
+static ngx_uint_t               ngx_http_llm_pending_n;
 
 
 void
 ngx_http_llm_quota_init(void)
 {
     u_char   md[SHA_DIGEST_LENGTH];
+
+    /* request ids must not collide across gateway nodes sharing Redis */
+    ngx_http_llm_node_rand = (uint32_t) ngx_random() ^ (uint32_t) ngx_time();
 
     SHA1((u_char *) ngx_http_llm_admit_script.source,
          ngx_strlen(ngx_http_llm_admit_script.source), md);
@@ -97,6 +124,11 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
     r = ctx->request;
     tenant = ctx->tenant;
 
+    if (ctx->redis_down) {
+        /* one Redis timeout per request at most */
+        return ngx_http_llm_quota_offline(ctx, err);
+    }
+
     /* the worst case is priced at the dearest backend we may fail over to */
 
     price_in = 0;
@@ -122,8 +154,8 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
     }
 
     ctx->request_id.data = p;
-    p = ngx_sprintf(p, "%P-%ui-%M", ngx_pid, ++ngx_http_llm_request_seq,
-                    ngx_current_msec);
+    p = ngx_sprintf(p, "%08xD-%P-%ui-%M", ngx_http_llm_node_rand, ngx_pid,
+                    ++ngx_http_llm_request_seq, ngx_current_msec);
     ctx->request_id.len = p - ctx->request_id.data;
 
     t = &tenant->id;
@@ -428,7 +460,7 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
 {
     u_char                  *p;
     int64_t                  prompt, completion, cost, used;
-    ngx_str_t                args[15], *t;
+    ngx_str_t                args[16], *t;
     ngx_http_llm_backend_t  *b;
     u_char                   buf[2048];
 
@@ -532,28 +564,160 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
     ngx_str_set(&args[13], "0");
     ngx_str_set(&args[14], "7776000");    /* usage records: 90 days */
 
-    /* by source, not by SHA: a NOSCRIPT here could not be retried */
+    args[15].data = p;
+    p = ngx_slprintf(p, buf + sizeof(buf), "llm:{%V}:settled:%V", t,
+                     &ctx->key_day);
+    args[15].len = p - args[15].data;
 
-    if (ngx_http_llm_eval(&ngx_http_llm_settle_script, 0, 4, 11, args,
-                          ngx_http_llm_settle_reply, NULL)
-        == NULL)
-    {
-        ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
-                      "llm: redis unavailable, usage of tenant \"%V\" "
-                      "not recorded: %L prompt and %L completion tokens, "
-                      "%L micro-dollars", t, prompt, completion, cost);
+    ngx_http_llm_settle_queue(args);
+}
+
+
+/*
+ * The command is copied into one block that lives until Redis confirms
+ * it; the script ignores a request id it has settled before, so sending
+ * it again after a lost reply is safe.
+ */
+
+static void
+ngx_http_llm_settle_queue(ngx_str_t *args)
+{
+    u_char                  *p;
+    size_t                   size;
+    ngx_uint_t               i;
+    ngx_http_llm_pending_t  *pd;
+
+    /* KEYS first: the settled-ids set is the fifth key */
+
+    static ngx_uint_t  order[16] = {
+        0, 1, 2, 3, 15, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14
+    };
+
+    if (ngx_http_llm_pending_n >= NGX_HTTP_LLM_PENDING_MAX) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "llm: %ui settlements wait for Redis, dropping \"%V\"",
+                      ngx_http_llm_pending_n, &args[4]);
+        return;
     }
+
+    size = sizeof(ngx_http_llm_pending_t);
+
+    for (i = 0; i < 16; i++) {
+        size += args[i].len;
+    }
+
+    pd = ngx_alloc(size, ngx_cycle->log);
+    if (pd == NULL) {
+        return;
+    }
+
+    pd->next = NULL;
+    pd->argc = 19;
+
+    /* EVAL by source, not EVALSHA: a NOSCRIPT could not be retried here */
+
+    pd->argv[0] = "EVAL";
+    pd->argvlen[0] = 4;
+    pd->argv[1] = ngx_http_llm_settle_script.source;
+    pd->argvlen[1] = ngx_strlen(ngx_http_llm_settle_script.source);
+    pd->argv[2] = "5";
+    pd->argvlen[2] = 1;
+
+    p = (u_char *) (pd + 1);
+
+    for (i = 0; i < 16; i++) {
+        pd->argv[3 + i] = (char *) p;
+        pd->argvlen[3 + i] = args[order[i]].len;
+        p = ngx_cpymem(p, args[order[i]].data, args[order[i]].len);
+    }
+
+    ngx_http_llm_settle_send(pd);
+}
+
+
+static void
+ngx_http_llm_settle_send(ngx_http_llm_pending_t *pd)
+{
+    if (ngx_http_llm_redis_command(pd->argc, pd->argv, pd->argvlen,
+                                   ngx_http_llm_settle_reply, pd)
+        != NULL)
+    {
+        return;
+    }
+
+    pd->next = NULL;
+    *ngx_http_llm_pending_last = pd;
+    ngx_http_llm_pending_last = &pd->next;
+    ngx_http_llm_pending_n++;
 }
 
 
 static void
 ngx_http_llm_settle_reply(redisReply *reply, void *data)
 {
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "llm: settlement failed: %s",
-                      reply ? reply->str : "no reply");
+    ngx_http_llm_pending_t *pd = data;
+
+    if (reply == NULL) {
+        /* lost or timed out: again on the next connection */
+        pd->next = NULL;
+        *ngx_http_llm_pending_last = pd;
+        ngx_http_llm_pending_last = &pd->next;
+        ngx_http_llm_pending_n++;
+        return;
     }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "llm: settlement of \"%*s\" failed: %s",
+                      pd->argvlen[8], pd->argv[8], reply->str);
+    }
+
+    ngx_free(pd);
+}
+
+
+/* Redis is back: send what waited */
+
+void
+ngx_http_llm_quota_flush(void)
+{
+    ngx_http_llm_pending_t  *pd, *next;
+
+    pd = ngx_http_llm_pending;
+
+    ngx_http_llm_pending = NULL;
+    ngx_http_llm_pending_last = &ngx_http_llm_pending;
+    ngx_http_llm_pending_n = 0;
+
+    for ( /* void */ ; pd; pd = next) {
+        next = pd->next;
+        ngx_http_llm_settle_send(pd);
+    }
+}
+
+
+/* the worker is going: say what could not be recorded */
+
+void
+ngx_http_llm_quota_exit(void)
+{
+    ngx_http_llm_pending_t  *pd, *next;
+
+    for (pd = ngx_http_llm_pending; pd; pd = next) {
+        next = pd->next;
+
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "llm: exiting with an unrecorded settlement: "
+                      "%*s, %*s tokens, %*s micro-dollars",
+                      pd->argvlen[8], pd->argv[8],
+                      pd->argvlen[10], pd->argv[10],
+                      pd->argvlen[12], pd->argv[12]);
+        ngx_free(pd);
+    }
+
+    ngx_http_llm_pending = NULL;
+    ngx_http_llm_pending_last = &ngx_http_llm_pending;
+    ngx_http_llm_pending_n = 0;
 }
 
 

@@ -36,6 +36,7 @@ static void ngx_http_llm_redis_reply(redisAsyncContext *ac, void *reply,
 static void ngx_http_llm_redis_setup_reply(redisAsyncContext *ac,
     void *reply, void *privdata);
 static void ngx_http_llm_redis_timeout(ngx_event_t *ev);
+static void ngx_http_llm_redis_drop(const char *why);
 static void ngx_http_llm_redis_event(ngx_event_t *ev);
 static void ngx_http_llm_redis_add_read(void *data);
 static void ngx_http_llm_redis_del_read(void *data);
@@ -197,6 +198,34 @@ ngx_http_llm_redis_timeout(ngx_event_t *ev)
     if (handler) {
         handler(NULL, cmd->data);
     }
+
+    /*
+     * a Redis that does not answer in time is treated as down: requests
+     * fail fast under the location's policy until a new connection works
+     */
+
+    ngx_http_llm_redis_drop("stopped answering");
+}
+
+
+static void
+ngx_http_llm_redis_drop(const char *why)
+{
+    redisAsyncContext  *ac;
+
+    ac = ngx_http_llm_redis_ac;
+
+    if (ac == NULL) {
+        return;
+    }
+
+    ngx_http_llm_redis_ac = NULL;
+    ngx_http_llm_redis_up = 0;
+
+    /* pending commands get NULL replies from here */
+    redisAsyncFree(ac);
+
+    ngx_http_llm_redis_lost(why, "");
 }
 
 
@@ -304,6 +333,7 @@ ngx_http_llm_redis_on_connect(const redisAsyncContext *ac, int status)
     ngx_http_llm_redis_backoff = NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
 
     ngx_http_llm_quota_load();
+    ngx_http_llm_quota_flush();
 
     ngx_log_error(NGX_LOG_NOTICE, ngx_http_llm_redis_log, 0,
                   "llm: redis connected");
@@ -313,6 +343,11 @@ ngx_http_llm_redis_on_connect(const redisAsyncContext *ac, int status)
 static void
 ngx_http_llm_redis_on_disconnect(const redisAsyncContext *ac, int status)
 {
+    if (ngx_http_llm_redis_ac != ac) {
+        /* we dropped it ourselves and said why */
+        return;
+    }
+
     ngx_http_llm_redis_ac = NULL;
 
     if (ngx_http_llm_redis_conf == NULL) {

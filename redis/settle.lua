@@ -3,11 +3,19 @@
 --
 -- KEYS[1] llm:{t}:tpm   KEYS[2] llm:{t}:spend:d:<day>
 -- KEYS[3] llm:{t}:spend:m:<month>   KEYS[4] llm:{t}:usage:<day>
+-- KEYS[5] llm:{t}:settled:<day>  SET of settled request ids, so that a
+--         settlement retried after a lost reply counts once
 -- ARGV: id, reserved_tokens, used_tokens, reserved_cost, cost,
 --       admitted_ms, record_prefix ("<model>|<backend>"), prompt,
 --       completion, cached (0|1), usage_ttl
 
 local id = ARGV[1]
+
+if redis.call('SADD', KEYS[5], id) == 0 then
+    return 0
+end
+redis.call('EXPIRE', KEYS[5], 172800)
+
 local rtok, utok = tonumber(ARGV[2]), tonumber(ARGV[3])
 local rcost, cost = tonumber(ARGV[4]), tonumber(ARGV[5])
 
