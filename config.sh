@@ -1,0 +1,332 @@
+#!/usr/bin/env bash
+# nginx-llm-gateway: the one entry script.
+#
+#   ./config.sh deps      install what the build, the gateway and the tests need
+#   ./config.sh build     build build/modules/ngx_http_llm_module.so
+#                         (SANITIZE=1: ASan+UBSan into build-asan/; NGINX_SRC=dir:
+#                         another nginx source tree)
+#   ./config.sh worker    build llama-server and generate the two tiny models
+#   ./config.sh run       start redis, two llama.cpp workers and the gateway
+#   ./config.sh stop      stop what run started
+#   ./config.sh test      run the whole test suite (plain, then sanitizers)
+#   ./config.sh bench     run the benchmarks in bench/
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE=${LLM_CACHE_DIR:-$HOME/.cache/nginx-llm-gateway}
+STATE=${LLM_STATE_DIR:-$ROOT/.run}
+NODE_DIR=$ROOT/node_modules
+
+APT_PACKAGES=(nginx nginx-dev libcurl4-openssl-dev libcjson-dev libhiredis-dev
+    libssl-dev redis-server redis-tools wrk cmake g++ gcc make pkg-config git
+    perl libjson-pp-perl curl nodejs npm ca-certificates procps)
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'config.sh: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- deps
+deps() {
+    local missing=() p
+    for p in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
+            || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        say "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    # Debian's nginx package starts a server on :80 we do not want.
+    if command -v systemctl >/dev/null 2>&1; then
+        systemctl disable --now nginx >/dev/null 2>&1 || true
+    fi
+    if [[ ! -f $NODE_DIR/.installed ]] \
+        || [[ $ROOT/package-lock.json -nt $NODE_DIR/.installed ]]; then
+        say "installing node packages (node-llama-cpp, openai)"
+        (cd "$ROOT" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+        touch "$NODE_DIR/.installed"
+    fi
+}
+
+# ---------------------------------------------------------------- build
+build() {
+    local src=${NGINX_SRC:-/usr/share/nginx/src} out=$ROOT/build cc_opt ld_opt
+    cc_opt="-g -O2 -fPIC -Werror -Wall"
+    ld_opt="-fPIC"
+    if [[ ${SANITIZE:-0} == 1 ]]; then
+        out=$ROOT/build-asan
+        cc_opt="-g -O1 -fPIC -Werror -fsanitize=address,undefined"
+        cc_opt+=" -fno-omit-frame-pointer -fno-sanitize-recover=all"
+        ld_opt="-fPIC -fsanitize=address,undefined"
+    fi
+    [[ -x $src/configure || -x $src/auto/configure ]] \
+        || die "no nginx source tree in $src (run ./config.sh deps)"
+
+    # Rebuild from scratch when anything configure bakes in has changed:
+    # the addon config, the Redis scripts compiled in, the nginx tree.
+    local stamp
+    stamp=$(cat "$ROOT/config" "$ROOT"/redis/*.lua | sha256sum | cut -c1-16)
+    stamp+="-$(ls -id "$src" | cut -d' ' -f1)-${SANITIZE:-0}"
+    if [[ ! -f $out/stamp || $(cat "$out/stamp") != "$stamp" ]]; then
+        say "configuring nginx in $out"
+        rm -rf "$out"
+        mkdir -p "$out"
+        cp -a "$src" "$out/nginx-src"
+        local conf=() cfg=./configure
+        [[ -x $out/nginx-src/configure ]] || cfg=./auto/configure
+        if [[ -f $out/nginx-src/conf_flags ]]; then
+            # Debian's own flags, so that load_module accepts the result
+            # shellcheck disable=SC1091
+            source "$out/nginx-src/conf_flags"
+            conf=("${NGX_CONF_FLAGS[@]}")
+        else
+            conf=(--with-compat --with-http_ssl_module --with-threads)
+        fi
+        (cd "$out/nginx-src" && $cfg "${conf[@]}" --with-cc-opt="$cc_opt" \
+            --with-ld-opt="$ld_opt" --add-dynamic-module="$ROOT" \
+            >"$out/configure.log" 2>&1) \
+            || { tail -20 "$out/configure.log"; die "configure failed"; }
+        echo "$stamp" >"$out/stamp"
+    fi
+    say "building the module"
+    (cd "$out/nginx-src" && make -f objs/Makefile -j2 modules >"$out/make.log" 2>&1) \
+        || { grep -E 'error|warning' -A3 "$out/make.log" | head -60; die "build failed"; }
+    mkdir -p "$out/modules"
+    cp "$out/nginx-src/objs/ngx_http_llm_module.so" "$out/modules/"
+    say "built $out/modules/ngx_http_llm_module.so"
+}
+
+# ---------------------------------------------------------------- worker
+bundle_commit() {
+    git --git-dir="$CACHE/llama-src/.git" rev-parse --short=12 HEAD
+}
+
+llama_server() {
+    local bundle=$NODE_DIR/node-llama-cpp/llama/gitRelease.bundle commit bin
+    [[ -f $bundle ]] || die "node-llama-cpp is not installed (./config.sh deps)"
+    mkdir -p "$CACHE"
+    if [[ ! -d $CACHE/llama-src/.git ]]; then
+        say "unpacking llama.cpp from node-llama-cpp's bundle"
+        rm -rf "$CACHE/llama-src"
+        git clone -q "$bundle" "$CACHE/llama-src" 2>/dev/null
+    fi
+    commit=$(bundle_commit)
+    bin=$CACHE/llama-server-$commit/llama-server
+    if [[ ! -x $bin ]]; then
+        say "building llama-server $commit (CPU, once; about 6-8 minutes on 2 cores)"
+        cmake -S "$CACHE/llama-src" -B "$CACHE/llama-build" -DCMAKE_BUILD_TYPE=Release \
+            -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+            -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON \
+            -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF \
+            -DGGML_NATIVE=ON -DGGML_OPENMP=OFF >"$CACHE/llama-cmake.log" 2>&1 \
+            || { tail -20 "$CACHE/llama-cmake.log"; die "cmake of llama.cpp failed"; }
+        # progress: one line per ten percent
+        cmake --build "$CACHE/llama-build" --target llama-server -j2 2>&1 \
+            | tee "$CACHE/llama-build.log" \
+            | grep --line-buffered -oE '^\[ *[0-9]*0%\]' | uniq >&2 \
+            || true
+        [[ -x $CACHE/llama-build/bin/llama-server ]] \
+            || { tail -30 "$CACHE/llama-build.log"; die "llama-server build failed"; }
+        mkdir -p "$CACHE/llama-server-$commit"
+        cp "$CACHE/llama-build/bin/llama-server" "$bin"
+        rm -rf "$CACHE/llama-build"
+    fi
+    echo "$bin"
+}
+
+models() {
+    local gen=$ROOT/t/worker/gguf_gen.c key bin vocab
+    key=$(sha256sum "$gen" | cut -c1-12)
+    bin=$CACHE/gguf_gen-$key
+    vocab=$CACHE/llama-src/models/ggml-vocab-llama-spm.gguf
+    [[ -f $vocab ]] || die "tokenizer $vocab missing"
+    if [[ ! -x $bin ]]; then
+        gcc -O2 -Wall -Werror -o "$bin" "$gen" -lm
+    fi
+    mkdir -p "$CACHE/models-$key"
+    if [[ ! -f $CACHE/models-$key/small.gguf ]]; then
+        say "generating the small (8x7B stand-in) model"
+        "$bin" --vocab "$vocab" --out "$CACHE/models-$key/small.gguf.tmp" \
+            --embd 64 --layers 2 --heads 4 --ff 192 --seed 7
+        mv "$CACHE/models-$key/small.gguf.tmp" "$CACHE/models-$key/small.gguf"
+    fi
+    if [[ ! -f $CACHE/models-$key/large.gguf ]]; then
+        say "generating the large (8x22B stand-in) model"
+        "$bin" --vocab "$vocab" --out "$CACHE/models-$key/large.gguf.tmp" \
+            --embd 256 --layers 6 --heads 8 --ff 768 --seed 22
+        mv "$CACHE/models-$key/large.gguf.tmp" "$CACHE/models-$key/large.gguf"
+    fi
+    echo "$CACHE/models-$key"
+}
+
+worker() {
+    LLAMA_SERVER=$(llama_server)
+    MODELS=$(models)
+    export LLAMA_SERVER LLM_MODEL_SMALL=$MODELS/small.gguf LLM_MODEL_LARGE=$MODELS/large.gguf
+}
+
+# ---------------------------------------------------------------- run / stop
+wait_http() {   # url seconds
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        curl -sf -o /dev/null -m 1 "$1" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+start_llama() {  # name port model
+    "$LLAMA_SERVER" --host 127.0.0.1 --port "$2" -m "$3" --alias "$1" \
+        -t 1 -tb 1 -c 4096 -np 4 --no-webui --log-disable \
+        >"$STATE/logs/$1.log" 2>&1 &
+    echo $! >"$STATE/$1.pid"
+}
+
+run() {
+    deps
+    build
+    worker
+    local port=${LLM_PORT:-8080} rport=${REDIS_PORT:-6390}
+    stop >/dev/null 2>&1 || true
+    mkdir -p "$STATE/logs" "$STATE/tmp" "$STATE/redis"
+    say "starting redis on 127.0.0.1:$rport"
+    redis-server --bind 127.0.0.1 --port "$rport" --save '' --appendonly no \
+        --dir "$STATE/redis" --daemonize yes --pidfile "$STATE/redis.pid" \
+        --logfile "$STATE/logs/redis.log"
+    say "starting llama-server workers on :8091 (small) and :8092 (large)"
+    start_llama tiny-8x7b 8091 "$LLM_MODEL_SMALL"
+    start_llama tiny-8x22b 8092 "$LLM_MODEL_LARGE"
+    wait_http http://127.0.0.1:8091/health 120 || die "llama-server (small) did not start"
+    wait_http http://127.0.0.1:8092/health 120 || die "llama-server (large) did not start"
+
+    local key hash
+    if [[ -f $STATE/demo.key ]]; then
+        key=$(cat "$STATE/demo.key")
+    else
+        key="sk-llm-demo-$(head -c 15 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+        echo "$key" >"$STATE/demo.key"
+    fi
+    hash=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
+    redis-cli -p "$rport" HSET "llm:tenant:demo" rpm 600 tpm 200000 \
+        budget_day_usd 5.00 >/dev/null
+    redis-cli -p "$rport" HSET "llm:key:$hash" tenant demo label demo \
+        created "$(date +%s)" revoked 0 >/dev/null
+
+    cat >"$STATE/nginx.conf" <<EOF
+load_module $ROOT/build/modules/ngx_http_llm_module.so;
+worker_processes 1;
+error_log $STATE/logs/error.log info;
+pid $STATE/nginx.pid;
+$( ((EUID == 0)) && echo "user root;")
+events { worker_connections 4096; }
+http {
+    client_body_temp_path $STATE/tmp/body;
+    proxy_temp_path $STATE/tmp/proxy;
+    fastcgi_temp_path $STATE/tmp/fastcgi;
+    uwsgi_temp_path $STATE/tmp/uwsgi;
+    scgi_temp_path $STATE/tmp/scgi;
+    log_format llm '\$remote_addr [\$time_local] "\$request" \$status \$body_bytes_sent '
+                   'model=\$llm_model backend=\$llm_backend ustatus=\$llm_upstream_status '
+                   'ptok=\$llm_prompt_tokens ctok=\$llm_completion_tokens '
+                   'ttfb=\$llm_ttfb rt=\$request_time';
+    access_log $STATE/logs/access.log llm;
+
+    llm_redis 127.0.0.1:$rport;
+
+    llm_model mixtral-8x7b {
+        context_window 32768;
+        backend http://127.0.0.1:8091/v1 model=tiny-8x7b price=0.60/0.60;
+    }
+    llm_model mixtral-8x22b {
+        context_window 65536;
+        backend http://127.0.0.1:8092/v1 model=tiny-8x22b price=1.20/1.20;
+    }
+
+    server {
+        listen 127.0.0.1:$port;
+        location /v1/ {
+            llm_gateway;
+            llm_auth on;
+            llm_quota on;
+        }
+    }
+}
+EOF
+    /usr/sbin/nginx -t -q -p "$STATE" -c "$STATE/nginx.conf" -e "$STATE/logs/error.log"
+    /usr/sbin/nginx -p "$STATE" -c "$STATE/nginx.conf" -e "$STATE/logs/error.log"
+    wait_http "http://127.0.0.1:$port/v1/models" 10 || true
+    cat <<EOF
+
+nginx-llm-gateway is up on http://127.0.0.1:$port (logs in $STATE/logs)
+Demo API key (tenant "demo"): $key
+
+curl -s http://127.0.0.1:$port/v1/chat/completions \\
+  -H "Authorization: Bearer $key" -H "Content-Type: application/json" \\
+  -d '{"model":"mixtral-8x7b","messages":[{"role":"user","content":"Hello!"}],"max_tokens":32}'
+
+Add "stream": true for SSE.  Stop everything with: ./config.sh stop
+EOF
+}
+
+stop() {
+    local f pid
+    if [[ -f $STATE/nginx.pid ]]; then
+        /usr/sbin/nginx -p "$STATE" -c "$STATE/nginx.conf" -s quit 2>/dev/null || true
+    fi
+    for f in nginx tiny-8x7b tiny-8x22b redis; do
+        [[ -f $STATE/$f.pid ]] || continue
+        pid=$(cat "$STATE/$f.pid")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        rm -f "$STATE/$f.pid"
+    done
+    say "stopped"
+}
+
+# ---------------------------------------------------------------- test
+run_prove() {   # label
+    local rc=0
+    say "test suite ($1)"
+    (cd "$ROOT" && prove -r -j1 t/) || rc=$?
+    return $rc
+}
+
+test_suite() {
+    deps
+    build
+    worker
+    export LLM_ROOT=$ROOT NODE_PATH=$NODE_DIR
+    local rc=0
+    run_prove "plain" || rc=1
+    if [[ ${LLM_NO_SANITIZE:-0} != 1 ]]; then
+        SANITIZE=1 build
+        local san
+        san=$(mktemp -d /tmp/llm-san.XXXXXX)
+        LLM_MODULE=$ROOT/build-asan/modules/ngx_http_llm_module.so \
+        LLM_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
+        ASAN_OPTIONS="detect_leaks=0:log_path=$san/san:abort_on_error=0" \
+        UBSAN_OPTIONS="print_stacktrace=1:log_path=$san/san" \
+        LLM_SAN_DIR=$san run_prove "AddressSanitizer + UBSan" || rc=1
+        if compgen -G "$san/san*" >/dev/null; then
+            say "sanitizer reports:"
+            cat "$san"/san* >&2
+            rc=1
+        fi
+        rm -rf "$san"
+    fi
+    return $rc
+}
+
+case ${1:-} in
+    deps) deps ;;
+    build) build ;;
+    worker) deps; worker; echo "LLAMA_SERVER=$LLAMA_SERVER"
+        echo "LLM_MODEL_SMALL=$LLM_MODEL_SMALL"; echo "LLM_MODEL_LARGE=$LLM_MODEL_LARGE" ;;
+    run) run ;;
+    stop) stop ;;
+    test) test_suite ;;
+    bench) deps; build; exec "$ROOT/bench/run.sh" ;;
+    *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

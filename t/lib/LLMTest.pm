@@ -1,0 +1,381 @@
+package LLMTest;
+
+# The test harness: starts nginx with the module, redis-server, the mock
+# upstream and llama-server on free loopback ports under a temporary
+# prefix, talks raw HTTP/1.1 to them, and stops every process it started,
+# even when a test dies.
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Temp qw(tempdir);
+use IO::Select;
+use IO::Socket::INET;
+use JSON::PP;
+use POSIX qw(:sys_wait_h setsid);
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+use Exporter 'import';
+our @EXPORT = qw(free_port http_request sse_events json_of wait_until
+    decode_json encode_json);
+
+our $ROOT = $ENV{LLM_ROOT} // abs_path(dirname(__FILE__) . '/../..');
+our $MODULE = $ENV{LLM_MODULE}
+    // "$ROOT/build/modules/ngx_http_llm_module.so";
+
+my @children;     # [pid, name]
+my @instances;
+
+sub free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+        Listen => 1, ReuseAddr => 1) or die "no free port: $!";
+    my $p = $s->sockport;
+    close $s;
+    return $p;
+}
+
+sub new {
+    my ($class, %o) = @_;
+    my $self = bless { dir => tempdir('llmtest-XXXXXX', TMPDIR => 1,
+        CLEANUP => !$ENV{LLM_KEEP}), %o }, $class;
+    push @instances, $self;
+    return $self;
+}
+
+sub dir { $_[0]{dir} }
+
+sub _spawn {
+    my ($name, $env, @cmd) = @_;
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        setsid();
+        %ENV = (%ENV, %$env);
+        open STDIN, '<', '/dev/null';
+        exec @cmd or do { print STDERR "exec $cmd[0]: $!\n"; POSIX::_exit(127) };
+    }
+    push @children, [$pid, $name];
+    return $pid;
+}
+
+sub wait_until {
+    my ($cb, $timeout) = @_;
+    my $end = time + ($timeout // 10);
+    while (time < $end) {
+        return 1 if $cb->();
+        sleep 0.05;
+    }
+    return 0;
+}
+
+sub _port_open {
+    my ($port) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+        Timeout => 1);
+    return 0 unless $s;
+    close $s;
+    return 1;
+}
+
+# ---------------------------------------------------------------- servers
+
+sub start_mock {
+    my ($self) = @_;
+    my $port = free_port();
+    my $log = "$self->{dir}/mock-$port.log";
+    my $pid = _spawn('mock', {}, 'sh', '-c',
+        "exec node $ROOT/t/mock/upstream.js --port $port >$log 2>&1");
+    wait_until(sub { _port_open($port) }, 10) or die "mock did not start";
+    $self->{mock_pids}{$port} = $pid;
+    return $port;
+}
+
+sub mock_stats {
+    my ($self, $port) = @_;
+    my ($st, $h, $b) = http_request($port, 'GET', '/_stats');
+    return decode_json($b);
+}
+
+sub mock_reset {
+    my ($self, $port) = @_;
+    http_request($port, 'POST', '/_reset', {}, '');
+}
+
+sub start_redis {
+    my ($self, %o) = @_;
+    my $port = $o{port} // free_port();
+    my $dir = "$self->{dir}/redis-$port";
+    mkdir $dir;
+    my $pid = _spawn('redis', {}, 'redis-server', '--bind', '127.0.0.1',
+        '--port', $port, '--save', '', '--appendonly', 'no', '--dir', $dir,
+        '--logfile', "$dir/redis.log", ($o{args} ? @{$o{args}} : ()));
+    wait_until(sub { _port_open($port) }, 10) or die "redis did not start";
+    $self->{redis}{$port} = $pid;
+    return $port;
+}
+
+sub stop_redis {
+    my ($self, $port) = @_;
+    my $pid = delete $self->{redis}{$port} or return;
+    _kill($pid, 'KILL');
+}
+
+sub redis_cli {
+    my ($self, $port, @args) = @_;
+    open my $fh, '-|', 'redis-cli', '-p', $port, @args or die "redis-cli: $!";
+    local $/;
+    my $out = <$fh>;
+    close $fh;
+    chomp $out if defined $out;
+    return $out;
+}
+
+sub start_llama {
+    my ($self, $model, $alias) = @_;
+    my $bin = $ENV{LLAMA_SERVER} or return;
+    my $port = free_port();
+    my $log = "$self->{dir}/llama-$port.log";
+    _spawn('llama-server', {}, 'sh', '-c', "exec $bin --host 127.0.0.1 "
+        . "--port $port -m $model --alias $alias -t 1 -tb 1 -c 4096 -np 4 "
+        . "--no-webui >$log 2>&1");
+    wait_until(sub {
+        my ($st) = eval { http_request($port, 'GET', '/health') };
+        return $st && $st == 200;
+    }, 120) or die "llama-server did not start: " . `tail -5 $log`;
+    return $port;
+}
+
+# http: the http{} body (models, llm_redis ...); server: the server{} body
+sub start_nginx {
+    my ($self, %o) = @_;
+    my $port = $o{port} // free_port();
+    my $prefix = "$self->{dir}/nginx-$port";
+    mkdir $prefix;
+    mkdir "$prefix/$_" for qw(logs tmp);
+    my $user = $> == 0 ? 'user root;' : '';
+    my $workers = $o{workers} // 1;
+    my $conf = <<"EOF";
+load_module $MODULE;
+$user
+worker_processes $workers;
+daemon off;
+master_process on;
+pid $prefix/nginx.pid;
+error_log $prefix/logs/error.log info;
+env ASAN_OPTIONS;
+env UBSAN_OPTIONS;
+events { worker_connections 8192; }
+http {
+    client_body_temp_path $prefix/tmp/body;
+    proxy_temp_path $prefix/tmp/proxy;
+    fastcgi_temp_path $prefix/tmp/fastcgi;
+    uwsgi_temp_path $prefix/tmp/uwsgi;
+    scgi_temp_path $prefix/tmp/scgi;
+    log_format llm '\$request \$status model=\$llm_model backend=\$llm_backend '
+                   'ustatus=\$llm_upstream_status ptok=\$llm_prompt_tokens '
+                   'ctok=\$llm_completion_tokens ttfb=\$llm_ttfb';
+    access_log $prefix/logs/access.log llm;
+    $o{http}
+    server {
+        listen 127.0.0.1:$port;
+        $o{server}
+    }
+}
+EOF
+    open my $fh, '>', "$prefix/nginx.conf" or die;
+    print $fh $conf;
+    close $fh;
+
+    my %env;
+    if ($ENV{LLM_PRELOAD}) {
+        $env{LD_PRELOAD} = $ENV{LLM_PRELOAD};
+    }
+    my @cmd = ('/usr/sbin/nginx', '-p', $prefix, '-c', "$prefix/nginx.conf",
+        '-e', "$prefix/logs/error.log");
+
+    if ($o{expect_fail}) {
+        my $out = `LD_PRELOAD='@{[$env{LD_PRELOAD} // '']}' @cmd -t 2>&1`;
+        return ($? != 0, $out);
+    }
+
+    my $pid = _spawn('nginx', \%env, @cmd);
+    unless (wait_until(sub { _port_open($port) }, 15)) {
+        my $err = `cat $prefix/logs/error.log 2>/dev/null`;
+        die "nginx did not start:\n$err";
+    }
+    $self->{nginx}{$port} = { pid => $pid, prefix => $prefix };
+    return $port;
+}
+
+sub nginx_prefix { $_[0]{nginx}{$_[1]}{prefix} }
+
+sub error_log {
+    my ($self, $port) = @_;
+    my $f = $self->nginx_prefix($port) . '/logs/error.log';
+    open my $fh, '<', $f or return '';
+    local $/;
+    return <$fh>;
+}
+
+sub access_log {
+    my ($self, $port) = @_;
+    my $f = $self->nginx_prefix($port) . '/logs/access.log';
+    open my $fh, '<', $f or return '';
+    local $/;
+    return <$fh>;
+}
+
+sub worker_pids {
+    my ($self, $port) = @_;
+    my $master = $self->{nginx}{$port}{pid};
+    my @w = split /\s+/, `pgrep -P $master 2>/dev/null`;
+    return grep { /\d/ } @w;
+}
+
+sub rss_kb {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/status" or return 0;
+    while (<$fh>) { return $1 if /^VmRSS:\s+(\d+)/ }
+    return 0;
+}
+
+sub stop_nginx {
+    my ($self, $port) = @_;
+    my $n = delete $self->{nginx}{$port} or return;
+    kill 'QUIT', $n->{pid};
+    unless (wait_until(sub { waitpid($n->{pid}, WNOHANG) != 0 }, 10)) {
+        _kill($n->{pid}, 'KILL');
+    }
+    _check_log($n->{prefix});
+}
+
+sub _check_log {
+    my ($prefix) = @_;
+    open my $fh, '<', "$prefix/logs/error.log" or return;
+    my @bad = grep { /\[(alert|emerg|crit)\]|exited on signal|segfault/ } <$fh>;
+    ok(!@bad, "no alerts or crashes in $prefix/logs/error.log")
+        or diag(join '', @bad[0 .. ($#bad < 9 ? $#bad : 9)]);
+}
+
+sub _kill {
+    my ($pid, $sig) = @_;
+    kill $sig, -$pid;
+    kill $sig, $pid;
+    waitpid($pid, 0);
+}
+
+sub cleanup {
+    my ($self) = @_;
+    $self->stop_nginx($_) for keys %{ $self->{nginx} || {} };
+}
+
+END {
+    my $rc = $?;
+    for my $i (@instances) {
+        eval { $i->cleanup };
+    }
+    for my $c (reverse @children) {
+        next unless kill 0, $c->[0];
+        kill 'TERM', -$c->[0];
+        kill 'TERM', $c->[0];
+    }
+    for my $c (@children) {
+        wait_until(sub { waitpid($c->[0], WNOHANG) != 0 }, 3)
+            or do { kill 'KILL', -$c->[0]; kill 'KILL', $c->[0];
+                    waitpid($c->[0], 0) };
+    }
+    if (my $san = $ENV{LLM_SAN_DIR}) {
+        my @r = glob("$san/san*");
+        if (@r) {
+            print STDERR "sanitizer reports:\n", `cat @r`;
+            $rc ||= 1;
+        }
+    }
+    $? = $rc;
+}
+
+$SIG{INT} = $SIG{TERM} = sub { exit 1 };
+
+# ---------------------------------------------------------------- clients
+
+# returns (status, {lc header => value}, body); opts: timeout, raw
+sub http_request {
+    my ($port, $method, $path, $headers, $body, %o) = @_;
+    $headers //= {};
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+        Timeout => 5) or die "connect $port: $!";
+    my $req = "$method $path HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
+    if (defined $body && !exists $headers->{'Transfer-Encoding'}) {
+        $req .= "Content-Length: " . length($body) . "\r\n";
+    }
+    $req .= "$_: $headers->{$_}\r\n" for sort keys %$headers;
+    $req .= "\r\n";
+    $req .= $body if defined $body;
+    print $s $req;
+    my $raw = '';
+    my $sel = IO::Select->new($s);
+    my $end = time + ($o{timeout} // 30);
+    while (time < $end) {
+        last unless $sel->can_read($end - time);
+        my $n = sysread($s, my $buf, 65536);
+        last unless $n;
+        $raw .= $buf;
+    }
+    close $s;
+    return parse_response($raw);
+}
+
+sub parse_response {
+    my ($raw) = @_;
+    my $i = index($raw, "\r\n\r\n");
+    return (0, {}, '') if $i < 0;
+    my $head = substr($raw, 0, $i);
+    my $body = substr($raw, $i + 4);
+    my @lines = split /\r\n/, $head;
+    my ($status) = $lines[0] =~ m{^HTTP/1\.\d (\d{3})};
+    my %h;
+    for (@lines[1 .. $#lines]) {
+        my ($k, $v) = /^([^:]+):\s*(.*)$/ or next;
+        $k = lc $k;
+        $h{$k} = exists $h{$k} ? "$h{$k}, $v" : $v;
+    }
+    if (($h{'transfer-encoding'} // '') =~ /chunked/i) {
+        my $out = '';
+        while ($body =~ s/^([0-9a-fA-F]+)\r\n//) {
+            my $n = hex $1;
+            last if $n == 0;
+            $out .= substr($body, 0, $n);
+            substr($body, 0, $n + 2) = '';
+        }
+        $body = $out;
+    }
+    return ($status // 0, \%h, $body);
+}
+
+sub sse_events {
+    my ($body) = @_;
+    my @ev;
+    for my $block (split /\n\n/, $body) {
+        my @data = map { /^data: ?(.*)$/ ? $1 : () } split /\n/, $block;
+        push @ev, join("\n", @data) if @data;
+    }
+    return @ev;
+}
+
+sub json_of {
+    my ($s) = @_;
+    my $j = eval { decode_json($s) };
+    return $j;
+}
+
+# the body of a chat completion request
+sub chat_body {
+    my (%o) = @_;
+    my $content = delete $o{content} // 'hello';
+    return encode_json({ model => 'mixtral-8x7b',
+        messages => [{ role => 'user', content => $content }], %o });
+}
+
+1;
