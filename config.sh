@@ -19,7 +19,7 @@ NODE_DIR=$ROOT/node_modules
 
 APT_PACKAGES=(nginx nginx-dev libcurl4-openssl-dev libcjson-dev libhiredis-dev
     libssl-dev redis-server redis-tools wrk cmake g++ gcc make pkg-config git
-    perl libjson-pp-perl curl nodejs npm ca-certificates procps)
+    perl libjson-pp-perl curl ca-certificates procps)
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'config.sh: %s\n' "$*" >&2; exit 1; }
@@ -31,6 +31,9 @@ deps() {
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
             || missing+=("$p")
     done
+    # the machine's own Node.js may not come from apt: only fill a gap
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
     if ((${#missing[@]})); then
         say "installing ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
@@ -44,7 +47,8 @@ deps() {
     if [[ ! -f $NODE_DIR/.installed ]] \
         || [[ $ROOT/package-lock.json -nt $NODE_DIR/.installed ]]; then
         say "installing node packages (node-llama-cpp, openai)"
-        (cd "$ROOT" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+        (cd "$ROOT" && npm install --ignore-scripts --omit=optional --no-audit --no-fund \
+            --loglevel=error)
         touch "$NODE_DIR/.installed"
     fi
 }

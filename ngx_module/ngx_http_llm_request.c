@@ -187,7 +187,10 @@ ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len,
         return NGX_ERROR;
     }
 
-    json = cJSON_ParseWithLength((const char *) p, len);
+    /* cJSON would skip a NUL as white space; JSON has no place for one */
+
+    json = ngx_strlchr(p, p + len, '\0') == NULL
+           ? cJSON_ParseWithLength((const char *) p, len) : NULL;
 
     if (json == NULL) {
         ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,

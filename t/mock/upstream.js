@@ -19,9 +19,11 @@ for (let i = 2; i < process.argv.length; i++) {
 }
 
 const stats = {};
+let resetGen = 0;
 function resetStats() {
+    resetGen++;
     Object.assign(stats, {
-        requests: 0, connections: 0, aborted: 0, completed: 0,
+        requests: 0, connections: 0, api_connections: 0, aborted: 0, completed: 0,
         bytes_sent: 0, paths: {}, last_body: null, last_headers: null,
         open_connections: 0,
     });
@@ -95,6 +97,11 @@ function handle(req, res, raw) {
 
     stats.requests++;
     stats.paths[url] = (stats.paths[url] || 0) + 1;
+    // connections that carried API requests (the stats calls do not count)
+    if (req.socket.llmResetGen !== resetGen) {
+        req.socket.llmResetGen = resetGen;
+        stats.api_connections++;
+    }
 
     let body = null;
     try { body = JSON.parse(raw); } catch (e) { body = null; }
