@@ -254,7 +254,7 @@ sub stop_nginx {
 sub _check_log {
     my ($prefix) = @_;
     open my $fh, '<', "$prefix/logs/error.log" or return;
-    my @bad = grep { /\[(alert|emerg|crit)\]|exited on signal|segfault/ } <$fh>;
+    my @bad = grep { /\[(alert|emerg|crit)\]|exited on signal|exited with code [1-9]|segfault|runtime error|AddressSanitizer|LeakSanitizer/ } <$fh>;
     ok(!@bad, "no alerts or crashes in $prefix/logs/error.log")
         or diag(join '', @bad[0 .. ($#bad < 9 ? $#bad : 9)]);
 }
