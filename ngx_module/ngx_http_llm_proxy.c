@@ -130,8 +130,15 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
 
     /* the model name is per backend */
 
-    cJSON_ReplaceItemInObjectCaseSensitive(ctx->json, "model",
-                          cJSON_CreateString((char *) backend->model.data));
+    cJSON_DeleteItemFromObjectCaseSensitive(ctx->json, "model");
+
+    if (cJSON_AddStringToObject(ctx->json, "model",
+                                (char *) backend->model.data)
+        == NULL)
+    {
+        ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
 
     if (ctx->upstream_body) {
         cJSON_free(ctx->upstream_body);

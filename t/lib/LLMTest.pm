@@ -20,7 +20,7 @@ use Time::HiRes qw(sleep time);
 
 use Exporter 'import';
 our @EXPORT = qw(free_port http_request sse_events json_of wait_until
-    decode_json encode_json);
+    decode_json encode_json parallel_requests);
 
 our $ROOT = $ENV{LLM_ROOT} // abs_path(dirname(__FILE__) . '/../..');
 our $MODULE = $ENV{LLM_MODULE}
@@ -128,8 +128,23 @@ sub redis_cli {
     local $/;
     my $out = <$fh>;
     close $fh;
-    chomp $out if defined $out;
+    $out =~ s/\s+\z// if defined $out;
     return $out;
+}
+
+# a tenant and one key for it, straight into Redis (the admin tool is
+# tested on its own)
+sub add_tenant {
+    my ($self, $port, $tenant, $key, %policy) = @_;
+    require Digest::SHA;
+    $self->redis_cli($port, 'DEL', "llm:tenant:$tenant");
+    $self->redis_cli($port, 'HSET', "llm:tenant:$tenant", %policy) if %policy;
+    $self->redis_cli($port, 'HSET', "llm:tenant:$tenant", 'created', time)
+        unless %policy;
+    if (defined $key) {
+        $self->redis_cli($port, 'HSET', 'llm:key:' . Digest::SHA::sha256_hex($key),
+            tenant => $tenant, revoked => 0);
+    }
 }
 
 sub start_llama {
@@ -352,6 +367,44 @@ sub parse_response {
         $body = $out;
     }
     return ($status // 0, \%h, $body);
+}
+
+# many requests at once from one process: [[port, method, path, headers,
+# body], ...] -> list of [status, headers, body, seconds]
+sub parallel_requests {
+    my ($reqs, %o) = @_;
+    my (%buf, %start, %idx, @res);
+    my $sel = IO::Select->new;
+    my $i = 0;
+    for my $r (@$reqs) {
+        my ($port, $method, $path, $headers, $body) = @$r;
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port)
+            or die "connect: $!";
+        my $req = "$method $path HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
+        $req .= "Content-Length: " . length($body) . "\r\n" if defined $body;
+        $req .= "$_: $headers->{$_}\r\n" for sort keys %{ $headers || {} };
+        $req .= "\r\n" . ($body // '');
+        print $s $req;
+        $sel->add($s);
+        $buf{$s} = '';
+        $start{$s} = time;
+        $idx{$s} = $i++;
+    }
+    my $end = time + ($o{timeout} // 30);
+    while ($sel->count && time < $end) {
+        for my $fh ($sel->can_read(0.5)) {
+            my $n = sysread($fh, my $chunk, 65536);
+            if ($n) { $buf{$fh} .= $chunk; next }
+            $sel->remove($fh);
+            $res[$idx{$fh}] = [parse_response($buf{$fh}), time - $start{$fh}];
+            close $fh;
+        }
+    }
+    for my $fh ($sel->handles) {
+        $res[$idx{$fh}] = [0, {}, '', time - $start{$fh}];
+        close $fh;
+    }
+    return @res;
 }
 
 sub sse_events {
