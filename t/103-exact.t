@@ -1,0 +1,99 @@
+# Exactness under concurrency: two gateways share one Redis; no tenant
+# passes a request, token or dollar limit, streamed responses included.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use POSIX qw(strftime);
+use Time::HiRes qw(sleep time);
+use LLMTest;
+
+my $t = LLMTest->new;
+my $up = $t->start_mock;
+my $rp = $t->start_redis;
+my %conf = (
+    http => "llm_redis 127.0.0.1:$rp;
+             llm_model mixtral-8x7b { backend http://127.0.0.1:$up/v1 price=1.00/2.00; }",
+    server => 'location /v1/ { llm_gateway; llm_auth on; llm_quota on; }',
+);
+my $gw1 = $t->start_nginx(%conf);
+my $gw2 = $t->start_nginx(%conf);
+my $day = strftime('%Y%m%d', gmtime);
+
+sub req {
+    my ($port, $key, %o) = @_;
+    my $content = delete $o{content} // 'hi';
+    return [$port, 'POST', '/v1/chat/completions',
+        { 'Content-Type' => 'application/json', Authorization => "Bearer $key" },
+        encode_json({ model => 'mixtral-8x7b',
+            messages => [{ role => 'user', content => $content }], %o })];
+}
+
+# --- 300 concurrent requests against 100 requests/minute, two gateways
+$t->add_tenant($rp, 'rpm', 'sk-rpm', rpm => 100);
+my @res = parallel_requests([map { req($_ % 2 ? $gw1 : $gw2, 'sk-rpm') } 1 .. 300]);
+my %by;
+$by{$_->[0]}++ for @res;
+is($by{200}, 100, 'exactly 100 of 300 admitted');
+is($by{429}, 200, 'the other 200 refused with 429');
+is($t->mock_stats($up)->{requests}, 100, 'the backend saw exactly 100');
+
+# --- streamed responses against a token budget (tokens per minute)
+$t->mock_reset($up);
+$t->add_tenant($rp, 'tpm', 'sk-tpm', tpm => 3000);
+@res = parallel_requests([map {
+    req($_ % 2 ? $gw1 : $gw2, 'sk-tpm', stream => JSON::PP::true, max_tokens => 100,
+        content => 'MOCK:{"tokens":100,"pace_ms":5}')
+} 1 .. 60], timeout => 30);
+my $ok = grep { $_->[0] == 200 } @res;
+cmp_ok($ok, '>', 0, "$ok streams admitted");
+cmp_ok($ok, '<', 60, 'some refused');
+sleep 0.5;
+my @members = split /\n/, $t->redis_cli($rp, 'ZRANGE', 'llm:{tpm}:tpm', 0, -1);
+my $used = 0;
+$used += (/:(\d+)$/)[0] for @members;
+cmp_ok($used, '<=', 3000, "tokens counted in the window ($used) within 3000");
+my %u = split /\n/, ($t->redis_cli($rp, 'HGETALL', "llm:{tpm}:usage:$day") || '');
+my ($ptok, $ctok) = (0, 0);
+for (keys %u) { $ptok += $u{$_} if /\|prompt_tokens$/; $ctok += $u{$_} if /\|completion_tokens$/ }
+cmp_ok($ptok + $ctok, '<=', 3000, "settled tokens ($ptok + $ctok) never exceed the budget");
+is($ctok, 100 * $ok, 'every admitted stream settled its 100 tokens');
+
+# --- streamed responses against a dollar budget
+$t->add_tenant($rp, 'usd', 'sk-usd', budget_day_usd => '0.003');
+@res = parallel_requests([map {
+    req($_ % 2 ? $gw1 : $gw2, 'sk-usd', stream => JSON::PP::true, max_tokens => 100,
+        content => 'MOCK:{"tokens":100,"pace_ms":5}')
+} 1 .. 40], timeout => 30);
+$ok = grep { $_->[0] == 200 } @res;
+sleep 0.5;
+my $settled = $t->redis_cli($rp, 'HGET', "llm:{usd}:spend:d:$day", 'settled');
+cmp_ok($ok, '>', 0, "$ok dollar-budget streams admitted");
+cmp_ok($settled, '<=', 3000, "settled $settled micro-dollars within the 3000 budget");
+is($t->redis_cli($rp, 'HGET', "llm:{usd}:spend:d:$day", 'reserved'), 0, 'no reservation left behind');
+
+# --- a client abort mid-stream settles the tokens actually produced
+$t->add_tenant($rp, 'ab', 'sk-ab', tpm => 100000);
+my $r = req($gw1, 'sk-ab', stream => JSON::PP::true, max_tokens => 200,
+    content => 'MOCK:{"tokens":200,"pace_ms":20}');
+my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $gw1) or die;
+print $s "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    . "Authorization: Bearer sk-ab\r\nContent-Length: " . length($r->[4]) . "\r\n\r\n$r->[4]";
+my $got = 0;
+my $t0 = time;
+while (time - $t0 < 5) {
+    sysread($s, my $buf, 4096) or last;
+    $got += () = $buf =~ /"content":"t\d+ "/g;
+    last if $got >= 10;
+}
+close $s;
+ok(wait_until(sub { ($t->redis_cli($rp, 'HGET', "llm:{ab}:usage:$day",
+    "mixtral-8x7b|127.0.0.1:$up|requests") // 0) == 1 }, 3), 'aborted stream settled');
+my $ab = $t->redis_cli($rp, 'HGET', "llm:{ab}:usage:$day", "mixtral-8x7b|127.0.0.1:$up|completion_tokens");
+cmp_ok($ab, '>=', 10, "charged at least the $got tokens the client saw ($ab)");
+cmp_ok($ab, '<', 60, 'not the 200 reserved: what was produced');
+is($t->redis_cli($rp, 'HGET', "llm:{ab}:spend:d:$day", 'reserved'), 0, 'reservation released');
+
+$t->cleanup;
+done_testing;
