@@ -283,7 +283,8 @@ void ngx_http_llm_proxy_cleanup(ngx_http_llm_ctx_t *ctx);
 ngx_int_t ngx_http_llm_curl_init(ngx_cycle_t *cycle, ngx_uint_t keepalive);
 void ngx_http_llm_curl_exit(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_llm_curl_add(CURL *easy);
-void ngx_http_llm_curl_remove(CURL *easy);
+CURL *ngx_http_llm_curl_get(void);
+void ngx_http_llm_curl_put(CURL *easy);
 void ngx_http_llm_curl_process(void);
 
 /* ngx_http_llm_redis.c */

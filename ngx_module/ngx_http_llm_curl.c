@@ -20,7 +20,12 @@ static void ngx_http_llm_curl_timer_handler(ngx_event_t *ev);
 static void ngx_http_llm_curl_release(ngx_connection_t *c);
 
 
+#define NGX_HTTP_LLM_EASY_POOL  256
+
+
 static CURLM        *ngx_http_llm_multi;
+static CURL         *ngx_http_llm_easy_pool[NGX_HTTP_LLM_EASY_POOL];
+static ngx_uint_t    ngx_http_llm_easy_free;
 static ngx_event_t   ngx_http_llm_curl_timer_event;
 static ngx_log_t    *ngx_http_llm_curl_log;
 
@@ -80,6 +85,10 @@ ngx_http_llm_curl_exit(ngx_cycle_t *cycle)
         ngx_del_timer(&ngx_http_llm_curl_timer_event);
     }
 
+    while (ngx_http_llm_easy_free) {
+        curl_easy_cleanup(ngx_http_llm_easy_pool[--ngx_http_llm_easy_free]);
+    }
+
     curl_multi_cleanup(ngx_http_llm_multi);
     ngx_http_llm_multi = NULL;
 
@@ -104,6 +113,38 @@ ngx_http_llm_curl_exit(ngx_cycle_t *cycle)
 }
 
 
+/* easy handles are reused: creating one costs dozens of allocations */
+
+CURL *
+ngx_http_llm_curl_get(void)
+{
+    if (ngx_http_llm_easy_free) {
+        return ngx_http_llm_easy_pool[--ngx_http_llm_easy_free];
+    }
+
+    return curl_easy_init();
+}
+
+
+void
+ngx_http_llm_curl_put(CURL *easy)
+{
+    if (ngx_http_llm_multi) {
+        curl_multi_remove_handle(ngx_http_llm_multi, easy);
+    }
+
+    if (ngx_http_llm_multi == NULL
+        || ngx_http_llm_easy_free == NGX_HTTP_LLM_EASY_POOL)
+    {
+        curl_easy_cleanup(easy);
+        return;
+    }
+
+    curl_easy_reset(easy);
+    ngx_http_llm_easy_pool[ngx_http_llm_easy_free++] = easy;
+}
+
+
 ngx_int_t
 ngx_http_llm_curl_add(CURL *easy)
 {
@@ -119,15 +160,6 @@ ngx_http_llm_curl_add(CURL *easy)
     }
 
     return NGX_OK;
-}
-
-
-void
-ngx_http_llm_curl_remove(CURL *easy)
-{
-    if (ngx_http_llm_multi) {
-        curl_multi_remove_handle(ngx_http_llm_multi, easy);
-    }
 }
 
 

@@ -170,7 +170,7 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
         }
     }
 
-    easy = curl_easy_init();
+    easy = ngx_http_llm_curl_get();
     if (easy == NULL) {
         ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
@@ -458,8 +458,7 @@ ngx_http_llm_proxy_release(ngx_http_llm_ctx_t *ctx)
     }
 
     if (ctx->easy) {
-        ngx_http_llm_curl_remove(ctx->easy);
-        curl_easy_cleanup(ctx->easy);
+        ngx_http_llm_curl_put(ctx->easy);
         ctx->easy = NULL;
     }
 

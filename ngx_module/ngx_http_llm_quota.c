@@ -53,8 +53,8 @@ typedef struct ngx_http_llm_pending_s  ngx_http_llm_pending_t;
 struct ngx_http_llm_pending_s {
     ngx_http_llm_pending_t     *next;
     int                         argc;
-    size_t                      argvlen[20];
-    const char                 *argv[20];
+    size_t                      argvlen[24];
+    const char                 *argv[24];
 };
 
 
@@ -115,7 +115,7 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
     u_char                  *p;
     time_t                   now;
     ngx_tm_t                 tm;
-    ngx_str_t                args[13], *t;
+    ngx_str_t                args[14], *t;
     ngx_uint_t               i, price_in, price_out;
     ngx_http_request_t      *r;
     ngx_http_llm_tenant_t   *tenant;
@@ -186,36 +186,40 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
     p = ngx_sprintf(p, "llm:{%V}:spend:m:%V", t, &ctx->key_month);
     args[3].len = p - args[3].data;
 
-    args[4] = ctx->request_id;
+    args[4].data = p;
+    p = ngx_sprintf(p, "llm:{%V}:tpm:sum", t);
+    args[4].len = p - args[4].data;
 
-    args[5].data = p;
-    p = ngx_sprintf(p, "%i", tenant->rpm);
-    args[5].len = p - args[5].data;
+    args[5] = ctx->request_id;
 
     args[6].data = p;
-    p = ngx_sprintf(p, "%i", tenant->tpm);
+    p = ngx_sprintf(p, "%i", tenant->rpm);
     args[6].len = p - args[6].data;
 
     args[7].data = p;
-    p = ngx_sprintf(p, "%L", tenant->budget_day);
+    p = ngx_sprintf(p, "%i", tenant->tpm);
     args[7].len = p - args[7].data;
 
     args[8].data = p;
-    p = ngx_sprintf(p, "%L", tenant->budget_month);
+    p = ngx_sprintf(p, "%L", tenant->budget_day);
     args[8].len = p - args[8].data;
 
     args[9].data = p;
-    p = ngx_sprintf(p, "%L", ctx->reserved_tokens);
+    p = ngx_sprintf(p, "%L", tenant->budget_month);
     args[9].len = p - args[9].data;
 
     args[10].data = p;
-    p = ngx_sprintf(p, "%L", ctx->reserved_cost);
+    p = ngx_sprintf(p, "%L", ctx->reserved_tokens);
     args[10].len = p - args[10].data;
 
-    ngx_str_set(&args[11], "172800");     /* a day's spend, kept 2 days */
-    ngx_str_set(&args[12], "5356800");    /* a month's, 62 days */
+    args[11].data = p;
+    p = ngx_sprintf(p, "%L", ctx->reserved_cost);
+    args[11].len = p - args[11].data;
 
-    ctx->redis = ngx_http_llm_eval(&ngx_http_llm_admit_script, 1, 4, 9, args,
+    ngx_str_set(&args[12], "172800");     /* a day's spend, kept 2 days */
+    ngx_str_set(&args[13], "5356800");    /* a month's, 62 days */
+
+    ctx->redis = ngx_http_llm_eval(&ngx_http_llm_admit_script, 1, 5, 9, args,
                                    ngx_http_llm_admit_reply, ctx);
 
     if (ctx->redis == NULL) {
@@ -460,7 +464,7 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
 {
     u_char                  *p;
     int64_t                  prompt, completion, cost, used;
-    ngx_str_t                args[16], *t;
+    ngx_str_t                args[17], *t;
     ngx_http_llm_backend_t  *b;
     u_char                   buf[2048];
 
@@ -569,6 +573,10 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
                      &ctx->key_day);
     args[15].len = p - args[15].data;
 
+    args[16].data = p;
+    p = ngx_slprintf(p, buf + sizeof(buf), "llm:{%V}:tpm:sum", t);
+    args[16].len = p - args[16].data;
+
     ngx_http_llm_settle_queue(args);
 }
 
@@ -587,10 +595,10 @@ ngx_http_llm_settle_queue(ngx_str_t *args)
     ngx_uint_t               i;
     ngx_http_llm_pending_t  *pd;
 
-    /* KEYS first: the settled-ids set is the fifth key */
+    /* KEYS first: the settled-ids set and the token sum come last */
 
-    static ngx_uint_t  order[16] = {
-        0, 1, 2, 3, 15, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14
+    static ngx_uint_t  order[17] = {
+        0, 1, 2, 3, 15, 16, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14
     };
 
     if (ngx_http_llm_pending_n >= NGX_HTTP_LLM_PENDING_MAX) {
@@ -602,7 +610,7 @@ ngx_http_llm_settle_queue(ngx_str_t *args)
 
     size = sizeof(ngx_http_llm_pending_t);
 
-    for (i = 0; i < 16; i++) {
+    for (i = 0; i < 17; i++) {
         size += args[i].len;
     }
 
@@ -612,7 +620,7 @@ ngx_http_llm_settle_queue(ngx_str_t *args)
     }
 
     pd->next = NULL;
-    pd->argc = 19;
+    pd->argc = 20;
 
     /* EVAL by source, not EVALSHA: a NOSCRIPT could not be retried here */
 
@@ -620,12 +628,12 @@ ngx_http_llm_settle_queue(ngx_str_t *args)
     pd->argvlen[0] = 4;
     pd->argv[1] = ngx_http_llm_settle_script.source;
     pd->argvlen[1] = ngx_strlen(ngx_http_llm_settle_script.source);
-    pd->argv[2] = "5";
+    pd->argv[2] = "6";
     pd->argvlen[2] = 1;
 
     p = (u_char *) (pd + 1);
 
-    for (i = 0; i < 16; i++) {
+    for (i = 0; i < 17; i++) {
         pd->argv[3 + i] = (char *) p;
         pd->argvlen[3 + i] = args[order[i]].len;
         p = ngx_cpymem(p, args[order[i]].data, args[order[i]].len);
@@ -669,7 +677,7 @@ ngx_http_llm_settle_reply(redisReply *reply, void *data)
     if (reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                       "llm: settlement of \"%*s\" failed: %s",
-                      pd->argvlen[8], pd->argv[8], reply->str);
+                      pd->argvlen[9], pd->argv[9], reply->str);
     }
 
     ngx_free(pd);
@@ -709,9 +717,9 @@ ngx_http_llm_quota_exit(void)
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                       "llm: exiting with an unrecorded settlement: "
                       "%*s, %*s tokens, %*s micro-dollars",
-                      pd->argvlen[8], pd->argv[8],
-                      pd->argvlen[10], pd->argv[10],
-                      pd->argvlen[12], pd->argv[12]);
+                      pd->argvlen[9], pd->argv[9],
+                      pd->argvlen[11], pd->argv[11],
+                      pd->argvlen[13], pd->argv[13]);
         ngx_free(pd);
     }
 

@@ -7,6 +7,7 @@
 -- KEYS[2] llm:{t}:tpm          ZSET "id:tokens" -> admission time (ms)
 -- KEYS[3] llm:{t}:spend:d:<yyyymmdd>  HASH reserved, settled (micro-dollars)
 -- KEYS[4] llm:{t}:spend:m:<yyyymm>    HASH reserved, settled
+-- KEYS[5] llm:{t}:tpm:sum      tokens in KEYS[2], kept with it
 -- ARGV: id, rpm, tpm, budget_day, budget_month (0 = no limit),
 --       tokens, cost, day_ttl, month_ttl
 --
@@ -47,15 +48,24 @@ if tpm > 0 then
     if tokens > tpm then
         return {1, 'tpm_request', 0}
     end
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', from)
-    local all = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-    local used = 0
-    for i = 1, #all, 2 do
-        used = used + tonumber(string.match(all[i], ':(%d+)$'))
+    -- a running total (KEYS[5]) spares summing the window on every call:
+    -- only what leaves the window is subtracted
+    local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', from)
+    local used = tonumber(redis.call('GET', KEYS[5]) or '0')
+    if #gone > 0 then
+        for i = 1, #gone do
+            used = used - tonumber(string.match(gone[i], ':(%d+)$'))
+        end
+        redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', from)
+        if redis.call('ZCARD', KEYS[2]) == 0 then
+            used = 0
+        end
+        redis.call('SET', KEYS[5], used, 'PX', 61000)
     end
     if used + tokens > tpm then
         -- wait until enough of the oldest reservations leave the window
         local need = used + tokens - tpm
+        local all = redis.call('ZRANGE', KEYS[2], 0, 999, 'WITHSCORES')
         for i = 1, #all, 2 do
             need = need - tonumber(string.match(all[i], ':(%d+)$'))
             if need <= 0 then
@@ -65,7 +75,8 @@ if tpm > 0 then
         return {1, 'tpm', 60000}
     end
     tpm_left = tpm - used - tokens
-    tpm_reset = all[2] and (tonumber(all[2]) + 60000 - now) or 60000
+    local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+    tpm_reset = first[2] and (tonumber(first[2]) + 60000 - now) or 60000
 end
 
 local function over(key, budget)
@@ -92,6 +103,8 @@ end
 if tpm > 0 then
     redis.call('ZADD', KEYS[2], now, id .. ':' .. tokens)
     redis.call('PEXPIRE', KEYS[2], 61000)
+    redis.call('INCRBY', KEYS[5], tokens)
+    redis.call('PEXPIRE', KEYS[5], 61000)
 end
 
 redis.call('HINCRBY', KEYS[3], 'reserved', cost)

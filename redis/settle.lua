@@ -5,6 +5,7 @@
 -- KEYS[3] llm:{t}:spend:m:<month>   KEYS[4] llm:{t}:usage:<day>
 -- KEYS[5] llm:{t}:settled:<day>  SET of settled request ids, so that a
 --         settlement retried after a lost reply counts once
+-- KEYS[6] llm:{t}:tpm:sum  running total of KEYS[1]
 -- ARGV: id, reserved_tokens, used_tokens, reserved_cost, cost,
 --       admitted_ms, record_prefix ("<model>|<backend>"), prompt,
 --       completion, cached (0|1), usage_ttl
@@ -22,6 +23,7 @@ local rcost, cost = tonumber(ARGV[4]), tonumber(ARGV[5])
 if tonumber(ARGV[6]) > 0 and redis.call('ZREM', KEYS[1], id .. ':' .. rtok) == 1
 then
     redis.call('ZADD', KEYS[1], ARGV[6], id .. ':' .. utok)
+    redis.call('INCRBY', KEYS[6], utok - rtok)
 end
 
 for _, k in ipairs({KEYS[2], KEYS[3]}) do

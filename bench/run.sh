@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Benchmarks, all in one run against the same fast upstream (a plain nginx
+# answering a fixed chat completion, JSON or SSE):
+#   direct      wrk -> upstream
+#   proxy       wrk -> nginx proxy_pass (keepalive upstream) -> upstream
+#   gateway     wrk -> nginx + this module -> upstream
+#   gateway+q   the same with API-key auth and quotas on (Redis)
+# Each server runs one worker process.  Results: bench/results/latest.md
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+MODULE=${LLM_MODULE:-$ROOT/build/modules/ngx_http_llm_module.so}
+DUR=${BENCH_DURATION:-10s}
+CONNS=${BENCH_CONNECTIONS:-64}
+W=$(mktemp -d /tmp/llm-bench.XXXXXX)
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for f in "$W"/*/nginx.pid; do [[ -f $f ]] && kill "$(cat "$f")" 2>/dev/null || true; done
+    redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true
+    sleep 0.5
+    rm -rf "$W"
+}
+trap cleanup EXIT
+[[ -n ${BENCH_HOLD:-} ]] && trap - EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
+    || perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(LocalAddr=>"127.0.0.1:0",Listen=>1)->sockport'; }
+
+UP=$(port); PROXY=$(port); GW=$(port); RPORT=$(port)
+USER_LINE=""; ((EUID == 0)) && USER_LINE="user root;"
+
+JSON='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}'
+SSE=""
+for w in Hello! How can I help you today; do
+    SSE+="data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"bench\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"$w \"},\"finish_reason\":null}]}\n\n"
+done
+SSE+="data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"bench\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":7,\"total_tokens\":19}}\n\ndata: [DONE]\n\n"
+
+conf() {   # name body
+    mkdir -p "$W/$1/logs" "$W/$1/tmp"
+    cat >"$W/$1/nginx.conf" <<EOC
+${3:-}
+$USER_LINE
+worker_processes 1;
+pid $W/$1/nginx.pid;
+error_log $W/$1/logs/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $W/$1/tmp;
+    proxy_temp_path $W/$1/tmp;
+    fastcgi_temp_path $W/$1/tmp;
+    uwsgi_temp_path $W/$1/tmp;
+    scgi_temp_path $W/$1/tmp;
+    keepalive_requests 100000;
+    $2
+}
+EOC
+    /usr/sbin/nginx -p "$W/$1" -c "$W/$1/nginx.conf" -e "$W/$1/logs/error.log"
+}
+
+conf upstream "server { listen 127.0.0.1:$UP;
+    location /json/ { default_type application/json; return 200 '$JSON'; }
+    location /sse/ { default_type text/event-stream; return 200 '$(printf '%s' "$SSE" | sed 's/\\n/\n/g')'; }
+}"
+conf proxy "upstream up { server 127.0.0.1:$UP; keepalive 64; }
+server { listen 127.0.0.1:$PROXY;
+    location / { proxy_pass http://up; proxy_http_version 1.1;
+                 proxy_set_header Connection \"\"; proxy_buffering off; }
+}"
+redis-server --bind 127.0.0.1 --port "$RPORT" --save '' --appendonly no --daemonize yes \
+    --dir "$W" --logfile "$W/redis.log" >/dev/null
+KEY=sk-bench-key
+HASH=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
+redis-cli -p "$RPORT" HSET "llm:key:$HASH" tenant bench revoked 0 >/dev/null
+redis-cli -p "$RPORT" HSET llm:tenant:bench rpm 100000000 tpm 1000000000000 \
+    budget_day_usd 100000000 >/dev/null
+conf gateway "llm_redis 127.0.0.1:$RPORT;
+llm_model bench-json { backend http://127.0.0.1:$UP/json/v1 price=0.60/0.60; }
+llm_model bench-sse { backend http://127.0.0.1:$UP/sse/v1 price=0.60/0.60; }
+server { listen 127.0.0.1:$GW;
+    location /v1/ { llm_gateway; }
+    location /q/v1/ { llm_gateway; llm_auth on; llm_quota on; }
+}" "load_module $MODULE;"
+sleep 0.5
+
+lua() {   # model stream
+    cat >"$W/$1-$2.lua" <<EOL
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $KEY"
+wrk.body = '{"model":"$1","stream":$2,"max_tokens":16,"messages":[{"role":"user","content":"Hello there, how are you?"}]}'
+EOL
+    echo "$W/$1-$2.lua"
+}
+
+declare -A RPS P50 P99
+bench() {   # label url lua
+    local out
+    out=$(wrk -t1 -c"$CONNS" -d"$DUR" --latency -s "$3" "$2")
+    RPS[$1]=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    P50[$1]=$(awk '$1=="50%" {print $2}' <<<"$out")
+    P99[$1]=$(awk '$1=="99%" {print $2}' <<<"$out")
+    local errs
+    errs=$(grep -E "Non-2xx|Socket errors" <<<"$out" || true)
+    [[ -z $errs ]] || echo "  $1: $errs" >&2
+    printf '  %-22s %10s req/s  p50 %-8s p99 %s\n' "$1" "${RPS[$1]}" "${P50[$1]}" "${P99[$1]}" >&2
+}
+
+for mode in json sse; do
+    stream=false; [[ $mode == sse ]] && stream=true
+    L=$(lua "bench-$mode" $stream)
+    echo "== $mode (stream: $stream), wrk -t1 -c$CONNS -d$DUR" >&2
+    bench "direct-$mode" "http://127.0.0.1:$UP/$mode/v1/chat/completions" "$L"
+    bench "proxy-$mode" "http://127.0.0.1:$PROXY/$mode/v1/chat/completions" "$L"
+    bench "gateway-$mode" "http://127.0.0.1:$GW/v1/chat/completions" "$L"
+    bench "gateway+quota-$mode" "http://127.0.0.1:$GW/q/v1/chat/completions" "$L"
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+OUT=$ROOT/bench/results/latest.md
+{
+    echo "# Benchmark run $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "\`bench/run.sh\`: wrk -t1 -c$CONNS -d$DUR, one nginx worker each, $(nproc) cores, loopback."
+    echo
+    echo "| mode | target | req/s | p50 | p99 | vs proxy_pass |"
+    echo "|---|---|---:|---:|---:|---:|"
+    for mode in json sse; do
+        for t in direct proxy gateway gateway+quota; do
+            k=$t-$mode
+            echo "| $mode | $t | ${RPS[$k]} | ${P50[$k]} | ${P99[$k]} | $(ratio "${RPS[$k]}" "${RPS[proxy-$mode]}") |"
+        done
+    done
+    echo
+    echo "Auth + quota cost: $(awk -v a="${RPS[gateway+quota-json]}" -v b="${RPS[gateway-json]}" 'BEGIN { printf "%.1f%%", (1 - a / b) * 100 }') of gateway throughput (JSON), $(awk -v a="${RPS[gateway+quota-sse]}" -v b="${RPS[gateway-sse]}" 'BEGIN { printf "%.1f%%", (1 - a / b) * 100 }') (SSE)."
+} >"$OUT"
+cat "$OUT"
