@@ -216,6 +216,7 @@ typedef struct {
     unsigned                    admitted:1;
     unsigned                    unenforced:1;    /* fail-open, unmetered */
     unsigned                    script_retry:1;
+    unsigned                    admitting:1;     /* admission in flight */
     unsigned                    settled:1;
 } ngx_http_llm_ctx_t;
 
@@ -229,7 +230,13 @@ typedef struct {
 } ngx_http_llm_error_t;
 
 
-extern ngx_module_t  ngx_http_llm_module;
+extern ngx_module_t      ngx_http_llm_module;
+
+/*
+ * nginx's debug log reads a timer's ev->data as a connection (its fd):
+ * timers whose handler finds its state otherwise point here
+ */
+extern ngx_connection_t  ngx_http_llm_timer_conn;
 
 
 /* ngx_http_llm_handler.c */

@@ -42,6 +42,7 @@ static ngx_http_llm_tenant_t *ngx_http_llm_tenant_parse(ngx_pool_t *pool,
 static ngx_http_llm_tenant_t *ngx_http_llm_tenant_dup(
     ngx_http_llm_tenant_t *t, ngx_pool_t *pool);
 static void ngx_http_llm_auth_deny(ngx_http_llm_error_t *err);
+static u_char *ngx_http_llm_copy(u_char *p, ngx_str_t *s);
 
 
 static ngx_http_llm_auth_slot_t  *ngx_http_llm_auth_cache;
@@ -498,6 +499,21 @@ ngx_http_llm_tenant_parse(ngx_pool_t *pool, ngx_str_t *id,
 }
 
 
+/* copies a string that may be empty (and NULL), NUL-terminated */
+
+static u_char *
+ngx_http_llm_copy(u_char *p, ngx_str_t *s)
+{
+    if (s->len) {
+        p = ngx_cpymem(p, s->data, s->len);
+    }
+
+    *p++ = '\0';
+
+    return p;
+}
+
+
 /* one block, strings after the struct: from the pool, or malloc() */
 
 static ngx_http_llm_tenant_t *
@@ -520,16 +536,13 @@ ngx_http_llm_tenant_dup(ngx_http_llm_tenant_t *t, ngx_pool_t *pool)
     p = (u_char *) (n + 1);
 
     n->id.data = p;
-    p = ngx_cpymem(p, t->id.data, t->id.len);
-    *p++ = '\0';
+    p = ngx_http_llm_copy(p, &t->id);
 
     n->models.data = p;
-    p = ngx_cpymem(p, t->models.data, t->models.len);
-    *p++ = '\0';
+    p = ngx_http_llm_copy(p, &t->models);
 
     n->default_model.data = p;
-    p = ngx_cpymem(p, t->default_model.data, t->default_model.len);
-    *p = '\0';
+    (void) ngx_http_llm_copy(p, &t->default_model);
 
     return n;
 }

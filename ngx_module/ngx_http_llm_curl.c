@@ -62,7 +62,7 @@ ngx_http_llm_curl_init(ngx_cycle_t *cycle, ngx_uint_t keepalive)
 
     ngx_http_llm_curl_timer_event.handler = ngx_http_llm_curl_timer_handler;
     ngx_http_llm_curl_timer_event.log = cycle->log;
-    ngx_http_llm_curl_timer_event.data = ngx_http_llm_multi;
+    ngx_http_llm_curl_timer_event.data = &ngx_http_llm_timer_conn;
 
     /* idle keepalive connections must not delay a graceful shutdown */
     ngx_http_llm_curl_timer_event.cancelable = 1;

@@ -38,6 +38,9 @@ static ngx_int_t ngx_http_llm_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
 
+ngx_connection_t  ngx_http_llm_timer_conn;
+
+
 static ngx_conf_enum_t  ngx_http_llm_failure_policies[] = {
     { ngx_string("closed"), 0 },
     { ngx_string("open"), 1 },
@@ -1068,6 +1071,8 @@ static ngx_int_t
 ngx_http_llm_init_process(ngx_cycle_t *cycle)
 {
     ngx_http_llm_main_conf_t  *lmcf;
+
+    ngx_http_llm_timer_conn.fd = (ngx_socket_t) -1;
 
     /* the cache manager and loader serve no requests */
 

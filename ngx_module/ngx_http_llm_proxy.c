@@ -49,7 +49,7 @@ ngx_http_llm_proxy_start(ngx_http_llm_ctx_t *ctx)
     }
 
     ctx->timer.handler = ngx_http_llm_proxy_timeout;
-    ctx->timer.data = ctx;
+    ctx->timer.data = &ngx_http_llm_timer_conn;
     ctx->timer.log = r->connection->log;
 
     ctx->backend_index = 0;
@@ -850,7 +850,8 @@ ngx_http_llm_proxy_timeout(ngx_event_t *ev)
 {
     ngx_http_llm_ctx_t  *ctx;
 
-    ctx = ev->data;
+    ctx = (ngx_http_llm_ctx_t *) ((u_char *) ev
+                                  - offsetof(ngx_http_llm_ctx_t, timer));
 
     ngx_log_error(NGX_LOG_WARN, ev->log, 0,
                   "llm: backend \"%V\" timed out %s",

@@ -31,7 +31,7 @@ static ngx_http_llm_redis_cmd_t *ngx_http_llm_eval(
     ngx_http_llm_script_t *script, ngx_uint_t by_sha, int nkeys, int nargs,
     ngx_str_t *args, ngx_http_llm_redis_pt handler, void *data);
 static void ngx_http_llm_settle_reply(redisReply *reply, void *data);
-static void ngx_http_llm_settle_queue(ngx_str_t *args);
+static void ngx_http_llm_settle_queue(ngx_str_t *args, ngx_uint_t n);
 static ngx_uint_t ngx_http_llm_reply_int(redisReply *r, size_t i,
     long long *v);
 static void ngx_http_llm_reset_value(u_char *buf, long long ms,
@@ -115,7 +115,7 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
     u_char                  *p;
     time_t                   now;
     ngx_tm_t                 tm;
-    ngx_str_t                args[14], *t;
+    ngx_str_t                args[15], *t;
     ngx_uint_t               i, price_in, price_out;
     ngx_http_request_t      *r;
     ngx_http_llm_tenant_t   *tenant;
@@ -190,36 +190,41 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
     p = ngx_sprintf(p, "llm:{%V}:tpm:sum", t);
     args[4].len = p - args[4].data;
 
-    args[5] = ctx->request_id;
+    args[5].data = p;
+    p = ngx_sprintf(p, "llm:{%V}:inflight", t);
+    args[5].len = p - args[5].data;
 
-    args[6].data = p;
-    p = ngx_sprintf(p, "%i", tenant->rpm);
-    args[6].len = p - args[6].data;
+    args[6] = ctx->request_id;
 
     args[7].data = p;
-    p = ngx_sprintf(p, "%i", tenant->tpm);
+    p = ngx_sprintf(p, "%i", tenant->rpm);
     args[7].len = p - args[7].data;
 
     args[8].data = p;
-    p = ngx_sprintf(p, "%L", tenant->budget_day);
+    p = ngx_sprintf(p, "%i", tenant->tpm);
     args[8].len = p - args[8].data;
 
     args[9].data = p;
-    p = ngx_sprintf(p, "%L", tenant->budget_month);
+    p = ngx_sprintf(p, "%L", tenant->budget_day);
     args[9].len = p - args[9].data;
 
     args[10].data = p;
-    p = ngx_sprintf(p, "%L", ctx->reserved_tokens);
+    p = ngx_sprintf(p, "%L", tenant->budget_month);
     args[10].len = p - args[10].data;
 
     args[11].data = p;
-    p = ngx_sprintf(p, "%L", ctx->reserved_cost);
+    p = ngx_sprintf(p, "%L", ctx->reserved_tokens);
     args[11].len = p - args[11].data;
 
-    ngx_str_set(&args[12], "172800");     /* a day's spend, kept 2 days */
-    ngx_str_set(&args[13], "5356800");    /* a month's, 62 days */
+    args[12].data = p;
+    p = ngx_sprintf(p, "%L", ctx->reserved_cost);
+    args[12].len = p - args[12].data;
 
-    ctx->redis = ngx_http_llm_eval(&ngx_http_llm_admit_script, 1, 5, 9, args,
+    ngx_str_set(&args[13], "172800");     /* a day's spend, kept 2 days */
+    ngx_str_set(&args[14], "5356800");    /* a month's, 62 days */
+
+    ctx->admitting = 1;
+    ctx->redis = ngx_http_llm_eval(&ngx_http_llm_admit_script, 1, 6, 9, args,
                                    ngx_http_llm_admit_reply, ctx);
 
     if (ctx->redis == NULL) {
@@ -260,6 +265,7 @@ ngx_http_llm_admit_reply(redisReply *reply, void *data)
     ngx_http_llm_error_t  err;
 
     ctx->redis = NULL;
+    ctx->admitting = 0;
 
     if (reply
         && reply->type == REDIS_REPLY_ERROR
@@ -462,21 +468,15 @@ ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
 void
 ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
 {
-    u_char                  *p;
-    int64_t                  prompt, completion, cost, used;
-    ngx_str_t                args[17], *t;
+    u_char                  *p, *last;
+    int64_t                  prompt, completion, cost;
+    ngx_str_t                a[16], *t;
+    ngx_uint_t               n;
     ngx_http_llm_backend_t  *b;
     u_char                   buf[2048];
 
     if (!ctx->admitted && !ctx->unenforced) {
         return;
-    }
-
-    if (ctx->unenforced) {
-        /* nothing reserved, yet the usage record is still owed */
-        ctx->reserved_tokens = 0;
-        ctx->reserved_cost = 0;
-        ctx->admitted_ms = 0;
     }
 
     b = ctx->backend;
@@ -496,8 +496,6 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
                                  b->price_out);
     }
 
-    used = prompt + completion;
-
     if (ctx->admitted && cost > ctx->reserved_cost) {
         ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
                       "llm: request cost %L micro-dollars over its "
@@ -508,109 +506,73 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
 
     t = &ctx->tenant->id;
     p = buf;
+    last = buf + sizeof(buf);
+    n = 0;
 
-    args[0].data = p;
-    p = ngx_slprintf(p, buf + sizeof(buf), "llm:{%V}:tpm", t);
-    args[0].len = p - args[0].data;
+#define ngx_http_llm_arg(...)                                                 \
+    a[n].data = p;                                                            \
+    p = ngx_slprintf(p, last, __VA_ARGS__);                                   \
+    a[n].len = p - a[n].data;                                                 \
+    n++
 
-    args[1].data = p;
-    p = ngx_slprintf(p, buf + sizeof(buf), "llm:{%V}:spend:d:%V", t,
-                     &ctx->key_day);
-    args[1].len = p - args[1].data;
+    /* KEYS */
+    ngx_http_llm_arg("llm:{%V}:tpm", t);
+    ngx_http_llm_arg("llm:{%V}:spend:d:%V", t, &ctx->key_day);
+    ngx_http_llm_arg("llm:{%V}:spend:m:%V", t, &ctx->key_month);
+    ngx_http_llm_arg("llm:{%V}:usage:%V", t, &ctx->key_day);
+    ngx_http_llm_arg("llm:{%V}:settled:%V", t, &ctx->key_day);
+    ngx_http_llm_arg("llm:{%V}:tpm:sum", t);
+    ngx_http_llm_arg("llm:{%V}:inflight", t);
 
-    args[2].data = p;
-    p = ngx_slprintf(p, buf + sizeof(buf), "llm:{%V}:spend:m:%V", t,
-                     &ctx->key_month);
-    args[2].len = p - args[2].data;
-
-    args[3].data = p;
-    p = ngx_slprintf(p, buf + sizeof(buf), "llm:{%V}:usage:%V", t,
-                     &ctx->key_day);
-    args[3].len = p - args[3].data;
-
-    args[4] = ctx->request_id;
-
-    args[5].data = p;
-    p = ngx_slprintf(p, buf + sizeof(buf), "%L", ctx->reserved_tokens);
-    args[5].len = p - args[5].data;
-
-    args[6].data = p;
-    p = ngx_slprintf(p, buf + sizeof(buf), "%L",
-                     ctx->tenant->tpm > 0 ? used : (int64_t) 0);
-    args[6].len = p - args[6].data;
-
-    args[7].data = p;
-    p = ngx_slprintf(p, buf + sizeof(buf), "%L", ctx->reserved_cost);
-    args[7].len = p - args[7].data;
-
-    args[8].data = p;
-    p = ngx_slprintf(p, buf + sizeof(buf), "%L", cost);
-    args[8].len = p - args[8].data;
-
-    args[9].data = p;
-    p = ngx_slprintf(p, buf + sizeof(buf), "%L",
-                     ctx->tenant->tpm > 0 ? ctx->admitted_ms : 0);
-    args[9].len = p - args[9].data;
-
-    args[10].data = p;
-    p = ngx_slprintf(p, buf + sizeof(buf), "%V|%V", &ctx->model->name,
+    /* ARGV */
+    ngx_http_llm_arg("%V", &ctx->request_id);
+    ngx_http_llm_arg("%L", prompt + completion);
+    ngx_http_llm_arg("%L", cost);
+    ngx_http_llm_arg("%V|%V", &ctx->model->name,
                      b ? &b->name : &ctx->model->name);
-    args[10].len = p - args[10].data;
+    ngx_http_llm_arg("%L", prompt);
+    ngx_http_llm_arg("%L", completion);
+    ngx_http_llm_arg("0");
+    ngx_http_llm_arg("7776000");             /* usage records: 90 days */
+    ngx_http_llm_arg("%s", ctx->admitted ? "m" : "u");
 
-    args[11].data = p;
-    p = ngx_slprintf(p, buf + sizeof(buf), "%L", prompt);
-    args[11].len = p - args[11].data;
+#undef ngx_http_llm_arg
 
-    args[12].data = p;
-    p = ngx_slprintf(p, buf + sizeof(buf), "%L", completion);
-    args[12].len = p - args[12].data;
+    if (p == last) {
+        ngx_log_error(NGX_LOG_ALERT, ctx->request->connection->log, 0,
+                      "llm: settlement of \"%V\" too long to record",
+                      &ctx->request_id);
+        return;
+    }
 
-    ngx_str_set(&args[13], "0");
-    ngx_str_set(&args[14], "7776000");    /* usage records: 90 days */
-
-    args[15].data = p;
-    p = ngx_slprintf(p, buf + sizeof(buf), "llm:{%V}:settled:%V", t,
-                     &ctx->key_day);
-    args[15].len = p - args[15].data;
-
-    args[16].data = p;
-    p = ngx_slprintf(p, buf + sizeof(buf), "llm:{%V}:tpm:sum", t);
-    args[16].len = p - args[16].data;
-
-    ngx_http_llm_settle_queue(args);
+    ngx_http_llm_settle_queue(a, n);
 }
 
 
 /*
  * The command is copied into one block that lives until Redis confirms
- * it; the script ignores a request id it has settled before, so sending
- * it again after a lost reply is safe.
+ * it; the script counts a request once, so sending it again after a lost
+ * reply is safe.
  */
 
 static void
-ngx_http_llm_settle_queue(ngx_str_t *args)
+ngx_http_llm_settle_queue(ngx_str_t *args, ngx_uint_t n)
 {
     u_char                  *p;
     size_t                   size;
     ngx_uint_t               i;
     ngx_http_llm_pending_t  *pd;
 
-    /* KEYS first: the settled-ids set and the token sum come last */
-
-    static ngx_uint_t  order[17] = {
-        0, 1, 2, 3, 15, 16, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14
-    };
-
     if (ngx_http_llm_pending_n >= NGX_HTTP_LLM_PENDING_MAX) {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                       "llm: %ui settlements wait for Redis, dropping \"%V\"",
-                      ngx_http_llm_pending_n, &args[4]);
+                      ngx_http_llm_pending_n, &args[7]);
         return;
     }
 
     size = sizeof(ngx_http_llm_pending_t);
 
-    for (i = 0; i < 17; i++) {
+    for (i = 0; i < n; i++) {
         size += args[i].len;
     }
 
@@ -620,7 +582,7 @@ ngx_http_llm_settle_queue(ngx_str_t *args)
     }
 
     pd->next = NULL;
-    pd->argc = 20;
+    pd->argc = 3 + n;
 
     /* EVAL by source, not EVALSHA: a NOSCRIPT could not be retried here */
 
@@ -628,15 +590,15 @@ ngx_http_llm_settle_queue(ngx_str_t *args)
     pd->argvlen[0] = 4;
     pd->argv[1] = ngx_http_llm_settle_script.source;
     pd->argvlen[1] = ngx_strlen(ngx_http_llm_settle_script.source);
-    pd->argv[2] = "6";
+    pd->argv[2] = "7";
     pd->argvlen[2] = 1;
 
     p = (u_char *) (pd + 1);
 
-    for (i = 0; i < 17; i++) {
+    for (i = 0; i < n; i++) {
         pd->argv[3 + i] = (char *) p;
-        pd->argvlen[3 + i] = args[order[i]].len;
-        p = ngx_cpymem(p, args[order[i]].data, args[order[i]].len);
+        pd->argvlen[3 + i] = args[i].len;
+        p = ngx_cpymem(p, args[i].data, args[i].len);
     }
 
     ngx_http_llm_settle_send(pd);
@@ -677,7 +639,7 @@ ngx_http_llm_settle_reply(redisReply *reply, void *data)
     if (reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                       "llm: settlement of \"%*s\" failed: %s",
-                      pd->argvlen[9], pd->argv[9], reply->str);
+                      pd->argvlen[10], pd->argv[10], reply->str);
     }
 
     ngx_free(pd);
@@ -717,9 +679,9 @@ ngx_http_llm_quota_exit(void)
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                       "llm: exiting with an unrecorded settlement: "
                       "%*s, %*s tokens, %*s micro-dollars",
-                      pd->argvlen[9], pd->argv[9],
+                      pd->argvlen[10], pd->argv[10],
                       pd->argvlen[11], pd->argv[11],
-                      pd->argvlen[13], pd->argv[13]);
+                      pd->argvlen[12], pd->argv[12]);
         ngx_free(pd);
     }
 

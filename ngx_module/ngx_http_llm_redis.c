@@ -62,6 +62,7 @@ ngx_http_llm_redis_init(ngx_cycle_t *cycle, ngx_http_llm_redis_conf_t *conf)
 
     ngx_http_llm_redis_retry_event.handler = ngx_http_llm_redis_retry;
     ngx_http_llm_redis_retry_event.log = cycle->log;
+    ngx_http_llm_redis_retry_event.data = &ngx_http_llm_timer_conn;
     ngx_http_llm_redis_retry_event.cancelable = 1;
 
     ngx_http_llm_redis_backoff = NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
@@ -129,7 +130,7 @@ ngx_http_llm_redis_command(int argc, const char **argv,
     cmd->handler = handler;
     cmd->data = data;
     cmd->timer.handler = ngx_http_llm_redis_timeout;
-    cmd->timer.data = cmd;
+    cmd->timer.data = &ngx_http_llm_timer_conn;
     cmd->timer.log = ngx_http_llm_redis_log;
 
     if (redisAsyncCommandArgv(ngx_http_llm_redis_ac, ngx_http_llm_redis_reply,
@@ -186,7 +187,9 @@ ngx_http_llm_redis_timeout(ngx_event_t *ev)
     ngx_http_llm_redis_pt      handler;
     ngx_http_llm_redis_cmd_t  *cmd;
 
-    cmd = ev->data;
+    cmd = (ngx_http_llm_redis_cmd_t *) ((u_char *) ev
+                                        - offsetof(ngx_http_llm_redis_cmd_t,
+                                                   timer));
 
     ngx_log_error(NGX_LOG_WARN, ev->log, 0, "llm: redis command timed out");
 

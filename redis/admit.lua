@@ -8,6 +8,8 @@
 -- KEYS[3] llm:{t}:spend:d:<yyyymmdd>  HASH reserved, settled (micro-dollars)
 -- KEYS[4] llm:{t}:spend:m:<yyyymm>    HASH reserved, settled
 -- KEYS[5] llm:{t}:tpm:sum      tokens in KEYS[2], kept with it
+-- KEYS[6] llm:{t}:inflight     HASH id -> "tokens:cost:admitted_ms", the
+--                              reservation settle.lua releases
 -- ARGV: id, rpm, tpm, budget_day, budget_month (0 = no limit),
 --       tokens, cost, day_ttl, month_ttl
 --
@@ -107,6 +109,8 @@ if tpm > 0 then
     redis.call('PEXPIRE', KEYS[5], 61000)
 end
 
+redis.call('HSET', KEYS[6], id, tokens .. ':' .. cost .. ':' .. now)
+redis.call('EXPIRE', KEYS[6], 172800)
 redis.call('HINCRBY', KEYS[3], 'reserved', cost)
 redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
 redis.call('HINCRBY', KEYS[4], 'reserved', cost)

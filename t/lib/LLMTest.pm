@@ -178,7 +178,7 @@ worker_processes $workers;
 daemon off;
 master_process on;
 pid $prefix/nginx.pid;
-error_log $prefix/logs/error.log info;
+error_log $prefix/logs/error.log @{[ $ENV{LLM_LOG_LEVEL} // "info" ]};
 env ASAN_OPTIONS;
 env UBSAN_OPTIONS;
 events { worker_connections 8192; }

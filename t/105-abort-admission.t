@@ -1,0 +1,56 @@
+# A client that leaves while its admission is in flight: the reservation
+# the script made is released, none is invented when it was refused.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use POSIX qw(strftime);
+use Time::HiRes qw(sleep);
+use LLMTest;
+
+my $t = LLMTest->new;
+my $up = $t->start_mock;
+my $rp = $t->start_redis;
+my $gw = $t->start_nginx(
+    http => "llm_redis 127.0.0.1:$rp timeout=3s;
+             llm_model mixtral-8x7b { backend http://127.0.0.1:$up/v1 price=1/1; }",
+    server => 'location /v1/ { llm_gateway; llm_auth on; llm_quota on; }',
+);
+my $day = strftime('%Y%m%d', gmtime);
+$t->add_tenant($rp, 'a', 'sk-a', budget_day_usd => 10);
+my @req = ('POST', '/v1/chat/completions',
+    { 'Content-Type' => 'application/json', Authorization => 'Bearer sk-a' },
+    '{"model":"mixtral-8x7b","messages":[{"role":"user","content":"hi"}]}');
+is((http_request($gw, @req))[0], 200, 'warm: key cached, one request settled');
+my $settled = $t->redis_cli($rp, 'HGET', "llm:{a}:spend:d:$day", 'settled');
+
+my $pid = $t->{redis}{$rp};
+kill 'STOP', $pid;
+my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $gw) or die;
+print $s "$req[0] $req[1] HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    . "Authorization: Bearer sk-a\r\nContent-Length: " . length($req[3]) . "\r\n\r\n$req[3]";
+sleep 0.3;
+close $s;          # gone while the admission waits in Redis
+sleep 0.3;
+kill 'CONT', $pid;
+
+ok(wait_until(sub { ($t->redis_cli($rp, 'HLEN', 'llm:{a}:inflight') // 1) == 0 }, 3),
+    'no reservation left in flight');
+is($t->redis_cli($rp, 'HGET', "llm:{a}:spend:d:$day", 'reserved'), 0, 'reserved back to 0');
+is($t->redis_cli($rp, 'HGET', "llm:{a}:spend:d:$day", 'settled'), $settled, 'nothing charged');
+my $req = $t->redis_cli($rp, 'HGET', "llm:{a}:usage:$day", 'mixtral-8x7b|mixtral-8x7b|requests');
+is($req, 1, 'recorded as an admitted request that used nothing');
+
+# a refused admission whose client left: nothing released, nothing recorded
+$t->add_tenant($rp, 'b', 'sk-b', budget_day_usd => '0.000001');
+kill 'STOP', $pid;
+http_request($gw, $req[0], $req[1], { %{ $req[2] }, Authorization => 'Bearer sk-b' }, $req[3],
+    timeout => 0.3);
+kill 'CONT', $pid;
+sleep 0.5;
+is($t->redis_cli($rp, 'HGET', "llm:{b}:spend:d:$day", 'reserved') || 0, 0, 'refused: reserved untouched');
+is($t->redis_cli($rp, 'EXISTS', "llm:{b}:usage:$day"), 0, 'refused: no usage record');
+
+$t->cleanup;
+done_testing;
