@@ -43,6 +43,7 @@ static void ngx_http_llm_redis_del_read(void *data);
 static void ngx_http_llm_redis_add_write(void *data);
 static void ngx_http_llm_redis_del_write(void *data);
 static void ngx_http_llm_redis_cleanup(void *data);
+static void ngx_http_llm_redis_flush(ngx_event_t *ev);
 
 
 static ngx_http_llm_redis_conf_t  *ngx_http_llm_redis_conf;
@@ -52,6 +53,8 @@ static ngx_event_t                 ngx_http_llm_redis_retry_event;
 static ngx_msec_t                  ngx_http_llm_redis_backoff;
 static ngx_log_t                  *ngx_http_llm_redis_log;
 static ngx_uint_t                  ngx_http_llm_redis_up;
+static ngx_event_t                 ngx_http_llm_redis_flush_event;
+static ngx_uint_t                  ngx_http_llm_redis_flushing;
 
 
 ngx_int_t
@@ -63,6 +66,10 @@ ngx_http_llm_redis_init(ngx_cycle_t *cycle, ngx_http_llm_redis_conf_t *conf)
     ngx_http_llm_redis_retry_event.handler = ngx_http_llm_redis_retry;
     ngx_http_llm_redis_retry_event.log = cycle->log;
     ngx_http_llm_redis_retry_event.data = &ngx_http_llm_timer_conn;
+
+    ngx_http_llm_redis_flush_event.handler = ngx_http_llm_redis_flush;
+    ngx_http_llm_redis_flush_event.log = cycle->log;
+    ngx_http_llm_redis_flush_event.data = &ngx_http_llm_timer_conn;
     ngx_http_llm_redis_retry_event.cancelable = 1;
 
     ngx_http_llm_redis_backoff = NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
@@ -472,10 +479,26 @@ ngx_http_llm_redis_del_read(void *data)
 }
 
 
+/*
+ * Commands issued during one turn of the event loop leave in one write(),
+ * at the end of the turn, pipelined: no epoll_ctl() per command.  Only a
+ * socket that cannot take everything, or one still connecting, waits for
+ * a write event.
+ */
+
 static void
 ngx_http_llm_redis_add_write(void *data)
 {
     ngx_event_t  *wev;
+
+    if (ngx_http_llm_redis_up && !ngx_http_llm_redis_flushing) {
+        if (!ngx_http_llm_redis_flush_event.posted) {
+            ngx_post_event(&ngx_http_llm_redis_flush_event,
+                           &ngx_posted_events);
+        }
+
+        return;
+    }
 
     wev = ngx_http_llm_redis_conn->write;
 
@@ -498,12 +521,29 @@ ngx_http_llm_redis_del_write(void *data)
 }
 
 
+static void
+ngx_http_llm_redis_flush(ngx_event_t *ev)
+{
+    if (ngx_http_llm_redis_ac == NULL || ngx_http_llm_redis_conn == NULL) {
+        return;
+    }
+
+    ngx_http_llm_redis_flushing = 1;
+    redisAsyncHandleWrite(ngx_http_llm_redis_ac);
+    ngx_http_llm_redis_flushing = 0;
+}
+
+
 /* hiredis is about to close the fd it owns: drop our wrapper first */
 
 static void
 ngx_http_llm_redis_cleanup(void *data)
 {
     ngx_connection_t  *c;
+
+    if (ngx_http_llm_redis_flush_event.posted) {
+        ngx_delete_posted_event(&ngx_http_llm_redis_flush_event);
+    }
 
     c = ngx_http_llm_redis_conn;
 
