@@ -101,11 +101,8 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
 {
     CURL                    *easy;
     ngx_msec_t               elapsed, left;
-    ngx_http_request_t      *r;
     ngx_http_llm_backend_t  *backend;
     struct curl_slist       *h;
-
-    r = ctx->request;
 
     if (ctx->backend_index >= ctx->model->backends.nelts) {
         ngx_http_llm_proxy_fail(ctx);
@@ -230,7 +227,7 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
 
     ngx_add_timer(&ctx->timer, ctx->conf->first_byte_timeout);
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
                    "llm: attempt %ui to \"%V\"", ctx->attempts,
                    &backend->url);
 }
