@@ -291,6 +291,7 @@ ngx_int_t ngx_http_llm_curl_init(ngx_cycle_t *cycle, ngx_uint_t keepalive);
 void ngx_http_llm_curl_exit(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_llm_curl_add(CURL *easy);
 CURL *ngx_http_llm_curl_get(void);
+void ngx_http_llm_release_connection(ngx_connection_t *c);
 void ngx_http_llm_curl_put(CURL *easy);
 void ngx_http_llm_curl_process(void);
 

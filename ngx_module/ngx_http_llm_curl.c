@@ -17,7 +17,6 @@ static int ngx_http_llm_curl_timer(CURLM *multi, long timeout_ms,
     void *userp);
 static void ngx_http_llm_curl_event_handler(ngx_event_t *ev);
 static void ngx_http_llm_curl_timer_handler(ngx_event_t *ev);
-static void ngx_http_llm_curl_release(ngx_connection_t *c);
 
 
 #define NGX_HTTP_LLM_EASY_POOL  256
@@ -107,7 +106,7 @@ ngx_http_llm_curl_exit(ngx_cycle_t *cycle)
         {
             c[i].read->active = 0;
             c[i].write->active = 0;
-            ngx_http_llm_curl_release(&c[i]);
+            ngx_http_llm_release_connection(&c[i]);
         }
     }
 }
@@ -212,7 +211,7 @@ ngx_http_llm_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp,
 
     if (what == CURL_POLL_REMOVE) {
         if (c) {
-            ngx_http_llm_curl_release(c);
+            ngx_http_llm_release_connection(c);
             curl_multi_assign(ngx_http_llm_multi, s, NULL);
         }
 
@@ -329,8 +328,13 @@ ngx_http_llm_curl_timer_handler(ngx_event_t *ev)
 }
 
 
-static void
-ngx_http_llm_curl_release(ngx_connection_t *c)
+/*
+ * Frees the nginx connection that wraps a socket owned by a library
+ * (curl, hiredis): its events go, the fd stays open for its owner.
+ */
+
+void
+ngx_http_llm_release_connection(ngx_connection_t *c)
 {
     if (c->read->active) {
         ngx_del_event(c->read, NGX_READ_EVENT, 0);
@@ -347,8 +351,6 @@ ngx_http_llm_curl_release(ngx_connection_t *c)
     if (c->write->posted) {
         ngx_delete_posted_event(c->write);
     }
-
-    /* the fd belongs to curl: never close() it here */
 
     ngx_free_connection(c);
     c->fd = (ngx_socket_t) -1;

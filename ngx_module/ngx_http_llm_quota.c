@@ -34,8 +34,9 @@ static void ngx_http_llm_settle_reply(redisReply *reply, void *data);
 static void ngx_http_llm_settle_queue(ngx_str_t *args, ngx_uint_t n);
 static ngx_uint_t ngx_http_llm_reply_int(redisReply *r, size_t i,
     long long *v);
-static void ngx_http_llm_reset_value(u_char *buf, long long ms,
-    const char **out);
+static void ngx_http_llm_reset_value(u_char *buf, long long ms);
+static void ngx_http_llm_limit_headers(ngx_http_request_t *r,
+    const char *what, ngx_int_t limit, long long left, long long reset);
 
 
 static ngx_http_llm_script_t  ngx_http_llm_admit_script = {
@@ -321,54 +322,52 @@ ngx_http_llm_admit_reply(redisReply *reply, void *data)
 static void
 ngx_http_llm_admit_headers(ngx_http_llm_ctx_t *ctx, redisReply *reply)
 {
-    u_char              *p;
-    long long            left, reset;
-    const char          *v;
-    ngx_http_request_t  *r;
-
-    r = ctx->request;
-
-    p = ngx_pnalloc(r->pool, 6 * (NGX_INT64_LEN + 8));
-    if (p == NULL) {
-        return;
-    }
+    long long  left, reset;
 
     if (ctx->tenant->rpm > 0
         && ngx_http_llm_reply_int(reply, 2, &left)
         && ngx_http_llm_reply_int(reply, 3, &reset))
     {
-        *ngx_sprintf(p, "%i", ctx->tenant->rpm) = '\0';
-        (void) ngx_http_llm_add_header(r, "x-ratelimit-limit-requests",
-                                       (char *) p);
-        p += NGX_INT64_LEN + 1;
-
-        *ngx_sprintf(p, "%L", left) = '\0';
-        (void) ngx_http_llm_add_header(r, "x-ratelimit-remaining-requests",
-                                       (char *) p);
-        p += NGX_INT64_LEN + 1;
-
-        ngx_http_llm_reset_value(p, reset, &v);
-        (void) ngx_http_llm_add_header(r, "x-ratelimit-reset-requests", v);
-        p += NGX_INT64_LEN + 8;
+        ngx_http_llm_limit_headers(ctx->request, "requests",
+                                   ctx->tenant->rpm, left, reset);
     }
 
     if (ctx->tenant->tpm > 0
         && ngx_http_llm_reply_int(reply, 4, &left)
         && ngx_http_llm_reply_int(reply, 5, &reset))
     {
-        *ngx_sprintf(p, "%i", ctx->tenant->tpm) = '\0';
-        (void) ngx_http_llm_add_header(r, "x-ratelimit-limit-tokens",
-                                       (char *) p);
-        p += NGX_INT64_LEN + 1;
-
-        *ngx_sprintf(p, "%L", left) = '\0';
-        (void) ngx_http_llm_add_header(r, "x-ratelimit-remaining-tokens",
-                                       (char *) p);
-        p += NGX_INT64_LEN + 1;
-
-        ngx_http_llm_reset_value(p, reset, &v);
-        (void) ngx_http_llm_add_header(r, "x-ratelimit-reset-tokens", v);
+        ngx_http_llm_limit_headers(ctx->request, "tokens",
+                                   ctx->tenant->tpm, left, reset);
     }
+}
+
+
+static void
+ngx_http_llm_limit_headers(ngx_http_request_t *r, const char *what,
+    ngx_int_t limit, long long left, long long reset)
+{
+    u_char  *p;
+
+    /* three header names, then three values, all NUL-terminated */
+
+    p = ngx_pnalloc(r->pool, 3 * 48 + 3 * (NGX_INT64_LEN + 8));
+    if (p == NULL) {
+        return;
+    }
+
+    *ngx_sprintf(p, "x-ratelimit-limit-%s", what) = '\0';
+    *ngx_sprintf(p + 48, "x-ratelimit-remaining-%s", what) = '\0';
+    *ngx_sprintf(p + 96, "x-ratelimit-reset-%s", what) = '\0';
+
+    *ngx_sprintf(p + 144, "%i", limit) = '\0';
+    *ngx_sprintf(p + 144 + NGX_INT64_LEN + 8, "%L", left) = '\0';
+    ngx_http_llm_reset_value(p + 144 + 2 * (NGX_INT64_LEN + 8), reset);
+
+    (void) ngx_http_llm_add_header(r, (char *) p, (char *) p + 144);
+    (void) ngx_http_llm_add_header(r, (char *) p + 48,
+                                   (char *) p + 144 + NGX_INT64_LEN + 8);
+    (void) ngx_http_llm_add_header(r, (char *) p + 96,
+                               (char *) p + 144 + 2 * (NGX_INT64_LEN + 8));
 }
 
 
@@ -775,7 +774,7 @@ ngx_http_llm_reply_int(redisReply *r, size_t i, long long *v)
 /* OpenAI writes resets as "1s", "6m0s" or "20ms" */
 
 static void
-ngx_http_llm_reset_value(u_char *buf, long long ms, const char **out)
+ngx_http_llm_reset_value(u_char *buf, long long ms)
 {
     u_char  *p;
 
@@ -794,5 +793,4 @@ ngx_http_llm_reset_value(u_char *buf, long long ms, const char **out)
     }
 
     *p = '\0';
-    *out = (const char *) buf;
 }
