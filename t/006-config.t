@@ -1,0 +1,56 @@
+# Bad configurations fail at nginx -t, with messages that name the directive.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use LLMTest;
+
+my $t = LLMTest->new;
+my $m = 'llm_model m { backend http://127.0.0.1:1/v1; }';
+
+for my $case (
+    ['llm_model m { }', qr/"llm_model" "m" has no "backend"/],
+    ['llm_model m { backend ftp://x/v1; }', qr/invalid "backend" URL/],
+    ['llm_model m { backend http://127.0.0.1:1/v1 colour=red; }', qr/invalid "backend" parameter "colour=red"/],
+    ['llm_model m { backend http://127.0.0.1:1/v1 price=0.6; }', qr/invalid "backend" price/],
+    ['llm_model m { backend http://127.0.0.1:1/v1 price=0.1234567/1; }', qr/invalid "backend" price/],
+    ['llm_model m { backend http://127.0.0.1:1/v1 weight=0; }', qr/invalid "backend" weight/],
+    ['llm_model m { backend http://127.0.0.1:1/v1 api_key_env=LLM_SURELY_UNSET_VAR; }', qr/api_key_env.*LLM_SURELY_UNSET_VAR.*not set/],
+    ['llm_model m { context_window -5; backend http://127.0.0.1:1/v1; }', qr/invalid "context_window"/],
+    ['llm_model m { temperature 1; backend http://127.0.0.1:1/v1; }', qr/unknown directive "temperature" in "llm_model"/],
+    ["$m $m", qr/duplicate "llm_model" "m"/],
+    ["$m llm_redis redis.example.com:6379;", qr/"llm_redis" needs an IPv4 address/],
+    ["$m llm_redis 127.0.0.1:99999;", qr/invalid "llm_redis" parameter/],
+    ["$m llm_redis 127.0.0.1 colour=red;", qr/invalid "llm_redis" parameter "colour=red"/],
+    ["$m llm_api_key not-a-hash t;", qr/"llm_api_key" takes the SHA-256/],
+) {
+    my ($http, $re) = @$case;
+    my ($failed, $out) = $t->start_nginx(http => $http,
+        server => 'location /v1/ { llm_gateway; }', expect_fail => 1);
+    ok($failed, "nginx -t fails: $http");
+    like($out, $re, "message names the directive") or diag($out);
+}
+
+for my $case (
+    ['location /v1/ { llm_gateway; llm_quota on; llm_auth on; }', qr/"llm_quota" needs "llm_redis"/],
+    ['location /v1/ { llm_gateway; llm_quota on; }', qr/"llm_quota" needs "llm_auth on"/],
+    ['location /v1/ { llm_gateway; llm_auth on; }', qr/"llm_auth" needs "llm_redis" or "llm_api_key"/],
+    ['location /v1/ { llm_gateway; llm_stream_buffer 1k; }', qr/"llm_stream_buffer" must be at least/],
+    ['location /v1/ { llm_gateway; llm_gateway; }', qr/"llm_gateway" directive is duplicate/],
+    ['location /v1/ { llm_gateway; llm_redis_failure sometimes; }', qr/invalid value "sometimes"/],
+    ['location /v1/ { llm_gateway; llm_default_max_tokens 0; }', qr/"llm_default_max_tokens" must be positive/],
+) {
+    my ($server, $re) = @$case;
+    my ($failed, $out) = $t->start_nginx(http => $m, server => $server, expect_fail => 1);
+    ok($failed, "nginx -t fails: $server");
+    like($out, $re, "message names the directive") or diag($out);
+}
+
+my ($failed, $out) = $t->start_nginx(http => "$m llm_redis unix:/tmp/x.sock password=p db=2 timeout=100ms;
+    llm_api_key " . ('a' x 64) . " t;",
+    server => 'location /v1/ { llm_gateway; llm_auth on; llm_quota on; llm_redis_failure open; }',
+    expect_fail => 1);
+ok(!$failed, 'a full valid configuration passes nginx -t') or diag($out);
+
+done_testing;
