@@ -128,7 +128,8 @@ llama_server() {
         # progress: one line per ten percent
         cmake --build "$CACHE/llama-build" --target llama-server -j2 2>&1 \
             | tee "$CACHE/llama-build.log" \
-            | grep --line-buffered -oE '^\[ *[0-9]*0%\]' | uniq >&2 \
+            | awk '/^\[ *[0-9]+0%\]/ { p = substr($0, 1, 6); if (p != last) {
+                   print "    " p; fflush(); last = p } }' >&2 \
             || true
         [[ -x $CACHE/llama-build/bin/llama-server ]] \
             || { tail -30 "$CACHE/llama-build.log"; die "llama-server build failed"; }

@@ -157,6 +157,7 @@ typedef struct {
     ngx_uint_t                  chunks;        /* content deltas seen */
 
     ngx_str_t                   body_in;       /* the client's body */
+    off_t                       body_received;
     cJSON                      *json;          /* the client's request */
     ngx_str_t                   model_name;    /* as the client asked */
     char                       *upstream_body; /* malloc()ed by cJSON */
@@ -217,6 +218,7 @@ typedef struct {
     unsigned                    unenforced:1;    /* fail-open, unmetered */
     unsigned                    script_retry:1;
     unsigned                    admitting:1;     /* admission in flight */
+    unsigned                    body_too_large:1;
     unsigned                    settled:1;
 } ngx_http_llm_ctx_t;
 

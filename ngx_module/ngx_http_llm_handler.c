@@ -233,7 +233,8 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
 
-    rc = ngx_http_llm_read_body(r, &ctx->body_in);
+    rc = ctx->body_too_large ? NGX_DECLINED
+                             : ngx_http_llm_read_body(r, &ctx->body_in);
 
     if (rc == NGX_DECLINED) {
         ngx_http_finalize_request(r,

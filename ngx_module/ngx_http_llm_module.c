@@ -10,6 +10,9 @@
 
 
 static ngx_int_t ngx_http_llm_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_llm_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_llm_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
 static void *ngx_http_llm_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_llm_create_loc_conf(ngx_conf_t *cf);
@@ -175,7 +178,7 @@ static ngx_command_t  ngx_http_llm_commands[] = {
 
 static ngx_http_module_t  ngx_http_llm_module_ctx = {
     ngx_http_llm_preconfiguration,         /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_llm_postconfiguration,        /* postconfiguration */
 
     ngx_http_llm_create_main_conf,         /* create main configuration */
     ngx_http_llm_init_main_conf,           /* init main configuration */
@@ -254,6 +257,73 @@ ngx_http_llm_preconfiguration(ngx_conf_t *cf)
     }
 
     return NGX_OK;
+}
+
+
+static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
+
+
+static ngx_int_t
+ngx_http_llm_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_http_llm_body_filter;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Bodies without a Content-Length are counted as they arrive: past
+ * llm_max_request_body the rest is read and dropped, never stored, and
+ * the handler answers 413 in JSON once the body has ended.
+ */
+
+static ngx_int_t
+ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_chain_t         *cl, **ll, *last;
+    ngx_http_llm_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
+
+    if (ctx == NULL || r != r->main) {
+        return ngx_http_next_request_body_filter(r, in);
+    }
+
+    if (!ctx->body_too_large) {
+        for (cl = in; cl; cl = cl->next) {
+            ctx->body_received += ngx_buf_size(cl->buf);
+        }
+
+        if (ctx->body_received <= (off_t) ctx->conf->max_request_body) {
+            return ngx_http_next_request_body_filter(r, in);
+        }
+
+        ctx->body_too_large = 1;
+    }
+
+    /* consume everything; only the end-of-body mark goes on */
+
+    last = NULL;
+    ll = &last;
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+
+        if (cl->buf->in_file) {
+            cl->buf->file_pos = cl->buf->file_last;
+        }
+
+        if (cl->buf->last_buf) {
+            *ll = cl;
+            ll = &cl->next;
+        }
+    }
+
+    *ll = NULL;
+
+    return ngx_http_next_request_body_filter(r, last);
 }
 
 

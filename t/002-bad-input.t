@@ -90,6 +90,10 @@ my $big = qq({"model":"mixtral-8x7b",$msgs,"user":") . ('x' x 70000) . '"}';
 check('too large chunked', 413, 'request_too_large', 'POST', '/v1/chat/completions',
     { %json, 'Transfer-Encoding' => 'chunked' },
     sprintf("%x\r\n%s\r\n0\r\n\r\n", length($big), $big));
+my $huge = 'x' x (1 << 20);
+check('8 MiB chunked, read and dropped', 413, 'request_too_large', 'POST', '/v1/chat/completions',
+    { %json, 'Transfer-Encoding' => 'chunked' },
+    join('', map { sprintf("%x\r\n%s\r\n", length $huge, $huge) } 1 .. 8) . "0\r\n\r\n");
 ($st, my $h, my $b) = http_request($gw, 'POST', '/v1/chat/completions',
     { %json, 'Transfer-Encoding' => 'chunked' },
     sprintf("%x\r\n%s\r\n0\r\n\r\n", length(qq({"model":"mixtral-8x7b",$msgs})), qq({"model":"mixtral-8x7b",$msgs})));
