@@ -31,7 +31,7 @@ static ngx_http_llm_redis_cmd_t *ngx_http_llm_eval(
     ngx_http_llm_script_t *script, ngx_uint_t by_sha, int nkeys, int nargs,
     ngx_str_t *args, ngx_http_llm_redis_pt handler, void *data);
 static void ngx_http_llm_settle_reply(redisReply *reply, void *data);
-static void ngx_http_llm_settle_queue(ngx_str_t *args, ngx_uint_t n);
+static void ngx_http_llm_settle_flush(ngx_event_t *ev);
 static ngx_uint_t ngx_http_llm_reply_int(redisReply *r, size_t i,
     long long *v);
 static void ngx_http_llm_reset_value(u_char *buf, long long ms);
@@ -47,15 +47,28 @@ static ngx_http_llm_script_t  ngx_http_llm_settle_script = {
     ngx_http_llm_lua_settle, ""
 };
 
-/* settlements Redis could not take yet, retried on reconnect */
+/* settlement commands Redis could not take yet, retried on reconnect */
 
 typedef struct ngx_http_llm_pending_s  ngx_http_llm_pending_t;
 
 struct ngx_http_llm_pending_s {
     ngx_http_llm_pending_t     *next;
     int                         argc;
-    size_t                      argvlen[24];
-    const char                 *argv[24];
+    const char                **argv;
+    size_t                     *argvlen;
+};
+
+
+/* one request's settlement until the end of the event-loop turn */
+
+typedef struct ngx_http_llm_record_s  ngx_http_llm_record_t;
+
+struct ngx_http_llm_record_s {
+    ngx_http_llm_record_t      *next;
+    ngx_str_t                   tenant;
+    ngx_str_t                   day;
+    ngx_str_t                   month;
+    ngx_str_t                   f[7];   /* the script's per-request ARGV */
 };
 
 
@@ -67,6 +80,9 @@ static void ngx_http_llm_settle_send(ngx_http_llm_pending_t *pd);
 
 static ngx_uint_t               ngx_http_llm_request_seq;
 static uint32_t                 ngx_http_llm_node_rand;
+static ngx_http_llm_record_t   *ngx_http_llm_records;
+static ngx_uint_t               ngx_http_llm_records_n;
+static ngx_event_t              ngx_http_llm_settle_event;
 static ngx_http_llm_pending_t  *ngx_http_llm_pending;
 static ngx_http_llm_pending_t **ngx_http_llm_pending_last =
     &ngx_http_llm_pending;
@@ -461,18 +477,21 @@ ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
 
 /*
  * Called from the request's cleanup, whatever the ending: the request is
- * going away, so everything the command needs is copied into it now.
+ * going away, so the settlement is copied out now.  Settlements of one
+ * event-loop turn go to Redis together, one script call per tenant.
  */
 
 void
 ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
 {
     u_char                  *p, *last;
+    size_t                   size;
     int64_t                  prompt, completion, cost;
-    ngx_str_t                a[16], *t;
-    ngx_uint_t               n;
+    ngx_str_t                f[7], *t;
+    ngx_uint_t               i;
+    ngx_http_llm_record_t   *rec;
     ngx_http_llm_backend_t  *b;
-    u_char                   buf[2048];
+    u_char                   buf[1024];
 
     if (!ctx->admitted && !ctx->unenforced) {
         return;
@@ -503,104 +522,190 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
 
     ctx->cost = cost;
 
-    t = &ctx->tenant->id;
     p = buf;
     last = buf + sizeof(buf);
-    n = 0;
 
-#define ngx_http_llm_arg(...)                                                 \
-    a[n].data = p;                                                            \
+#define ngx_http_llm_field(i, ...)                                            \
+    f[i].data = p;                                                            \
     p = ngx_slprintf(p, last, __VA_ARGS__);                                   \
-    a[n].len = p - a[n].data;                                                 \
-    n++
+    f[i].len = p - f[i].data
 
-    /* KEYS */
-    ngx_http_llm_arg("llm:{%V}:tpm", t);
-    ngx_http_llm_arg("llm:{%V}:spend:d:%V", t, &ctx->key_day);
-    ngx_http_llm_arg("llm:{%V}:spend:m:%V", t, &ctx->key_month);
-    ngx_http_llm_arg("llm:{%V}:usage:%V", t, &ctx->key_day);
-    ngx_http_llm_arg("llm:{%V}:settled:%V", t, &ctx->key_day);
-    ngx_http_llm_arg("llm:{%V}:tpm:sum", t);
-    ngx_http_llm_arg("llm:{%V}:inflight", t);
+    ngx_http_llm_field(0, "%V", &ctx->request_id);
+    ngx_http_llm_field(1, "%L", prompt + completion);
+    ngx_http_llm_field(2, "%L", cost);
+    ngx_http_llm_field(3, "%V|%V", &ctx->model->name,
+                       b ? &b->name : &ctx->model->name);
+    ngx_http_llm_field(4, "%L", prompt);
+    ngx_http_llm_field(5, "%L", completion);
+    ngx_http_llm_field(6, "%s", ctx->admitted ? "m" : "u");
 
-    /* ARGV */
-    ngx_http_llm_arg("%V", &ctx->request_id);
-    ngx_http_llm_arg("%L", prompt + completion);
-    ngx_http_llm_arg("%L", cost);
-    ngx_http_llm_arg("%V|%V", &ctx->model->name,
-                     b ? &b->name : &ctx->model->name);
-    ngx_http_llm_arg("%L", prompt);
-    ngx_http_llm_arg("%L", completion);
-    ngx_http_llm_arg("0");
-    ngx_http_llm_arg("7776000");             /* usage records: 90 days */
-    ngx_http_llm_arg("%s", ctx->admitted ? "m" : "u");
+#undef ngx_http_llm_field
 
-#undef ngx_http_llm_arg
+    t = &ctx->tenant->id;
 
-    if (p == last) {
+    size = sizeof(ngx_http_llm_record_t) + t->len + ctx->key_day.len
+           + ctx->key_month.len + (p - buf);
+
+    if (p == last || ngx_http_llm_records_n >= NGX_HTTP_LLM_PENDING_MAX) {
         ngx_log_error(NGX_LOG_ALERT, ctx->request->connection->log, 0,
-                      "llm: settlement of \"%V\" too long to record",
-                      &ctx->request_id);
+                      "llm: settlement of \"%V\" dropped: %L tokens, "
+                      "%L micro-dollars", &ctx->request_id,
+                      prompt + completion, cost);
         return;
     }
 
-    ngx_http_llm_settle_queue(a, n);
+    rec = ngx_alloc(size, ngx_cycle->log);
+    if (rec == NULL) {
+        return;
+    }
+
+    p = (u_char *) (rec + 1);
+
+    rec->tenant.data = p;
+    rec->tenant.len = t->len;
+    p = ngx_cpymem(p, t->data, t->len);
+
+    rec->day.data = p;
+    rec->day.len = ctx->key_day.len;
+    p = ngx_cpymem(p, ctx->key_day.data, ctx->key_day.len);
+
+    rec->month.data = p;
+    rec->month.len = ctx->key_month.len;
+    p = ngx_cpymem(p, ctx->key_month.data, ctx->key_month.len);
+
+    for (i = 0; i < 7; i++) {
+        rec->f[i].data = p;
+        rec->f[i].len = f[i].len;
+        p = ngx_cpymem(p, f[i].data, f[i].len);
+    }
+
+    rec->next = ngx_http_llm_records;
+    ngx_http_llm_records = rec;
+    ngx_http_llm_records_n++;
+
+    if (!ngx_http_llm_settle_event.posted) {
+        ngx_http_llm_settle_event.handler = ngx_http_llm_settle_flush;
+        ngx_http_llm_settle_event.log = ngx_cycle->log;
+        ngx_http_llm_settle_event.data = &ngx_http_llm_timer_conn;
+        ngx_post_event(&ngx_http_llm_settle_event, &ngx_posted_events);
+    }
 }
 
 
 /*
- * The command is copied into one block that lives until Redis confirms
- * it; the script counts a request once, so sending it again after a lost
- * reply is safe.
+ * End of the event-loop turn: one command per tenant and day, built into
+ * one block that lives until Redis confirms it.  The script counts each
+ * request once, so sending a command again after a lost reply is safe.
  */
 
 static void
-ngx_http_llm_settle_queue(ngx_str_t *args, ngx_uint_t n)
+ngx_http_llm_settle_flush(ngx_event_t *ev)
 {
     u_char                  *p;
     size_t                   size;
-    ngx_uint_t               i;
+    ngx_uint_t               i, n, argc;
+    ngx_http_llm_record_t   *rec, *first, **rp, *group;
     ngx_http_llm_pending_t  *pd;
 
-    if (ngx_http_llm_pending_n >= NGX_HTTP_LLM_PENDING_MAX) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                      "llm: %ui settlements wait for Redis, dropping \"%V\"",
-                      ngx_http_llm_pending_n, &args[7]);
-        return;
+    while (ngx_http_llm_records) {
+
+        /* take the first record and up to 127 more with the same keys */
+
+        first = ngx_http_llm_records;
+        ngx_http_llm_records = first->next;
+        first->next = NULL;
+        group = first;
+        n = 1;
+
+        for (rp = &ngx_http_llm_records; *rp && n < 128; /* void */) {
+            rec = *rp;
+
+            if (rec->tenant.len == first->tenant.len
+                && ngx_strncmp(rec->tenant.data, first->tenant.data,
+                               rec->tenant.len) == 0
+                && ngx_strncmp(rec->day.data, first->day.data, 8) == 0)
+            {
+                *rp = rec->next;
+                rec->next = group;
+                group = rec;
+                n++;
+                continue;
+            }
+
+            rp = &rec->next;
+        }
+
+        ngx_http_llm_records_n -= n;
+
+        argc = 3 + 7 + 2 + 7 * n;
+        size = sizeof(ngx_http_llm_pending_t)
+               + argc * (sizeof(char *) + sizeof(size_t))
+               + 7 * (sizeof("llm:{}:spend:d:") + first->tenant.len + 8)
+               + 2 * NGX_INT_T_LEN;
+
+        for (rec = group; rec; rec = rec->next) {
+            for (i = 0; i < 7; i++) {
+                size += rec->f[i].len;
+            }
+        }
+
+        pd = ngx_alloc(size, ngx_cycle->log);
+
+        if (pd != NULL) {
+            pd->next = NULL;
+            pd->argc = (int) argc;
+            pd->argv = (const char **) (pd + 1);
+            pd->argvlen = (size_t *) (pd->argv + argc);
+            p = (u_char *) (pd->argvlen + argc);
+
+            /* EVAL by source: a NOSCRIPT could not be retried here */
+
+            pd->argv[0] = "EVAL";
+            pd->argvlen[0] = 4;
+            pd->argv[1] = ngx_http_llm_settle_script.source;
+            pd->argvlen[1] = ngx_strlen(ngx_http_llm_settle_script.source);
+            pd->argv[2] = "7";
+            pd->argvlen[2] = 1;
+
+            argc = 3;
+
+#define ngx_http_llm_argv(...)                                                \
+            pd->argv[argc] = (char *) p;                                      \
+            p = ngx_sprintf(p, __VA_ARGS__);                                  \
+            pd->argvlen[argc] = p - (u_char *) pd->argv[argc];                \
+            argc++
+
+            ngx_http_llm_argv("llm:{%V}:tpm", &first->tenant);
+            ngx_http_llm_argv("llm:{%V}:spend:d:%V", &first->tenant,
+                              &first->day);
+            ngx_http_llm_argv("llm:{%V}:spend:m:%V", &first->tenant,
+                              &first->month);
+            ngx_http_llm_argv("llm:{%V}:usage:%V", &first->tenant,
+                              &first->day);
+            ngx_http_llm_argv("llm:{%V}:settled:%V", &first->tenant,
+                              &first->day);
+            ngx_http_llm_argv("llm:{%V}:tpm:sum", &first->tenant);
+            ngx_http_llm_argv("llm:{%V}:inflight", &first->tenant);
+            ngx_http_llm_argv("7776000");    /* usage records: 90 days */
+            ngx_http_llm_argv("%ui", n);
+
+            for (rec = group; rec; rec = rec->next) {
+                for (i = 0; i < 7; i++) {
+                    ngx_http_llm_argv("%V", &rec->f[i]);
+                }
+            }
+
+#undef ngx_http_llm_argv
+
+            ngx_http_llm_settle_send(pd);
+        }
+
+        while (group) {
+            rec = group->next;
+            ngx_free(group);
+            group = rec;
+        }
     }
-
-    size = sizeof(ngx_http_llm_pending_t);
-
-    for (i = 0; i < n; i++) {
-        size += args[i].len;
-    }
-
-    pd = ngx_alloc(size, ngx_cycle->log);
-    if (pd == NULL) {
-        return;
-    }
-
-    pd->next = NULL;
-    pd->argc = 3 + n;
-
-    /* EVAL by source, not EVALSHA: a NOSCRIPT could not be retried here */
-
-    pd->argv[0] = "EVAL";
-    pd->argvlen[0] = 4;
-    pd->argv[1] = ngx_http_llm_settle_script.source;
-    pd->argvlen[1] = ngx_strlen(ngx_http_llm_settle_script.source);
-    pd->argv[2] = "7";
-    pd->argvlen[2] = 1;
-
-    p = (u_char *) (pd + 1);
-
-    for (i = 0; i < n; i++) {
-        pd->argv[3 + i] = (char *) p;
-        pd->argvlen[3 + i] = args[i].len;
-        p = ngx_cpymem(p, args[i].data, args[i].len);
-    }
-
-    ngx_http_llm_settle_send(pd);
 }
 
 
@@ -637,8 +742,9 @@ ngx_http_llm_settle_reply(redisReply *reply, void *data)
 
     if (reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                      "llm: settlement of \"%*s\" failed: %s",
-                      pd->argvlen[10], pd->argv[10], reply->str);
+                      "llm: settlement of \"%*s\" and %*s more failed: %s",
+                      pd->argvlen[12], pd->argv[12], pd->argvlen[11],
+                      pd->argv[11], reply->str);
     }
 
     ngx_free(pd);
@@ -670,17 +776,40 @@ ngx_http_llm_quota_flush(void)
 void
 ngx_http_llm_quota_exit(void)
 {
+    ngx_uint_t               i;
+    ngx_http_llm_record_t   *rec, *rnext;
     ngx_http_llm_pending_t  *pd, *next;
+
+    if (ngx_http_llm_settle_event.posted) {
+        ngx_delete_posted_event(&ngx_http_llm_settle_event);
+    }
+
+    for (rec = ngx_http_llm_records; rec; rec = rnext) {
+        rnext = rec->next;
+
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "llm: exiting with an unrecorded settlement: "
+                      "tenant %V, %V, %V tokens, %V micro-dollars",
+                      &rec->tenant, &rec->f[0], &rec->f[1], &rec->f[2]);
+        ngx_free(rec);
+    }
+
+    ngx_http_llm_records = NULL;
+    ngx_http_llm_records_n = 0;
 
     for (pd = ngx_http_llm_pending; pd; pd = next) {
         next = pd->next;
 
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                      "llm: exiting with an unrecorded settlement: "
-                      "%*s, %*s tokens, %*s micro-dollars",
-                      pd->argvlen[10], pd->argv[10],
-                      pd->argvlen[11], pd->argv[11],
-                      pd->argvlen[12], pd->argv[12]);
+        for (i = 12; i + 2 < (ngx_uint_t) pd->argc; i += 7) {
+            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                          "llm: exiting with an unrecorded settlement: "
+                          "%*s, %*s, %*s tokens, %*s micro-dollars",
+                          pd->argvlen[3], pd->argv[3],
+                          pd->argvlen[i], pd->argv[i],
+                          pd->argvlen[i + 1], pd->argv[i + 1],
+                          pd->argvlen[i + 2], pd->argv[i + 2]);
+        }
+
         ngx_free(pd);
     }
 

@@ -1,58 +1,132 @@
--- Settlement: replaces a request's reservation with what it really used,
--- whatever way it ended, and adds the usage record.
+-- Settlement: replaces requests' reservations with what they really used,
+-- whatever way they ended, and adds the usage records.  One call settles
+-- all the requests of one tenant and day that one gateway worker finished
+-- in one turn of its event loop.
 --
 -- KEYS[1] llm:{t}:tpm            KEYS[2] llm:{t}:spend:d:<day>
 -- KEYS[3] llm:{t}:spend:m:<month>  KEYS[4] llm:{t}:usage:<day>
 -- KEYS[5] llm:{t}:settled:<day>  ids of unmetered requests already recorded
 -- KEYS[6] llm:{t}:tpm:sum        KEYS[7] llm:{t}:inflight
--- ARGV: id, used_tokens, cost, record_prefix ("<model>|<backend>"),
---       prompt, completion, cached (0|1), usage_ttl,
+-- ARGV: usage_ttl, n, then n times: id, used_tokens, cost,
+--       record_prefix ("<model>|<backend>"), prompt, completion,
 --       mode ("m": admitted by admit.lua, "u": served unmetered)
 --
--- The reservation is read from the in-flight record admit.lua wrote, so a
--- request whose admission was refused, or never ran, releases nothing, and
--- a settlement sent twice (a retry after a lost reply) counts once.
+-- A metered request's reservation is read from the in-flight record
+-- admit.lua wrote, so a request whose admission was refused or never ran
+-- releases nothing, and a command sent twice (a retry after a lost reply)
+-- counts each request once.
 
-local id = ARGV[1]
-local rtok, rcost, admitted = 0, 0, 0
+local n = tonumber(ARGV[2])
+local metered, unmetered, valid = {}, {}, {}
 
-if ARGV[9] == 'u' then
-    if redis.call('SADD', KEYS[5], id) == 0 then
-        return 0
+for i = 0, n - 1 do
+    local b = 3 + i * 7
+    local r = { id = ARGV[b], utok = tonumber(ARGV[b + 1]),
+                cost = tonumber(ARGV[b + 2]), prefix = ARGV[b + 3],
+                prompt = tonumber(ARGV[b + 4]),
+                completion = tonumber(ARGV[b + 5]), rtok = 0, rcost = 0 }
+    if ARGV[b + 6] == 'u' then
+        unmetered[#unmetered + 1] = r
+    else
+        metered[#metered + 1] = r
     end
-    redis.call('EXPIRE', KEYS[5], 172800)
-else
-    local v = redis.call('HGET', KEYS[7], id)
-    if not v then
-        return 0
-    end
-    redis.call('HDEL', KEYS[7], id)
-    local a, b, c = string.match(v, '^(%d+):(%d+):(%d+)$')
-    rtok, rcost, admitted = tonumber(a), tonumber(b), tonumber(c)
 end
 
-local utok, cost = tonumber(ARGV[2]), tonumber(ARGV[3])
-
-if rtok > 0 and redis.call('ZREM', KEYS[1], id .. ':' .. rtok) == 1 then
-    redis.call('ZADD', KEYS[1], admitted, id .. ':' .. utok)
-    redis.call('INCRBY', KEYS[6], utok - rtok)
+if #metered > 0 then
+    local ids = {}
+    for i, r in ipairs(metered) do ids[i] = r.id end
+    local held = redis.call('HMGET', KEYS[7], unpack(ids))
+    local done = {}
+    for i, r in ipairs(metered) do
+        if held[i] then
+            local a, b, c = string.match(held[i], '^(%d+):(%d+):(%d+)$')
+            r.rtok, r.rcost, r.admitted = tonumber(a), tonumber(b), c
+            done[#done + 1] = r.id
+            valid[#valid + 1] = r
+        end
+    end
+    if #done > 0 then
+        redis.call('HDEL', KEYS[7], unpack(done))
+    end
 end
 
-for _, k in ipairs({KEYS[2], KEYS[3]}) do
+if #unmetered > 0 then
+    local ids = {}
+    for i, r in ipairs(unmetered) do ids[i] = r.id end
+    local seen = redis.call('SMISMEMBER', KEYS[5], unpack(ids))
+    local new = {}
+    for i, r in ipairs(unmetered) do
+        if seen[i] == 0 then
+            new[#new + 1] = r.id
+            valid[#valid + 1] = r
+        end
+    end
+    if #new > 0 then
+        redis.call('SADD', KEYS[5], unpack(new))
+        redis.call('EXPIRE', KEYS[5], 172800)
+    end
+end
+
+if #valid == 0 then
+    return 0
+end
+
+-- the token window: each reservation still in it becomes its real use
+local members, owners = {}, {}
+for _, r in ipairs(valid) do
+    if r.rtok > 0 then
+        members[#members + 1] = r.id .. ':' .. r.rtok
+        owners[#owners + 1] = r
+    end
+end
+if #members > 0 then
+    local scores = redis.call('ZMSCORE', KEYS[1], unpack(members))
+    local gone, back, delta = {}, {}, 0
+    for i, r in ipairs(owners) do
+        if scores[i] then
+            gone[#gone + 1] = members[i]
+            back[#back + 1] = scores[i]
+            back[#back + 1] = r.id .. ':' .. r.utok
+            delta = delta + r.utok - r.rtok
+        end
+    end
+    if #gone > 0 then
+        redis.call('ZREM', KEYS[1], unpack(gone))
+        redis.call('ZADD', KEYS[1], unpack(back))
+        redis.call('INCRBY', KEYS[6], delta)
+    end
+end
+
+-- money and usage, summed per batch
+local rcost, cost, rec = 0, 0, {}
+for _, r in ipairs(valid) do
+    rcost = rcost + r.rcost
+    cost = cost + r.cost
+    local u = rec[r.prefix]
+    if not u then
+        u = { 0, 0, 0, 0 }
+        rec[r.prefix] = u
+    end
+    u[1] = u[1] + 1
+    u[2] = u[2] + r.prompt
+    u[3] = u[3] + r.completion
+    u[4] = u[4] + r.cost
+end
+
+for _, k in ipairs({ KEYS[2], KEYS[3] }) do
     if rcost ~= 0 then
         redis.call('HINCRBY', k, 'reserved', -rcost)
     end
     redis.call('HINCRBY', k, 'settled', cost)
 end
 
-local p = ARGV[4] .. '|'
-redis.call('HINCRBY', KEYS[4], p .. 'requests', 1)
-redis.call('HINCRBY', KEYS[4], p .. 'prompt_tokens', tonumber(ARGV[5]))
-redis.call('HINCRBY', KEYS[4], p .. 'completion_tokens', tonumber(ARGV[6]))
-redis.call('HINCRBY', KEYS[4], p .. 'cost_micro_usd', cost)
-if ARGV[7] == '1' then
-    redis.call('HINCRBY', KEYS[4], p .. 'cached', 1)
+for prefix, u in pairs(rec) do
+    local p = prefix .. '|'
+    redis.call('HINCRBY', KEYS[4], p .. 'requests', u[1])
+    redis.call('HINCRBY', KEYS[4], p .. 'prompt_tokens', u[2])
+    redis.call('HINCRBY', KEYS[4], p .. 'completion_tokens', u[3])
+    redis.call('HINCRBY', KEYS[4], p .. 'cost_micro_usd', u[4])
 end
-redis.call('EXPIRE', KEYS[4], tonumber(ARGV[8]))
+redis.call('EXPIRE', KEYS[4], tonumber(ARGV[1]))
 
-return 1
+return #valid
