@@ -122,6 +122,7 @@ typedef enum {
 
 
 typedef struct ngx_http_llm_redis_cmd_s  ngx_http_llm_redis_cmd_t;
+typedef struct ngx_http_llm_admit_batch_s  ngx_http_llm_admit_batch_t;
 
 typedef void (*ngx_http_llm_redis_pt)(redisReply *reply, void *data);
 
@@ -145,6 +146,9 @@ typedef struct {
     ngx_str_t                   tenant_id;
     ngx_http_llm_tenant_t      *tenant;
     ngx_http_llm_redis_cmd_t   *redis;         /* command in flight */
+    ngx_queue_t                 admit_link;    /* waiting for the turn end */
+    ngx_http_llm_admit_batch_t *admit_batch;   /* sent, awaiting reply */
+    ngx_uint_t                  admit_slot;
     ngx_str_t                   request_id;
     ngx_str_t                   key_day;       /* yyyymmdd, UTC */
     ngx_str_t                   key_month;     /* yyyymm */
@@ -223,6 +227,13 @@ typedef struct {
 } ngx_http_llm_ctx_t;
 
 
+/* admissions of one tenant sent in one script call */
+struct ngx_http_llm_admit_batch_s {
+    ngx_uint_t                  n;
+    ngx_http_llm_ctx_t         *ctx[1];        /* NULL: went away */
+};
+
+
 typedef struct {
     ngx_uint_t                  status;
     const char                 *type;
@@ -263,6 +274,7 @@ void ngx_http_llm_quota_exit(void);
 ngx_int_t ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
 void ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_quota_cancel(ngx_http_llm_ctx_t *ctx);
 int64_t ngx_http_llm_cost(int64_t prompt, int64_t completion,
     ngx_uint_t price_in, ngx_uint_t price_out);
 

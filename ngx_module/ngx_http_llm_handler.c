@@ -512,15 +512,9 @@ ngx_http_llm_cleanup(void *data)
     if (ctx->redis) {
         ngx_http_llm_redis_cancel(ctx->redis);
         ctx->redis = NULL;
-
-        if (ctx->admitting) {
-            /*
-             * it may have reserved by now: settle anyway, the script
-             * releases only what an admission recorded
-             */
-            ctx->admitted = 1;
-        }
     }
+
+    ngx_http_llm_quota_cancel(ctx);
 
     ngx_http_llm_proxy_cleanup(ctx);
 

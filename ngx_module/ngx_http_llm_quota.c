@@ -20,16 +20,16 @@ typedef struct {
 } ngx_http_llm_script_t;
 
 
+static void ngx_http_llm_admit_flush(ngx_event_t *ev);
 static void ngx_http_llm_admit_reply(redisReply *reply, void *data);
+static void ngx_http_llm_admit_result(ngx_http_llm_ctx_t *ctx,
+    redisReply *reply);
 static void ngx_http_llm_admit_headers(ngx_http_llm_ctx_t *ctx,
     redisReply *reply);
 static void ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx,
     redisReply *reply);
 static ngx_int_t ngx_http_llm_quota_offline(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
-static ngx_http_llm_redis_cmd_t *ngx_http_llm_eval(
-    ngx_http_llm_script_t *script, ngx_uint_t by_sha, int nkeys, int nargs,
-    ngx_str_t *args, ngx_http_llm_redis_pt handler, void *data);
 static void ngx_http_llm_settle_reply(redisReply *reply, void *data);
 static void ngx_http_llm_settle_flush(ngx_event_t *ev);
 static ngx_uint_t ngx_http_llm_reply_int(redisReply *r, size_t i,
@@ -80,6 +80,8 @@ static void ngx_http_llm_settle_send(ngx_http_llm_pending_t *pd);
 
 static ngx_uint_t               ngx_http_llm_request_seq;
 static uint32_t                 ngx_http_llm_node_rand;
+static ngx_queue_t              ngx_http_llm_admit_queue;
+static ngx_event_t              ngx_http_llm_admit_event;
 static ngx_http_llm_record_t   *ngx_http_llm_records;
 static ngx_uint_t               ngx_http_llm_records_n;
 static ngx_event_t              ngx_http_llm_settle_event;
@@ -96,6 +98,8 @@ ngx_http_llm_quota_init(void)
 
     /* request ids must not collide across gateway nodes sharing Redis */
     ngx_http_llm_node_rand = (uint32_t) ngx_random() ^ (uint32_t) ngx_time();
+
+    ngx_queue_init(&ngx_http_llm_admit_queue);
 
     SHA1((u_char *) ngx_http_llm_admit_script.source,
          ngx_strlen(ngx_http_llm_admit_script.source), md);
@@ -122,8 +126,10 @@ ngx_http_llm_cost(int64_t prompt, int64_t completion, ngx_uint_t price_in,
 
 
 /*
- * NGX_OK: admitted (or nothing to enforce); NGX_AGAIN: the script runs and
- * will resume the request; NGX_ERROR: err says why not.
+ * NGX_OK: admitted (or nothing to enforce); NGX_AGAIN: the request waits
+ * for the end of this event-loop turn, when the admissions of each tenant
+ * go to Redis in one script call, and is resumed by the reply; NGX_ERROR:
+ * err says why not.
  */
 
 ngx_int_t
@@ -132,19 +138,8 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
     u_char                  *p;
     time_t                   now;
     ngx_tm_t                 tm;
-    ngx_str_t                args[15], *t;
     ngx_uint_t               i, price_in, price_out;
-    ngx_http_request_t      *r;
-    ngx_http_llm_tenant_t   *tenant;
     ngx_http_llm_backend_t  *b;
-
-    r = ctx->request;
-    tenant = ctx->tenant;
-
-    if (ctx->redis_down) {
-        /* one Redis timeout per request at most */
-        return ngx_http_llm_quota_offline(ctx, err);
-    }
 
     /* the worst case is priced at the dearest backend we may fail over to */
 
@@ -162,93 +157,303 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
                                            ctx->max_tokens, price_in,
                                            price_out);
 
-    now = ngx_time();
-    ngx_gmtime(now, &tm);
+    if (ctx->request_id.len == 0) {
+        now = ngx_time();
+        ngx_gmtime(now, &tm);
 
-    p = ngx_pnalloc(r->pool, 512);
-    if (p == NULL) {
-        return NGX_ERROR;
+        p = ngx_pnalloc(ctx->request->pool, 64);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->request_id.data = p;
+        p = ngx_sprintf(p, "%08xD-%P-%ui-%M", ngx_http_llm_node_rand,
+                        ngx_pid, ++ngx_http_llm_request_seq,
+                        ngx_current_msec);
+        ctx->request_id.len = p - ctx->request_id.data;
+
+        ctx->key_day.data = p;
+        p = ngx_sprintf(p, "%4d%02d%02d", tm.ngx_tm_year, tm.ngx_tm_mon,
+                        tm.ngx_tm_mday);
+        ctx->key_day.len = p - ctx->key_day.data;
+
+        ctx->key_month.data = ctx->key_day.data;
+        ctx->key_month.len = 6;
     }
 
-    ctx->request_id.data = p;
-    p = ngx_sprintf(p, "%08xD-%P-%ui-%M", ngx_http_llm_node_rand, ngx_pid,
-                    ++ngx_http_llm_request_seq, ngx_current_msec);
-    ctx->request_id.len = p - ctx->request_id.data;
+    /* the id and day also serve an unmetered request's usage record */
 
-    t = &tenant->id;
-
-    /* one hash tag per tenant keeps every key in one cluster slot */
-
-    ctx->key_day.data = p;
-    p = ngx_sprintf(p, "%4d%02d%02d", tm.ngx_tm_year, tm.ngx_tm_mon,
-                    tm.ngx_tm_mday);
-    ctx->key_day.len = p - ctx->key_day.data;
-
-    ctx->key_month.data = ctx->key_day.data;
-    ctx->key_month.len = 6;
-
-    args[0].data = p;
-    p = ngx_sprintf(p, "llm:{%V}:rpm", t);
-    args[0].len = p - args[0].data;
-
-    args[1].data = p;
-    p = ngx_sprintf(p, "llm:{%V}:tpm", t);
-    args[1].len = p - args[1].data;
-
-    args[2].data = p;
-    p = ngx_sprintf(p, "llm:{%V}:spend:d:%V", t, &ctx->key_day);
-    args[2].len = p - args[2].data;
-
-    args[3].data = p;
-    p = ngx_sprintf(p, "llm:{%V}:spend:m:%V", t, &ctx->key_month);
-    args[3].len = p - args[3].data;
-
-    args[4].data = p;
-    p = ngx_sprintf(p, "llm:{%V}:tpm:sum", t);
-    args[4].len = p - args[4].data;
-
-    args[5].data = p;
-    p = ngx_sprintf(p, "llm:{%V}:inflight", t);
-    args[5].len = p - args[5].data;
-
-    args[6] = ctx->request_id;
-
-    args[7].data = p;
-    p = ngx_sprintf(p, "%i", tenant->rpm);
-    args[7].len = p - args[7].data;
-
-    args[8].data = p;
-    p = ngx_sprintf(p, "%i", tenant->tpm);
-    args[8].len = p - args[8].data;
-
-    args[9].data = p;
-    p = ngx_sprintf(p, "%L", tenant->budget_day);
-    args[9].len = p - args[9].data;
-
-    args[10].data = p;
-    p = ngx_sprintf(p, "%L", tenant->budget_month);
-    args[10].len = p - args[10].data;
-
-    args[11].data = p;
-    p = ngx_sprintf(p, "%L", ctx->reserved_tokens);
-    args[11].len = p - args[11].data;
-
-    args[12].data = p;
-    p = ngx_sprintf(p, "%L", ctx->reserved_cost);
-    args[12].len = p - args[12].data;
-
-    ngx_str_set(&args[13], "172800");     /* a day's spend, kept 2 days */
-    ngx_str_set(&args[14], "5356800");    /* a month's, 62 days */
-
-    ctx->admitting = 1;
-    ctx->redis = ngx_http_llm_eval(&ngx_http_llm_admit_script, 1, 6, 9, args,
-                                   ngx_http_llm_admit_reply, ctx);
-
-    if (ctx->redis == NULL) {
+    if (ctx->redis_down || !ngx_http_llm_redis_ready()) {
+        /* one Redis timeout per request at most */
         return ngx_http_llm_quota_offline(ctx, err);
     }
 
+    ngx_queue_insert_tail(&ngx_http_llm_admit_queue, &ctx->admit_link);
+    ctx->admitting = 1;
+
+    if (!ngx_http_llm_admit_event.posted) {
+        ngx_http_llm_admit_event.handler = ngx_http_llm_admit_flush;
+        ngx_http_llm_admit_event.log = ngx_cycle->log;
+        ngx_http_llm_admit_event.data = &ngx_http_llm_timer_conn;
+        ngx_post_event(&ngx_http_llm_admit_event, &ngx_posted_events);
+    }
+
     return NGX_AGAIN;
+}
+
+
+/* the request goes away: it must not hear of its admission any more */
+
+void
+ngx_http_llm_quota_cancel(ngx_http_llm_ctx_t *ctx)
+{
+    if (!ctx->admitting) {
+        return;
+    }
+
+    ctx->admitting = 0;
+
+    if (ctx->admit_batch == NULL) {
+        /* not sent yet: nothing was reserved */
+        ngx_queue_remove(&ctx->admit_link);
+        return;
+    }
+
+    ctx->admit_batch->ctx[ctx->admit_slot] = NULL;
+    ctx->admit_batch = NULL;
+
+    /*
+     * the script may have reserved by now: settle anyway, it releases only
+     * what an admission recorded
+     */
+    ctx->admitted = 1;
+}
+
+
+static ngx_uint_t
+ngx_http_llm_same_batch(ngx_http_llm_ctx_t *a, ngx_http_llm_ctx_t *b)
+{
+    ngx_http_llm_tenant_t  *x, *y;
+
+    x = a->tenant;
+    y = b->tenant;
+
+    return x->id.len == y->id.len
+           && ngx_strncmp(x->id.data, y->id.data, x->id.len) == 0
+           && ngx_strncmp(a->key_day.data, b->key_day.data, 8) == 0
+           && x->rpm == y->rpm && x->tpm == y->tpm
+           && x->budget_day == y->budget_day
+           && x->budget_month == y->budget_month;
+}
+
+
+/* end of the event-loop turn: one script call per tenant and day */
+
+static void
+ngx_http_llm_admit_flush(ngx_event_t *ev)
+{
+    u_char                      *p;
+    size_t                       size, argvlen[3 + 6 + 7 + 3 * 128];
+    ngx_uint_t                   n, i, argc;
+    ngx_queue_t                 *q, *next;
+    const char                  *argv[3 + 6 + 7 + 3 * 128];
+    ngx_http_llm_ctx_t          *first, *ctx;
+    ngx_http_llm_tenant_t       *t;
+    ngx_http_llm_admit_batch_t  *batch;
+
+    while (!ngx_queue_empty(&ngx_http_llm_admit_queue)) {
+
+        q = ngx_queue_head(&ngx_http_llm_admit_queue);
+        first = ngx_queue_data(q, ngx_http_llm_ctx_t, admit_link);
+        t = first->tenant;
+
+        batch = ngx_alloc(sizeof(ngx_http_llm_admit_batch_t)
+                          + 128 * sizeof(ngx_http_llm_ctx_t *)
+                          + 6 * (t->id.len + 32) + 7 * NGX_INT64_LEN
+                          + 128 * (64 + 2 * NGX_INT64_LEN),
+                          ngx_cycle->log);
+
+        n = 0;
+
+        for (q = ngx_queue_head(&ngx_http_llm_admit_queue);
+             q != ngx_queue_sentinel(&ngx_http_llm_admit_queue) && n < 128;
+             q = next)
+        {
+            next = ngx_queue_next(q);
+            ctx = ngx_queue_data(q, ngx_http_llm_ctx_t, admit_link);
+
+            if (ctx != first && !ngx_http_llm_same_batch(first, ctx)) {
+                continue;
+            }
+
+            ngx_queue_remove(q);
+
+            if (batch == NULL) {
+                ngx_http_llm_admit_result(ctx, NULL);
+                continue;
+            }
+
+            batch->ctx[n] = ctx;
+            ctx->admit_batch = batch;
+            ctx->admit_slot = n;
+            n++;
+        }
+
+        if (batch == NULL) {
+            continue;
+        }
+
+        batch->n = n;
+        p = (u_char *) &batch->ctx[128];
+
+        argv[0] = "EVALSHA";
+        argvlen[0] = 7;
+        argv[1] = (char *) ngx_http_llm_admit_script.sha;
+        argvlen[1] = 40;
+        argv[2] = "6";
+        argvlen[2] = 1;
+        argc = 3;
+
+#define ngx_http_llm_argv(...)                                                \
+        argv[argc] = (char *) p;                                              \
+        p = ngx_sprintf(p, __VA_ARGS__);                                      \
+        argvlen[argc] = p - (u_char *) argv[argc];                            \
+        argc++
+
+        ngx_http_llm_argv("llm:{%V}:rpm", &t->id);
+        ngx_http_llm_argv("llm:{%V}:tpm", &t->id);
+        ngx_http_llm_argv("llm:{%V}:spend:d:%V", &t->id, &first->key_day);
+        ngx_http_llm_argv("llm:{%V}:spend:m:%V", &t->id, &first->key_month);
+        ngx_http_llm_argv("llm:{%V}:tpm:sum", &t->id);
+        ngx_http_llm_argv("llm:{%V}:inflight", &t->id);
+
+        ngx_http_llm_argv("%i", t->rpm);
+        ngx_http_llm_argv("%i", t->tpm);
+        ngx_http_llm_argv("%L", t->budget_day);
+        ngx_http_llm_argv("%L", t->budget_month);
+        ngx_http_llm_argv("172800");      /* a day's spend, kept 2 days */
+        ngx_http_llm_argv("5356800");     /* a month's, 62 days */
+        ngx_http_llm_argv("%ui", n);
+
+        for (i = 0; i < n; i++) {
+            ctx = batch->ctx[i];
+            ngx_http_llm_argv("%V", &ctx->request_id);
+            ngx_http_llm_argv("%L", ctx->reserved_tokens);
+            ngx_http_llm_argv("%L", ctx->reserved_cost);
+        }
+
+#undef ngx_http_llm_argv
+
+        size = argc;
+
+        if (ngx_http_llm_redis_command((int) size, argv, argvlen,
+                                       ngx_http_llm_admit_reply, batch)
+            == NULL)
+        {
+            ngx_http_llm_admit_reply(NULL, batch);
+        }
+    }
+}
+
+
+static void
+ngx_http_llm_admit_reply(redisReply *reply, void *data)
+{
+    ngx_http_llm_admit_batch_t *batch = data;
+
+    ngx_uint_t           i, retry;
+    redisReply          *one;
+    ngx_http_llm_ctx_t  *ctx;
+
+    retry = reply
+            && reply->type == REDIS_REPLY_ERROR
+            && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0;
+
+    if (reply && reply->type == REDIS_REPLY_ERROR && !retry) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "llm: admission script failed: %s", reply->str);
+    }
+
+    if (retry) {
+        /* Redis lost its scripts (restart, SCRIPT FLUSH): load them */
+        ngx_http_llm_quota_load();
+    }
+
+    /* each request may finalize; cancelled ones left NULL slots */
+
+    for (i = 0; i < batch->n; i++) {
+        ctx = batch->ctx[i];
+
+        if (ctx == NULL) {
+            continue;
+        }
+
+        ctx->admit_batch = NULL;
+        ctx->admitting = 0;
+
+        if (retry && !ctx->script_retry) {
+            ctx->script_retry = 1;
+            ctx->admitting = 1;
+            ngx_queue_insert_tail(&ngx_http_llm_admit_queue,
+                                  &ctx->admit_link);
+
+            if (!ngx_http_llm_admit_event.posted) {
+                ngx_post_event(&ngx_http_llm_admit_event,
+                               &ngx_posted_events);
+            }
+
+            continue;
+        }
+
+        one = (reply && reply->type == REDIS_REPLY_ARRAY
+               && i < reply->elements)
+              ? reply->element[i] : NULL;
+
+        ngx_http_llm_admit_result(ctx, one);
+    }
+
+    ngx_free(batch);
+}
+
+
+/* one request's answer from the script, or NULL when Redis failed */
+
+static void
+ngx_http_llm_admit_result(ngx_http_llm_ctx_t *ctx, redisReply *reply)
+{
+    long long              code;
+    ngx_connection_t      *c;
+    ngx_http_llm_error_t   err;
+
+    c = ctx->request->connection;
+    ctx->admitting = 0;
+
+    if (reply == NULL
+        || reply->type != REDIS_REPLY_ARRAY
+        || !ngx_http_llm_reply_int(reply, 0, &code))
+    {
+        if (ngx_http_llm_quota_offline(ctx, &err) != NGX_OK) {
+            ngx_http_llm_fail(ctx, &err);
+            return;
+        }
+
+        ngx_http_llm_run(ctx);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    if (code != 0) {
+        ngx_http_llm_admit_deny(ctx, reply);
+        return;
+    }
+
+    ctx->admitted = 1;
+    (void) ngx_http_llm_reply_int(reply, 1, &ctx->admitted_ms);
+
+    ngx_http_llm_admit_headers(ctx, reply);
+
+    ngx_http_llm_run(ctx);
+    ngx_http_run_posted_requests(c);
 }
 
 
@@ -270,66 +475,6 @@ ngx_http_llm_quota_offline(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
                            "The gateway cannot check quotas right now, "
                            "try again later.");
     return NGX_ERROR;
-}
-
-
-static void
-ngx_http_llm_admit_reply(redisReply *reply, void *data)
-{
-    ngx_http_llm_ctx_t *ctx = data;
-
-    long long             code;
-    ngx_http_llm_error_t  err;
-
-    ctx->redis = NULL;
-    ctx->admitting = 0;
-
-    if (reply
-        && reply->type == REDIS_REPLY_ERROR
-        && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
-        && !ctx->script_retry)
-    {
-        /* Redis lost its scripts (restart, SCRIPT FLUSH): load, retry */
-
-        ctx->script_retry = 1;
-        ngx_http_llm_quota_load();
-
-        if (ngx_http_llm_quota_admit(ctx, &err) == NGX_ERROR) {
-            ngx_http_llm_fail(ctx, &err);
-        }
-
-        return;
-    }
-
-    if (reply == NULL
-        || reply->type != REDIS_REPLY_ARRAY
-        || !ngx_http_llm_reply_int(reply, 0, &code))
-    {
-        if (reply && reply->type == REDIS_REPLY_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
-                          "llm: admission script failed: %s", reply->str);
-        }
-
-        if (ngx_http_llm_quota_offline(ctx, &err) != NGX_OK) {
-            ngx_http_llm_fail(ctx, &err);
-            return;
-        }
-
-        ngx_http_llm_run(ctx);
-        return;
-    }
-
-    if (code != 0) {
-        ngx_http_llm_admit_deny(ctx, reply);
-        return;
-    }
-
-    ctx->admitted = 1;
-    (void) ngx_http_llm_reply_int(reply, 1, &ctx->admitted_ms);
-
-    ngx_http_llm_admit_headers(ctx, reply);
-
-    ngx_http_llm_run(ctx);
 }
 
 
@@ -784,6 +929,10 @@ ngx_http_llm_quota_exit(void)
         ngx_delete_posted_event(&ngx_http_llm_settle_event);
     }
 
+    if (ngx_http_llm_admit_event.posted) {
+        ngx_delete_posted_event(&ngx_http_llm_admit_event);
+    }
+
     for (rec = ngx_http_llm_records; rec; rec = rnext) {
         rnext = rec->next;
 
@@ -816,49 +965,6 @@ ngx_http_llm_quota_exit(void)
     ngx_http_llm_pending = NULL;
     ngx_http_llm_pending_last = &ngx_http_llm_pending;
     ngx_http_llm_pending_n = 0;
-}
-
-
-/* EVALSHA or EVAL; arguments go as argv, never formatted into a string */
-
-static ngx_http_llm_redis_cmd_t *
-ngx_http_llm_eval(ngx_http_llm_script_t *script, ngx_uint_t by_sha,
-    int nkeys, int nargs, ngx_str_t *args, ngx_http_llm_redis_pt handler,
-    void *data)
-{
-    int          i, argc;
-    u_char       nk[NGX_INT_T_LEN];
-    size_t       argvlen[32];
-    const char  *argv[32];
-
-    argc = 3 + nkeys + nargs;
-
-    if (argc > 32) {
-        return NULL;
-    }
-
-    if (by_sha) {
-        argv[0] = "EVALSHA";
-        argvlen[0] = 7;
-        argv[1] = (char *) script->sha;
-        argvlen[1] = 40;
-
-    } else {
-        argv[0] = "EVAL";
-        argvlen[0] = 4;
-        argv[1] = script->source;
-        argvlen[1] = ngx_strlen(script->source);
-    }
-
-    argv[2] = (char *) nk;
-    argvlen[2] = ngx_sprintf(nk, "%d", nkeys) - nk;
-
-    for (i = 0; i < nkeys + nargs; i++) {
-        argv[3 + i] = (char *) args[i].data;
-        argvlen[3 + i] = args[i].len;
-    }
-
-    return ngx_http_llm_redis_command(argc, argv, argvlen, handler, data);
 }
 
 

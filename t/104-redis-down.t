@@ -58,6 +58,10 @@ ok(wait_until(sub { (batch('/v1/chat/completions', 'sk-acme', 1))[0][0] == 200 }
     'fail-closed location recovers after the restart');
 @r = batch('/v1/chat/completions', 'sk-acme', 20);
 is(codes(@r), '200=20', 'all served again');
+my $day = POSIX::strftime('%Y%m%d', gmtime);
+ok(wait_until(sub { ($t->redis_cli($rp, 'HGET', "llm:{acme}:usage:$day",
+    "mixtral-8x7b|127.0.0.1:$up|requests") || 0) >= 41 }, 3),
+    'the 20 unmetered requests were recorded once Redis came back (with 21 metered ones)');
 
 # kill it mid-load: every request ends, with 200 or 503, quickly
 my @all;
@@ -68,7 +72,13 @@ waitpid $pid, 0;
 my %c; $c{$_->[0]}++ for @all;
 is(($c{200} // 0) + ($c{503} // 0), 200, 'under load: every request answered 200 or 503 (' . codes(@all) . ')');
 cmp_ok(slowest(@all), '<', 1.5, sprintf('slowest %.2f s', slowest(@all)));
-$t->stop_redis($rp);
+
+# settlements that waited are sent once Redis is back: nothing is left
+# for the worker to report as unrecorded when it exits
+$t->start_redis(port => $rp);
+ok(wait_until(sub { (batch('/v1/chat/completions', 'sk-acme', 1))[0][0] == 200 }, 10),
+    'reconnected after the second restart');
+sleep 0.5;
 
 $t->cleanup;
 done_testing;
