@@ -310,7 +310,7 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
         argvlen[0] = 7;
         argv[1] = (char *) ngx_http_llm_admit_script.sha;
         argvlen[1] = 40;
-        argv[2] = "6";
+        argv[2] = "4";
         argvlen[2] = 1;
         argc = 3;
 
@@ -320,11 +320,9 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
         argvlen[argc] = p - (u_char *) argv[argc];                            \
         argc++
 
-        ngx_http_llm_argv("llm:{%V}:rpm", &t->id);
-        ngx_http_llm_argv("llm:{%V}:tpm", &t->id);
+        ngx_http_llm_argv("llm:{%V}:win", &t->id);
         ngx_http_llm_argv("llm:{%V}:spend:d:%V", &t->id, &first->key_day);
         ngx_http_llm_argv("llm:{%V}:spend:m:%V", &t->id, &first->key_month);
-        ngx_http_llm_argv("llm:{%V}:tpm:sum", &t->id);
         ngx_http_llm_argv("llm:{%V}:inflight", &t->id);
 
         ngx_http_llm_argv("%i", t->rpm);
@@ -782,7 +780,7 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
 
         ngx_http_llm_records_n -= n;
 
-        argc = 3 + 7 + 2 + 7 * n;
+        argc = 3 + 6 + 2 + 7 * n;
         size = sizeof(ngx_http_llm_pending_t)
                + argc * (sizeof(char *) + sizeof(size_t))
                + 7 * (sizeof("llm:{}:spend:d:") + first->tenant.len + 8)
@@ -809,7 +807,7 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
             pd->argvlen[0] = 4;
             pd->argv[1] = ngx_http_llm_settle_script.source;
             pd->argvlen[1] = ngx_strlen(ngx_http_llm_settle_script.source);
-            pd->argv[2] = "7";
+            pd->argv[2] = "6";
             pd->argvlen[2] = 1;
 
             argc = 3;
@@ -820,7 +818,7 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
             pd->argvlen[argc] = p - (u_char *) pd->argv[argc];                \
             argc++
 
-            ngx_http_llm_argv("llm:{%V}:tpm", &first->tenant);
+            ngx_http_llm_argv("llm:{%V}:win", &first->tenant);
             ngx_http_llm_argv("llm:{%V}:spend:d:%V", &first->tenant,
                               &first->day);
             ngx_http_llm_argv("llm:{%V}:spend:m:%V", &first->tenant,
@@ -829,7 +827,6 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
                               &first->day);
             ngx_http_llm_argv("llm:{%V}:settled:%V", &first->tenant,
                               &first->day);
-            ngx_http_llm_argv("llm:{%V}:tpm:sum", &first->tenant);
             ngx_http_llm_argv("llm:{%V}:inflight", &first->tenant);
             ngx_http_llm_argv("7776000");    /* usage records: 90 days */
             ngx_http_llm_argv("%ui", n);
@@ -888,8 +885,8 @@ ngx_http_llm_settle_reply(redisReply *reply, void *data)
     if (reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                       "llm: settlement of \"%*s\" and %*s more failed: %s",
-                      pd->argvlen[12], pd->argv[12], pd->argvlen[11],
-                      pd->argv[11], reply->str);
+                      pd->argvlen[11], pd->argv[11], pd->argvlen[10],
+                      pd->argv[10], reply->str);
     }
 
     ngx_free(pd);
@@ -949,7 +946,7 @@ ngx_http_llm_quota_exit(void)
     for (pd = ngx_http_llm_pending; pd; pd = next) {
         next = pd->next;
 
-        for (i = 12; i + 2 < (ngx_uint_t) pd->argc; i += 7) {
+        for (i = 11; i + 2 < (ngx_uint_t) pd->argc; i += 7) {
             ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                           "llm: exiting with an unrecorded settlement: "
                           "%*s, %*s, %*s tokens, %*s micro-dollars",

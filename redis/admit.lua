@@ -5,12 +5,16 @@
 -- one tenant that one gateway worker received in one turn of its event
 -- loop.
 --
--- KEYS[1] llm:{t}:rpm          ZSET request id -> admission time (ms)
--- KEYS[2] llm:{t}:tpm          ZSET "id:tokens" -> admission time (ms)
--- KEYS[3] llm:{t}:spend:d:<yyyymmdd>  HASH reserved, settled (micro-dollars)
--- KEYS[4] llm:{t}:spend:m:<yyyymm>    HASH reserved, settled
--- KEYS[5] llm:{t}:tpm:sum      tokens in KEYS[2], kept with it
--- KEYS[6] llm:{t}:inflight     HASH id -> "tokens:cost:admitted_ms", the
+-- The per-minute limits use one-second buckets: "r:<second>" counts
+-- requests and "t:<second>" tokens.  A request is checked against the 61
+-- buckets that overlap the last 60 seconds, a little more than the window
+-- itself, so the limit is never passed (a request may wait up to a second
+-- longer than a perfect sliding window would make it).
+--
+-- KEYS[1] llm:{t}:win          HASH r:<sec>, t:<sec>
+-- KEYS[2] llm:{t}:spend:d:<yyyymmdd>  HASH reserved, settled (micro-dollars)
+-- KEYS[3] llm:{t}:spend:m:<yyyymm>    HASH reserved, settled
+-- KEYS[4] llm:{t}:inflight     HASH id -> "tokens:cost:admitted_ms", the
 --                              reservation settle.lua releases
 -- ARGV: rpm, tpm, budget_day, budget_month (0 = no limit), day_ttl,
 --       month_ttl, n, then n times: id, tokens, cost
@@ -28,37 +32,50 @@ local n = tonumber(ARGV[7])
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local from = now - 60000
+local sec = math.floor(now / 1000)
+local oldest = sec - 60
 
--- the windows and budgets as they stand, read once
+-- the windows as they stand, read once; buckets that left are dropped
 
-local rcount, rstored, rfirst = 0, 0, nil
-if rpm > 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', from)
-    rcount = redis.call('ZCARD', KEYS[1])
-    rstored = rcount
-    local f = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    rfirst = f[2] and tonumber(f[2])
+local rb, tb, gone = {}, {}, {}
+local rcount, used = 0, 0
+
+if rpm > 0 or tpm > 0 then
+    local all = redis.call('HGETALL', KEYS[1])
+    for i = 1, #all, 2 do
+        local kind, s = string.match(all[i], '^(%a):(%d+)$')
+        s = tonumber(s)
+        local v = tonumber(all[i + 1])
+        if s < oldest then
+            gone[#gone + 1] = all[i]
+        elseif kind == 'r' then
+            rb[#rb + 1] = {s, v}
+            rcount = rcount + v
+        else
+            tb[#tb + 1] = {s, v}
+            used = used + v
+        end
+    end
+    table.sort(rb, function(a, b) return a[1] < b[1] end)
+    table.sort(tb, function(a, b) return a[1] < b[1] end)
 end
 
-local used, tfirst = 0, nil
-if tpm > 0 then
-    -- a running total spares summing the window: only what leaves it
-    -- is subtracted
-    local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', from)
-    used = tonumber(redis.call('GET', KEYS[5]) or '0')
-    if #gone > 0 then
-        for i = 1, #gone do
-            used = used - tonumber(string.match(gone[i], ':(%d+)$'))
+-- when `excess` of the oldest bucketed amounts will have left the window
+local function wait(buckets, excess)
+    for _, b in ipairs(buckets) do
+        excess = excess - b[2]
+        if excess <= 0 then
+            return (b[1] + 61) * 1000 - now
         end
-        redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', from)
-        if redis.call('ZCARD', KEYS[2]) == 0 then
-            used = 0
-        end
-        redis.call('SET', KEYS[5], used, 'PX', 61000)
     end
-    local f = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-    tfirst = f[2] and tonumber(f[2])
+    return 61000
+end
+
+local function reset(buckets)
+    if #buckets > 0 then
+        return (buckets[1][1] + 61) * 1000 - now
+    end
+    return 61000
 end
 
 local function spent(key, budget)
@@ -69,13 +86,13 @@ local function spent(key, budget)
     return (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
 end
 
-local dspent = spent(KEYS[3], bday)
-local mspent = spent(KEYS[4], bmonth)
+local dspent = spent(KEYS[2], bday)
+local mspent = spent(KEYS[3], bmonth)
 
 -- each request in order, against the state the earlier ones left
 
-local out, radd, tadd, held = {}, {}, {}, {}
-local tsum, csum = 0, 0
+local out, held = {}, {}
+local radd, tadd, csum = 0, 0, 0
 
 for i = 0, n - 1 do
     local id = ARGV[8 + i * 3]
@@ -83,31 +100,14 @@ for i = 0, n - 1 do
     local cost = tonumber(ARGV[10 + i * 3])
     local res
 
-    if rpm > 0 and rcount >= rpm then
-        -- the oldest entry that must leave the window first
-        local k = rcount - rpm
-        local retry = 60000
-        if k < rstored then
-            local o = redis.call('ZRANGE', KEYS[1], k, k, 'WITHSCORES')
-            retry = tonumber(o[2]) + 60000 - now
-        end
-        res = {1, 'rpm', retry}
+    if rpm > 0 and rcount + radd >= rpm then
+        res = {1, 'rpm', wait(rb, rcount + radd - rpm + 1)}
 
     elseif tpm > 0 and tokens > tpm then
         res = {1, 'tpm_request', 0}
 
-    elseif tpm > 0 and used + tokens > tpm then
-        local need = used + tokens - tpm
-        local retry = 60000
-        local all = redis.call('ZRANGE', KEYS[2], 0, 999, 'WITHSCORES')
-        for j = 1, #all, 2 do
-            need = need - tonumber(string.match(all[j], ':(%d+)$'))
-            if need <= 0 then
-                retry = tonumber(all[j + 1]) + 60000 - now
-                break
-            end
-        end
-        res = {1, 'tpm', retry}
+    elseif tpm > 0 and used + tadd + tokens > tpm then
+        res = {1, 'tpm', wait(tb, used + tadd + tokens - tpm)}
 
     elseif bday > 0 and dspent + cost > bday then
         res = {2, 'day', 0}
@@ -116,23 +116,18 @@ for i = 0, n - 1 do
         res = {2, 'month', 0}
 
     else
-        rcount = rcount + 1
-        used = used + tokens
+        radd = radd + 1
+        tadd = tadd + tokens
         dspent = dspent + cost
         mspent = mspent + cost
-        tsum = tsum + tokens
         csum = csum + cost
-        radd[#radd + 1] = now
-        radd[#radd + 1] = id
-        tadd[#tadd + 1] = now
-        tadd[#tadd + 1] = id .. ':' .. tokens
         held[#held + 1] = id
         held[#held + 1] = tokens .. ':' .. cost .. ':' .. now
-        rfirst = rfirst or now
-        tfirst = tfirst or now
         res = {0, now,
-               rpm > 0 and rpm - rcount or -1, rfirst + 60000 - now,
-               tpm > 0 and tpm - used or -1, tfirst + 60000 - now}
+               rpm > 0 and rpm - rcount - radd or -1,
+               #rb > 0 and reset(rb) or (sec + 61) * 1000 - now,
+               tpm > 0 and tpm - used - tadd or -1,
+               #tb > 0 and reset(tb) or (sec + 61) * 1000 - now}
     end
 
     out[i + 1] = res
@@ -140,23 +135,22 @@ end
 
 -- what the admitted requests reserved, written once
 
+if #gone > 0 then
+    redis.call('HDEL', KEYS[1], unpack(gone))
+end
+
 if #held > 0 then
-    if rpm > 0 then
-        redis.call('ZADD', KEYS[1], unpack(radd))
-        redis.call('PEXPIRE', KEYS[1], 61000)
+    if rpm > 0 or tpm > 0 then
+        redis.call('HINCRBY', KEYS[1], 'r:' .. sec, radd)
+        redis.call('HINCRBY', KEYS[1], 't:' .. sec, tadd)
+        redis.call('PEXPIRE', KEYS[1], 62000)
     end
-    if tpm > 0 then
-        redis.call('ZADD', KEYS[2], unpack(tadd))
-        redis.call('PEXPIRE', KEYS[2], 61000)
-        redis.call('INCRBY', KEYS[5], tsum)
-        redis.call('PEXPIRE', KEYS[5], 61000)
-    end
-    redis.call('HSET', KEYS[6], unpack(held))
-    redis.call('EXPIRE', KEYS[6], 172800)
+    redis.call('HSET', KEYS[4], unpack(held))
+    redis.call('EXPIRE', KEYS[4], 172800)
+    redis.call('HINCRBY', KEYS[2], 'reserved', csum)
+    redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
     redis.call('HINCRBY', KEYS[3], 'reserved', csum)
-    redis.call('EXPIRE', KEYS[3], tonumber(ARGV[5]))
-    redis.call('HINCRBY', KEYS[4], 'reserved', csum)
-    redis.call('EXPIRE', KEYS[4], tonumber(ARGV[6]))
+    redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]))
 end
 
 return out

@@ -3,10 +3,10 @@
 -- all the requests of one tenant and day that one gateway worker finished
 -- in one turn of its event loop.
 --
--- KEYS[1] llm:{t}:tpm            KEYS[2] llm:{t}:spend:d:<day>
+-- KEYS[1] llm:{t}:win            KEYS[2] llm:{t}:spend:d:<day>
 -- KEYS[3] llm:{t}:spend:m:<month>  KEYS[4] llm:{t}:usage:<day>
 -- KEYS[5] llm:{t}:settled:<day>  ids of unmetered requests already recorded
--- KEYS[6] llm:{t}:tpm:sum        KEYS[7] llm:{t}:inflight
+-- KEYS[6] llm:{t}:inflight
 -- ARGV: usage_ttl, n, then n times: id, used_tokens, cost,
 --       record_prefix ("<model>|<backend>"), prompt, completion,
 --       mode ("m": admitted by admit.lua, "u": served unmetered)
@@ -35,7 +35,7 @@ end
 if #metered > 0 then
     local ids = {}
     for i, r in ipairs(metered) do ids[i] = r.id end
-    local held = redis.call('HMGET', KEYS[7], unpack(ids))
+    local held = redis.call('HMGET', KEYS[6], unpack(ids))
     local done = {}
     for i, r in ipairs(metered) do
         if held[i] then
@@ -46,7 +46,7 @@ if #metered > 0 then
         end
     end
     if #done > 0 then
-        redis.call('HDEL', KEYS[7], unpack(done))
+        redis.call('HDEL', KEYS[6], unpack(done))
     end
 end
 
@@ -71,29 +71,22 @@ if #valid == 0 then
     return 0
 end
 
--- the token window: each reservation still in it becomes its real use
-local members, owners = {}, {}
+-- the token window: a reservation whose second is still in it becomes
+-- the real use
+local t = redis.call('TIME')
+local oldest = tonumber(t[1]) - 60
+local delta = {}
 for _, r in ipairs(valid) do
-    if r.rtok > 0 then
-        members[#members + 1] = r.id .. ':' .. r.rtok
-        owners[#owners + 1] = r
-    end
-end
-if #members > 0 then
-    local scores = redis.call('ZMSCORE', KEYS[1], unpack(members))
-    local gone, back, delta = {}, {}, 0
-    for i, r in ipairs(owners) do
-        if scores[i] then
-            gone[#gone + 1] = members[i]
-            back[#back + 1] = scores[i]
-            back[#back + 1] = r.id .. ':' .. r.utok
-            delta = delta + r.utok - r.rtok
+    if r.rtok > 0 and r.admitted then
+        local s = math.floor(tonumber(r.admitted) / 1000)
+        if s >= oldest then
+            delta[s] = (delta[s] or 0) + r.utok - r.rtok
         end
     end
-    if #gone > 0 then
-        redis.call('ZREM', KEYS[1], unpack(gone))
-        redis.call('ZADD', KEYS[1], unpack(back))
-        redis.call('INCRBY', KEYS[6], delta)
+end
+for s, d in pairs(delta) do
+    if d ~= 0 and redis.call('HEXISTS', KEYS[1], 't:' .. s) == 1 then
+        redis.call('HINCRBY', KEYS[1], 't:' .. s, d)
     end
 end
 

@@ -56,12 +56,12 @@ is($t->redis_cli($rp, 'EXISTS', "llm:{b}:usage:$day"), 0, 'refused: no usage rec
 my $src = do { local $/; open my $fh, '<', "$LLMTest::ROOT/redis/settle.lua" or die; <$fh> };
 $t->redis_cli($rp, 'HSET', 'llm:{c}:inflight', 'r1', '100:500:' . (time * 1000), 'r2', '50:200:' . (time * 1000));
 $t->redis_cli($rp, 'HSET', "llm:{c}:spend:d:$day", 'reserved', 700);
-my @keys = map { "llm:{c}:$_" } ('tpm', "spend:d:$day", 'spend:m:' . substr($day, 0, 6),
-    "usage:$day", "settled:$day", 'tpm:sum', 'inflight');
+my @keys = map { "llm:{c}:$_" } ('win', "spend:d:$day", 'spend:m:' . substr($day, 0, 6),
+    "usage:$day", "settled:$day", 'inflight');
 my @args = (100, 3, 'r1', 30, 90, 'm|b', 10, 20, 'm', 'r2', 5, 40, 'm|b', 5, 0, 'm',
     'r3', 7, 70, 'm|b', 3, 4, 'u');
-is($t->redis_cli($rp, 'EVAL', $src, 7, @keys, @args), 3, 'batch of three settled');
-is($t->redis_cli($rp, 'EVAL', $src, 7, @keys, @args), 0, 'the same batch again settles nothing');
+is($t->redis_cli($rp, 'EVAL', $src, 6, @keys, @args), 3, 'batch of three settled');
+is($t->redis_cli($rp, 'EVAL', $src, 6, @keys, @args), 0, 'the same batch again settles nothing');
 is($t->redis_cli($rp, 'HGET', "llm:{c}:spend:d:$day", 'reserved'), 0, 'reservations released once');
 is($t->redis_cli($rp, 'HGET', "llm:{c}:spend:d:$day", 'settled'), 200, 'costs summed once');
 is($t->redis_cli($rp, 'HGET', "llm:{c}:usage:$day", 'm|b|requests'), 3, 'three requests recorded');
