@@ -156,7 +156,6 @@ typedef struct {
     int64_t                     max_tokens;
     int64_t                     reserved_tokens;
     int64_t                     reserved_cost;
-    long long                   admitted_ms;
     int64_t                     cost;
     ngx_uint_t                  chunks;        /* content deltas seen */
 

@@ -446,7 +446,6 @@ ngx_http_llm_admit_result(ngx_http_llm_ctx_t *ctx, redisReply *reply)
     }
 
     ctx->admitted = 1;
-    (void) ngx_http_llm_reply_int(reply, 1, &ctx->admitted_ms);
 
     ngx_http_llm_admit_headers(ctx, reply);
 

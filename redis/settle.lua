@@ -32,10 +32,14 @@ for i = 0, n - 1 do
     end
 end
 
+local function ids(list)
+    local out = {}
+    for i, r in ipairs(list) do out[i] = r.id end
+    return out
+end
+
 if #metered > 0 then
-    local ids = {}
-    for i, r in ipairs(metered) do ids[i] = r.id end
-    local held = redis.call('HMGET', KEYS[6], unpack(ids))
+    local held = redis.call('HMGET', KEYS[6], unpack(ids(metered)))
     local done = {}
     for i, r in ipairs(metered) do
         if held[i] then
@@ -51,9 +55,7 @@ if #metered > 0 then
 end
 
 if #unmetered > 0 then
-    local ids = {}
-    for i, r in ipairs(unmetered) do ids[i] = r.id end
-    local seen = redis.call('SMISMEMBER', KEYS[5], unpack(ids))
+    local seen = redis.call('SMISMEMBER', KEYS[5], unpack(ids(unmetered)))
     local new = {}
     for i, r in ipairs(unmetered) do
         if seen[i] == 0 then
