@@ -11,6 +11,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MODULE=${LLM_MODULE:-$ROOT/build/modules/ngx_http_llm_module.so}
 DUR=${BENCH_DURATION:-5s}
+# BENCH_PIN=1: the servers under test and the upstream on CPU 0, wrk and
+# Redis on CPU 1, so Redis does not take the gateway's core, as a Redis
+# host shared by several gateway nodes would not
+PIN=${BENCH_PIN:-0}
 CONNS=${BENCH_CONNECTIONS:-64}
 W=$(mktemp -d /tmp/llm-bench.XXXXXX)
 PIDS=()
@@ -29,6 +33,11 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
     || perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(LocalAddr=>"127.0.0.1:0",Listen=>1)->sockport'; }
 
 UP=$(port); PROXY=$(port); GW=$(port); RPORT=$(port)
+SRV=""; CLI=""; PINNOTE=""
+if [[ $PIN == 1 ]]; then
+    SRV="taskset -c 0"; CLI="taskset -c 1"
+    PINNOTE=", BENCH_PIN=1 (servers on CPU 0, wrk and Redis on CPU 1)"
+fi
 USER_LINE=""; ((EUID == 0)) && USER_LINE="user root;"
 
 JSON='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}'
@@ -58,7 +67,7 @@ http {
     $2
 }
 EOC
-    /usr/sbin/nginx -p "$W/$1" -c "$W/$1/nginx.conf" -e "$W/$1/logs/error.log"
+    $SRV /usr/sbin/nginx -p "$W/$1" -c "$W/$1/nginx.conf" -e "$W/$1/logs/error.log"
 }
 
 conf upstream "server { listen 127.0.0.1:$UP;
@@ -70,7 +79,7 @@ server { listen 127.0.0.1:$PROXY;
     location / { proxy_pass http://up; proxy_http_version 1.1;
                  proxy_set_header Connection \"\"; proxy_buffering off; }
 }"
-redis-server --bind 127.0.0.1 --port "$RPORT" --save '' --appendonly no --daemonize yes \
+$CLI redis-server --bind 127.0.0.1 --port "$RPORT" --save '' --appendonly no --daemonize yes \
     --dir "$W" --logfile "$W/redis.log" >/dev/null
 KEY=sk-bench-key
 HASH=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
@@ -101,7 +110,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 
 once() {   # url lua -> "rps p50 p99"
     local out errs
-    out=$(wrk -t1 -c"$CONNS" -d"$DUR" --latency -s "$2" "$1")
+    out=$($CLI wrk -t1 -c"$CONNS" -d"$DUR" --latency -s "$2" "$1")
     errs=$(grep -E "Non-2xx|Socket errors" <<<"$out" || true)
     [[ -z $errs ]] || echo "  $1: $errs" >&2
     awk '/^Requests\/sec/ {r = $2} $1 == "50%" {a = $2} $1 == "99%" {b = $2}
@@ -141,7 +150,7 @@ OUT=$ROOT/bench/results/latest.md
 {
     echo "# Benchmark run $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
-    echo "\`bench/run.sh\`: wrk -t1 -c$CONNS -d$DUR, median of $ROUNDS interleaved rounds, one nginx worker each, $(nproc) cores, loopback."
+    echo "\`bench/run.sh\`: wrk -t1 -c$CONNS -d$DUR, median of $ROUNDS interleaved rounds, one nginx worker each, $(nproc) cores, loopback$PINNOTE."
     echo
     echo "| mode | target | req/s | p50 | p99 | vs proxy_pass |"
     echo "|---|---|---:|---:|---:|---:|"
