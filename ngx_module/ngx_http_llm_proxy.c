@@ -700,6 +700,19 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
         return ngx_http_llm_out(ctx, (u_char *) "data: [DONE]\n\n", 14);
     }
 
+    /*
+     * only usage, or content counted for a quota, needs the event parsed:
+     * the rest passes as it came
+     */
+
+    if (!ctx->admitted && !ctx->unenforced
+        && ngx_strlcasestrn(payload, payload + len, (u_char *) "\"usage\"",
+                            sizeof("\"usage\"") - 2)
+           == NULL)
+    {
+        goto forward;
+    }
+
     json = cJSON_ParseWithLength((char *) payload, len);
 
     if (json == NULL) {

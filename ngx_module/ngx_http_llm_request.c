@@ -660,6 +660,10 @@ ngx_http_llm_apply_policy(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
 
     ctx->max_tokens = asked;
 
+    if (!ctx->conf->quota || t == NULL) {
+        return NGX_OK;
+    }
+
     /*
      * Every token of llama-style tokenizers covers at least one byte of
      * text, so bytes bound the prompt's tokens; templates add a few per
