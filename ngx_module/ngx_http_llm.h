@@ -68,7 +68,14 @@ typedef struct {
     ngx_int_t                   max_tokens;     /* cap and default */
     ngx_str_t                   models;         /* "a,b", empty: all */
     ngx_str_t                   default_model;
+    ngx_uint_t                  cache;          /* 0: the location's */
 } ngx_http_llm_tenant_t;
+
+
+/* what a location or tenant lets the response cache keep */
+#define NGX_HTTP_LLM_CACHE_OFF            1
+#define NGX_HTTP_LLM_CACHE_DETERMINISTIC  2
+#define NGX_HTTP_LLM_CACHE_ANY            3
 
 
 typedef struct {
@@ -93,6 +100,13 @@ typedef struct {
     ngx_flag_t                  quota;
     ngx_uint_t                  fail_open;
     ngx_uint_t                  default_max_tokens;
+    ngx_flag_t                  cache;
+    ngx_uint_t                  cache_policy;
+    ngx_uint_t                  cache_shared;
+    ngx_msec_t                  cache_ttl;
+    size_t                      cache_max_entry;
+    ngx_uint_t                  cache_charge;    /* percent of the cost */
+    ngx_msec_t                  cache_lock_timeout;
 } ngx_http_llm_loc_conf_t;
 
 
@@ -123,6 +137,7 @@ typedef enum {
 
 typedef struct ngx_http_llm_redis_cmd_s  ngx_http_llm_redis_cmd_t;
 typedef struct ngx_http_llm_admit_batch_s  ngx_http_llm_admit_batch_t;
+typedef struct ngx_http_llm_cache_asm_s  ngx_http_llm_cache_asm_t;
 
 typedef void (*ngx_http_llm_redis_pt)(redisReply *reply, void *data);
 
@@ -131,9 +146,18 @@ typedef enum {
     NGX_HTTP_LLM_PHASE_AUTH = 0,
     NGX_HTTP_LLM_PHASE_POLICY,
     NGX_HTTP_LLM_PHASE_ADMIT,
+    NGX_HTTP_LLM_PHASE_CACHE,
     NGX_HTTP_LLM_PHASE_PROXY,
     NGX_HTTP_LLM_PHASE_DONE
 } ngx_http_llm_phase_e;
+
+
+typedef enum {
+    NGX_HTTP_LLM_CACHE_NONE = 0,
+    NGX_HTTP_LLM_CACHE_BYPASS,
+    NGX_HTTP_LLM_CACHE_MISS,
+    NGX_HTTP_LLM_CACHE_HIT
+} ngx_http_llm_cache_status_e;
 
 
 typedef struct {
@@ -191,6 +215,18 @@ typedef struct {
 
     ngx_http_llm_sse_t          sse;
 
+    /* response cache */
+    ngx_http_llm_cache_status_e cache_status;
+    ngx_str_t                   cache_key;     /* llm:cache:<s>:{<sha>} */
+    ngx_str_t                   cache_lock;    /* the key, ":lock" */
+    u_char                      cache_token[24];
+    ngx_http_llm_cache_asm_t   *cache_asm;     /* a stream, assembled */
+    ngx_event_t                 cache_timer;   /* a follower's next look */
+    ngx_queue_t                 cache_link;    /* local followers */
+    ngx_msec_t                  cache_since;
+    ngx_msec_t                  cache_poll;
+    int64_t                     cache_cost;    /* the entry's first cost */
+
     /* output to the client: our own buffers, recycled */
     ngx_chain_t                *out;
     ngx_chain_t               **out_last;
@@ -223,6 +259,10 @@ typedef struct {
     unsigned                    admitting:1;     /* admission in flight */
     unsigned                    body_too_large:1;
     unsigned                    settled:1;
+    unsigned                    cache_store:1;   /* may store the answer */
+    unsigned                    cache_leader:1;  /* holds the lock */
+    unsigned                    cache_waiting:1; /* in cache_link */
+    unsigned                    cache_done:1;    /* stored or released */
 } ngx_http_llm_ctx_t;
 
 
@@ -277,6 +317,14 @@ void ngx_http_llm_quota_cancel(ngx_http_llm_ctx_t *ctx);
 int64_t ngx_http_llm_cost(int64_t prompt, int64_t completion,
     ngx_uint_t price_in, ngx_uint_t price_out);
 
+/* ngx_http_llm_cache.c */
+void ngx_http_llm_cache_init(void);
+ngx_int_t ngx_http_llm_cache_lookup(ngx_http_llm_ctx_t *ctx);
+ngx_int_t ngx_http_llm_cache_begin(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_cache_feed(ngx_http_llm_ctx_t *ctx, cJSON *chunk);
+void ngx_http_llm_cache_store(ngx_http_llm_ctx_t *ctx, cJSON *json);
+void ngx_http_llm_cache_cleanup(ngx_http_llm_ctx_t *ctx);
+
 /* ngx_http_llm_request.c */
 ngx_int_t ngx_http_llm_apply_policy(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
@@ -298,6 +346,8 @@ ngx_int_t ngx_http_llm_proxy_start(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_proxy_done(ngx_http_llm_ctx_t *ctx, CURLcode rc);
 void ngx_http_llm_proxy_writer(ngx_http_request_t *r);
 void ngx_http_llm_proxy_cleanup(ngx_http_llm_ctx_t *ctx);
+ngx_int_t ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len);
+ngx_int_t ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last);
 
 /* ngx_http_llm_curl.c */
 ngx_int_t ngx_http_llm_curl_init(ngx_cycle_t *cycle, ngx_uint_t keepalive);

@@ -468,6 +468,15 @@ ngx_http_llm_tenant_parse(ngx_pool_t *pool, ngx_str_t *id,
 
         } else if (ngx_http_llm_field("default_model")) {
             t.default_model = v;
+
+        } else if (ngx_http_llm_field("cache")) {
+            t.cache = (v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0)
+                      ? NGX_HTTP_LLM_CACHE_OFF
+                      : (v.len == 3 && ngx_strncmp(v.data, "any", 3) == 0)
+                      ? NGX_HTTP_LLM_CACHE_ANY
+                      : (v.len == 13
+                         && ngx_strncmp(v.data, "deterministic", 13) == 0)
+                      ? NGX_HTTP_LLM_CACHE_DETERMINISTIC : 0;
         }
 
 #undef ngx_http_llm_field

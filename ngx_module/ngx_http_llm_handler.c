@@ -202,6 +202,24 @@ ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
                 }
             }
 
+            ctx->phase = NGX_HTTP_LLM_PHASE_CACHE;
+            break;
+
+        case NGX_HTTP_LLM_PHASE_CACHE:
+
+            rc = ngx_http_llm_cache_lookup(ctx);
+
+            if (rc == NGX_AGAIN) {
+                return;
+            }
+
+            if (rc != NGX_OK) {
+                ctx->phase = NGX_HTTP_LLM_PHASE_DONE;
+                ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+                ngx_http_run_posted_requests(c);
+                return;
+            }
+
             ctx->phase = NGX_HTTP_LLM_PHASE_PROXY;
             break;
 
@@ -515,6 +533,8 @@ ngx_http_llm_cleanup(void *data)
     }
 
     ngx_http_llm_quota_cancel(ctx);
+
+    ngx_http_llm_cache_cleanup(ctx);
 
     ngx_http_llm_proxy_cleanup(ctx);
 

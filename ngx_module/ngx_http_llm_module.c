@@ -51,6 +51,20 @@ static ngx_conf_enum_t  ngx_http_llm_failure_policies[] = {
 };
 
 
+static ngx_conf_enum_t  ngx_http_llm_cache_policies[] = {
+    { ngx_string("deterministic"), NGX_HTTP_LLM_CACHE_DETERMINISTIC },
+    { ngx_string("any"), NGX_HTTP_LLM_CACHE_ANY },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_llm_cache_scopes[] = {
+    { ngx_string("tenant"), 0 },
+    { ngx_string("shared"), 1 },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t  ngx_http_llm_commands[] = {
 
     { ngx_string("llm_model"),
@@ -172,6 +186,55 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       offsetof(ngx_http_llm_loc_conf_t, stream_buffer),
       NULL },
 
+    { ngx_string("llm_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, cache),
+      NULL },
+
+    { ngx_string("llm_cache_policy"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, cache_policy),
+      &ngx_http_llm_cache_policies },
+
+    { ngx_string("llm_cache_scope"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, cache_shared),
+      &ngx_http_llm_cache_scopes },
+
+    { ngx_string("llm_cache_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, cache_ttl),
+      NULL },
+
+    { ngx_string("llm_cache_max_entry"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, cache_max_entry),
+      NULL },
+
+    { ngx_string("llm_cache_charge"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, cache_charge),
+      NULL },
+
+    { ngx_string("llm_cache_lock_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, cache_lock_timeout),
+      NULL },
+
       ngx_null_command
 };
 
@@ -213,7 +276,8 @@ enum {
     NGX_HTTP_LLM_VAR_UPSTREAM_STATUS,
     NGX_HTTP_LLM_VAR_PROMPT_TOKENS,
     NGX_HTTP_LLM_VAR_COMPLETION_TOKENS,
-    NGX_HTTP_LLM_VAR_TTFB
+    NGX_HTTP_LLM_VAR_TTFB,
+    NGX_HTTP_LLM_VAR_CACHE
 };
 
 
@@ -236,6 +300,9 @@ static ngx_http_variable_t  ngx_http_llm_vars[] = {
 
     { ngx_string("llm_ttfb"), NULL, ngx_http_llm_variable,
       NGX_HTTP_LLM_VAR_TTFB, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_cache_status"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_CACHE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -384,6 +451,19 @@ ngx_http_llm_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
                              ctx->ttfb % 1000) - p;
         return NGX_OK;
 
+    case NGX_HTTP_LLM_VAR_CACHE:
+        if (ctx->cache_status == NGX_HTTP_LLM_CACHE_NONE) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        v->data = (u_char *) (ctx->cache_status == NGX_HTTP_LLM_CACHE_HIT
+                              ? "HIT"
+                              : ctx->cache_status == NGX_HTTP_LLM_CACHE_MISS
+                              ? "MISS" : "BYPASS");
+        v->len = ngx_strlen(v->data);
+        return NGX_OK;
+
     case NGX_HTTP_LLM_VAR_UPSTREAM_STATUS:
         n = ctx->upstream_status ? ctx->upstream_status : -1;
         break;
@@ -478,6 +558,13 @@ ngx_http_llm_create_loc_conf(ngx_conf_t *cf)
     conf->quota = NGX_CONF_UNSET;
     conf->fail_open = NGX_CONF_UNSET_UINT;
     conf->default_max_tokens = NGX_CONF_UNSET_UINT;
+    conf->cache = NGX_CONF_UNSET;
+    conf->cache_policy = NGX_CONF_UNSET_UINT;
+    conf->cache_shared = NGX_CONF_UNSET_UINT;
+    conf->cache_ttl = NGX_CONF_UNSET_MSEC;
+    conf->cache_max_entry = NGX_CONF_UNSET_SIZE;
+    conf->cache_charge = NGX_CONF_UNSET_UINT;
+    conf->cache_lock_timeout = NGX_CONF_UNSET_MSEC;
 
     return conf;
 }
@@ -512,6 +599,36 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->stream_buffer, prev->stream_buffer,
                               64 * 1024);
 
+    ngx_conf_merge_value(conf->cache, prev->cache, 0);
+    ngx_conf_merge_uint_value(conf->cache_policy, prev->cache_policy,
+                              NGX_HTTP_LLM_CACHE_DETERMINISTIC);
+    ngx_conf_merge_uint_value(conf->cache_shared, prev->cache_shared, 0);
+    ngx_conf_merge_msec_value(conf->cache_ttl, prev->cache_ttl, 3600000);
+    ngx_conf_merge_size_value(conf->cache_max_entry, prev->cache_max_entry,
+                              4 * 1024 * 1024);
+    ngx_conf_merge_uint_value(conf->cache_charge, prev->cache_charge, 0);
+    ngx_conf_merge_msec_value(conf->cache_lock_timeout,
+                              prev->cache_lock_timeout, 30000);
+
+    if (conf->cache_ttl == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_cache_ttl\" must be positive");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->cache_charge > 100) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_cache_charge\" is a percentage of the "
+                           "answer's first cost: 0 to 100");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->cache_max_entry < 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_cache_max_entry\" must be at least 1k");
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->stream_buffer < NGX_HTTP_LLM_OUT_BUF_SIZE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"llm_stream_buffer\" must be at least %d",
@@ -525,6 +642,12 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"llm_quota\" needs \"llm_auth on\": quotas "
                            "belong to tenants");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->enable && conf->cache && lmcf->redis == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_cache\" needs \"llm_redis\"");
         return NGX_CONF_ERROR;
     }
 
@@ -1143,6 +1266,8 @@ ngx_http_llm_init_process(ngx_cycle_t *cycle)
     ngx_http_llm_main_conf_t  *lmcf;
 
     ngx_http_llm_timer_conn.fd = (ngx_socket_t) -1;
+
+    ngx_http_llm_cache_init();
 
     /* the cache manager and loader serve no requests */
 

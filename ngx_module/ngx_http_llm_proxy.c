@@ -28,10 +28,6 @@ static ngx_int_t ngx_http_llm_proxy_tee(ngx_http_llm_ctx_t *ctx, u_char *p,
     size_t len);
 static void ngx_http_llm_proxy_usage(ngx_http_llm_ctx_t *ctx, cJSON *json);
 static void ngx_http_llm_proxy_timeout(ngx_event_t *ev);
-static ngx_int_t ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p,
-    size_t len);
-static ngx_int_t ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx,
-    ngx_uint_t last);
 static size_t ngx_http_llm_out_pending(ngx_http_llm_ctx_t *ctx);
 static ngx_str_t *ngx_http_llm_header_value(ngx_pool_t *pool, char *buf,
     size_t len, const char *name, ngx_str_t *dst);
@@ -44,7 +40,9 @@ ngx_http_llm_proxy_start(ngx_http_llm_ctx_t *ctx)
 
     r = ctx->request;
 
-    if (ngx_http_llm_proxy_body(ctx) != NGX_OK) {
+    if (ngx_http_llm_proxy_body(ctx) != NGX_OK
+        || ngx_http_llm_cache_begin(ctx) != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -437,8 +435,12 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
         if (json) {
             ngx_http_llm_proxy_usage(ctx,
                           cJSON_GetObjectItemCaseSensitive(json, "usage"));
+            ngx_http_llm_cache_store(ctx, json);
             cJSON_Delete(json);
         }
+
+    } else if (ctx->sse_mode && ctx->done_seen) {
+        ngx_http_llm_cache_store(ctx, NULL);
     }
 
     rv = ngx_http_llm_out_flush(ctx, 1);
@@ -705,7 +707,7 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
      * the rest passes as it came
      */
 
-    if (!ctx->admitted && !ctx->unenforced
+    if (!ctx->admitted && !ctx->unenforced && ctx->cache_asm == NULL
         && ngx_strlcasestrn(payload, payload + len, (u_char *) "\"usage\"",
                             sizeof("\"usage\"") - 2)
            == NULL)
@@ -718,6 +720,8 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
     if (json == NULL) {
         goto forward;
     }
+
+    ngx_http_llm_cache_feed(ctx, json);
 
     /* without usage at the end, an aborted stream is charged by these */
 
@@ -941,7 +945,7 @@ ngx_http_llm_proxy_writer(ngx_http_request_t *r)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
 {
     size_t               n;
@@ -995,7 +999,7 @@ ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last)
 {
     ngx_int_t            rc;

@@ -629,8 +629,8 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
     u_char                  *p, *last;
     size_t                   size;
     int64_t                  prompt, completion, cost;
-    ngx_str_t                f[7], *t;
-    ngx_uint_t               i;
+    ngx_str_t                f[7], *t, empty;
+    ngx_uint_t               i, hit;
     ngx_http_llm_record_t   *rec;
     ngx_http_llm_backend_t  *b;
     u_char                   buf[1024];
@@ -639,9 +639,24 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
         return;
     }
 
+    hit = (ctx->cache_status == NGX_HTTP_LLM_CACHE_HIT);
+    ngx_str_null(&empty);
+
     b = ctx->backend;
 
-    if (b == NULL || !ctx->first_byte) {
+    if (ctx->cache_status == NGX_HTTP_LLM_CACHE_HIT) {
+        /*
+         * a hit costs the location's share of what the answer first
+         * cost, and no backend capacity: its tokens are not in the TPM
+         */
+
+        prompt = ngx_max(ctx->prompt_tokens, 0);
+        completion = ngx_max(ctx->completion_tokens, 0);
+        cost = (ctx->cache_cost * (int64_t) ctx->conf->cache_charge + 99)
+               / 100;
+        b = NULL;
+
+    } else if (b == NULL || !ctx->first_byte) {
         /* no backend produced anything: nothing was spent */
         prompt = 0;
         completion = 0;
@@ -673,13 +688,15 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
     f[i].len = p - f[i].data
 
     ngx_http_llm_field(0, "%V", &ctx->request_id);
-    ngx_http_llm_field(1, "%L", prompt + completion);
+    ngx_http_llm_field(1, "%L", hit ? 0 : prompt + completion);
     ngx_http_llm_field(2, "%L", cost);
-    ngx_http_llm_field(3, "%V|%V", &ctx->model->name,
-                       b ? &b->name : &ctx->model->name);
+    ngx_http_llm_field(3, "%V|%s%V", &ctx->model->name,
+                       hit ? "cache" : "",
+                       b ? &b->name : hit ? &empty : &ctx->model->name);
     ngx_http_llm_field(4, "%L", prompt);
     ngx_http_llm_field(5, "%L", completion);
-    ngx_http_llm_field(6, "%s", ctx->admitted ? "m" : "u");
+    ngx_http_llm_field(6, "%s%s", ctx->admitted ? "m" : "u",
+                       hit ? "c" : "");
 
 #undef ngx_http_llm_field
 

@@ -9,7 +9,8 @@
 -- KEYS[6] llm:{t}:inflight
 -- ARGV: usage_ttl, n, then n times: id, used_tokens, cost,
 --       record_prefix ("<model>|<backend>"), prompt, completion,
---       mode ("m": admitted by admit.lua, "u": served unmetered)
+--       mode ("m": admitted by admit.lua, "u": served unmetered; a "c"
+--       after it: answered from the response cache)
 --
 -- A metered request's reservation is read from the in-flight record
 -- admit.lua wrote, so a request whose admission was refused or never ran
@@ -24,8 +25,9 @@ for i = 0, n - 1 do
     local r = { id = ARGV[b], utok = tonumber(ARGV[b + 1]),
                 cost = tonumber(ARGV[b + 2]), prefix = ARGV[b + 3],
                 prompt = tonumber(ARGV[b + 4]),
-                completion = tonumber(ARGV[b + 5]), rtok = 0, rcost = 0 }
-    if ARGV[b + 6] == 'u' then
+                completion = tonumber(ARGV[b + 5]), rtok = 0, rcost = 0,
+                cached = string.sub(ARGV[b + 6], 2, 2) == 'c' }
+    if string.sub(ARGV[b + 6], 1, 1) == 'u' then
         unmetered[#unmetered + 1] = r
     else
         metered[#metered + 1] = r
@@ -99,13 +101,16 @@ for _, r in ipairs(valid) do
     cost = cost + r.cost
     local u = rec[r.prefix]
     if not u then
-        u = { 0, 0, 0, 0 }
+        u = { 0, 0, 0, 0, 0 }
         rec[r.prefix] = u
     end
     u[1] = u[1] + 1
     u[2] = u[2] + r.prompt
     u[3] = u[3] + r.completion
     u[4] = u[4] + r.cost
+    if r.cached then
+        u[5] = u[5] + 1
+    end
 end
 
 for _, k in ipairs({ KEYS[2], KEYS[3] }) do
@@ -121,6 +126,9 @@ for prefix, u in pairs(rec) do
     redis.call('HINCRBY', KEYS[4], p .. 'prompt_tokens', u[2])
     redis.call('HINCRBY', KEYS[4], p .. 'completion_tokens', u[3])
     redis.call('HINCRBY', KEYS[4], p .. 'cost_micro_usd', u[4])
+    if u[5] > 0 then
+        redis.call('HINCRBY', KEYS[4], p .. 'cached', u[5])
+    end
 end
 redis.call('EXPIRE', KEYS[4], tonumber(ARGV[1]))
 

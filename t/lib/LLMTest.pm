@@ -190,7 +190,8 @@ http {
     scgi_temp_path $prefix/tmp/scgi;
     log_format llm '\$request \$status model=\$llm_model backend=\$llm_backend '
                    'ustatus=\$llm_upstream_status ptok=\$llm_prompt_tokens '
-                   'ctok=\$llm_completion_tokens ttfb=\$llm_ttfb';
+                   'ctok=\$llm_completion_tokens ttfb=\$llm_ttfb '
+                   'cache=\$llm_cache_status';
     access_log $prefix/logs/access.log llm;
     $o{http}
     server {

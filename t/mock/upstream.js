@@ -7,7 +7,8 @@
 // Behaviour comes from the URL prefix (/s503, /s429, /slow, /stall, ...)
 // and, per request, from a last user message "MOCK:{json}" with the knobs:
 //   status, retry_after, latency_ms, tokens, pace_ms, size, chunk,
-//   disconnect_after, stall_after, echo, content_type
+//   disconnect_after, stall_after, echo, content_type,
+//   fail_first (a name: the first request naming it gets a 500)
 // GET /_stats returns counters; POST /_reset zeroes them.
 'use strict';
 
@@ -19,6 +20,7 @@ for (let i = 2; i < process.argv.length; i++) {
 }
 
 const stats = {};
+const failed = new Set();
 let resetGen = 0;
 function resetStats() {
     resetGen++;
@@ -45,6 +47,10 @@ function knobs(url, body) {
     const last = msgs.length ? msgs[msgs.length - 1] : null;
     if (last && typeof last.content === 'string' && last.content.startsWith('MOCK:')) {
         try { Object.assign(k, JSON.parse(last.content.slice(5))); } catch (e) { /* plain text */ }
+    }
+    if (k.fail_first !== undefined && !failed.has(k.fail_first)) {
+        failed.add(k.fail_first);
+        k.status = 500;
     }
     if (typeof body?.max_tokens === 'number' && k.tokens > body.max_tokens) {
         k.tokens = body.max_tokens;
