@@ -254,6 +254,7 @@ http {
             llm_gateway;
             llm_auth on;
             llm_quota on;
+            llm_cache on;
         }
     }
 }

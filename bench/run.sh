@@ -5,6 +5,11 @@
 #   proxy       wrk -> nginx proxy_pass (keepalive upstream) -> upstream
 #   gateway     wrk -> nginx + this module -> upstream
 #   gateway+q   the same with API-key auth and quotas on (Redis)
+#   cache-hit   the gateway with auth and the response cache on, every
+#               request a hit (the entry is primed first): no upstream,
+#               one Redis GET per request
+#   cache-local the same on a gateway with llm_cache_local: hits from the
+#               worker's copy, no Redis round trip
 # Each server runs one worker process.  Results: bench/results/latest.md
 set -euo pipefail
 
@@ -32,7 +37,7 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
     || perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(LocalAddr=>"127.0.0.1:0",Listen=>1)->sockport'; }
 
-UP=$(port); PROXY=$(port); GW=$(port); RPORT=$(port)
+UP=$(port); PROXY=$(port); GW=$(port); RPORT=$(port); GWL=$(port)
 SRV=""; CLI=""; PINNOTE=""
 if [[ $PIN == 1 ]]; then
     SRV="taskset -c 0"; CLI="taskset -c 1"
@@ -45,6 +50,7 @@ SSE=""
 for w in Hello! How can I help you today; do
     SSE+="data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"bench\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"$w \"},\"finish_reason\":null}]}\n\n"
 done
+SSE+="data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"bench\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
 SSE+="data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"bench\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":7,\"total_tokens\":19}}\n\ndata: [DONE]\n\n"
 
 conf() {   # name body
@@ -92,6 +98,14 @@ llm_model bench-sse { backend http://127.0.0.1:$UP/sse/v1 price=0.60/0.60; }
 server { listen 127.0.0.1:$GW;
     location /v1/ { llm_gateway; }
     location /q/v1/ { llm_gateway; llm_auth on; llm_quota on; }
+    location /c/v1/ { llm_gateway; llm_auth on; llm_cache on; }
+}" "load_module $MODULE;"
+conf gateway-local "llm_redis 127.0.0.1:$RPORT;
+llm_cache_local 64m;
+llm_model bench-json { backend http://127.0.0.1:$UP/json/v1 price=0.60/0.60; }
+llm_model bench-sse { backend http://127.0.0.1:$UP/sse/v1 price=0.60/0.60; }
+server { listen 127.0.0.1:$GWL;
+    location /c/v1/ { llm_gateway; llm_auth on; llm_cache on; }
 }" "load_module $MODULE;"
 sleep 0.5
 
@@ -100,7 +114,7 @@ lua() {   # model stream
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $KEY"
-wrk.body = '{"model":"$1","stream":$2,"max_tokens":16,"messages":[{"role":"user","content":"Hello there, how are you?"}]}'
+wrk.body = '{"model":"$1","stream":$2,"max_tokens":16,"temperature":0,"messages":[{"role":"user","content":"Hello there, how are you?"}]}'
 EOL
     echo "$W/$1-$2.lua"
 }
@@ -122,6 +136,10 @@ once() {   # url lua -> "rps p50 p99"
 for mode in json sse; do
     stream=false; [[ $mode == sse ]] && stream=true
     L=$(lua "bench-$mode" $stream)
+    # the entry the cache-hit target replays
+    curl -s -o /dev/null -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+        -d "$(sed -n "s/^wrk.body = '\(.*\)'$/\1/p" "$L")" "http://127.0.0.1:$GW/c/v1/chat/completions"
+    sleep 0.2
     echo "== $mode (stream: $stream), wrk -t1 -c$CONNS -d$DUR, median of $ROUNDS rounds" >&2
     declare -A runs=()
     for ((round = 0; round < ROUNDS; round++)); do
@@ -129,8 +147,10 @@ for mode in json sse; do
         runs[proxy]+="$(once "http://127.0.0.1:$PROXY/$mode/v1/chat/completions" "$L")"$'\n'
         runs[gateway]+="$(once "http://127.0.0.1:$GW/v1/chat/completions" "$L")"$'\n'
         runs[gateway+quota]+="$(once "http://127.0.0.1:$GW/q/v1/chat/completions" "$L")"$'\n'
+        runs[cache-hit]+="$(once "http://127.0.0.1:$GW/c/v1/chat/completions" "$L")"$'\n'
+        runs[cache-local]+="$(once "http://127.0.0.1:$GWL/c/v1/chat/completions" "$L")"$'\n'
     done
-    for t in direct proxy gateway gateway+quota; do
+    for t in direct proxy gateway gateway+quota cache-hit cache-local; do
         read -r r a b < <(sort -n <<<"${runs[$t]}" | grep . | awk -v m=$(((ROUNDS + 1) / 2)) 'NR == m')
         RPS[$t-$mode]=$r; P50[$t-$mode]=$a; P99[$t-$mode]=$b
         printf '  %-22s %10s req/s  p50 %-8s p99 %-8s  (rounds: %s)\n' "$t-$mode" "$r" "$a" "$b" \
@@ -155,7 +175,7 @@ OUT=$ROOT/bench/results/latest.md
     echo "| mode | target | req/s | p50 | p99 | vs proxy_pass |"
     echo "|---|---|---:|---:|---:|---:|"
     for mode in json sse; do
-        for t in direct proxy gateway gateway+quota; do
+        for t in direct proxy gateway gateway+quota cache-hit cache-local; do
             k=$t-$mode
             echo "| $mode | $t | ${RPS[$k]} | ${P50[$k]} | ${P99[$k]} | $(ratio "${RPS[$k]}" "${RPS[proxy-$mode]}") |"
         done

@@ -84,6 +84,8 @@ typedef struct {
     ngx_http_llm_redis_conf_t  *redis;
     ngx_array_t                 keys;       /* ngx_http_llm_key_t */
     ngx_msec_t                  auth_cache_ttl;
+    size_t                      cache_local;     /* bytes per worker */
+    ngx_msec_t                  cache_local_ttl;
 } ngx_http_llm_main_conf_t;
 
 
@@ -325,6 +327,13 @@ void ngx_http_llm_cache_feed(ngx_http_llm_ctx_t *ctx, cJSON *chunk);
 void ngx_http_llm_cache_store(ngx_http_llm_ctx_t *ctx, cJSON *json);
 void ngx_http_llm_cache_cleanup(ngx_http_llm_ctx_t *ctx);
 
+/* ngx_http_llm_cache_local.c */
+void ngx_http_llm_cache_local_init(size_t max, ngx_msec_t ttl);
+void ngx_http_llm_cache_local_exit(void);
+u_char *ngx_http_llm_cache_local_get(ngx_str_t *key, size_t *len);
+void ngx_http_llm_cache_local_put(ngx_str_t *key, u_char *data, size_t len,
+    ngx_msec_t ttl);
+
 /* ngx_http_llm_request.c */
 ngx_int_t ngx_http_llm_apply_policy(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
@@ -348,6 +357,8 @@ void ngx_http_llm_proxy_writer(ngx_http_request_t *r);
 void ngx_http_llm_proxy_cleanup(ngx_http_llm_ctx_t *ctx);
 ngx_int_t ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len);
 ngx_int_t ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last);
+ngx_int_t ngx_http_llm_grow(u_char **buf, size_t *size, size_t len,
+    size_t need, size_t max);
 
 /* ngx_http_llm_curl.c */
 ngx_int_t ngx_http_llm_curl_init(ngx_cycle_t *cycle, ngx_uint_t keepalive);

@@ -40,6 +40,7 @@ typedef struct {
 struct ngx_http_llm_cache_asm_s {
     cJSON                      *model;
     cJSON                      *fingerprint;
+    cJSON                      *usage;      /* the backend's, as it was */
     size_t                      size;
     ngx_uint_t                  n;
     unsigned                    broken:1;
@@ -113,14 +114,18 @@ ngx_http_llm_cache_init(void)
 /*
  * The cache phase.  NGX_OK: go to the backend (ctx->cache_status says
  * why); NGX_AGAIN: a Redis reply or a leader is awaited, and the request
- * resumes through ngx_http_llm_run().
+ * resumes through ngx_http_llm_run(); NGX_DONE: answered from this
+ * worker's copy.
  */
 
 ngx_int_t
 ngx_http_llm_cache_lookup(ngx_http_llm_ctx_t *ctx)
 {
-    ngx_uint_t           no_cache;
-    ngx_http_request_t  *r;
+    u_char                      *p;
+    size_t                       len;
+    ngx_uint_t                   no_cache;
+    ngx_http_request_t          *r;
+    ngx_http_llm_cache_entry_t   e;
 
     r = ctx->request;
 
@@ -144,6 +149,13 @@ ngx_http_llm_cache_lookup(ngx_http_llm_ctx_t *ctx)
     if (no_cache) {
         ngx_http_llm_cache_go(ctx, NGX_HTTP_LLM_CACHE_BYPASS);
         return NGX_OK;
+    }
+
+    p = ngx_http_llm_cache_local_get(&ctx->cache_key, &len);
+
+    if (p && ngx_http_llm_cache_parse(p, len, &e) == NGX_OK) {
+        ngx_http_llm_cache_hit(ctx, &e);
+        return NGX_DONE;
     }
 
     if (ngx_http_llm_cache_get(ctx) != NGX_OK) {
@@ -439,6 +451,8 @@ ngx_http_llm_cache_get_reply(redisReply *reply, void *data)
         && ngx_http_llm_cache_parse((u_char *) reply->str, reply->len, &e)
            == NGX_OK)
     {
+        ngx_http_llm_cache_local_put(&ctx->cache_key, (u_char *) reply->str,
+                                     reply->len, 0);
         ngx_http_llm_cache_hit(ctx, &e);
         return;
     }
@@ -520,6 +534,8 @@ ngx_http_llm_cache_lock_reply(redisReply *reply, void *data)
             && ngx_http_llm_cache_parse((u_char *) e->str, e->len, &entry)
                == NGX_OK)
         {
+            ngx_http_llm_cache_local_put(&ctx->cache_key, (u_char *) e->str,
+                                         e->len, 0);
             ngx_http_llm_cache_hit(ctx, &entry);
             return;
         }
@@ -1194,6 +1210,16 @@ ngx_http_llm_cache_feed(ngx_http_llm_ctx_t *ctx, cJSON *chunk)
         }
     }
 
+    item = cJSON_GetObjectItemCaseSensitive(chunk, "usage");
+
+    if (cJSON_IsObject(item)) {
+        if (a->usage) {
+            cJSON_Delete(a->usage);
+        }
+
+        a->usage = cJSON_Duplicate(item, 1);
+    }
+
     choices = cJSON_GetObjectItemCaseSensitive(chunk, "choices");
 
     cJSON_ArrayForEach(ch, choices) {
@@ -1244,7 +1270,6 @@ static ngx_int_t
 ngx_http_llm_cache_append(ngx_http_llm_cache_asm_t *a,
     ngx_http_llm_cache_choice_t *ch, const char *s)
 {
-    u_char  *nb;
     size_t   len, need;
 
     len = ngx_strlen(s);
@@ -1255,21 +1280,11 @@ ngx_http_llm_cache_append(ngx_http_llm_cache_asm_t *a,
 
     need = ch->len + len + 1;
 
-    if (need > ch->size) {
-        need = ngx_max(need, ngx_max(ch->size * 2, 256));
-
-        nb = ngx_alloc(need, ngx_cycle->log);
-        if (nb == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (ch->content) {
-            ngx_memcpy(nb, ch->content, ch->len);
-            ngx_free(ch->content);
-        }
-
-        ch->content = nb;
-        ch->size = need;
+    if (ngx_http_llm_grow(&ch->content, &ch->size, ch->len, need,
+                          (size_t) -1)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     ngx_memcpy(ch->content + ch->len, s, len);
@@ -1433,7 +1448,10 @@ ngx_http_llm_cache_assemble(ngx_http_llm_ctx_t *ctx)
                               cJSON_Duplicate(c->finish, 0));
     }
 
-    if (ctx->prompt_tokens >= 0 && ctx->completion_tokens >= 0) {
+    if (a->usage) {
+        cJSON_AddItemToObject(doc, "usage", cJSON_Duplicate(a->usage, 1));
+
+    } else if (ctx->prompt_tokens >= 0 && ctx->completion_tokens >= 0) {
         usage = cJSON_AddObjectToObject(doc, "usage");
 
         if (usage) {
@@ -1576,6 +1594,11 @@ ngx_http_llm_cache_done(ngx_http_llm_ctx_t *ctx, u_char *entry, size_t len)
 
     ctx->cache_done = 1;
 
+    if (entry) {
+        ngx_http_llm_cache_local_put(&ctx->cache_key, entry, len,
+                                     ctx->conf->cache_ttl);
+    }
+
     if (!ctx->cache_leader) {
         if (entry == NULL) {
             return;
@@ -1667,6 +1690,10 @@ ngx_http_llm_cache_asm_free(ngx_http_llm_cache_asm_t *a)
 
     if (a->fingerprint) {
         cJSON_Delete(a->fingerprint);
+    }
+
+    if (a->usage) {
+        cJSON_Delete(a->usage);
     }
 
     ngx_free(a);

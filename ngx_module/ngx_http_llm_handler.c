@@ -209,7 +209,7 @@ ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
 
             rc = ngx_http_llm_cache_lookup(ctx);
 
-            if (rc == NGX_AGAIN) {
+            if (rc == NGX_AGAIN || rc == NGX_DONE) {
                 return;
             }
 

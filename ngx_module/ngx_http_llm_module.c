@@ -34,6 +34,8 @@ static char *ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_llm_api_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_llm_set_enum(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_llm_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_llm_init_process(ngx_cycle_t *cycle);
 static void ngx_http_llm_exit_process(ngx_cycle_t *cycle);
@@ -102,6 +104,20 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       offsetof(ngx_http_llm_main_conf_t, auth_cache_ttl),
       NULL },
 
+    { ngx_string("llm_cache_local"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_llm_main_conf_t, cache_local),
+      NULL },
+
+    { ngx_string("llm_cache_local_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_llm_main_conf_t, cache_local_ttl),
+      NULL },
+
     { ngx_string("llm_auth"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -118,7 +134,7 @@ static ngx_command_t  ngx_http_llm_commands[] = {
 
     { ngx_string("llm_redis_failure"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_llm_set_enum,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_llm_loc_conf_t, fail_open),
       &ngx_http_llm_failure_policies },
@@ -195,14 +211,14 @@ static ngx_command_t  ngx_http_llm_commands[] = {
 
     { ngx_string("llm_cache_policy"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_llm_set_enum,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_llm_loc_conf_t, cache_policy),
       &ngx_http_llm_cache_policies },
 
     { ngx_string("llm_cache_scope"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_llm_set_enum,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_llm_loc_conf_t, cache_shared),
       &ngx_http_llm_cache_scopes },
@@ -519,6 +535,8 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
 
     lmcf->keepalive = NGX_CONF_UNSET_UINT;
     lmcf->auth_cache_ttl = NGX_CONF_UNSET_MSEC;
+    lmcf->cache_local = NGX_CONF_UNSET_SIZE;
+    lmcf->cache_local_ttl = NGX_CONF_UNSET_MSEC;
 
     return lmcf;
 }
@@ -531,6 +549,8 @@ ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(lmcf->keepalive, 64);
     ngx_conf_init_msec_value(lmcf->auth_cache_ttl, 10000);
+    ngx_conf_init_size_value(lmcf->cache_local, 0);
+    ngx_conf_init_msec_value(lmcf->cache_local_ttl, 1000);
 
     return NGX_CONF_OK;
 }
@@ -1283,6 +1303,8 @@ ngx_http_llm_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_http_llm_cache_local_init(lmcf->cache_local, lmcf->cache_local_ttl);
+
     if (lmcf->redis
         && ngx_http_llm_redis_init(cycle, lmcf->redis) != NGX_OK)
     {
@@ -1300,4 +1322,52 @@ ngx_http_llm_exit_process(ngx_cycle_t *cycle)
     ngx_http_llm_quota_exit();
     ngx_http_llm_curl_exit(cycle);
     ngx_http_llm_auth_exit();
+    ngx_http_llm_cache_local_exit();
+}
+
+
+/* ngx_conf_set_enum_slot(), with a message that names the directive */
+
+static char *
+ngx_http_llm_set_enum(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    u_char           *list, *last, *q;
+    ngx_str_t        *value;
+    ngx_uint_t       *np, i;
+    ngx_conf_enum_t  *e;
+    u_char            buf[128];
+
+    np = (ngx_uint_t *) (p + cmd->offset);
+
+    if (*np != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    e = cmd->post;
+
+    for (i = 0; e[i].name.len != 0; i++) {
+        if (e[i].name.len == value[1].len
+            && ngx_strcasecmp(e[i].name.data, value[1].data) == 0)
+        {
+            *np = e[i].value;
+            return NGX_CONF_OK;
+        }
+    }
+
+    list = buf;
+    last = buf + sizeof(buf);
+    q = list;
+
+    for (i = 0; e[i].name.len != 0; i++) {
+        q = ngx_slprintf(q, last, "%s\"%V\"", i ? ", " : "", &e[i].name);
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\" in \"%V\", expected %*s",
+                       &value[1], &cmd->name, q - list, list);
+
+    return NGX_CONF_ERROR;
 }

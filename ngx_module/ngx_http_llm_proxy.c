@@ -817,7 +817,6 @@ ngx_http_llm_proxy_usage(ngx_http_llm_ctx_t *ctx, cJSON *usage)
 static ngx_int_t
 ngx_http_llm_proxy_tee(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
 {
-    u_char  *nb;
     size_t   need;
 
     if (ctx->body_truncated) {
@@ -834,22 +833,11 @@ ngx_http_llm_proxy_tee(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
         return NGX_OK;
     }
 
-    if (need > ctx->body_size) {
-        need = ngx_max(need, ngx_max(ctx->body_size * 2, 4096));
-        need = ngx_min(need, ctx->conf->max_response_body);
-
-        nb = ngx_alloc(need, ctx->request->connection->log);
-        if (nb == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (ctx->body) {
-            ngx_memcpy(nb, ctx->body, ctx->body_len);
-            ngx_free(ctx->body);
-        }
-
-        ctx->body = nb;
-        ctx->body_size = need;
+    if (ngx_http_llm_grow(&ctx->body, &ctx->body_size, ctx->body_len, need,
+                          ctx->conf->max_response_body)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     ngx_memcpy(ctx->body + ctx->body_len, p, len);
@@ -1109,4 +1097,39 @@ ngx_http_llm_header_value(ngx_pool_t *pool, char *buf, size_t len,
     ngx_cpystrn(dst->data, p, dst->len + 1);
 
     return dst;
+}
+
+
+/*
+ * Makes room for need bytes in a malloc()ed buffer holding len, at least
+ * doubling it, never beyond max.
+ */
+
+ngx_int_t
+ngx_http_llm_grow(u_char **buf, size_t *size, size_t len, size_t need,
+    size_t max)
+{
+    u_char  *nb;
+
+    if (need <= *size) {
+        return NGX_OK;
+    }
+
+    need = ngx_max(need, ngx_max(*size * 2, 256));
+    need = ngx_min(need, max);
+
+    nb = ngx_alloc(need, ngx_cycle->log);
+    if (nb == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (*buf) {
+        ngx_memcpy(nb, *buf, len);
+        ngx_free(*buf);
+    }
+
+    *buf = nb;
+    *size = need;
+
+    return NGX_OK;
 }

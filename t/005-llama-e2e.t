@@ -12,9 +12,12 @@ plan skip_all => 'LLAMA_SERVER and LLM_MODEL_SMALL unset (./config.sh test sets 
 
 my $t = LLMTest->new;
 my $small = $t->start_llama($ENV{LLM_MODEL_SMALL}, 'tiny-8x7b');
+my $rp = $t->start_redis;
 my $gw = $t->start_nginx(
-    http => "llm_model mixtral-8x7b { backend http://127.0.0.1:$small/v1 model=tiny-8x7b; }",
-    server => 'location /v1/ { llm_gateway; }',
+    http => "llm_redis 127.0.0.1:$rp;
+             llm_model mixtral-8x7b { backend http://127.0.0.1:$small/v1 model=tiny-8x7b; }",
+    server => 'location /v1/ { llm_gateway; }
+               location /c/v1/ { llm_gateway; llm_cache on; llm_cache_policy any; }',
 );
 my %json = ('Content-Type' => 'application/json');
 
@@ -41,10 +44,28 @@ ok(!(grep { /"usage"/ } @ev), 'usage chunk hidden from a client that did not ask
 ok(wait_until(sub { $t->access_log($gw) =~ /ptok=\d+ ctok=[1-6] / }, 5),
     'the gateway read usage from the stream');
 
+# the cache in front of a real worker: a stream stored, then replayed
+my $cbody = LLMTest::chat_body(content => 'Tell me about caches', max_tokens => 12,
+    temperature => 0, stream => JSON::PP::true);
+my ($st1, $h1, $b1) = http_request($gw, 'POST', '/c/v1/chat/completions', \%json, $cbody);
+is($h1->{'x-llm-cache'}, 'MISS', 'llama stream: MISS');
+my ($st2, $h2, $b2) = http_request($gw, 'POST', '/c/v1/chat/completions', \%json, $cbody);
+is($h2->{'x-llm-cache'}, 'HIT', 'llama stream: HIT');
+my $text = sub {
+    join '', map { my $c = json_of($_); $c ? map { $_->{delta}{content} // '' } @{ $c->{choices} || [] } : () }
+        sse_events($_[0]);
+};
+ok(length($text->($b1)) > 0, 'llama generated text');
+is($text->($b2), $text->($b1), 'the replay is the generated text');
+my ($st3, $h3, $b3) = http_request($gw, 'POST', '/c/v1/chat/completions', \%json,
+    LLMTest::chat_body(content => 'Tell me about caches', max_tokens => 12, temperature => 0));
+is($h3->{'x-llm-cache'}, 'HIT', 'llama stream stored, asked as JSON: HIT');
+is(json_of($b3)->{choices}[0]{message}{content}, $text->($b1), 'same text as JSON');
+
 # the official SDK
 SKIP: {
     my $node_path = $ENV{NODE_PATH} // "$LLMTest::ROOT/node_modules";
-    skip 'openai npm package not installed', 8 unless -d "$node_path/openai";
+    skip 'openai npm package not installed', 13 unless -d "$node_path/openai";
     my $out = `NODE_PATH=$node_path node $FindBin::Bin/e2e/openai_client.js http://127.0.0.1:$gw/v1 sk-unused mixtral-8x7b 2>&1`;
     my $r = json_of((split /\n/, $out)[-1] // '');
     ok($r && !$r->{fatal}, 'openai SDK ran') or diag($out);
@@ -55,6 +76,17 @@ SKIP: {
     ok($r->{stream}{finish}, 'SDK stream finish_reason');
     is($r->{error}{status}, 404, 'SDK sees the 404 for an unknown model');
     is($r->{error}{code}, 'model_not_found', 'SDK parses the error code');
+
+    # twice through the cache: the second run reads replays
+    my @runs = map {
+        my $o = `NODE_PATH=$node_path node $FindBin::Bin/e2e/openai_client.js http://127.0.0.1:$gw/c/v1 sk-unused mixtral-8x7b 2>&1`;
+        json_of((split /\n/, $o)[-1] // '') // { fatal => $o };
+    } 1 .. 2;
+    ok(!$runs[1]{fatal}, 'SDK on cache replays ran') or diag(explain($runs[1]));
+    is($runs[1]{plain}{content}, $runs[0]{plain}{content}, 'SDK: cached JSON content');
+    is($runs[1]{stream}{content}, $runs[0]{stream}{content}, 'SDK: replayed stream content');
+    is_deeply($runs[1]{stream}{usage}, $runs[0]{stream}{usage}, 'SDK: replayed usage chunk');
+    is($runs[1]{stream}{finish}, $runs[0]{stream}{finish}, 'SDK: replayed finish_reason');
 }
 
 $t->cleanup;

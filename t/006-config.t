@@ -38,8 +38,15 @@ for my $case (
     ['location /v1/ { llm_gateway; llm_auth on; }', qr/"llm_auth" needs "llm_redis" or "llm_api_key"/],
     ['location /v1/ { llm_gateway; llm_stream_buffer 1k; }', qr/"llm_stream_buffer" must be at least/],
     ['location /v1/ { llm_gateway; llm_gateway; }', qr/"llm_gateway" directive is duplicate/],
-    ['location /v1/ { llm_gateway; llm_redis_failure sometimes; }', qr/invalid value "sometimes"/],
+    ['location /v1/ { llm_gateway; llm_redis_failure sometimes; }', qr/invalid value "sometimes" in "llm_redis_failure", expected "closed", "open"/],
     ['location /v1/ { llm_gateway; llm_default_max_tokens 0; }', qr/"llm_default_max_tokens" must be positive/],
+    ['location /v1/ { llm_gateway; llm_cache on; }', qr/"llm_cache" needs "llm_redis"/],
+    ['location /v1/ { llm_gateway; llm_cache_charge 101; }', qr/"llm_cache_charge" is a percentage/],
+    ['location /v1/ { llm_gateway; llm_cache_policy sometimes; }', qr/invalid value "sometimes" in "llm_cache_policy"/],
+    ['location /v1/ { llm_gateway; llm_cache_scope global; }', qr/invalid value "global" in "llm_cache_scope"/],
+    ['location /v1/ { llm_gateway; llm_cache_ttl 0; }', qr/"llm_cache_ttl" must be positive/],
+    ['location /v1/ { llm_gateway; llm_cache_max_entry 10; }', qr/"llm_cache_max_entry" must be at least 1k/],
+    ['location /v1/ { llm_gateway; llm_cache_local 1m; }', qr/"llm_cache_local" directive is not allowed here/],
 ) {
     my ($server, $re) = @$case;
     my ($failed, $out) = $t->start_nginx(http => $m, server => $server, expect_fail => 1);
@@ -49,7 +56,10 @@ for my $case (
 
 my ($failed, $out) = $t->start_nginx(http => "$m llm_redis unix:/tmp/x.sock password=p db=2 timeout=100ms;
     llm_api_key " . ('a' x 64) . " t;",
-    server => 'location /v1/ { llm_gateway; llm_auth on; llm_quota on; llm_redis_failure open; }',
+    server => 'location /v1/ { llm_gateway; llm_auth on; llm_quota on; llm_redis_failure open;
+                               llm_cache on; llm_cache_policy any; llm_cache_scope shared;
+                               llm_cache_ttl 10m; llm_cache_max_entry 8m; llm_cache_charge 25;
+                               llm_cache_lock_timeout 0; }',
     expect_fail => 1);
 ok(!$failed, 'a full valid configuration passes nginx -t') or diag($out);
 
