@@ -10,6 +10,8 @@
 #   ./config.sh stop      stop what run started
 #   ./config.sh test      run the whole test suite (plain, then sanitizers)
 #   ./config.sh bench     run the benchmarks in bench/
+#   ./config.sh route-eval [args]  the router's offline evaluation on
+#                         bench/routing/prompts.tsv (bench/route-eval.c)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -234,19 +236,25 @@ http {
     log_format llm '\$remote_addr [\$time_local] "\$request" \$status \$body_bytes_sent '
                    'model=\$llm_model backend=\$llm_backend ustatus=\$llm_upstream_status '
                    'ptok=\$llm_prompt_tokens ctok=\$llm_completion_tokens '
-                   'ttfb=\$llm_ttfb rt=\$request_time';
+                   'ttfb=\$llm_ttfb cache=\$llm_cache_status '
+                   'route=\$llm_route score=\$llm_route_score rt=\$request_time';
     access_log $STATE/logs/access.log llm;
 
     llm_redis 127.0.0.1:$rport;
 
     llm_model mixtral-8x7b {
         context_window 32768;
-        backend http://127.0.0.1:8091/v1 model=tiny-8x7b price=0.60/0.60;
+        alias mistralai/Mixtral-8x7B-Instruct-v0.1 open-mixtral-8x7b
+              mistralai/mixtral-8x7b-instruct;
+        backend http://127.0.0.1:8091/v1 model=tiny-8x7b price=0.70/0.70;
     }
     llm_model mixtral-8x22b {
         context_window 65536;
-        backend http://127.0.0.1:8092/v1 model=tiny-8x22b price=1.20/1.20;
+        alias mistralai/Mixtral-8x22B-Instruct-v0.1 open-mixtral-8x22b
+              mistralai/mixtral-8x22b-instruct;
+        backend http://127.0.0.1:8092/v1 model=tiny-8x22b price=2.00/6.00;
     }
+    llm_router auto cheap=mixtral-8x7b strong=mixtral-8x22b;
 
     server {
         listen 127.0.0.1:$port;
@@ -271,7 +279,8 @@ curl -s http://127.0.0.1:$port/v1/chat/completions \\
   -H "Authorization: Bearer $key" -H "Content-Type: application/json" \\
   -d '{"model":"mixtral-8x7b","messages":[{"role":"user","content":"Hello!"}],"max_tokens":32}'
 
-Add "stream": true for SSE.  Stop everything with: ./config.sh stop
+Add "stream": true for SSE; "model": "auto" lets the router choose.
+Stop everything with: ./config.sh stop
 EOF
 }
 
@@ -297,6 +306,15 @@ run_prove() {   # label
     say "test suite ($1)"
     (cd "$ROOT" && prove -r -j1 t/) || rc=$?
     return $rc
+}
+
+route_eval() {
+    mkdir -p "$ROOT/build"
+    gcc -O2 -Wall -Wextra -Wno-unused-parameter -I"$ROOT/ngx_module" \
+        -o "$ROOT/build/route-eval" "$ROOT/bench/route-eval.c" \
+        "$ROOT/ngx_module/ngx_http_llm_score.c" -lcjson \
+        || die "route-eval: build failed"
+    "$ROOT/build/route-eval" "$@" "$ROOT/bench/routing/prompts.tsv"
 }
 
 test_suite() {
@@ -334,5 +352,6 @@ case ${1:-} in
     stop) stop ;;
     test) test_suite ;;
     bench) deps; build; exec "$ROOT/bench/run.sh" ;;
-    *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    route-eval) shift; route_eval "$@" ;;
+    *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

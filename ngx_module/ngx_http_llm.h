@@ -17,6 +17,8 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
 
+#include "ngx_http_llm_score.h"
+
 
 #define NGX_HTTP_LLM_OUT_BUF_SIZE      8192
 #define NGX_HTTP_LLM_MAX_EVENT         (4 * 1024 * 1024)
@@ -38,7 +40,19 @@ typedef struct {
     ngx_str_t                   name;
     ngx_uint_t                  context_window;
     ngx_array_t                 backends;   /* ngx_http_llm_backend_t */
+    ngx_array_t                 aliases;    /* ngx_str_t */
 } ngx_http_llm_model_t;
+
+
+typedef struct {
+    ngx_str_t                   name;       /* "auto" */
+    ngx_str_t                   cheap_name;
+    ngx_str_t                   strong_name;
+    ngx_http_llm_model_t       *cheap;
+    ngx_http_llm_model_t       *strong;
+    ngx_uint_t                  budget;     /* percent spent: cheap */
+    ngx_http_llm_weights_t      weights;
+} ngx_http_llm_router_t;
 
 
 typedef struct {
@@ -69,6 +83,7 @@ typedef struct {
     ngx_str_t                   models;         /* "a,b", empty: all */
     ngx_str_t                   default_model;
     ngx_uint_t                  cache;          /* 0: the location's */
+    ngx_str_t                   force_model;    /* for the router */
 } ngx_http_llm_tenant_t;
 
 
@@ -84,6 +99,7 @@ typedef struct {
     ngx_http_llm_redis_conf_t  *redis;
     ngx_array_t                 keys;       /* ngx_http_llm_key_t */
     ngx_msec_t                  auth_cache_ttl;
+    ngx_http_llm_router_t      *router;
     size_t                      cache_local;     /* bytes per worker */
     ngx_msec_t                  cache_local_ttl;
 } ngx_http_llm_main_conf_t;
@@ -193,6 +209,9 @@ typedef struct {
     size_t                      upstream_body_len;
 
     ngx_http_llm_model_t       *model;
+    const char                 *route_reason;
+    double                      route_score;   /* < 0: not scored */
+    int64_t                     route_tokens;
     ngx_http_llm_backend_t     *backend;
     ngx_uint_t                  backend_index;
     ngx_uint_t                  attempts;
@@ -334,7 +353,19 @@ u_char *ngx_http_llm_cache_local_get(ngx_str_t *key, size_t *len);
 void ngx_http_llm_cache_local_put(ngx_str_t *key, u_char *data, size_t len,
     ngx_msec_t ttl);
 
+/* ngx_http_llm_router.c */
+char *ngx_http_llm_router_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_llm_router_init(ngx_conf_t *cf,
+    ngx_http_llm_main_conf_t *lmcf);
+ngx_int_t ngx_http_llm_route(ngx_http_llm_ctx_t *ctx, int64_t completion,
+    ngx_http_llm_error_t *err);
+ngx_int_t ngx_http_llm_route_header(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_router_spend(ngx_http_llm_tenant_t *t, int64_t day,
+    int64_t month);
+
 /* ngx_http_llm_request.c */
+ngx_int_t ngx_http_llm_model_allowed(ngx_str_t *list, ngx_str_t *name);
 ngx_int_t ngx_http_llm_apply_policy(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
 int64_t ngx_http_llm_parse_usd(ngx_str_t *s);

@@ -469,6 +469,9 @@ ngx_http_llm_tenant_parse(ngx_pool_t *pool, ngx_str_t *id,
         } else if (ngx_http_llm_field("default_model")) {
             t.default_model = v;
 
+        } else if (ngx_http_llm_field("force_model")) {
+            t.force_model = v;
+
         } else if (ngx_http_llm_field("cache")) {
             t.cache = (v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0)
                       ? NGX_HTTP_LLM_CACHE_OFF
@@ -533,7 +536,7 @@ ngx_http_llm_tenant_dup(ngx_http_llm_tenant_t *t, ngx_pool_t *pool)
     ngx_http_llm_tenant_t  *n;
 
     size = sizeof(ngx_http_llm_tenant_t) + t->id.len + t->models.len
-           + t->default_model.len + 3;
+           + t->default_model.len + t->force_model.len + 4;
 
     n = pool ? ngx_palloc(pool, size) : ngx_alloc(size, ngx_cycle->log);
     if (n == NULL) {
@@ -551,7 +554,10 @@ ngx_http_llm_tenant_dup(ngx_http_llm_tenant_t *t, ngx_pool_t *pool)
     p = ngx_http_llm_copy(p, &t->models);
 
     n->default_model.data = p;
-    (void) ngx_http_llm_copy(p, &t->default_model);
+    p = ngx_http_llm_copy(p, &t->default_model);
+
+    n->force_model.data = p;
+    (void) ngx_http_llm_copy(p, &t->force_model);
 
     return n;
 }

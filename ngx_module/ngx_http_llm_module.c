@@ -24,6 +24,8 @@ static char *ngx_http_llm_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_llm_model(ngx_conf_t *cf, ngx_command_t *dummy,
     void *conf);
+static char *ngx_http_llm_alias(ngx_conf_t *cf,
+    ngx_http_llm_model_t *model);
 static char *ngx_http_llm_backend(ngx_conf_t *cf,
     ngx_http_llm_model_t *model);
 static ngx_int_t ngx_http_llm_parse_price(ngx_str_t *s, ngx_uint_t *in,
@@ -72,6 +74,13 @@ static ngx_command_t  ngx_http_llm_commands[] = {
     { ngx_string("llm_model"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_BLOCK|NGX_CONF_TAKE1,
       ngx_http_llm_model_block,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_router"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_llm_router_conf,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -293,7 +302,9 @@ enum {
     NGX_HTTP_LLM_VAR_PROMPT_TOKENS,
     NGX_HTTP_LLM_VAR_COMPLETION_TOKENS,
     NGX_HTTP_LLM_VAR_TTFB,
-    NGX_HTTP_LLM_VAR_CACHE
+    NGX_HTTP_LLM_VAR_CACHE,
+    NGX_HTTP_LLM_VAR_ROUTE,
+    NGX_HTTP_LLM_VAR_ROUTE_SCORE
 };
 
 
@@ -319,6 +330,12 @@ static ngx_http_variable_t  ngx_http_llm_vars[] = {
 
     { ngx_string("llm_cache_status"), NULL, ngx_http_llm_variable,
       NGX_HTTP_LLM_VAR_CACHE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_route"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_ROUTE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_route_score"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_ROUTE_SCORE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -467,6 +484,31 @@ ngx_http_llm_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
                              ctx->ttfb % 1000) - p;
         return NGX_OK;
 
+    case NGX_HTTP_LLM_VAR_ROUTE:
+        if (ctx->route_reason == NULL) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        v->data = (u_char *) ctx->route_reason;
+        v->len = ngx_strlen(v->data);
+        return NGX_OK;
+
+    case NGX_HTTP_LLM_VAR_ROUTE_SCORE:
+        if (ctx->route_reason == NULL || ctx->route_score < 0) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        p = ngx_pnalloc(r->pool, 32);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->data = p;
+        v->len = ngx_sprintf(p, "%.2f", ctx->route_score) - p;
+        return NGX_OK;
+
     case NGX_HTTP_LLM_VAR_CACHE:
         if (ctx->cache_status == NGX_HTTP_LLM_CACHE_NONE) {
             v->not_found = 1;
@@ -552,7 +594,7 @@ ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_size_value(lmcf->cache_local, 0);
     ngx_conf_init_msec_value(lmcf->cache_local_ttl, 1000);
 
-    return NGX_CONF_OK;
+    return ngx_http_llm_router_init(cf, lmcf);
 }
 
 
@@ -777,6 +819,12 @@ ngx_http_llm_model_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_array_init(&model->aliases, cf->pool, 2, sizeof(ngx_str_t))
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     save = *cf;
     cf->handler = ngx_http_llm_model;
     cf->handler_conf = (char *) model;
@@ -820,6 +868,12 @@ ngx_http_llm_model(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
         return ngx_http_llm_backend(cf, model);
     }
 
+    if (value[0].len == sizeof("alias") - 1
+        && ngx_strncmp(value[0].data, "alias", value[0].len) == 0)
+    {
+        return ngx_http_llm_alias(cf, model);
+    }
+
     if (value[0].len == sizeof("context_window") - 1
         && ngx_strncmp(value[0].data, "context_window", value[0].len) == 0)
     {
@@ -851,6 +905,70 @@ ngx_http_llm_model(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
                        "unknown directive \"%V\" in \"llm_model\"",
                        &value[0]);
 
+    return NGX_CONF_ERROR;
+}
+
+
+/* alias NAME ...: other names clients may use, such as providers' ids */
+
+static char *
+ngx_http_llm_alias(ngx_conf_t *cf, ngx_http_llm_model_t *model)
+{
+    ngx_str_t                 *value, *a, *name;
+    ngx_uint_t                 i, j, k;
+    ngx_http_llm_model_t      *m;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts < 2) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number of arguments in \"alias\" of "
+                           "\"llm_model\"");
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_module);
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        name = &value[i];
+        m = lmcf->models.elts;
+
+        /* a name may stand for one model only */
+
+        for (j = 0; j < lmcf->models.nelts; j++) {
+            a = m[j].aliases.elts;
+
+            if (m[j].name.len == name->len
+                && ngx_strncmp(m[j].name.data, name->data, name->len) == 0)
+            {
+                goto duplicate;
+            }
+
+            for (k = 0; k < m[j].aliases.nelts; k++) {
+                if (a[k].len == name->len
+                    && ngx_strncmp(a[k].data, name->data, name->len) == 0)
+                {
+                    goto duplicate;
+                }
+            }
+        }
+
+        a = ngx_array_push(&model->aliases);
+        if (a == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *a = *name;
+    }
+
+    return NGX_CONF_OK;
+
+duplicate:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"alias\" \"%V\" of \"llm_model\" \"%V\" already "
+                       "names a model", name, &model->name);
     return NGX_CONF_ERROR;
 }
 

@@ -419,7 +419,7 @@ ngx_http_llm_admit_reply(redisReply *reply, void *data)
 static void
 ngx_http_llm_admit_result(ngx_http_llm_ctx_t *ctx, redisReply *reply)
 {
-    long long              code;
+    long long              code, day, month;
     ngx_connection_t      *c;
     ngx_http_llm_error_t   err;
 
@@ -448,6 +448,12 @@ ngx_http_llm_admit_result(ngx_http_llm_ctx_t *ctx, redisReply *reply)
     ctx->admitted = 1;
 
     ngx_http_llm_admit_headers(ctx, reply);
+
+    if (ngx_http_llm_reply_int(reply, 6, &day)
+        && ngx_http_llm_reply_int(reply, 7, &month))
+    {
+        ngx_http_llm_router_spend(ctx->tenant, day, month);
+    }
 
     ngx_http_llm_run(ctx);
     ngx_http_run_posted_requests(c);

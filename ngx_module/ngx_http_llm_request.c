@@ -18,8 +18,6 @@ static ngx_int_t ngx_http_llm_check_fields(cJSON *json,
     ngx_http_llm_error_t *err);
 static ngx_uint_t ngx_http_llm_depth(cJSON *item, ngx_uint_t depth);
 static int64_t ngx_http_llm_text_size(cJSON *item);
-static ngx_int_t ngx_http_llm_model_allowed(ngx_str_t *list,
-    ngx_str_t *name);
 static ngx_int_t ngx_http_llm_is_int(cJSON *item);
 
 
@@ -147,7 +145,8 @@ ngx_http_llm_send_error(ngx_http_request_t *r, ngx_http_llm_error_t *err)
 ngx_http_llm_model_t *
 ngx_http_llm_find_model(ngx_http_request_t *r, ngx_str_t *name)
 {
-    ngx_uint_t                 i;
+    ngx_str_t                 *alias;
+    ngx_uint_t                 i, j;
     ngx_http_llm_model_t      *model;
     ngx_http_llm_main_conf_t  *lmcf;
 
@@ -160,6 +159,20 @@ ngx_http_llm_find_model(ngx_http_request_t *r, ngx_str_t *name)
             && ngx_strncmp(model[i].name.data, name->data, name->len) == 0)
         {
             return &model[i];
+        }
+    }
+
+    /* providers' model ids, and other names operators give */
+
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        alias = model[i].aliases.elts;
+
+        for (j = 0; j < model[i].aliases.nelts; j++) {
+            if (alias[j].len == name->len
+                && ngx_strncmp(alias[j].data, name->data, name->len) == 0)
+            {
+                return &model[i];
+            }
         }
     }
 
@@ -583,10 +596,12 @@ ngx_http_llm_is_int(cJSON *item)
 ngx_int_t
 ngx_http_llm_apply_policy(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
 {
-    int64_t                 cap, asked;
-    cJSON                  *item, *msgs;
-    ngx_str_t               name;
-    ngx_http_llm_tenant_t  *t;
+    int64_t                    cap, asked;
+    cJSON                     *item, *msgs;
+    ngx_str_t                  name;
+    ngx_uint_t                 routed;
+    ngx_http_llm_tenant_t     *t;
+    ngx_http_llm_main_conf_t  *lmcf;
 
     t = ctx->tenant;
     name = ctx->model_name;
@@ -603,11 +618,25 @@ ngx_http_llm_apply_policy(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
         return NGX_ERROR;
     }
 
-    ctx->model = ngx_http_llm_find_model(ctx->request, &name);
+    lmcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_llm_module);
 
-    if (ctx->model == NULL
-        || (t && t->models.len
-            && !ngx_http_llm_model_allowed(&t->models, &name)))
+    routed = lmcf->router && lmcf->router->name.len == name.len
+             && ngx_strncmp(lmcf->router->name.data, name.data, name.len)
+                == 0;
+
+    ctx->model = routed ? NULL
+                        : ngx_http_llm_find_model(ctx->request, &name);
+    ctx->route_reason = "explicit";
+    ctx->route_score = -1;
+
+    /* a tenant's list names logical models, or the very alias asked for */
+
+    if (!routed
+        && (ctx->model == NULL
+            || (t && t->models.len
+                && !ngx_http_llm_model_allowed(&t->models, &name)
+                && !ngx_http_llm_model_allowed(&t->models,
+                                               &ctx->model->name))))
     {
         ctx->model = NULL;
         ngx_http_llm_set_error(err, NGX_HTTP_NOT_FOUND,
@@ -660,6 +689,17 @@ ngx_http_llm_apply_policy(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
 
     ctx->max_tokens = asked;
 
+    /* without a bound on the answer, the prompt alone must fit */
+
+    if (routed && ngx_http_llm_route(ctx, asked, err) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_llm_route_header(ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (!ctx->conf->quota || t == NULL) {
         return NGX_OK;
     }
@@ -710,7 +750,7 @@ ngx_http_llm_text_size(cJSON *item)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_llm_model_allowed(ngx_str_t *list, ngx_str_t *name)
 {
     u_char  *p, *last, *comma;

@@ -20,7 +20,9 @@
 --       month_ttl, n, then n times: id, tokens, cost
 --
 -- Returns one answer per request: {0, now, rpm_left, rpm_reset_ms,
--- tpm_left, tpm_reset_ms} when admitted, {1, what, retry_after_ms} on a
+-- tpm_left, tpm_reset_ms, day_spent, month_spent} when admitted (spent:
+-- micro-dollars settled and reserved, this request's reservation included;
+-- 0 without a budget), {1, what, retry_after_ms} on a
 -- rate limit (what: rpm|tpm|tpm_request) and {2, what, 0} on a budget
 -- (what: day|month).
 
@@ -127,7 +129,8 @@ for i = 0, n - 1 do
                rpm > 0 and rpm - rcount - radd or -1,
                #rb > 0 and reset(rb) or (sec + 61) * 1000 - now,
                tpm > 0 and tpm - used - tadd or -1,
-               #tb > 0 and reset(tb) or (sec + 61) * 1000 - now}
+               #tb > 0 and reset(tb) or (sec + 61) * 1000 - now,
+               dspent, mspent}
     end
 
     out[i + 1] = res

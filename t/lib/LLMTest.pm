@@ -191,7 +191,8 @@ http {
     log_format llm '\$request \$status model=\$llm_model backend=\$llm_backend '
                    'ustatus=\$llm_upstream_status ptok=\$llm_prompt_tokens '
                    'ctok=\$llm_completion_tokens ttfb=\$llm_ttfb '
-                   'cache=\$llm_cache_status';
+                   'cache=\$llm_cache_status route=\$llm_route '
+                   'score=\$llm_route_score';
     access_log $prefix/logs/access.log llm;
     $o{http}
     server {

@@ -1,0 +1,401 @@
+
+/*
+ * Copyright (C) nginx-llm-gateway authors
+ *
+ * Model choice.  A client names a logical model or one of its aliases, or
+ * the router model ("auto"), which picks the cheap or the strong model by,
+ * in order: the tenant's policy, the context windows, the tenant's budget,
+ * and the prompt's complexity score.  Every answer says how it was chosen
+ * in "x-llm-route".
+ */
+
+
+#include "ngx_http_llm.h"
+
+
+#define NGX_HTTP_LLM_SPEND_SLOTS  1024
+
+
+/* what this worker last heard of a tenant's spend, from its admissions */
+
+typedef struct {
+    u_char                      id[64];
+    size_t                      len;
+    int64_t                     day;
+    int64_t                     month;
+} ngx_http_llm_spend_t;
+
+
+static ngx_int_t ngx_http_llm_route_allowed(ngx_http_llm_tenant_t *t,
+    ngx_http_llm_model_t *m);
+static ngx_uint_t ngx_http_llm_route_budget(ngx_http_llm_router_t *rt,
+    ngx_http_llm_tenant_t *t);
+static ngx_int_t ngx_http_llm_route_set(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_model_t *m, const char *reason, double score);
+
+
+static ngx_http_llm_spend_t  ngx_http_llm_spend[NGX_HTTP_LLM_SPEND_SLOTS];
+
+
+/* llm_router NAME cheap=MODEL strong=MODEL [weights=FILE] [budget=N%] */
+
+char *
+ngx_http_llm_router_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    char                    err[256];
+    ngx_int_t               n;
+    ngx_str_t              *value, file;
+    ngx_uint_t              i;
+    ngx_http_llm_router_t  *rt;
+
+    if (lmcf->router) {
+        return "is duplicate";
+    }
+
+    rt = ngx_pcalloc(cf->pool, sizeof(ngx_http_llm_router_t));
+    if (rt == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    rt->name = value[1];
+    rt->budget = 80;
+    ngx_http_llm_weights_default(&rt->weights);
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "cheap=", 6) == 0) {
+            rt->cheap_name.data = value[i].data + 6;
+            rt->cheap_name.len = value[i].len - 6;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "strong=", 7) == 0) {
+            rt->strong_name.data = value[i].data + 7;
+            rt->strong_name.len = value[i].len - 7;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "budget=", 7) == 0) {
+            n = ngx_atoi(value[i].data + 7,
+                         value[i].len - 7
+                         - (value[i].data[value[i].len - 1] == '%'));
+            if (n < 0 || n > 100) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"llm_router\" budget \"%V\": "
+                                   "a percentage from 0 to 100 expected",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            rt->budget = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "weights=", 8) == 0) {
+            file.data = value[i].data + 8;
+            file.len = value[i].len - 8;
+
+            if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            if (ngx_http_llm_weights_load(&rt->weights, (char *) file.data,
+                                          err, sizeof(err))
+                != 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"llm_router\" weights: %s", err);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"llm_router\" parameter \"%V\"",
+                           &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (rt->cheap_name.len == 0 || rt->strong_name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_router\" needs cheap=MODEL and "
+                           "strong=MODEL");
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf->router = rt;
+
+    return NGX_CONF_OK;
+}
+
+
+/* at the end of http{}: the models the router names must exist */
+
+char *
+ngx_http_llm_router_init(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf)
+{
+    ngx_uint_t              i;
+    ngx_http_llm_model_t   *m;
+    ngx_http_llm_router_t  *rt;
+
+    rt = lmcf->router;
+
+    if (rt == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    m = lmcf->models.elts;
+
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        if (m[i].name.len == rt->cheap_name.len
+            && ngx_strncmp(m[i].name.data, rt->cheap_name.data,
+                           rt->cheap_name.len) == 0)
+        {
+            rt->cheap = &m[i];
+        }
+
+        if (m[i].name.len == rt->strong_name.len
+            && ngx_strncmp(m[i].name.data, rt->strong_name.data,
+                           rt->strong_name.len) == 0)
+        {
+            rt->strong = &m[i];
+        }
+
+        if (m[i].name.len == rt->name.len
+            && ngx_strncmp(m[i].name.data, rt->name.data, rt->name.len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"llm_router\" \"%V\" is also an "
+                               "\"llm_model\"", &rt->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (rt->cheap == NULL || rt->strong == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_router\" names an unknown model: "
+                           "cheap=%V strong=%V", &rt->cheap_name,
+                           &rt->strong_name);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The router model was asked for: ctx->model is chosen, or err says why
+ * the request cannot be served.  completion: the answer's bound.
+ */
+
+ngx_int_t
+ngx_http_llm_route(ngx_http_llm_ctx_t *ctx, int64_t completion,
+    ngx_http_llm_error_t *err)
+{
+    size_t                     bytes, msgs;
+    double                     score;
+    int64_t                    need;
+    ngx_int_t                  cheap_ok, strong_ok;
+    ngx_http_llm_model_t      *m;
+    ngx_http_llm_tenant_t     *t;
+    ngx_http_llm_router_t     *rt;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_llm_module);
+    rt = lmcf->router;
+    t = ctx->tenant;
+
+    /* 1: the tenant's policy */
+
+    if (t && t->force_model.len) {
+        m = ngx_http_llm_find_model(ctx->request, &t->force_model);
+
+        if (m) {
+            return ngx_http_llm_route_set(ctx, m, "tenant_forced", -1);
+        }
+    }
+
+    cheap_ok = ngx_http_llm_route_allowed(t, rt->cheap);
+    strong_ok = ngx_http_llm_route_allowed(t, rt->strong);
+
+    if (!cheap_ok && !strong_ok) {
+        ngx_http_llm_set_error(err, NGX_HTTP_NOT_FOUND,
+                               "invalid_request_error", "model_not_found",
+                               "model", "The model `%V` does not exist or "
+                               "you do not have access to it.", &rt->name);
+        return NGX_ERROR;
+    }
+
+    /*
+     * 2: the context windows.  A token of llama-style tokenizers averages
+     * three bytes or more of English, code or UTF-8 text in most scripts:
+     * bytes / 3 estimates the prompt, it does not bound it.
+     */
+
+    bytes = ngx_http_llm_prompt_bytes(ctx->json, &msgs);
+    need = (int64_t) (bytes / 3 + 8 * msgs + 16) + completion;
+
+    ctx->route_tokens = need;
+
+    if (need > (int64_t) rt->strong->context_window
+        && need > (int64_t) rt->cheap->context_window)
+    {
+        ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
+                               "invalid_request_error",
+                               "context_length_exceeded", "messages",
+                               "This model's maximum context length is %ui "
+                               "tokens. However, you requested about %L "
+                               "tokens (about %L in the messages, %L in "
+                               "the completion). Please reduce the length "
+                               "of the messages or completion.",
+                               ngx_max(rt->strong->context_window,
+                                       rt->cheap->context_window),
+                               need, need - completion, completion);
+        return NGX_ERROR;
+    }
+
+    if (need > (int64_t) rt->cheap->context_window) {
+        if (!strong_ok) {
+            ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error",
+                                   "context_length_exceeded", "messages",
+                                   "The request needs about %L tokens, "
+                                   "more than the %ui of the only model "
+                                   "this key may use.", need,
+                                   rt->cheap->context_window);
+            return NGX_ERROR;
+        }
+
+        return ngx_http_llm_route_set(ctx, rt->strong, "context", -1);
+    }
+
+    if (!strong_ok) {
+        return ngx_http_llm_route_set(ctx, rt->cheap, "tenant_policy", -1);
+    }
+
+    if (!cheap_ok) {
+        return ngx_http_llm_route_set(ctx, rt->strong, "tenant_policy", -1);
+    }
+
+    /* 3: a tenant near its budget gets the cheap model */
+
+    if (ngx_http_llm_route_budget(rt, t)) {
+        return ngx_http_llm_route_set(ctx, rt->cheap, "budget", -1);
+    }
+
+    /* 4: the complexity score */
+
+    score = ngx_http_llm_score(&rt->weights, ctx->json, NULL);
+
+    return ngx_http_llm_route_set(ctx,
+                                  score >= rt->weights.threshold
+                                  ? rt->strong : rt->cheap,
+                                  "complexity", score);
+}
+
+
+/* the route header, also for a model the client named */
+
+ngx_int_t
+ngx_http_llm_route_header(ngx_http_llm_ctx_t *ctx)
+{
+    u_char  *p;
+    size_t   len;
+
+    len = ctx->model->name.len + sizeof("; reason=; score=") + 32
+          + ngx_strlen(ctx->route_reason);
+
+    p = ngx_pnalloc(ctx->request->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->route_score >= 0) {
+        *ngx_snprintf(p, len - 1, "%V; reason=%s; score=%.2f",
+                      &ctx->model->name, ctx->route_reason,
+                      ctx->route_score) = '\0';
+
+    } else {
+        *ngx_snprintf(p, len - 1, "%V; reason=%s", &ctx->model->name,
+                      ctx->route_reason) = '\0';
+    }
+
+    return ngx_http_llm_add_header(ctx->request, "x-llm-route", (char *) p);
+}
+
+
+static ngx_int_t
+ngx_http_llm_route_set(ngx_http_llm_ctx_t *ctx, ngx_http_llm_model_t *m,
+    const char *reason, double score)
+{
+    ctx->model = m;
+    ctx->route_reason = reason;
+    ctx->route_score = score;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_route_allowed(ngx_http_llm_tenant_t *t, ngx_http_llm_model_t *m)
+{
+    if (t == NULL || t->models.len == 0) {
+        return 1;
+    }
+
+    return ngx_http_llm_model_allowed(&t->models, &m->name);
+}
+
+
+static ngx_uint_t
+ngx_http_llm_route_budget(ngx_http_llm_router_t *rt, ngx_http_llm_tenant_t *t)
+{
+    uint32_t               h;
+    ngx_http_llm_spend_t  *s;
+
+    if (t == NULL || rt->budget == 0
+        || (t->budget_day <= 0 && t->budget_month <= 0))
+    {
+        return 0;
+    }
+
+    h = ngx_crc32_short(t->id.data, t->id.len);
+    s = &ngx_http_llm_spend[h % NGX_HTTP_LLM_SPEND_SLOTS];
+
+    if (s->len != t->id.len || ngx_strncmp(s->id, t->id.data, s->len) != 0) {
+        return 0;
+    }
+
+    return (t->budget_day > 0
+            && s->day * 100 >= t->budget_day * (int64_t) rt->budget)
+           || (t->budget_month > 0
+               && s->month * 100 >= t->budget_month * (int64_t) rt->budget);
+}
+
+
+/* an admission's view of the tenant's spend, for the budget rule */
+
+void
+ngx_http_llm_router_spend(ngx_http_llm_tenant_t *t, int64_t day,
+    int64_t month)
+{
+    uint32_t               h;
+    ngx_http_llm_spend_t  *s;
+
+    if (t->id.len > sizeof(s->id)) {
+        return;
+    }
+
+    h = ngx_crc32_short(t->id.data, t->id.len);
+    s = &ngx_http_llm_spend[h % NGX_HTTP_LLM_SPEND_SLOTS];
+
+    ngx_memcpy(s->id, t->id.data, t->id.len);
+    s->len = t->id.len;
+    s->day = day;
+    s->month = month;
+}
