@@ -100,6 +100,7 @@ typedef struct {
     ngx_array_t                 keys;       /* ngx_http_llm_key_t */
     ngx_msec_t                  auth_cache_ttl;
     ngx_http_llm_router_t      *router;
+    ngx_shm_zone_t             *metrics;
     size_t                      cache_local;     /* bytes per worker */
     ngx_msec_t                  cache_local_ttl;
 } ngx_http_llm_main_conf_t;
@@ -212,6 +213,7 @@ typedef struct {
     const char                 *route_reason;
     double                      route_score;   /* < 0: not scored */
     int64_t                     route_tokens;
+    const char                 *error_code;    /* of the error sent */
     ngx_http_llm_backend_t     *backend;
     ngx_uint_t                  backend_index;
     ngx_uint_t                  attempts;
@@ -335,6 +337,8 @@ ngx_int_t ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
 void ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_quota_cancel(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
+    int64_t *completion, int64_t *cost);
 int64_t ngx_http_llm_cost(int64_t prompt, int64_t completion,
     ngx_uint_t price_in, ngx_uint_t price_out);
 
@@ -352,6 +356,15 @@ void ngx_http_llm_cache_local_exit(void);
 u_char *ngx_http_llm_cache_local_get(ngx_str_t *key, size_t *len);
 void ngx_http_llm_cache_local_put(ngx_str_t *key, u_char *data, size_t len,
     ngx_msec_t ttl);
+
+/* ngx_http_llm_metrics.c */
+char *ngx_http_llm_metrics_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_llm_metrics_log(ngx_http_request_t *r);
+void ngx_http_llm_metrics_request(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_metrics_attempt(ngx_http_llm_ctx_t *ctx,
+    const char *outcome);
 
 /* ngx_http_llm_router.c */
 char *ngx_http_llm_router_conf(ngx_conf_t *cf, ngx_command_t *cmd,

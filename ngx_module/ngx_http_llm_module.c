@@ -155,6 +155,13 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       offsetof(ngx_http_llm_loc_conf_t, default_max_tokens),
       NULL },
 
+    { ngx_string("llm_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_llm_metrics_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("llm_gateway"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_llm_gateway,
@@ -366,8 +373,20 @@ static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
 static ngx_int_t
 ngx_http_llm_postconfiguration(ngx_conf_t *cf)
 {
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
     ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
     ngx_http_top_request_body_filter = ngx_http_llm_body_filter;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_llm_metrics_log;
 
     return NGX_OK;
 }

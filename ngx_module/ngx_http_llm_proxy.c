@@ -285,6 +285,14 @@ ngx_http_llm_proxy_done(ngx_http_llm_ctx_t *ctx, CURLcode rc)
             break;
         }
 
+        ngx_http_llm_metrics_attempt(ctx,
+                                  ctx->fail == NGX_HTTP_LLM_FAIL_CONNECT
+                                  ? "connect"
+                                  : ctx->fail == NGX_HTTP_LLM_FAIL_TIMEOUT
+                                  ? "timeout"
+                                  : ctx->fail == NGX_HTTP_LLM_FAIL_STATUS
+                                  ? "status" : "transfer");
+
         ngx_log_error(NGX_LOG_WARN, c->log, 0,
                       "llm: backend \"%V\" failed: %s (status %i)",
                       &ctx->backend->url,
@@ -371,6 +379,8 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
     ngx_http_llm_error_t  err;
 
     r = ctx->request;
+
+    ngx_http_llm_metrics_attempt(ctx, rc == CURLE_OK ? "ok" : "broken");
 
     if (!ctx->headers_sent && ngx_http_llm_proxy_send_header(ctx) != NGX_OK) {
         ngx_http_llm_finalize(ctx, NGX_ERROR);

@@ -623,6 +623,46 @@ ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
 }
 
 
+/* what a request used and costs, by the same rules for quota and metrics */
+
+void
+ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
+    int64_t *completion, int64_t *cost)
+{
+    ngx_http_llm_backend_t  *b;
+
+    b = ctx->backend;
+
+    if (ctx->cache_status == NGX_HTTP_LLM_CACHE_HIT) {
+        /*
+         * a hit costs the location's share of what the answer first
+         * cost, and no backend capacity: its tokens are not in the TPM
+         */
+
+        *prompt = ngx_max(ctx->prompt_tokens, 0);
+        *completion = ngx_max(ctx->completion_tokens, 0);
+        *cost = (ctx->cache_cost * (int64_t) ctx->conf->cache_charge + 99)
+                / 100;
+
+    } else if (b == NULL || !ctx->first_byte
+               || ctx->upstream_status != NGX_HTTP_OK)
+    {
+        /* no backend produced an answer: nothing was spent */
+        *prompt = 0;
+        *completion = 0;
+        *cost = 0;
+
+    } else {
+        *prompt = ctx->prompt_tokens >= 0 ? ctx->prompt_tokens
+                                          : ctx->prompt_estimate;
+        *completion = ctx->completion_tokens >= 0 ? ctx->completion_tokens
+                                                  : (int64_t) ctx->chunks;
+        *cost = ngx_http_llm_cost(*prompt, *completion, b->price_in,
+                                  b->price_out);
+    }
+}
+
+
 /*
  * Called from the request's cleanup, whatever the ending: the request is
  * going away, so the settlement is copied out now.  Settlements of one
@@ -648,34 +688,9 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
     hit = (ctx->cache_status == NGX_HTTP_LLM_CACHE_HIT);
     ngx_str_null(&empty);
 
-    b = ctx->backend;
+    b = hit ? NULL : ctx->backend;
 
-    if (ctx->cache_status == NGX_HTTP_LLM_CACHE_HIT) {
-        /*
-         * a hit costs the location's share of what the answer first
-         * cost, and no backend capacity: its tokens are not in the TPM
-         */
-
-        prompt = ngx_max(ctx->prompt_tokens, 0);
-        completion = ngx_max(ctx->completion_tokens, 0);
-        cost = (ctx->cache_cost * (int64_t) ctx->conf->cache_charge + 99)
-               / 100;
-        b = NULL;
-
-    } else if (b == NULL || !ctx->first_byte) {
-        /* no backend produced anything: nothing was spent */
-        prompt = 0;
-        completion = 0;
-        cost = 0;
-
-    } else {
-        prompt = ctx->prompt_tokens >= 0 ? ctx->prompt_tokens
-                                         : ctx->prompt_estimate;
-        completion = ctx->completion_tokens >= 0 ? ctx->completion_tokens
-                                                 : (int64_t) ctx->chunks;
-        cost = ngx_http_llm_cost(prompt, completion, b->price_in,
-                                 b->price_out);
-    }
+    ngx_http_llm_usage(ctx, &prompt, &completion, &cost);
 
     if (ctx->admitted && cost > ctx->reserved_cost) {
         ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,

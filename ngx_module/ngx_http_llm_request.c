@@ -97,11 +97,17 @@ ngx_http_llm_error_json(ngx_pool_t *pool, ngx_http_llm_error_t *err,
 ngx_int_t
 ngx_http_llm_send_error(ngx_http_request_t *r, ngx_http_llm_error_t *err)
 {
-    size_t        len;
-    u_char       *p;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    size_t               len;
+    u_char              *p;
+    ngx_int_t            rc;
+    ngx_buf_t           *b;
+    ngx_chain_t          out;
+    ngx_http_llm_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
+    if (ctx) {
+        ctx->error_code = err->code;
+    }
 
     p = ngx_http_llm_error_json(r->pool, err, &len);
     if (p == NULL) {

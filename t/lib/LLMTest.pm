@@ -192,7 +192,7 @@ http {
                    'ustatus=\$llm_upstream_status ptok=\$llm_prompt_tokens '
                    'ctok=\$llm_completion_tokens ttfb=\$llm_ttfb '
                    'cache=\$llm_cache_status route=\$llm_route '
-                   'score=\$llm_route_score';
+                   'score=\$llm_route_score pid=\$pid';
     access_log $prefix/logs/access.log llm;
     $o{http}
     server {
