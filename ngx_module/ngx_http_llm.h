@@ -126,6 +126,7 @@ typedef struct {
     size_t                      cache_max_entry;
     ngx_uint_t                  cache_charge;    /* percent of the cost */
     ngx_msec_t                  cache_lock_timeout;
+    ngx_flag_t                  cost_header;
 } ngx_http_llm_loc_conf_t;
 
 
@@ -286,6 +287,7 @@ typedef struct {
     unsigned                    cache_leader:1;  /* holds the lock */
     unsigned                    cache_waiting:1; /* in cache_link */
     unsigned                    cache_done:1;    /* stored or released */
+    unsigned                    holding:1;       /* body held for cost */
 } ngx_http_llm_ctx_t;
 
 
@@ -403,6 +405,8 @@ ngx_int_t ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len);
 ngx_int_t ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last);
 ngx_int_t ngx_http_llm_grow(u_char **buf, size_t *size, size_t len,
     size_t need, size_t max);
+ngx_int_t ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx,
+    ngx_uint_t trailer);
 
 /* ngx_http_llm_curl.c */
 ngx_int_t ngx_http_llm_curl_init(ngx_cycle_t *cycle, ngx_uint_t keepalive);

@@ -763,7 +763,9 @@ ngx_http_llm_cache_hit(ngx_http_llm_ctx_t *ctx,
 
     r->headers_out.status = NGX_HTTP_OK;
 
-    if (ngx_http_llm_add_header(r, "x-llm-cache", "HIT") != NGX_OK) {
+    if (ngx_http_llm_add_header(r, "x-llm-cache", "HIT") != NGX_OK
+        || ngx_http_llm_cost_header(ctx, 0) != NGX_OK)
+    {
         rc = NGX_ERROR;
         goto done;
     }

@@ -218,6 +218,13 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       offsetof(ngx_http_llm_loc_conf_t, stream_buffer),
       NULL },
 
+    { ngx_string("llm_cost_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, cost_header),
+      NULL },
+
     { ngx_string("llm_cache"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -640,6 +647,7 @@ ngx_http_llm_create_loc_conf(ngx_conf_t *cf)
     conf->fail_open = NGX_CONF_UNSET_UINT;
     conf->default_max_tokens = NGX_CONF_UNSET_UINT;
     conf->cache = NGX_CONF_UNSET;
+    conf->cost_header = NGX_CONF_UNSET;
     conf->cache_policy = NGX_CONF_UNSET_UINT;
     conf->cache_shared = NGX_CONF_UNSET_UINT;
     conf->cache_ttl = NGX_CONF_UNSET_MSEC;
@@ -681,6 +689,7 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               64 * 1024);
 
     ngx_conf_merge_value(conf->cache, prev->cache, 0);
+    ngx_conf_merge_value(conf->cost_header, prev->cost_header, 0);
     ngx_conf_merge_uint_value(conf->cache_policy, prev->cache_policy,
                               NGX_HTTP_LLM_CACHE_DETERMINISTIC);
     ngx_conf_merge_uint_value(conf->cache_shared, prev->cache_shared, 0);

@@ -17,6 +17,7 @@ static void ngx_http_llm_proxy_fail(ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx,
     CURLcode rc);
 static void ngx_http_llm_proxy_release(ngx_http_llm_ctx_t *ctx);
+static void ngx_http_llm_proxy_json_end(ngx_http_llm_ctx_t *ctx);
 static size_t ngx_http_llm_proxy_header_cb(char *buf, size_t size,
     size_t n, void *data);
 static size_t ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n,
@@ -209,6 +210,9 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 
     ctx->curl_error[0] = '\0';
+    ctx->body_len = 0;             /* a held body of a failed attempt */
+    ctx->body_truncated = 0;
+    ctx->holding = 0;
     ctx->upstream_status = 0;
     ctx->content_type.len = 0;
     ctx->retry_after.len = 0;
@@ -373,7 +377,6 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
 {
     u_char               *p;
     size_t                len;
-    cJSON                *json;
     ngx_int_t             rv;
     ngx_http_request_t   *r;
     ngx_http_llm_error_t  err;
@@ -381,6 +384,28 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
     r = ctx->request;
 
     ngx_http_llm_metrics_attempt(ctx, rc == CURLE_OK ? "ok" : "broken");
+
+    if (ctx->holding) {
+        /* whole, so failures before this point failed over */
+
+        ngx_http_llm_proxy_json_end(ctx);
+
+        if (ngx_http_llm_cost_header(ctx, 0) != NGX_OK
+            || ngx_http_llm_proxy_send_header(ctx) != NGX_OK)
+        {
+            ngx_http_llm_finalize(ctx, NGX_ERROR);
+            return;
+        }
+
+        ctx->holding = 0;
+
+        rv = r->header_only ? NGX_OK
+             : (ngx_http_llm_out(ctx, ctx->body, ctx->body_len) != NGX_OK)
+             ? NGX_ERROR : ngx_http_llm_out_flush(ctx, 1);
+
+        ngx_http_llm_finalize(ctx, rv);
+        return;
+    }
 
     if (!ctx->headers_sent && ngx_http_llm_proxy_send_header(ctx) != NGX_OK) {
         ngx_http_llm_finalize(ctx, NGX_ERROR);
@@ -439,23 +464,89 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
             return;
         }
 
-    } else if (!ctx->sse_mode && ctx->body_len && !ctx->body_truncated) {
-        json = cJSON_ParseWithLength((char *) ctx->body, ctx->body_len);
+    } else if (!ctx->sse_mode) {
+        ngx_http_llm_proxy_json_end(ctx);
 
-        if (json) {
-            ngx_http_llm_proxy_usage(ctx,
-                          cJSON_GetObjectItemCaseSensitive(json, "usage"));
-            ngx_http_llm_cache_store(ctx, json);
-            cJSON_Delete(json);
+    } else {
+        if (ctx->done_seen) {
+            ngx_http_llm_cache_store(ctx, NULL);
         }
 
-    } else if (ctx->sse_mode && ctx->done_seen) {
-        ngx_http_llm_cache_store(ctx, NULL);
+        /* a stream's cost is known at its end: a trailer */
+
+        if (ngx_http_llm_cost_header(ctx, 1) != NGX_OK) {
+            ngx_http_llm_finalize(ctx, NGX_ERROR);
+            return;
+        }
     }
 
     rv = ngx_http_llm_out_flush(ctx, 1);
 
     ngx_http_llm_finalize(ctx, rv);
+}
+
+
+/* a whole non-streamed answer: its usage, and the cache */
+
+static void
+ngx_http_llm_proxy_json_end(ngx_http_llm_ctx_t *ctx)
+{
+    cJSON  *json;
+
+    if (ctx->body_len == 0 || ctx->body_truncated) {
+        return;
+    }
+
+    json = cJSON_ParseWithLength((char *) ctx->body, ctx->body_len);
+
+    if (json) {
+        ngx_http_llm_proxy_usage(ctx,
+                          cJSON_GetObjectItemCaseSensitive(json, "usage"));
+        ngx_http_llm_cache_store(ctx, json);
+        cJSON_Delete(json);
+    }
+}
+
+
+/* "x-llm-cost-usd", as a header or as a trailer of a chunked answer */
+
+ngx_int_t
+ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx, ngx_uint_t trailer)
+{
+    u_char               *p;
+    int64_t               prompt, completion, cost;
+    ngx_table_elt_t      *h;
+    ngx_http_request_t   *r;
+
+    if (!ctx->conf->cost_header) {
+        return NGX_OK;
+    }
+
+    r = ctx->request;
+
+    ngx_http_llm_usage(ctx, &prompt, &completion, &cost);
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 8);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    h = ngx_list_push(trailer ? &r->headers_out.trailers
+                              : &r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+    ngx_str_set(&h->key, "x-llm-cost-usd");
+    h->value.data = p;
+    h->value.len = ngx_sprintf(p, "%L.%06L", cost / 1000000, cost % 1000000)
+                   - p;
+
+    return NGX_OK;
 }
 
 
@@ -613,6 +704,44 @@ ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n, void *data)
 
     ngx_add_timer(&ctx->timer, ctx->conf->idle_timeout);
 
+    /*
+     * a plain answer is held until it is whole when its cost is to go in
+     * a header; one too large to hold goes on without it
+     */
+
+    if (!ctx->headers_sent && !ctx->holding && ctx->conf->cost_header
+        && ctx->upstream_status == NGX_HTTP_OK
+        && !(ctx->content_type.len >= 17
+             && ngx_strncasecmp(ctx->content_type.data,
+                                (u_char *) "text/event-stream", 17) == 0))
+    {
+        ctx->holding = 1;
+    }
+
+    if (ctx->holding) {
+        if (ngx_http_llm_proxy_tee(ctx, (u_char *) buf, len) != NGX_OK) {
+            ctx->client_error = 1;
+            return 0;
+        }
+
+        if (!ctx->body_truncated) {
+            return len;
+        }
+
+        ctx->holding = 0;
+
+        if (ngx_http_llm_proxy_send_header(ctx) != NGX_OK
+            || ngx_http_llm_out(ctx, ctx->body, ctx->body_len) != NGX_OK
+            || ngx_http_llm_out(ctx, (u_char *) buf, len) != NGX_OK
+            || ngx_http_llm_out_flush(ctx, 0) == NGX_ERROR)
+        {
+            ctx->client_error = 1;
+            return 0;
+        }
+
+        return len;
+    }
+
     if (!ctx->headers_sent) {
         if (ngx_http_llm_proxy_send_header(ctx) != NGX_OK) {
             ctx->client_error = 1;
@@ -663,7 +792,8 @@ ngx_http_llm_proxy_send_header(ngx_http_llm_ctx_t *ctx)
 
     r->headers_out.status = ctx->upstream_status ? ctx->upstream_status
                                                  : NGX_HTTP_BAD_GATEWAY;
-    r->headers_out.content_length_n = -1;
+    r->headers_out.content_length_n = ctx->holding ? (off_t) ctx->body_len
+                                                   : -1;
 
     if (ctx->content_type.len) {
         r->headers_out.content_type = ctx->content_type;
