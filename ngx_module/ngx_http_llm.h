@@ -25,6 +25,17 @@
 #define NGX_HTTP_LLM_ERRBUF_SIZE       512
 
 
+/* what a hosted provider wants that the OpenAI API does not say */
+typedef struct {
+    ngx_str_t                   name;
+    const char                 *base;       /* the default base URL */
+    unsigned                    stream_options:1;  /* takes it */
+    unsigned                    attribution:1;     /* HTTP-Referer, X-Title */
+    unsigned                    usage_include:1;   /* "usage":{"include"} */
+    unsigned                    x_groq:1;          /* usage in x_groq */
+} ngx_http_llm_provider_t;
+
+
 typedef struct {
     ngx_str_t                   url;        /* .../chat/completions, NUL */
     ngx_str_t                   name;       /* host[:port] for logs */
@@ -33,15 +44,22 @@ typedef struct {
     ngx_uint_t                  price_in;   /* micro-dollars per 1M tokens */
     ngx_uint_t                  price_out;
     ngx_uint_t                  weight;
+    ngx_uint_t                  id;         /* in the health zone */
+    ngx_http_llm_provider_t    *provider;
+    unsigned                    hosted:1;   /* a provider, not local */
 } ngx_http_llm_backend_t;
 
 
-typedef struct {
+typedef struct ngx_http_llm_model_s  ngx_http_llm_model_t;
+
+struct ngx_http_llm_model_s {
     ngx_str_t                   name;
     ngx_uint_t                  context_window;
     ngx_array_t                 backends;   /* ngx_http_llm_backend_t */
     ngx_array_t                 aliases;    /* ngx_str_t */
-} ngx_http_llm_model_t;
+    ngx_str_t                   fallback_name;
+    ngx_http_llm_model_t       *fallback;
+};
 
 
 typedef struct {
@@ -101,6 +119,12 @@ typedef struct {
     ngx_msec_t                  auth_cache_ttl;
     ngx_http_llm_router_t      *router;
     ngx_shm_zone_t             *metrics;
+    ngx_shm_zone_t             *health;
+    ngx_str_t                   ssl_trusted;     /* CA file, NUL */
+    ngx_flag_t                  ssl_verify;
+    ngx_str_t                   app_url;         /* "HTTP-Referer: ..." */
+    ngx_uint_t                  breaker_failures;
+    ngx_msec_t                  breaker_cooldown;
     size_t                      cache_local;     /* bytes per worker */
     ngx_msec_t                  cache_local_ttl;
 } ngx_http_llm_main_conf_t;
@@ -127,6 +151,8 @@ typedef struct {
     ngx_uint_t                  cache_charge;    /* percent of the cost */
     ngx_msec_t                  cache_lock_timeout;
     ngx_flag_t                  cost_header;
+    ngx_uint_t                  max_attempts;
+    ngx_msec_t                  retry_backoff;
 } ngx_http_llm_loc_conf_t;
 
 
@@ -208,6 +234,7 @@ typedef struct {
     cJSON                      *json;          /* the client's request */
     ngx_str_t                   model_name;    /* as the client asked */
     char                       *upstream_body; /* malloc()ed by cJSON */
+    cJSON                      *stream_opts;   /* the client's, aside */
     size_t                      upstream_body_len;
 
     ngx_http_llm_model_t       *model;
@@ -216,8 +243,11 @@ typedef struct {
     int64_t                     route_tokens;
     const char                 *error_code;    /* of the error sent */
     ngx_http_llm_backend_t     *backend;
-    ngx_uint_t                  backend_index;
+    uint64_t                    tried;         /* backends, by index */
     ngx_uint_t                  attempts;
+    ngx_msec_t                  cool_wait;     /* all rate limited: wait */
+    ngx_event_t                 retry;         /* the backoff's timer */
+    ngx_table_elt_t            *route_h;
 
     CURL                       *easy;
     struct curl_slist          *headers;
@@ -288,6 +318,10 @@ typedef struct {
     unsigned                    cache_waiting:1; /* in cache_link */
     unsigned                    cache_done:1;    /* stored or released */
     unsigned                    holding:1;       /* body held for cost */
+    unsigned                    outstanding:1;   /* counted in health */
+    unsigned                    probing:1;       /* a half-open probe */
+    unsigned                    all_open:1;
+    unsigned                    fell_back:1;
 } ngx_http_llm_ctx_t;
 
 
@@ -323,6 +357,7 @@ void ngx_http_llm_fail(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err);
 void ngx_http_llm_finalize(ngx_http_llm_ctx_t *ctx, ngx_int_t rc);
 ngx_int_t ngx_http_llm_add_header(ngx_http_request_t *r, const char *key,
     const char *value);
+ngx_table_elt_t *ngx_http_llm_last_header(ngx_http_request_t *r);
 
 /* ngx_http_llm_auth.c */
 ngx_int_t ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx,
@@ -358,6 +393,18 @@ void ngx_http_llm_cache_local_exit(void);
 u_char *ngx_http_llm_cache_local_get(ngx_str_t *key, size_t *len);
 void ngx_http_llm_cache_local_put(ngx_str_t *key, u_char *data, size_t len,
     ngx_msec_t ttl);
+
+/* ngx_http_llm_backend.c */
+ngx_http_llm_provider_t *ngx_http_llm_provider_find(ngx_str_t *name);
+char *ngx_http_llm_backend_init(ngx_conf_t *cf,
+    ngx_http_llm_main_conf_t *lmcf);
+ngx_http_llm_backend_t *ngx_http_llm_backend_next(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_backend_done(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_backend_ok(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_backend_failed(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_backend_cool(ngx_http_llm_ctx_t *ctx, ngx_msec_t ms);
+ngx_uint_t ngx_http_llm_backend_state(ngx_http_llm_main_conf_t *lmcf,
+    ngx_http_llm_backend_t *b);
 
 /* ngx_http_llm_metrics.c */
 char *ngx_http_llm_metrics_conf(ngx_conf_t *cf, ngx_command_t *cmd,

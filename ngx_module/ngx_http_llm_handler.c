@@ -546,3 +546,18 @@ ngx_http_llm_cleanup(void *data)
         ctx->json = NULL;
     }
 }
+
+
+/* the header ngx_http_llm_add_header() pushed last */
+
+ngx_table_elt_t *
+ngx_http_llm_last_header(ngx_http_request_t *r)
+{
+    ngx_list_t  *l;
+
+    l = &r->headers_out.headers;
+
+    return l->last->nelts ? (ngx_table_elt_t *) l->last->elts
+                            + l->last->nelts - 1
+                          : NULL;
+}

@@ -50,6 +50,10 @@ static ngx_http_llm_series_t *ngx_http_llm_metrics_series(
     ngx_shm_zone_t *zone, u_char *key, size_t len, ngx_uint_t histogram);
 static ngx_int_t ngx_http_llm_metrics_handler(ngx_http_request_t *r);
 static u_char *ngx_http_llm_label(u_char *p, u_char *last, ngx_str_t *v);
+static u_char *ngx_http_llm_metrics_states(ngx_http_llm_main_conf_t *lmcf,
+    u_char *p, u_char *last);
+static size_t ngx_http_llm_metrics_states_size(
+    ngx_http_llm_main_conf_t *lmcf);
 
 
 /* upper bounds, milliseconds; +Inf is the count */
@@ -78,6 +82,8 @@ static ngx_http_llm_metric_t  ngx_http_llm_metrics[] = {
       "Time from the start of an attempt to its first byte, by backend." },
     { "llm_request_duration_seconds", "histogram",
       "Time from the request's body to its end, by logical model." },
+    { "llm_backend_state", "gauge",
+      "Circuit breaker state per backend: 0 closed, 1 open, 2 half-open." },
     { "llm_metrics_dropped_total", "counter",
       "Updates lost because the metrics zone was full." },
     { NULL, NULL, NULL }
@@ -467,6 +473,58 @@ ngx_http_llm_label(u_char *p, u_char *last, ngx_str_t *v)
 }
 
 
+/* llm_backend_state lines, read from the backends' health zone */
+
+static u_char *
+ngx_http_llm_metrics_states(ngx_http_llm_main_conf_t *lmcf, u_char *p,
+    u_char *last)
+{
+    ngx_uint_t               i, j;
+    ngx_http_llm_model_t    *m;
+    ngx_http_llm_backend_t  *b;
+    u_char                   lm[256], lb[256], lu[512], *e;
+
+    m = lmcf->models.elts;
+
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        b = m[i].backends.elts;
+
+        for (j = 0; j < m[i].backends.nelts; j++) {
+            e = ngx_http_llm_label(lm, lm + sizeof(lm) - 1, &m[i].name);
+            *e = '\0';
+            e = ngx_http_llm_label(lb, lb + sizeof(lb) - 1, &b[j].name);
+            *e = '\0';
+            e = ngx_http_llm_label(lu, lu + sizeof(lu) - 1, &b[j].url);
+            *e = '\0';
+
+            p = ngx_slprintf(p, last, "llm_backend_state{model=\"%s\","
+                             "backend=\"%s\",url=\"%s\"} %ui\n", lm, lb, lu,
+                             ngx_http_llm_backend_state(lmcf, &b[j]));
+        }
+    }
+
+    return p;
+}
+
+
+static size_t
+ngx_http_llm_metrics_states_size(ngx_http_llm_main_conf_t *lmcf)
+{
+    size_t                 size;
+    ngx_uint_t             i;
+    ngx_http_llm_model_t  *m;
+
+    size = 0;
+    m = lmcf->models.elts;
+
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        size += m[i].backends.nelts * (256 + 256 + 512 + 64);
+    }
+
+    return size;
+}
+
+
 /* the exposition; the output is built under the lock, sent after it */
 
 static ngx_int_t
@@ -506,7 +564,7 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
 
     /* a bound on the size: each series' lines at their longest, the help */
 
-    size = 4096;
+    size = 4096 + ngx_http_llm_metrics_states_size(lmcf);
     root = sh->rbtree.root;
     sentinel = sh->rbtree.sentinel;
 
@@ -534,6 +592,11 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
 
         p = ngx_sprintf(p, "# HELP %s %s\n# TYPE %s %s\n",
                         m->name, m->help, m->name, m->type);
+
+        if (ngx_strcmp(m->name, "llm_backend_state") == 0) {
+            p = ngx_http_llm_metrics_states(lmcf, p, b->end);
+            continue;
+        }
 
         if (ngx_strcmp(m->name, "llm_metrics_dropped_total") == 0) {
             p = ngx_sprintf(p, "%s %uA\n", m->name, sh->dropped);

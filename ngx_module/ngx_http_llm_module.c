@@ -26,6 +26,9 @@ static char *ngx_http_llm_model(ngx_conf_t *cf, ngx_command_t *dummy,
     void *conf);
 static char *ngx_http_llm_alias(ngx_conf_t *cf,
     ngx_http_llm_model_t *model);
+static char *ngx_http_llm_read_key(ngx_conf_t *cf, ngx_str_t *name);
+static ngx_int_t ngx_http_llm_backend_key(ngx_conf_t *cf,
+    ngx_http_llm_backend_t *b, char *key);
 static char *ngx_http_llm_backend(ngx_conf_t *cf,
     ngx_http_llm_model_t *model);
 static ngx_int_t ngx_http_llm_parse_price(ngx_str_t *s, ngx_uint_t *in,
@@ -37,6 +40,12 @@ static char *ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_llm_api_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_llm_set_enum(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_llm_breaker(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_llm_ssl_trusted(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_llm_app_url(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_llm_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_llm_init_process(ngx_cycle_t *cycle);
@@ -81,6 +90,34 @@ static ngx_command_t  ngx_http_llm_commands[] = {
     { ngx_string("llm_router"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
       ngx_http_llm_router_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_ssl_trusted_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_llm_ssl_trusted,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_ssl_verify"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_llm_main_conf_t, ssl_verify),
+      NULL },
+
+    { ngx_string("llm_app_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_llm_app_url,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_breaker"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_llm_breaker,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -216,6 +253,20 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_llm_loc_conf_t, stream_buffer),
+      NULL },
+
+    { ngx_string("llm_max_attempts"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, max_attempts),
+      NULL },
+
+    { ngx_string("llm_retry_backoff"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, retry_backoff),
       NULL },
 
     { ngx_string("llm_cost_header"),
@@ -604,6 +655,9 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
     lmcf->keepalive = NGX_CONF_UNSET_UINT;
     lmcf->auth_cache_ttl = NGX_CONF_UNSET_MSEC;
     lmcf->cache_local = NGX_CONF_UNSET_SIZE;
+    lmcf->breaker_failures = NGX_CONF_UNSET_UINT;
+    lmcf->ssl_verify = NGX_CONF_UNSET;
+    lmcf->breaker_cooldown = NGX_CONF_UNSET_MSEC;
     lmcf->cache_local_ttl = NGX_CONF_UNSET_MSEC;
 
     return lmcf;
@@ -615,10 +669,45 @@ ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_llm_main_conf_t *lmcf = conf;
 
+    ngx_uint_t             i, j;
+    ngx_http_llm_model_t  *m;
+
     ngx_conf_init_uint_value(lmcf->keepalive, 64);
     ngx_conf_init_msec_value(lmcf->auth_cache_ttl, 10000);
     ngx_conf_init_size_value(lmcf->cache_local, 0);
     ngx_conf_init_msec_value(lmcf->cache_local_ttl, 1000);
+    ngx_conf_init_uint_value(lmcf->breaker_failures, 5);
+    ngx_conf_init_value(lmcf->ssl_verify, 1);
+    ngx_conf_init_msec_value(lmcf->breaker_cooldown, 30000);
+
+    m = lmcf->models.elts;
+
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        if (m[i].fallback_name.len == 0) {
+            continue;
+        }
+
+        for (j = 0; j < lmcf->models.nelts; j++) {
+            if (j != i && m[j].name.len == m[i].fallback_name.len
+                && ngx_strncmp(m[j].name.data, m[i].fallback_name.data,
+                               m[j].name.len) == 0)
+            {
+                m[i].fallback = &m[j];
+            }
+        }
+
+        if (m[i].fallback == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"fallback\" of \"llm_model\" \"%V\" names "
+                               "no other model: \"%V\"", &m[i].name,
+                               &m[i].fallback_name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (ngx_http_llm_backend_init(cf, lmcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     return ngx_http_llm_router_init(cf, lmcf);
 }
@@ -648,6 +737,8 @@ ngx_http_llm_create_loc_conf(ngx_conf_t *cf)
     conf->default_max_tokens = NGX_CONF_UNSET_UINT;
     conf->cache = NGX_CONF_UNSET;
     conf->cost_header = NGX_CONF_UNSET;
+    conf->max_attempts = NGX_CONF_UNSET_UINT;
+    conf->retry_backoff = NGX_CONF_UNSET_MSEC;
     conf->cache_policy = NGX_CONF_UNSET_UINT;
     conf->cache_shared = NGX_CONF_UNSET_UINT;
     conf->cache_ttl = NGX_CONF_UNSET_MSEC;
@@ -690,6 +781,14 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_value(conf->cache, prev->cache, 0);
     ngx_conf_merge_value(conf->cost_header, prev->cost_header, 0);
+    ngx_conf_merge_uint_value(conf->max_attempts, prev->max_attempts, 4);
+    ngx_conf_merge_msec_value(conf->retry_backoff, prev->retry_backoff, 20);
+
+    if (conf->max_attempts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_max_attempts\" must be positive");
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_merge_uint_value(conf->cache_policy, prev->cache_policy,
                               NGX_HTTP_LLM_CACHE_DETERMINISTIC);
     ngx_conf_merge_uint_value(conf->cache_shared, prev->cache_shared, 0);
@@ -902,6 +1001,25 @@ ngx_http_llm_model(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
         return ngx_http_llm_alias(cf, model);
     }
 
+    if (value[0].len == sizeof("fallback") - 1
+        && ngx_strncmp(value[0].data, "fallback", value[0].len) == 0)
+    {
+        if (cf->args->nelts != 2) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid number of arguments in "
+                               "\"fallback\" of \"llm_model\"");
+            return NGX_CONF_ERROR;
+        }
+
+        if (model->fallback_name.len) {
+            return "\"fallback\" is duplicate";
+        }
+
+        model->fallback_name = value[1];
+
+        return NGX_CONF_OK;
+    }
+
     if (value[0].len == sizeof("context_window") - 1
         && ngx_strncmp(value[0].data, "context_window", value[0].len) == 0)
     {
@@ -934,6 +1052,99 @@ ngx_http_llm_model(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
                        &value[0]);
 
     return NGX_CONF_ERROR;
+}
+
+
+/* the backend's own "Authorization" header; the client's never goes on */
+
+static ngx_int_t
+ngx_http_llm_backend_key(ngx_conf_t *cf, ngx_http_llm_backend_t *b,
+    char *key)
+{
+    u_char  *p;
+    size_t   len;
+
+    len = sizeof("Authorization: Bearer ") - 1 + ngx_strlen(key);
+
+    b->auth.data = ngx_pnalloc(cf->pool, len + 1);
+    if (b->auth.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(b->auth.data, "Authorization: Bearer ",
+                   sizeof("Authorization: Bearer ") - 1);
+    p = ngx_cpymem(p, key, ngx_strlen(key));
+    *p = '\0';
+    b->auth.len = len;
+
+    return NGX_OK;
+}
+
+
+/* a provider's key from a file: one line, white space around it dropped */
+
+static char *
+ngx_http_llm_read_key(ngx_conf_t *cf, ngx_str_t *name)
+{
+    u_char     *p, *last, *key;
+    ssize_t     n;
+    ngx_fd_t    fd;
+    ngx_str_t   file;
+    u_char      buf[1024];
+
+    file = *name;
+
+    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+        return NULL;
+    }
+
+    fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"backend\" api_key_file: cannot open \"%V\"",
+                           &file);
+        return NULL;
+    }
+
+    n = ngx_read_fd(fd, buf, sizeof(buf) - 1);
+    ngx_close_file(fd);
+
+    if (n <= 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"backend\" api_key_file: \"%V\" is empty",
+                           &file);
+        return NULL;
+    }
+
+    p = buf;
+    last = buf + n;
+
+    while (p < last && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) {
+        p++;
+    }
+
+    while (last > p && (last[-1] == ' ' || last[-1] == '\t'
+                        || last[-1] == '\r' || last[-1] == '\n'))
+    {
+        last--;
+    }
+
+    if (p == last || ngx_strlchr(p, last, '\n') || ngx_strlchr(p, last, '\r'))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"backend\" api_key_file: \"%V\" must hold "
+                           "one key on one line", &file);
+        return NULL;
+    }
+
+    key = ngx_pnalloc(cf->pool, last - p + 1);
+    if (key == NULL) {
+        return NULL;
+    }
+
+    ngx_cpystrn(key, p, last - p + 1);
+
+    return (char *) key;
 }
 
 
@@ -1010,9 +1221,10 @@ ngx_http_llm_backend(ngx_conf_t *cf, ngx_http_llm_model_t *model)
     char                    *key;
     size_t                   len;
     ngx_int_t                n;
-    ngx_str_t               *value, url, id, env;
-    ngx_uint_t               i;
+    ngx_str_t               *value, url, id, env, v;
+    ngx_uint_t               i, first;
     ngx_http_llm_backend_t  *b;
+    ngx_http_llm_provider_t *pr;
 
     value = cf->args->elts;
 
@@ -1024,6 +1236,25 @@ ngx_http_llm_backend(ngx_conf_t *cf, ngx_http_llm_model_t *model)
     }
 
     url = value[1];
+    first = 2;
+
+    /* "backend provider=NAME ...": the provider's own base URL */
+
+    if (url.len > 9 && ngx_strncmp(url.data, "provider=", 9) == 0) {
+        v.data = url.data + 9;
+        v.len = url.len - 9;
+
+        pr = ngx_http_llm_provider_find(&v);
+        if (pr == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "unknown \"backend\" provider \"%V\"", &v);
+            return NGX_CONF_ERROR;
+        }
+
+        url.data = (u_char *) pr->base;
+        url.len = ngx_strlen(pr->base);
+        first = 1;
+    }
 
     if (!(url.len > 7 && ngx_strncasecmp(url.data, (u_char *) "http://", 7)
                          == 0)
@@ -1071,7 +1302,7 @@ ngx_http_llm_backend(ngx_conf_t *cf, ngx_http_llm_model_t *model)
 
     id.len = 0;
 
-    for (i = 2; i < cf->args->nelts; i++) {
+    for (i = first; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "model=", 6) == 0) {
             id.data = value[i].data + 6;
@@ -1093,18 +1324,24 @@ ngx_http_llm_backend(ngx_conf_t *cf, ngx_http_llm_model_t *model)
                 return NGX_CONF_ERROR;
             }
 
-            len = sizeof("Authorization: Bearer ") - 1 + ngx_strlen(key);
-
-            b->auth.data = ngx_pnalloc(cf->pool, len + 1);
-            if (b->auth.data == NULL) {
+            if (ngx_http_llm_backend_key(cf, b, key) != NGX_OK) {
                 return NGX_CONF_ERROR;
             }
 
-            p = ngx_cpymem(b->auth.data, "Authorization: Bearer ",
-                           sizeof("Authorization: Bearer ") - 1);
-            p = ngx_cpymem(p, key, ngx_strlen(key));
-            *p = '\0';
-            b->auth.len = len;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "api_key_file=", 13) == 0) {
+            v.data = value[i].data + 13;
+            v.len = value[i].len - 13;
+
+            key = ngx_http_llm_read_key(cf, &v);
+
+            if (key == NULL || ngx_http_llm_backend_key(cf, b, key) != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
             continue;
         }
 
@@ -1124,6 +1361,25 @@ ngx_http_llm_backend(ngx_conf_t *cf, ngx_http_llm_model_t *model)
                 return NGX_CONF_ERROR;
             }
 
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "provider=", 9) == 0) {
+            v = value[i];
+            v.data += 9;
+            v.len -= 9;
+
+            b->provider = ngx_http_llm_provider_find(&v);
+
+            if (b->provider == NULL) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "unknown \"backend\" provider \"%V\"; "
+                                   "known: together, fireworks, deepinfra, "
+                                   "openrouter, mistral, groq", &v);
+                return NGX_CONF_ERROR;
+            }
+
+            b->hosted = 1;
             continue;
         }
 
@@ -1516,4 +1772,133 @@ ngx_http_llm_set_enum(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                        &value[1], &cmd->name, q - list, list);
 
     return NGX_CONF_ERROR;
+}
+
+
+/* llm_breaker failures=N cooldown=TIME */
+
+static char *
+ngx_http_llm_breaker(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value, v;
+    ngx_uint_t   i;
+    ngx_msec_t   ms;
+
+    if (lmcf->breaker_failures != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "failures=", 9) == 0) {
+            n = ngx_atoi(value[i].data + 9, value[i].len - 9);
+            if (n <= 0) {
+                goto invalid;
+            }
+
+            lmcf->breaker_failures = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "cooldown=", 9) == 0) {
+            v.data = value[i].data + 9;
+            v.len = value[i].len - 9;
+
+            ms = ngx_parse_time(&v, 0);
+            if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+                goto invalid;
+            }
+
+            lmcf->breaker_cooldown = ms;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid \"llm_breaker\" parameter \"%V\": "
+                       "failures=N and cooldown=TIME expected", &value[i]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/* llm_ssl_trusted_certificate FILE: the CAs hosted backends are checked by */
+
+static char *
+ngx_http_llm_ssl_trusted(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (lmcf->ssl_trusted.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    lmcf->ssl_trusted = value[1];
+
+    /* NUL-terminated, for libcurl */
+    if (ngx_conf_full_name(cf->cycle, &lmcf->ssl_trusted, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_file_info(lmcf->ssl_trusted.data, &(ngx_file_info_t) { 0 })
+        == NGX_FILE_ERROR)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"llm_ssl_trusted_certificate\": cannot read "
+                           "\"%V\"", &lmcf->ssl_trusted);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* llm_app_url URL: OpenRouter's attribution, as "HTTP-Referer" */
+
+static char *
+ngx_http_llm_app_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    u_char     *p;
+    ngx_str_t  *value;
+
+    if (lmcf->app_url.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strlchr(value[1].data, value[1].data + value[1].len, '\r')
+        || ngx_strlchr(value[1].data, value[1].data + value[1].len, '\n'))
+    {
+        return "must be one line";
+    }
+
+    p = ngx_pnalloc(cf->pool, sizeof("HTTP-Referer: ") + value[1].len);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf->app_url.data = p;
+    p = ngx_cpymem(p, "HTTP-Referer: ", sizeof("HTTP-Referer: ") - 1);
+    p = ngx_cpymem(p, value[1].data, value[1].len);
+    *p = '\0';
+    lmcf->app_url.len = p - lmcf->app_url.data;
+
+    return NGX_CONF_OK;
 }

@@ -12,11 +12,18 @@
 
 
 static ngx_int_t ngx_http_llm_proxy_body(ngx_http_llm_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_proxy_request(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_backend_t *b);
 static void ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_proxy_fail(ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx,
     CURLcode rc);
 static void ngx_http_llm_proxy_release(ngx_http_llm_ctx_t *ctx);
+static void ngx_http_llm_proxy_retry(ngx_event_t *ev);
+static ngx_http_llm_backend_t *ngx_http_llm_proxy_fallback(
+    ngx_http_llm_ctx_t *ctx);
+static ngx_msec_t ngx_http_llm_retry_after(ngx_http_llm_ctx_t *ctx);
+static void ngx_http_llm_proxy_backoff(ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_proxy_json_end(ngx_http_llm_ctx_t *ctx);
 static size_t ngx_http_llm_proxy_header_cb(char *buf, size_t size,
     size_t n, void *data);
@@ -51,7 +58,11 @@ ngx_http_llm_proxy_start(ngx_http_llm_ctx_t *ctx)
     ctx->timer.data = &ngx_http_llm_timer_conn;
     ctx->timer.log = r->connection->log;
 
-    ctx->backend_index = 0;
+    ctx->retry.handler = ngx_http_llm_proxy_retry;
+    ctx->retry.data = &ngx_http_llm_timer_conn;
+    ctx->retry.log = r->connection->log;
+
+    ctx->tried = 0;
 
     ngx_http_llm_proxy_next(ctx);
 
@@ -59,29 +70,139 @@ ngx_http_llm_proxy_start(ngx_http_llm_ctx_t *ctx)
 }
 
 
+/* the backoff is over: the next attempt */
+
+static void
+ngx_http_llm_proxy_retry(ngx_event_t *ev)
+{
+    ngx_connection_t    *c;
+    ngx_http_llm_ctx_t  *ctx;
+
+    ctx = (ngx_http_llm_ctx_t *) ((u_char *) ev
+                                  - offsetof(ngx_http_llm_ctx_t, retry));
+    c = ctx->request->connection;
+
+    ngx_http_llm_proxy_next(ctx);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
 /*
- * The upstream body: the client's own request with the model renamed per
- * backend and usage asked for on streams, so that every ending can be
- * accounted for.
+ * Every backend of the model is spent: its fallback model takes over, if
+ * it has one, the tenant may use it and the request fits its context.
+ * The answer is not cached: it is not the asked model's.
+ */
+
+static ngx_http_llm_backend_t *
+ngx_http_llm_proxy_fallback(ngx_http_llm_ctx_t *ctx)
+{
+    u_char                 *p;
+    size_t                  bytes, msgs, len;
+    int64_t                 need;
+    ngx_http_llm_model_t   *from, *to;
+    ngx_http_llm_tenant_t  *t;
+
+    from = ctx->model;
+    to = from->fallback;
+    t = ctx->tenant;
+
+    if (to == NULL || ctx->fell_back) {
+        return NULL;
+    }
+
+    if (t && t->models.len
+        && !ngx_http_llm_model_allowed(&t->models, &to->name))
+    {
+        return NULL;
+    }
+
+    bytes = ngx_http_llm_prompt_bytes(ctx->json, &msgs);
+    need = (int64_t) (bytes / 3 + 8 * msgs + 16) + ctx->max_tokens;
+
+    if (need > (int64_t) to->context_window) {
+        return NULL;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
+                  "llm: model \"%V\" unavailable, falling back to \"%V\"",
+                  &from->name, &to->name);
+
+    ctx->fell_back = 1;
+    ctx->model = to;
+    ctx->tried = 0;
+    ctx->cache_store = 0;
+    ctx->route_reason = "fallback";
+    ctx->route_score = -1;
+
+    if (ctx->route_h) {
+        len = to->name.len + from->name.len + sizeof("; reason=fallback; from=");
+        p = ngx_pnalloc(ctx->request->pool, len);
+
+        if (p) {
+            ctx->route_h->value.data = p;
+            ctx->route_h->value.len = ngx_sprintf(p, "%V; reason=fallback; "
+                                                  "from=%V", &to->name,
+                                                  &from->name)
+                                      - p;
+        }
+    }
+
+    return ngx_http_llm_backend_next(ctx);
+}
+
+
+/*
+ * The upstream body: the client's own request, with stream_options kept
+ * aside, to be put back per backend.
  */
 
 static ngx_int_t
 ngx_http_llm_proxy_body(ngx_http_llm_ctx_t *ctx)
 {
-    cJSON  *opts;
+    ctx->stream_opts = cJSON_DetachItemFromObjectCaseSensitive(ctx->json,
+                                                            "stream_options");
+    return NGX_OK;
+}
 
-    if (ctx->stream) {
-        opts = cJSON_GetObjectItemCaseSensitive(ctx->json, "stream_options");
 
-        if (!cJSON_IsObject(opts)) {
-            cJSON_DeleteItemFromObjectCaseSensitive(ctx->json,
-                                                    "stream_options");
-            opts = cJSON_AddObjectToObject(ctx->json, "stream_options");
-            if (opts == NULL) {
-                return NGX_ERROR;
-            }
+/*
+ * One attempt's body and headers.  The model is the backend's id; a stream
+ * asks for usage, so that every ending can be accounted for, unless the
+ * provider refuses stream_options (it then sends usage by itself); the
+ * headers are built anew, so that only this backend sees its key.
+ */
+
+static ngx_int_t
+ngx_http_llm_proxy_request(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b)
+{
+    cJSON                     *opts, *u;
+    struct curl_slist         *h;
+    ngx_http_llm_provider_t   *pv;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    pv = b->provider;
+
+    cJSON_DeleteItemFromObjectCaseSensitive(ctx->json, "model");
+
+    if (cJSON_AddStringToObject(ctx->json, "model", (char *) b->model.data)
+        == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    cJSON_DeleteItemFromObjectCaseSensitive(ctx->json, "stream_options");
+
+    if (ctx->stream && (pv == NULL || pv->stream_options)) {
+        opts = cJSON_IsObject(ctx->stream_opts)
+               ? cJSON_Duplicate(ctx->stream_opts, 1)
+               : cJSON_CreateObject();
+
+        if (opts == NULL) {
+            return NGX_ERROR;
         }
 
+        cJSON_AddItemToObject(ctx->json, "stream_options", opts);
         cJSON_DeleteItemFromObjectCaseSensitive(opts, "include_usage");
 
         if (cJSON_AddTrueToObject(opts, "include_usage") == NULL) {
@@ -89,24 +210,69 @@ ngx_http_llm_proxy_body(ngx_http_llm_ctx_t *ctx)
         }
     }
 
-    return NGX_OK;
+    if (pv && pv->usage_include
+        && cJSON_GetObjectItemCaseSensitive(ctx->json, "usage") == NULL)
+    {
+        u = cJSON_AddObjectToObject(ctx->json, "usage");
+        if (u == NULL || cJSON_AddTrueToObject(u, "include") == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->upstream_body) {
+        cJSON_free(ctx->upstream_body);
+    }
+
+    ctx->upstream_body = cJSON_PrintUnformatted(ctx->json);
+    if (ctx->upstream_body == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->upstream_body_len = ngx_strlen(ctx->upstream_body);
+
+    if (ctx->headers) {
+        curl_slist_free_all(ctx->headers);
+    }
+
+    /* no "100 Continue" round trip for large bodies */
+
+    h = curl_slist_append(NULL, "Content-Type: application/json");
+    ctx->headers = h;
+
+    h = h ? curl_slist_append(h, "Expect:") : NULL;
+
+    if (h && ctx->stream) {
+        h = curl_slist_append(h, "Accept: text/event-stream");
+    }
+
+    if (h && b->auth.len) {
+        h = curl_slist_append(h, (char *) b->auth.data);
+    }
+
+    if (h && pv && pv->attribution) {
+        lmcf = ngx_http_get_module_main_conf(ctx->request,
+                                             ngx_http_llm_module);
+
+        h = curl_slist_append(h, "X-Title: nginx-llm-gateway");
+
+        if (h && lmcf->app_url.len) {
+            h = curl_slist_append(h, (char *) lmcf->app_url.data);
+        }
+    }
+
+    return h ? NGX_OK : NGX_ERROR;
 }
 
 
-/* starts an attempt on ctx->backend_index, or fails the request */
+/* starts an attempt on the best backend left, or fails the request */
 
 static void
 ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
 {
-    CURL                    *easy;
-    ngx_msec_t               elapsed, left;
-    ngx_http_llm_backend_t  *backend;
-    struct curl_slist       *h;
-
-    if (ctx->backend_index >= ctx->model->backends.nelts) {
-        ngx_http_llm_proxy_fail(ctx);
-        return;
-    }
+    CURL                      *easy;
+    ngx_msec_t                 elapsed, left;
+    ngx_http_llm_backend_t    *backend;
+    ngx_http_llm_main_conf_t  *lmcf;
 
     elapsed = ngx_current_msec - ctx->start;
 
@@ -116,54 +282,30 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
         return;
     }
 
-    left = ctx->conf->total_timeout - elapsed;
+    if (ctx->attempts >= ctx->conf->max_attempts) {
+        ngx_http_llm_proxy_fail(ctx);
+        return;
+    }
 
-    backend = (ngx_http_llm_backend_t *) ctx->model->backends.elts
-              + ctx->backend_index;
+    backend = ngx_http_llm_backend_next(ctx);
+
+    if (backend == NULL) {
+        backend = ngx_http_llm_proxy_fallback(ctx);
+    }
+
+    if (backend == NULL) {
+        ngx_http_llm_proxy_fail(ctx);
+        return;
+    }
+
+    left = ctx->conf->total_timeout - elapsed;
 
     ctx->backend = backend;
     ctx->attempts++;
 
-    /* the model name is per backend */
-
-    cJSON_DeleteItemFromObjectCaseSensitive(ctx->json, "model");
-
-    if (cJSON_AddStringToObject(ctx->json, "model",
-                                (char *) backend->model.data)
-        == NULL)
-    {
+    if (ngx_http_llm_proxy_request(ctx, backend) != NGX_OK) {
         ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
-    }
-
-    if (ctx->upstream_body) {
-        cJSON_free(ctx->upstream_body);
-    }
-
-    ctx->upstream_body = cJSON_PrintUnformatted(ctx->json);
-    if (ctx->upstream_body == NULL) {
-        ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    ctx->upstream_body_len = ngx_strlen(ctx->upstream_body);
-
-    if (ctx->headers == NULL) {
-        h = curl_slist_append(NULL, "Content-Type: application/json");
-        if (h) {
-            ctx->headers = h;
-            /* no "100 Continue" round trip for large bodies */
-            h = curl_slist_append(h, "Expect:");
-        }
-
-        if (h && ctx->stream) {
-            h = curl_slist_append(h, "Accept: text/event-stream");
-        }
-
-        if (h == NULL) {
-            ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
-        }
     }
 
     easy = ngx_http_llm_curl_get();
@@ -174,17 +316,18 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
 
     ctx->easy = easy;
 
-    if (backend->auth.len) {
-        /* a per-attempt list: only this backend may see its key */
-        h = curl_slist_append(NULL, (char *) backend->auth.data);
-        if (h == NULL) {
-            ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
-        }
+    lmcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_llm_module);
 
-        h->next = ctx->headers;
-        ctx->headers = h;
+    if (lmcf->ssl_trusted.len) {
+        curl_easy_setopt(easy, CURLOPT_CAINFO, lmcf->ssl_trusted.data);
     }
+
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, lmcf->ssl_verify ? 1L : 0L);
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, lmcf->ssl_verify ? 2L : 0L);
+
+    /* HTTP/2 where the provider offers it (ALPN), HTTP/1.1 in the clear */
+    curl_easy_setopt(easy, CURLOPT_HTTP_VERSION,
+                     (long) CURL_HTTP_VERSION_2TLS);
 
     curl_easy_setopt(easy, CURLOPT_URL, backend->url.data);
     curl_easy_setopt(easy, CURLOPT_PRIVATE, ctx);
@@ -304,8 +447,19 @@ ngx_http_llm_proxy_done(ngx_http_llm_ctx_t *ctx, CURLcode rc)
                                          : curl_easy_strerror(rc),
                       ctx->upstream_status);
 
-        ctx->backend_index++;
-        ngx_http_llm_proxy_next(ctx);
+        /*
+         * a 429 cools the backend down for everyone until its Retry-After;
+         * other failures count toward opening its circuit
+         */
+
+        if (ctx->upstream_status == NGX_HTTP_TOO_MANY_REQUESTS) {
+            ngx_http_llm_backend_cool(ctx, ngx_http_llm_retry_after(ctx));
+
+        } else {
+            ngx_http_llm_backend_failed(ctx);
+        }
+
+        ngx_http_llm_proxy_backoff(ctx);
         goto done;
     }
 
@@ -322,10 +476,39 @@ done:
 static void
 ngx_http_llm_proxy_fail(ngx_http_llm_ctx_t *ctx)
 {
+    u_char                *p;
     ngx_http_request_t    *r;
     ngx_http_llm_error_t   err;
 
     r = ctx->request;
+
+    /* nothing was tried: the backends are cooling down, or open */
+
+    if (ctx->fail == NGX_HTTP_LLM_FAIL_NONE && ctx->cool_wait) {
+        ngx_http_llm_set_error(&err, NGX_HTTP_TOO_MANY_REQUESTS,
+                               "upstream_error", "rate_limit_exceeded",
+                               NULL, "Every backend of model `%V` is "
+                               "rate limited, try again later.",
+                               &ctx->model->name);
+
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN + 1);
+        if (p) {
+            *ngx_sprintf(p, "%M", (ctx->cool_wait + 999) / 1000) = '\0';
+            (void) ngx_http_llm_add_header(r, "Retry-After", (char *) p);
+        }
+
+        ngx_http_llm_finalize(ctx, ngx_http_llm_send_error(r, &err));
+        return;
+    }
+
+    if (ctx->fail == NGX_HTTP_LLM_FAIL_NONE && ctx->all_open) {
+        ngx_http_llm_set_error(&err, NGX_HTTP_SERVICE_UNAVAILABLE,
+                               "upstream_error", "service_unavailable", NULL,
+                               "Every backend of model `%V` is failing; "
+                               "try again later.", &ctx->model->name);
+        ngx_http_llm_finalize(ctx, ngx_http_llm_send_error(r, &err));
+        return;
+    }
 
     switch (ctx->fail) {
 
@@ -550,12 +733,61 @@ ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx, ngx_uint_t trailer)
 }
 
 
+/* Retry-After in milliseconds: seconds, or an HTTP date; 0: none */
+
+static ngx_msec_t
+ngx_http_llm_retry_after(ngx_http_llm_ctx_t *ctx)
+{
+    time_t     t;
+    ngx_int_t  n;
+
+    if (ctx->retry_after.len == 0) {
+        return 0;
+    }
+
+    n = ngx_atoi(ctx->retry_after.data, ctx->retry_after.len);
+
+    if (n == NGX_ERROR) {
+        t = ngx_parse_http_time(ctx->retry_after.data, ctx->retry_after.len);
+        n = (t == NGX_ERROR || t <= ngx_time()) ? 0 : t - ngx_time();
+    }
+
+    /* a day at most: a broken header must not park a backend for good */
+    return (ngx_msec_t) ngx_min(n, 86400) * 1000;
+}
+
+
+/*
+ * The next attempt after a growing, jittered pause: llm_retry_backoff,
+ * doubled per attempt, times 0.5 to 1.5, at most a second.
+ */
+
+static void
+ngx_http_llm_proxy_backoff(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_msec_t  delay;
+
+    delay = ctx->conf->retry_backoff << ngx_min(ctx->attempts - 1, 10);
+    delay = ngx_min(delay, 1000);
+    delay = delay / 2 + (delay ? (ngx_msec_t) ngx_random() % delay : 0);
+
+    if (delay == 0) {
+        ngx_http_llm_proxy_next(ctx);
+        return;
+    }
+
+    ngx_add_timer(&ctx->retry, delay);
+}
+
+
 static void
 ngx_http_llm_proxy_release(ngx_http_llm_ctx_t *ctx)
 {
     if (ctx->timer.timer_set) {
         ngx_del_timer(&ctx->timer);
     }
+
+    ngx_http_llm_backend_done(ctx);
 
     if (ctx->easy) {
         ngx_http_llm_curl_put(ctx->easy);
@@ -571,6 +803,10 @@ ngx_http_llm_proxy_cleanup(ngx_http_llm_ctx_t *ctx)
 {
     ngx_http_llm_proxy_release(ctx);
 
+    if (ctx->retry.timer_set) {
+        ngx_del_timer(&ctx->retry);
+    }
+
     if (ctx->headers) {
         curl_slist_free_all(ctx->headers);
         ctx->headers = NULL;
@@ -579,6 +815,11 @@ ngx_http_llm_proxy_cleanup(ngx_http_llm_ctx_t *ctx)
     if (ctx->upstream_body) {
         cJSON_free(ctx->upstream_body);
         ctx->upstream_body = NULL;
+    }
+
+    if (ctx->stream_opts) {
+        cJSON_Delete(ctx->stream_opts);
+        ctx->stream_opts = NULL;
     }
 
     if (ctx->body) {
@@ -640,6 +881,9 @@ ngx_http_llm_proxy_header_cb(char *buf, size_t size, size_t n, void *data)
             || ctx->upstream_status == NGX_HTTP_FORBIDDEN)
         {
             ctx->discard = 1;
+
+        } else {
+            ngx_http_llm_backend_ok(ctx);
         }
 
         return len;
@@ -877,6 +1121,14 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
     usage = cJSON_GetObjectItemCaseSensitive(json, "usage");
 
     if (!cJSON_IsObject(usage)) {
+        /* Groq's streams carry it here */
+        usage = cJSON_GetObjectItemCaseSensitive(
+                    cJSON_GetObjectItemCaseSensitive(json, "x_groq"), "usage");
+
+        if (cJSON_IsObject(usage)) {
+            ngx_http_llm_proxy_usage(ctx, usage);
+        }
+
         cJSON_Delete(json);
         goto forward;
     }

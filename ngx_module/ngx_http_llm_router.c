@@ -325,7 +325,16 @@ ngx_http_llm_route_header(ngx_http_llm_ctx_t *ctx)
                       ctx->route_reason) = '\0';
     }
 
-    return ngx_http_llm_add_header(ctx->request, "x-llm-route", (char *) p);
+    if (ngx_http_llm_add_header(ctx->request, "x-llm-route", (char *) p)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* the last one pushed: a fallback rewrites it */
+    ctx->route_h = ngx_http_llm_last_header(ctx->request);
+
+    return NGX_OK;
 }
 
 
