@@ -21,7 +21,7 @@ NODE_DIR=$ROOT/node_modules
 
 APT_PACKAGES=(nginx nginx-dev libcurl4-openssl-dev libcjson-dev libhiredis-dev
     libssl-dev redis-server redis-tools wrk cmake g++ gcc make pkg-config git
-    perl libjson-pp-perl curl ca-certificates procps)
+    perl libjson-pp-perl curl ca-certificates procps openssl)
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'config.sh: %s\n' "$*" >&2; exit 1; }

@@ -375,8 +375,11 @@ ngx_http_llm_backend_failed(ngx_http_llm_ctx_t *ctx)
 
     n = ngx_atomic_fetch_add(&h->failures, 1) + 1;
 
+    /* a probe's failure (its flag may be gone with the attempt) reopens */
+
     if (ctx->probing
-        || (h->state == NGX_HTTP_LLM_CLOSED && n >= lmcf->breaker_failures))
+        || h->state != NGX_HTTP_LLM_CLOSED
+        || n >= lmcf->breaker_failures)
     {
         h->opened = ngx_http_llm_now();
         h->state = NGX_HTTP_LLM_OPEN;

@@ -82,14 +82,20 @@ sub _port_open {
 # ---------------------------------------------------------------- servers
 
 sub start_mock {
-    my ($self) = @_;
-    my $port = free_port();
+    my ($self, %o) = @_;
+    my $port = $o{port} // free_port();
     my $log = "$self->{dir}/mock-$port.log";
     my $pid = _spawn('mock', {}, 'sh', '-c',
         "exec node $ROOT/t/mock/upstream.js --port $port >$log 2>&1");
     wait_until(sub { _port_open($port) }, 10) or die "mock did not start";
     $self->{mock_pids}{$port} = $pid;
     return $port;
+}
+
+sub stop_mock {
+    my ($self, $port) = @_;
+    my $pid = delete $self->{mock_pids}{$port} or return;
+    _kill($pid, 'TERM');
 }
 
 sub mock_stats {

@@ -1,0 +1,145 @@
+# Hosted providers: each one's exact request shape (URL, key, model id,
+# stream_options, attribution), over TLS verified against a CA made here,
+# over HTTP/2; usage read however each provider sends it; keys from the
+# environment or a file, never the client's, never logged.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use LLMTest;
+
+plan skip_all => 'openssl not installed' unless `which openssl` =~ /\S/;
+
+my $t = LLMTest->new;
+my $d = $t->dir;
+
+# a CA and a server certificate for 127.0.0.1, made for this test
+my $ssl = join ' && ',
+    "openssl req -x509 -newkey rsa:2048 -nodes -keyout $d/ca.key -out $d/ca.pem -days 2 -subj /CN=llm-test-ca",
+    "openssl req -newkey rsa:2048 -nodes -keyout $d/srv.key -out $d/srv.csr -subj /CN=127.0.0.1",
+    "printf 'subjectAltName=IP:127.0.0.1\\n' > $d/ext",
+    "openssl x509 -req -in $d/srv.csr -CA $d/ca.pem -CAkey $d/ca.key -CAcreateserial -out $d/srv.pem -days 2 -extfile $d/ext";
+system("($ssl) >$d/openssl.log 2>&1") == 0 or BAIL_OUT('openssl failed: ' . `cat $d/openssl.log`);
+
+my %p = (
+    together => 'mistralai/Mixtral-8x7B-Instruct-v0.1',
+    fireworks => 'accounts/fireworks/models/mixtral-8x7b-instruct',
+    deepinfra => 'mistralai/Mixtral-8x22B-Instruct-v0.1',
+    openrouter => 'mistralai/mixtral-8x7b-instruct',
+    mistral => 'open-mixtral-8x22b',
+    groq => 'mixtral-8x7b-32768',
+);
+my %base = (together => 'together/v1', fireworks => 'fireworks/inference/v1',
+    deepinfra => 'deepinfra/v1/openai', openrouter => 'openrouter/api/v1',
+    mistral => 'mistral/v1', groq => 'groq/openai/v1');
+my %expect;
+for my $name (keys %p) {
+    my $key = "sk-$name-" . join('', map { ('a' .. 'z')[rand 26] } 1 .. 16);
+    $expect{$name} = { key => $key, model => $p{$name}, referer => 'https://gateway.example/app' };
+    $ENV{'LLMT_KEY_' . uc $name} = $key;
+}
+# one key from a file instead
+open my $kf, '>', "$d/groq.key" or die;
+print $kf "  $expect{groq}{key}\n";
+close $kf;
+delete $ENV{LLMT_KEY_GROQ};
+
+my $fp = free_port();
+LLMTest::_spawn('provider', {}, 'sh', '-c', "exec node $LLMTest::ROOT/t/mock/provider.js --port $fp "
+    . "--cert $d/srv.pem --key $d/srv.key --expect '" . encode_json(\%expect) . "' >$d/provider.log 2>&1");
+wait_until(sub { IO::Socket::INET->new(PeerAddr => "127.0.0.1:$fp") }, 10) or BAIL_OUT('fake provider did not start');
+
+sub models {
+    join "\n", map {
+        my $key = $_ eq 'groq' ? "api_key_file=$d/groq.key" : 'api_key_env=LLMT_KEY_' . uc $_;
+        "llm_model p-$_ { backend https://127.0.0.1:$fp/$base{$_} provider=$_ model=$p{$_} $key price=0.60/0.60; }"
+    } sort keys %p;
+}
+
+my $gw = $t->start_nginx(
+    http => "llm_ssl_trusted_certificate $d/ca.pem; llm_app_url https://gateway.example/app;\n" . models(),
+    server => 'location /v1/ { llm_gateway; }',
+);
+
+sub chat {
+    my ($port, $model, %o) = @_;
+    return http_request($port, 'POST', '/v1/chat/completions',
+        { 'Content-Type' => 'application/json', Authorization => 'Bearer sk-client-secret' },
+        encode_json({ model => $model, messages => [{ role => 'user', content => 'hi' }], %o }));
+}
+sub last_seen {
+    my ($name) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$fp") or return {};
+    close $s;
+    my $out = `curl -s --cacert $d/ca.pem https://127.0.0.1:$fp/_last/$name`;
+    return json_of($out) // {};
+}
+
+for my $name (sort keys %p) {
+    my ($st, $h, $b) = chat($gw, "p-$name");
+    is($st, 200, "$name: plain answer") or diag($b);
+    is(json_of($b)->{choices}[0]{message}{content}, "hello from $name", "$name: its content");
+    my $seen = last_seen($name);
+    is($seen->{url}, "/$base{$name}/chat/completions", "$name: URL");
+    is($seen->{httpVersion}, '2.0', "$name: over HTTP/2");
+    is($seen->{headers}{authorization}, "Bearer $expect{$name}{key}", "$name: its own key, not the client's");
+    is($seen->{body}{model}, $p{$name}, "$name: its model id");
+
+    ($st, $h, $b) = chat($gw, "p-$name", stream => JSON::PP::true);
+    is($st, 200, "$name: stream") or diag($b);
+    my @ev = sse_events($b);
+    is($ev[-1], '[DONE]', "$name: stream ends in [DONE]");
+    my $text = join '', map { my $j = json_of($_); $j ? map { $_->{delta}{content} // '' } @{ $j->{choices} } : () } @ev;
+    is($text, "hello from $name", "$name: streamed content");
+    ok(!(grep { /"usage"/ && !/x_groq/ } @ev), "$name: no usage chunk the client did not ask for");
+    $seen = last_seen($name);
+    if ($name =~ /^(together|fireworks|deepinfra)$/) {
+        ok($seen->{body}{stream_options}{include_usage}, "$name: stream_options asked");
+    } else {
+        ok(!exists $seen->{body}{stream_options}, "$name: no stream_options, it refuses them");
+    }
+}
+my $log = $t->access_log($gw);
+is(scalar(() = $log =~ /model=p-\w+ backend=127\.0\.0\.1:$fp ustatus=200 ptok=7 ctok=3 /g), 12,
+   'usage read from every answer, streamed ones included (usage chunk, last chunk, x_groq)');
+is(last_seen('openrouter')->{headers}{'x-title'}, 'nginx-llm-gateway', 'OpenRouter: X-Title');
+is(last_seen('openrouter')->{headers}{'http-referer'}, 'https://gateway.example/app', 'OpenRouter: HTTP-Referer');
+ok(last_seen('openrouter')->{body}{usage}{include}, 'OpenRouter: usage accounting asked');
+
+my $all = $t->error_log($gw) . $t->access_log($gw);
+ok(!(grep { index($all, $_->{key}) >= 0 } values %expect), 'no provider key in the logs');
+
+# the client's stream_options survive for providers that take them
+my ($st, $h, $b) = chat($gw, 'p-together', stream => JSON::PP::true,
+    stream_options => { include_usage => JSON::PP::true });
+ok((grep { /"usage"/ } sse_events($b)), 'include_usage asked by the client: usage chunk kept');
+
+# certificate verification: without the test CA, no connection
+my $gw2 = $t->start_nginx(http => models(), server => 'location /v1/ { llm_gateway; }');
+($st, $h, $b) = chat($gw2, 'p-together');
+is($st, 502, 'an unknown CA: 502');
+like($t->error_log($gw2), qr/failed: .*(certificate|SSL)/i, 'the log says why');
+my $gw3 = $t->start_nginx(http => "llm_ssl_verify off;\n" . models(),
+    server => 'location /v1/ { llm_gateway; }');
+($st) = chat($gw3, 'p-together');
+is($st, 200, 'llm_ssl_verify off: served');
+
+# configuration
+for my $case (
+    ["llm_model m { backend https://x/v1 provider=acme; }", qr/unknown "backend" provider "acme"/],
+    ["llm_model m { backend https://x/v1 api_key_file=$d/nonexistent; }", qr/api_key_file: cannot open/],
+    ["llm_ssl_trusted_certificate $d/nonexistent.pem; llm_model m { backend https://x/v1; }",
+     qr/"llm_ssl_trusted_certificate": cannot read/],
+) {
+    my ($failed, $out) = $t->start_nginx(http => $case->[0],
+        server => 'location /v1/ { llm_gateway; }', expect_fail => 1);
+    ok($failed, 'nginx -t fails');
+    like($out, $case->[1], 'message names the directive') or diag($out);
+}
+my ($failed, $out) = $t->start_nginx(http => "llm_model m { backend provider=together model=x; }",
+    server => 'location /v1/ { llm_gateway; }', expect_fail => 1);
+ok(!$failed, 'a provider\'s own base URL when none is given') or diag($out);
+
+$t->cleanup;
+done_testing;
