@@ -263,6 +263,10 @@ http {
             llm_auth on;
             llm_quota on;
             llm_cache on;
+            llm_cost_header on;
+        }
+        location = /metrics {
+            llm_metrics;
         }
     }
 }
