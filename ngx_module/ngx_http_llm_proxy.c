@@ -25,6 +25,8 @@ static ngx_http_llm_backend_t *ngx_http_llm_proxy_fallback(
 static ngx_msec_t ngx_http_llm_retry_after(ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_proxy_backoff(ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_proxy_json_end(ngx_http_llm_ctx_t *ctx);
+static void ngx_http_llm_proxy_mask(ngx_http_llm_ctx_t *ctx, u_char *buf,
+    size_t len);
 static size_t ngx_http_llm_proxy_header_cb(char *buf, size_t size,
     size_t n, void *data);
 static size_t ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n,
@@ -669,6 +671,40 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
 }
 
 
+/*
+ * A provider's error passed on to the client must not carry the key the
+ * gateway sent it, should the provider quote it: masked in place.  (A key
+ * split across two reads of the body would pass; error bodies are small.)
+ */
+
+static void
+ngx_http_llm_proxy_mask(ngx_http_llm_ctx_t *ctx, u_char *buf, size_t len)
+{
+    u_char  *p, *last, *key;
+    size_t   n;
+
+    if (ctx->backend == NULL || ctx->backend->auth.len == 0) {
+        return;
+    }
+
+    key = ctx->backend->auth.data + sizeof("Authorization: Bearer ") - 1;
+    n = ctx->backend->auth.len - (sizeof("Authorization: Bearer ") - 1);
+
+    if (n == 0) {
+        return;
+    }
+
+    last = buf + len;
+
+    for (p = buf; (size_t) (last - p) >= n; p++) {
+        if (*p == *key && ngx_memcmp(p, key, n) == 0) {
+            ngx_memset(p, '*', n);
+            p += n - 1;
+        }
+    }
+}
+
+
 /* a whole non-streamed answer: its usage, and the cache */
 
 static void
@@ -998,6 +1034,10 @@ ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n, void *data)
                                    ngx_http_llm_proxy_event, ctx);
 
     } else {
+        if (ctx->upstream_status != NGX_HTTP_OK) {
+            ngx_http_llm_proxy_mask(ctx, (u_char *) buf, len);
+        }
+
         rc = ngx_http_llm_proxy_tee(ctx, (u_char *) buf, len);
 
         if (rc == NGX_OK) {

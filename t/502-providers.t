@@ -35,7 +35,7 @@ my %base = (together => 'together/v1', fireworks => 'fireworks/inference/v1',
     mistral => 'mistral/v1', groq => 'groq/openai/v1');
 my %expect;
 for my $name (keys %p) {
-    my $key = "sk-$name-" . join('', map { ('a' .. 'z')[rand 26] } 1 .. 16);
+    my $key = "sk-$name-" . join('', map { ('a' .. 'z', 'A' .. 'Z', 0 .. 9)[rand 62] } 1 .. 16);
     $expect{$name} = { key => $key, model => $p{$name}, referer => 'https://gateway.example/app' };
     $ENV{'LLMT_KEY_' . uc $name} = $key;
 }
@@ -109,6 +109,16 @@ ok(last_seen('openrouter')->{body}{usage}{include}, 'OpenRouter: usage accountin
 
 my $all = $t->error_log($gw) . $t->access_log($gw);
 ok(!(grep { index($all, $_->{key}) >= 0 } values %expect), 'no provider key in the logs');
+
+# a provider that quotes the key in an error: masked on the way out
+{
+    my ($st, $h, $b) = http_request($gw, 'POST', '/v1/chat/completions',
+        { 'Content-Type' => 'application/json' },
+        encode_json({ model => 'p-mistral', messages => [{ role => 'user', content => 'ECHO_KEY' }] }));
+    is($st, 400, 'a provider\'s 400 passes on');
+    ok(index($b, $expect{mistral}{key}) < 0, 'without the key it quoted');
+    like($b, qr/Bearer \*{8,}/, 'masked');
+}
 
 # the client's stream_options survive for providers that take them
 my ($st, $h, $b) = chat($gw, 'p-together', stream => JSON::PP::true,

@@ -79,6 +79,13 @@ function handle(req, res, raw) {
     let body = null;
     try { body = JSON.parse(raw); } catch (e) { /* checked below */ }
     last[name] = { url: req.url, httpVersion: req.httpVersion, headers: req.headers, body };
+    const msgs = body && Array.isArray(body.messages) ? body.messages : [];
+    if (msgs.length && msgs[msgs.length - 1].content === 'ECHO_KEY') {
+        // a careless provider quoting the credentials in its error
+        res.writeHead(400, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: { message: `bad request with ${req.headers.authorization}` } }));
+        return;
+    }
     const bad = check(name, p, req, body);
     if (bad) {
         res.writeHead(400, { 'content-type': 'application/json' });
