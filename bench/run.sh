@@ -3,7 +3,8 @@
 # answering a fixed chat completion, JSON or SSE):
 #   direct      wrk -> upstream
 #   proxy       wrk -> nginx proxy_pass (keepalive upstream) -> upstream
-#   gateway     wrk -> nginx + this module -> upstream
+#   gateway     wrk -> nginx + this module -> upstream (metrics on, as in
+#               production: every request updates the shared counters)
 #   gateway+q   the same with API-key auth and quotas on (Redis)
 #   cache-hit   the gateway with auth and the response cache on, every
 #               request a hit (the entry is primed first): no upstream,
@@ -99,6 +100,7 @@ server { listen 127.0.0.1:$GW;
     location /v1/ { llm_gateway; }
     location /q/v1/ { llm_gateway; llm_auth on; llm_quota on; }
     location /c/v1/ { llm_gateway; llm_auth on; llm_cache on; }
+    location = /metrics { llm_metrics; }
 }" "load_module $MODULE;"
 conf gateway-local "llm_redis 127.0.0.1:$RPORT;
 llm_cache_local 64m;

@@ -289,7 +289,8 @@ ngx_http_llm_cache_key(ngx_http_llm_ctx_t *ctx)
 
     (void) ngx_snprintf(ctx->cache_token, sizeof(ctx->cache_token),
                         "%08xD%08xD%08xD", (uint32_t) ngx_random(),
-                        (uint32_t) ngx_pid, (uint32_t) ++ngx_http_llm_cache_seq);
+                        (uint32_t) ngx_pid,
+                        (uint32_t) ++ngx_http_llm_cache_seq);
 
     return NGX_OK;
 }

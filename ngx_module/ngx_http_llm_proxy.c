@@ -138,7 +138,8 @@ ngx_http_llm_proxy_fallback(ngx_http_llm_ctx_t *ctx)
     ctx->route_score = -1;
 
     if (ctx->route_h) {
-        len = to->name.len + from->name.len + sizeof("; reason=fallback; from=");
+        len = to->name.len + from->name.len
+              + sizeof("; reason=fallback; from=");
         p = ngx_pnalloc(ctx->request->pool, len);
 
         if (p) {

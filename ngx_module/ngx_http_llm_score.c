@@ -33,7 +33,8 @@ static const char  *ngx_http_llm_code_cues[] = {
     "select ", "regex", "algorithm", "implement", "debug", "refactor",
     "compile", "stack trace", "traceback", "segfault", "sql", "python",
     "javascript", "typescript", "rust", "golang", "c++", "java ", "bash",
-    " script", "unit test", "bug", "while (", "for (", "api ", "kubernetes", "dockerfile", "=>", "();",
+    " script", "unit test", "bug", "while (", "for (", "api ", "kubernetes",
+    "dockerfile", "=>", "();",
     "{\n", "big-o", "complexity", "concurrency", "race condition",
     "data structure", "code", NULL
 };
