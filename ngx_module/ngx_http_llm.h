@@ -358,6 +358,10 @@ void ngx_http_llm_finalize(ngx_http_llm_ctx_t *ctx, ngx_int_t rc);
 ngx_int_t ngx_http_llm_add_header(ngx_http_request_t *r, const char *key,
     const char *value);
 ngx_table_elt_t *ngx_http_llm_last_header(ngx_http_request_t *r);
+ngx_int_t ngx_http_llm_push_header(ngx_list_t *list, const char *key,
+    const char *value);
+ngx_int_t ngx_http_llm_send_buf(ngx_http_request_t *r, ngx_buf_t *b,
+    const char *type);
 
 /* ngx_http_llm_auth.c */
 ngx_int_t ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx,

@@ -356,10 +356,8 @@ ngx_http_llm_models(ngx_http_request_t *r)
     char                      *s;
     cJSON                     *root, *data, *m;
     size_t                     len;
-    ngx_int_t                  rc;
     ngx_buf_t                 *b;
     ngx_uint_t                 i;
-    ngx_chain_t                out;
     ngx_http_llm_model_t      *model;
     ngx_http_llm_main_conf_t  *lmcf;
 
@@ -412,14 +410,28 @@ ngx_http_llm_models(ngx_http_request_t *r)
 
     b->last = ngx_cpymem(b->last, s, len);
     *b->last++ = '\n';
-    b->last_buf = 1;
-    b->last_in_chain = 1;
 
     cJSON_free(s);
 
+    return ngx_http_llm_send_buf(r, b, "application/json");
+}
+
+
+/* a whole 200 response from one buffer */
+
+ngx_int_t
+ngx_http_llm_send_buf(ngx_http_request_t *r, ngx_buf_t *b, const char *type)
+{
+    ngx_int_t    rc;
+    ngx_chain_t  out;
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type.data = (u_char *) type;
+    r->headers_out.content_type.len = ngx_strlen(type);
     r->headers_out.content_type_len = r->headers_out.content_type.len;
 
     rc = ngx_http_send_header(r);
@@ -502,9 +514,19 @@ ngx_int_t
 ngx_http_llm_add_header(ngx_http_request_t *r, const char *key,
     const char *value)
 {
+    return ngx_http_llm_push_header(&r->headers_out.headers, key, value);
+}
+
+
+/* a response header, or a trailer; key and value outlive the request */
+
+ngx_int_t
+ngx_http_llm_push_header(ngx_list_t *list, const char *key,
+    const char *value)
+{
     ngx_table_elt_t  *h;
 
-    h = ngx_list_push(&r->headers_out.headers);
+    h = ngx_list_push(list);
     if (h == NULL) {
         return NGX_ERROR;
     }

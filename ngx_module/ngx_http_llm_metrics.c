@@ -536,7 +536,6 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
     ngx_int_t                   rc;
     ngx_buf_t                  *b;
     ngx_uint_t                  i, j;
-    ngx_chain_t                 out;
     ngx_slab_pool_t            *shpool;
     ngx_rbtree_node_t          *node, *root, *sentinel;
     ngx_http_llm_series_t      *s;
@@ -657,23 +656,7 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
     ngx_shmtx_unlock(&shpool->mutex);
 
     b->last = p;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type,
-                "text/plain; version=0.0.4; charset=utf-8");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_llm_send_buf(r, b,
+                                 "text/plain; version=0.0.4; charset=utf-8");
 }

@@ -735,7 +735,6 @@ ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx, ngx_uint_t trailer)
 {
     u_char               *p;
     int64_t               prompt, completion, cost;
-    ngx_table_elt_t      *h;
     ngx_http_request_t   *r;
 
     if (!ctx->conf->cost_header) {
@@ -751,22 +750,11 @@ ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx, ngx_uint_t trailer)
         return NGX_ERROR;
     }
 
-    h = ngx_list_push(trailer ? &r->headers_out.trailers
-                              : &r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
+    *ngx_sprintf(p, "%L.%06L", cost / 1000000, cost % 1000000) = '\0';
 
-    h->hash = 1;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-    ngx_str_set(&h->key, "x-llm-cost-usd");
-    h->value.data = p;
-    h->value.len = ngx_sprintf(p, "%L.%06L", cost / 1000000, cost % 1000000)
-                   - p;
-
-    return NGX_OK;
+    return ngx_http_llm_push_header(trailer ? &r->headers_out.trailers
+                                            : &r->headers_out.headers,
+                                    "x-llm-cost-usd", (char *) p);
 }
 
 
