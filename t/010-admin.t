@@ -35,6 +35,17 @@ is($rc, 0, 'tenant set');
 ok(!exists $h{rpm}, '"none" removes a limit');
 is($h{max_tokens}, 512, 'max_tokens set');
 
+($rc, $out) = admin(qw(tenant set acme --cache any --force-model mixtral-8x22b));
+is($rc, 0, 'tenant set --cache --force-model') or diag $out;
+%h = split /\n/, $t->redis_cli($rp, 'HGETALL', 'llm:tenant:acme');
+is($h{cache}, 'any', 'cache policy stored');
+is($h{force_model}, 'mixtral-8x22b', 'forced model stored');
+($rc) = admin(qw(tenant set acme --cache sometimes));
+isnt($rc, 0, '--cache takes off, deterministic or any');
+($rc) = admin(qw(tenant set acme --force-model a,b));
+isnt($rc, 0, '--force-model takes one model');
+admin(qw(tenant set acme --cache none --force-model none));
+
 ($rc, $out) = admin(qw(key issue acme --label ci));
 is($rc, 0, 'key issue');
 my ($key) = $out =~ /^(sk-llm-[A-Za-z0-9]{40})$/m;
