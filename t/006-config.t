@@ -63,4 +63,23 @@ my ($failed, $out) = $t->start_nginx(http => "$m llm_redis unix:/tmp/x.sock pass
     expect_fail => 1);
 ok(!$failed, 'a full valid configuration passes nginx -t') or diag($out);
 
+# the example configuration in docs/directives.md passes nginx -t
+{
+    open my $fh, '<', "$LLMTest::ROOT/docs/directives.md" or die;
+    my $doc = do { local $/; <$fh> };
+    my ($http) = $doc =~ /```nginx\nload_module [^\n]*\n\nhttp \{\n(.*?)\n    server \{/s;
+    ok($http, 'the example has an http block');
+    my $keyfile = $t->dir . '/mistral';
+    open my $kf, '>', $keyfile or die;
+    print $kf "sk-example\n";
+    close $kf;
+    $http =~ s{/etc/nginx/keys/mistral}{$keyfile};
+    local $ENV{TOGETHER_API_KEY} = 'sk-example';
+    my ($failed, $out) = $t->start_nginx(http => $http,
+        server => 'location /v1/ { llm_gateway; llm_auth on; llm_quota on; llm_cache on;
+                                   llm_cost_header on; }
+                   location = /metrics { llm_metrics; }', expect_fail => 1);
+    ok(!$failed, 'the documented example passes nginx -t') or diag($out);
+}
+
 done_testing;
