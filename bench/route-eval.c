@@ -3,13 +3,14 @@
  * prompt set, with the gateway's own scoring code.
  *
  *   route-eval [-w weights] [-p cheap_in/cheap_out] [-P strong_in/strong_out]
- *              [-c answer_tokens] [-m cheap_share] [-v] prompts.tsv
+ *              [-c answer_tokens] [-m cheap_share] [-k K/N] [-v] prompts.tsv
  *
  * Prices are dollars per million tokens.  A prompt's tokens are estimated
  * as the router does (bytes / 3 plus an allowance per message); its answer
  * is assumed to be -c tokens long (default 300), whatever its label and
  * whichever model writes it.  -m weights the labels to a traffic mix (the
- * share of cheap-is-fine requests); by default, the set's own.  Prints the share routed to the cheap
+ * share of cheap-is-fine requests); by default, the set's own.  -k K/N
+ * takes every N-th prompt from the K-th only.  Prints the share routed to the cheap
  * model, the accuracy on each label, and the cost saved against always
  * using the strong model.
  */
@@ -39,6 +40,7 @@ int
 main(int argc, char **argv)
 {
     int                     i, verbose, n[2], right[2], strong_route, lineno;
+    int                     part, parts, item;
     char                    line[16384], err[256], *tab = NULL, *nl;
     FILE                   *f;
     cJSON                  *req, *label, *msgs, *msg;
@@ -53,6 +55,9 @@ main(int argc, char **argv)
     verbose = 0;
     answer = 300;
     mix = -1;
+    part = 0;
+    parts = 1;
+    item = 0;
     ci = 0.70; co = 0.70; si = 2.00; so = 6.00;
     path = NULL;
 
@@ -75,6 +80,14 @@ main(int argc, char **argv)
         } else if (strcmp(argv[i], "-v") == 0) {
             verbose = 1;
 
+        } else if (strcmp(argv[i], "-k") == 0 && i + 1 < argc) {
+            if (sscanf(argv[++i], "%d/%d", &part, &parts) != 2
+                || parts < 1 || part < 0 || part >= parts)
+            {
+                fprintf(stderr, "-k wants K/N, 0 <= K < N\n");
+                return 2;
+            }
+
         } else if (strcmp(argv[i], "-m") == 0 && i + 1 < argc) {
             mix = atof(argv[++i]);
 
@@ -88,7 +101,8 @@ main(int argc, char **argv)
 
     if (path == NULL) {
         fprintf(stderr, "usage: route-eval [-w weights] [-p in/out] "
-                "[-P in/out] [-c answer_tokens] [-m cheap_share] [-v] prompts.tsv\n");
+                "[-P in/out] [-c answer_tokens] [-m cheap_share] [-k K/N] [-v] "
+                "prompts.tsv\n");
         return 2;
     }
 
@@ -122,6 +136,12 @@ main(int argc, char **argv)
         }
 
         if (line[0] == '#' || line[0] == '\0') {
+            continue;
+        }
+
+        /* -k K/N: every N-th prompt from the K-th, for a held-out part */
+
+        if (item++ % parts != part) {
             continue;
         }
 
