@@ -113,6 +113,7 @@ function handle(req, res, raw) {
     try { body = JSON.parse(raw); } catch (e) { body = null; }
     stats.last_body = body;
     stats.last_headers = req.headers;
+    stats.last_raw_headers = req.rawHeaders;
 
     const k = knobs(url, body);
     const model = (body && body.model) || 'mock';
