@@ -10,6 +10,7 @@
 
 #include "ngx_http_llm.h"
 
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 
@@ -47,11 +48,27 @@ static u_char *ngx_http_llm_copy(u_char *p, ngx_str_t *s);
 
 static ngx_http_llm_auth_slot_t  *ngx_http_llm_auth_cache;
 
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+static EVP_MD                    *ngx_http_llm_md;
+#else
+static const EVP_MD              *ngx_http_llm_md;
+#endif
+static EVP_MD_CTX                *ngx_http_llm_md_ctx;
+
 
 void
 ngx_http_llm_auth_exit(void)
 {
     ngx_uint_t  i;
+
+    if (ngx_http_llm_md_ctx) {
+        EVP_MD_CTX_free(ngx_http_llm_md_ctx);
+        ngx_http_llm_md_ctx = NULL;
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+        EVP_MD_free(ngx_http_llm_md);
+#endif
+        ngx_http_llm_md = NULL;
+    }
 
     if (ngx_http_llm_auth_cache == NULL) {
         return;
@@ -68,12 +85,35 @@ ngx_http_llm_auth_exit(void)
 }
 
 
+/*
+ * OpenSSL 3's one-shot SHA256() looks the algorithm up by name on every
+ * call, under a lock; with the algorithm fetched once and a reused
+ * context a request's two digests cost a fraction of that.
+ */
+
 void
 ngx_http_llm_sha256_hex(u_char *p, size_t len, u_char *hex)
 {
     u_char  md[SHA256_DIGEST_LENGTH];
 
-    SHA256(p, len, md);
+    if (ngx_http_llm_md_ctx == NULL) {
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+        ngx_http_llm_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+#else
+        ngx_http_llm_md = EVP_sha256();
+#endif
+        ngx_http_llm_md_ctx = EVP_MD_CTX_new();
+    }
+
+    if (ngx_http_llm_md == NULL
+        || ngx_http_llm_md_ctx == NULL
+        || EVP_DigestInit_ex(ngx_http_llm_md_ctx, ngx_http_llm_md, NULL) != 1
+        || EVP_DigestUpdate(ngx_http_llm_md_ctx, p, len) != 1
+        || EVP_DigestFinal_ex(ngx_http_llm_md_ctx, md, NULL) != 1)
+    {
+        SHA256(p, len, md);
+    }
+
     ngx_hex_dump(hex, md, SHA256_DIGEST_LENGTH);
 }
 

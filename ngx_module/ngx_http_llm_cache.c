@@ -20,6 +20,7 @@
 #define NGX_HTTP_LLM_CACHE_POLL_MIN  10
 #define NGX_HTTP_LLM_CACHE_POLL_MAX  200
 #define NGX_HTTP_LLM_CACHE_FAILED    1000    /* the failure marker, ms */
+#define NGX_HTTP_LLM_CANON_KEEP      (1024 * 1024)
 
 #define NGX_HTTP_LLM_CACHE_MAGIC     "LLMC1 "
 
@@ -48,6 +49,15 @@ struct ngx_http_llm_cache_asm_s {
 };
 
 
+/* the canonical form of a request, in the worker's buffer */
+
+typedef struct {
+    u_char                     *start;
+    u_char                     *pos;
+    u_char                     *end;
+} ngx_http_llm_canon_t;
+
+
 /* a hit, as read from its entry */
 
 typedef struct {
@@ -61,7 +71,14 @@ typedef struct {
 
 static ngx_uint_t ngx_http_llm_cache_wanted(ngx_http_llm_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_cache_key(ngx_http_llm_ctx_t *ctx);
-static void ngx_http_llm_cache_sort(cJSON *item);
+static ngx_int_t ngx_http_llm_canon_item(ngx_http_llm_canon_t *c,
+    cJSON *item, ngx_uint_t depth);
+static ngx_int_t ngx_http_llm_canon_object(ngx_http_llm_canon_t *c,
+    cJSON *item, ngx_uint_t depth);
+static ngx_int_t ngx_http_llm_canon_str(ngx_http_llm_canon_t *c,
+    u_char tag, u_char *s, size_t len);
+static ngx_int_t ngx_http_llm_canon_reserve(ngx_http_llm_canon_t *c,
+    size_t n);
 static ngx_int_t ngx_http_llm_cache_cmp(const void *a, const void *b);
 static ngx_uint_t ngx_http_llm_cache_control(ngx_http_request_t *r,
     const char *directive);
@@ -102,6 +119,8 @@ static void ngx_http_llm_cache_done(ngx_http_llm_ctx_t *ctx, u_char *entry,
 
 static ngx_queue_t  ngx_http_llm_cache_waiters;
 static ngx_uint_t   ngx_http_llm_cache_seq;
+static u_char      *ngx_http_llm_canon_buf;
+static size_t       ngx_http_llm_canon_size;
 
 
 void
@@ -219,45 +238,36 @@ ngx_http_llm_cache_wanted(ngx_http_llm_ctx_t *ctx)
 static ngx_int_t
 ngx_http_llm_cache_key(ngx_http_llm_ctx_t *ctx)
 {
-    char                *s;
-    u_char              *p;
-    cJSON               *copy;
-    size_t               len;
-    ngx_str_t            scope;
-    ngx_http_request_t  *r;
-    u_char               hex[64];
+    u_char                *p;
+    size_t                 len;
+    ngx_str_t              scope;
+    ngx_http_request_t    *r;
+    ngx_http_llm_canon_t   c;
+    u_char                 hex[64];
 
     r = ctx->request;
 
-    copy = cJSON_Duplicate(ctx->json, 1);
-    if (copy == NULL) {
-        return NGX_ERROR;
-    }
+    c.start = ngx_http_llm_canon_buf;
+    c.pos = c.start;
+    c.end = c.start + ngx_http_llm_canon_size;
 
-    cJSON_DeleteItemFromObjectCaseSensitive(copy, "model");
-    cJSON_DeleteItemFromObjectCaseSensitive(copy, "stream");
-    cJSON_DeleteItemFromObjectCaseSensitive(copy, "stream_options");
-    cJSON_DeleteItemFromObjectCaseSensitive(copy, "user");
-
-    if (cJSON_AddStringToObject(copy, "model",
-                                (char *) ctx->model->name.data)
-        == NULL)
+    if (ngx_http_llm_canon_str(&c, 'm', ctx->model->name.data,
+                               ctx->model->name.len)
+        != NGX_OK
+        || ngx_http_llm_canon_item(&c, ctx->json, 0) != NGX_OK)
     {
-        cJSON_Delete(copy);
         return NGX_ERROR;
     }
 
-    ngx_http_llm_cache_sort(copy);
+    ngx_http_llm_sha256_hex(c.start, c.pos - c.start, hex);
 
-    s = cJSON_PrintUnformatted(copy);
-    cJSON_Delete(copy);
+    /* one large request should not keep its buffer for the worker's life */
 
-    if (s == NULL) {
-        return NGX_ERROR;
+    if (ngx_http_llm_canon_size > NGX_HTTP_LLM_CANON_KEEP) {
+        ngx_free(ngx_http_llm_canon_buf);
+        ngx_http_llm_canon_buf = NULL;
+        ngx_http_llm_canon_size = 0;
     }
-
-    ngx_http_llm_sha256_hex((u_char *) s, ngx_strlen(s), hex);
-    cJSON_free(s);
 
     if (ctx->conf->cache_shared) {
         ngx_str_set(&scope, "*");
@@ -296,49 +306,212 @@ ngx_http_llm_cache_key(ngx_http_llm_ctx_t *ctx)
 }
 
 
-/* object keys in byte order at every level; arrays keep their order */
+/*
+ * The canonical form is written straight from the parsed request, with no
+ * copy of it: a tag per value, strings with their length in front (no
+ * escaping, and no two requests can write the same bytes), numbers as
+ * integers when they are whole (so 1, 1.0 and 1e0 agree) and otherwise
+ * with the 17 digits that name a double exactly.
+ */
 
-static void
-ngx_http_llm_cache_sort(cJSON *item)
+static ngx_int_t
+ngx_http_llm_canon_item(ngx_http_llm_canon_t *c, cJSON *item,
+    ngx_uint_t depth)
 {
-    int      n, i;
-    cJSON   *c, **a, *stack[32];
+    int      n;
+    double   d;
+    cJSON   *child;
+
+    switch (item->type & 0xff) {
+
+    case cJSON_False:
+        return ngx_http_llm_canon_str(c, 'f', NULL, 0);
+
+    case cJSON_True:
+        return ngx_http_llm_canon_str(c, 't', NULL, 0);
+
+    case cJSON_NULL:
+        return ngx_http_llm_canon_str(c, 'z', NULL, 0);
+
+    case cJSON_Number:
+        if (ngx_http_llm_canon_reserve(c, 32) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        d = item->valuedouble;
+
+        if (d >= -9007199254740992.0 && d <= 9007199254740992.0
+            && d == (double) (int64_t) d)
+        {
+            c->pos = ngx_sprintf(c->pos, "n%L;", (int64_t) d);
+            return NGX_OK;
+        }
+
+        n = snprintf((char *) c->pos, 32, "n%.17g;", d);
+        if (n <= 0 || n >= 32) {
+            return NGX_ERROR;
+        }
+
+        c->pos += n;
+        return NGX_OK;
+
+    case cJSON_String:
+    case cJSON_Raw:
+        if (item->valuestring == NULL) {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_llm_canon_str(c, 's', (u_char *) item->valuestring,
+                                      ngx_strlen(item->valuestring));
+
+    case cJSON_Array:
+        if (ngx_http_llm_canon_str(c, '[', NULL, 0) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        for (child = item->child; child; child = child->next) {
+            if (ngx_http_llm_canon_item(c, child, depth + 1) != NGX_OK) {
+                return NGX_ERROR;
+            }
+        }
+
+        return ngx_http_llm_canon_str(c, ']', NULL, 0);
+
+    case cJSON_Object:
+        return ngx_http_llm_canon_object(c, item, depth);
+
+    default:
+        return NGX_ERROR;
+    }
+}
+
+
+/* object keys in byte order; at the top, the delivery fields left out */
+
+static ngx_int_t
+ngx_http_llm_canon_object(ngx_http_llm_canon_t *c, cJSON *item,
+    ngx_uint_t depth)
+{
+    ngx_int_t   rc;
+    ngx_uint_t  n, i;
+    cJSON      *child, **a, *stack[32];
 
     n = 0;
 
-    for (c = item->child; c; c = c->next) {
-        ngx_http_llm_cache_sort(c);
+    for (child = item->child; child; child = child->next) {
         n++;
-    }
-
-    if (!cJSON_IsObject(item) || n < 2) {
-        return;
     }
 
     a = (n <= 32) ? stack : ngx_alloc(n * sizeof(cJSON *), ngx_cycle->log);
     if (a == NULL) {
-        return;
+        return NGX_ERROR;
     }
 
-    for (i = 0, c = item->child; c; c = c->next) {
-        a[i++] = c;
+    n = 0;
+
+    for (child = item->child; child; child = child->next) {
+
+        if (child->string == NULL) {
+            continue;
+        }
+
+        if (depth == 0
+            && (ngx_strcmp(child->string, "model") == 0
+                || ngx_strcmp(child->string, "stream") == 0
+                || ngx_strcmp(child->string, "stream_options") == 0
+                || ngx_strcmp(child->string, "user") == 0))
+        {
+            continue;
+        }
+
+        a[n++] = child;
     }
 
     /* a stable sort: duplicate keys keep the order the backend sees */
-    ngx_sort(a, n, sizeof(cJSON *), ngx_http_llm_cache_cmp);
 
-    /* cJSON keeps the last child in the first one's prev */
-
-    for (i = 0; i < n; i++) {
-        a[i]->prev = (i == 0) ? a[n - 1] : a[i - 1];
-        a[i]->next = (i == n - 1) ? NULL : a[i + 1];
+    if (n > 1) {
+        ngx_sort(a, n, sizeof(cJSON *), ngx_http_llm_cache_cmp);
     }
 
-    item->child = a[0];
+    rc = ngx_http_llm_canon_str(c, '{', NULL, 0);
+
+    for (i = 0; i < n && rc == NGX_OK; i++) {
+        rc = ngx_http_llm_canon_str(c, 'k', (u_char *) a[i]->string,
+                                    ngx_strlen(a[i]->string));
+        if (rc == NGX_OK) {
+            rc = ngx_http_llm_canon_item(c, a[i], depth + 1);
+        }
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_llm_canon_str(c, '}', NULL, 0);
+    }
 
     if (a != stack) {
         ngx_free(a);
     }
+
+    return rc;
+}
+
+
+/* a tag, and for a string its length and bytes */
+
+static ngx_int_t
+ngx_http_llm_canon_str(ngx_http_llm_canon_t *c, u_char tag, u_char *s,
+    size_t len)
+{
+    if (ngx_http_llm_canon_reserve(c, len + NGX_SIZE_T_LEN + 2) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    *c->pos++ = tag;
+
+    if (s) {
+        c->pos = ngx_sprintf(c->pos, "%uz:", len);
+        c->pos = ngx_cpymem(c->pos, s, len);
+    }
+
+    return NGX_OK;
+}
+
+
+/* the worker's buffer, grown to hold n more bytes */
+
+static ngx_int_t
+ngx_http_llm_canon_reserve(ngx_http_llm_canon_t *c, size_t n)
+{
+    u_char  *p;
+    size_t   size, used;
+
+    if ((size_t) (c->end - c->pos) >= n) {
+        return NGX_OK;
+    }
+
+    used = c->pos - c->start;
+    size = ngx_max(2 * (size_t) (c->end - c->start), used + n + 4096);
+
+    p = ngx_alloc(size, ngx_cycle->log);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (used) {
+        ngx_memcpy(p, c->start, used);
+    }
+
+    if (c->start) {
+        ngx_free(c->start);
+    }
+
+    c->start = p;
+    c->pos = p + used;
+    c->end = p + size;
+
+    ngx_http_llm_canon_buf = p;
+    ngx_http_llm_canon_size = size;
+
+    return NGX_OK;
 }
 
 
@@ -348,7 +521,7 @@ ngx_http_llm_cache_cmp(const void *a, const void *b)
     const cJSON  *x = *(const cJSON **) a;
     const cJSON  *y = *(const cJSON **) b;
 
-    return strcmp(x->string ? x->string : "", y->string ? y->string : "");
+    return strcmp(x->string, y->string);
 }
 
 

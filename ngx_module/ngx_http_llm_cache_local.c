@@ -94,7 +94,7 @@ ngx_http_llm_cache_local_get(ngx_str_t *key, size_t *len)
         return NULL;
     }
 
-    hash = ngx_crc32_short(key->data, key->len);
+    hash = ngx_murmur_hash2(key->data, key->len);
 
     pe = ngx_http_llm_cache_local_find(key, hash);
     e = *pe;
@@ -140,7 +140,7 @@ ngx_http_llm_cache_local_put(ngx_str_t *key, u_char *data, size_t len,
         return;
     }
 
-    hash = ngx_crc32_short(key->data, key->len);
+    hash = ngx_murmur_hash2(key->data, key->len);
 
     pe = ngx_http_llm_cache_local_find(key, hash);
 

@@ -417,7 +417,7 @@ ngx_http_llm_metrics_series(ngx_shm_zone_t *zone, u_char *key, size_t len,
 
     k.data = key;
     k.len = len;
-    hash = ngx_crc32_short(key, len);
+    hash = ngx_murmur_hash2(key, len);
 
     s = (ngx_http_llm_series_t *) ngx_str_rbtree_lookup(&sh->rbtree, &k,
                                                         hash);

@@ -113,6 +113,31 @@ is($h->{'x-llm-cache'}, 'MISS', 'another max_tokens: MISS');
 is($h->{'x-llm-cache'}, 'MISS', 'other message text: MISS');
 is(upstream() - $before, 3, 'three distinct requests, three upstream calls');
 
+# the canonical form is of values, not of their spelling: escapes, nested
+# key order and number spelling do not matter; types and boundaries do
+$q = uniq();
+$before = upstream();
+post(qq({"model":"mixtral-8x7b","temperature":0,"top_p":0.5,"stop":["x","y"],
+         "tools":[{"type":"function","function":{"name":"f","parameters":{"a":1,"b":[true,null]}}}],
+         "messages":[{"role":"user","content":"$q \xc3\xa9/"}]}));
+($st, $h) = post(qq({"messages":[{"content":"$q \\u00e9\\/","role":"user"}],
+         "tools":[{"function":{"parameters":{"b":[true,null],"a":1e0},"name":"f"},"type":"function"}],
+         "stop":["x","y"],"top_p":5e-1,"temperature":0,"model":"mixtral-8x7b"}));
+is($h->{'x-llm-cache'}, 'HIT', 'escapes, nested key order, 1e0 and 5e-1: HIT');
+($st, $h) = post(qq({"model":"mixtral-8x7b","temperature":0,"top_p":0.5,"stop":["x\\",\\"y"],
+         "tools":[{"type":"function","function":{"name":"f","parameters":{"a":1,"b":[true,null]}}}],
+         "messages":[{"role":"user","content":"$q \xc3\xa9/"}]}));
+is($h->{'x-llm-cache'}, 'MISS', 'one stop string that spells two when joined: MISS');
+($st, $h) = post(qq({"model":"mixtral-8x7b","temperature":0,"top_p":0.5,"stop":["x","y"],
+         "tools":[{"type":"function","function":{"name":"f","parameters":{"a":"1","b":[true,null]}}}],
+         "messages":[{"role":"user","content":"$q \xc3\xa9/"}]}));
+is($h->{'x-llm-cache'}, 'MISS', 'a number turned string: MISS');
+($st, $h) = post(qq({"model":"mixtral-8x7b","temperature":0,"top_p":0.50000000000000011,"stop":["x","y"],
+         "tools":[{"type":"function","function":{"name":"f","parameters":{"a":1,"b":[true,null]}}}],
+         "messages":[{"role":"user","content":"$q \xc3\xa9/"}]}));
+is($h->{'x-llm-cache'}, 'MISS', 'the next double after 0.5: MISS');
+is(upstream() - $before, 4, 'four distinct requests, four upstream calls');
+
 # ------------------------------------------- stream and JSON share an entry
 
 $q = uniq();
