@@ -36,6 +36,7 @@ static ngx_int_t ngx_http_llm_proxy_event(void *data, u_char *payload,
     size_t len);
 static ngx_int_t ngx_http_llm_proxy_tee(ngx_http_llm_ctx_t *ctx, u_char *p,
     size_t len);
+static ngx_int_t ngx_http_llm_proxy_content(u_char *p, size_t len);
 static void ngx_http_llm_proxy_usage(ngx_http_llm_ctx_t *ctx, cJSON *json);
 static void ngx_http_llm_proxy_timeout(ngx_event_t *ev);
 static size_t ngx_http_llm_out_pending(ngx_http_llm_ctx_t *ctx);
@@ -1120,12 +1121,28 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
      * the rest passes as it came
      */
 
-    if (!ctx->admitted && !ctx->unenforced && ctx->cache_asm == NULL
-        && ngx_strlcasestrn(payload, payload + len, (u_char *) "\"usage\"",
-                            sizeof("\"usage\"") - 2)
+    if (ctx->cache_asm == NULL
+        && memmem(payload, len, "\"usage\"", sizeof("\"usage\"") - 1)
            == NULL)
     {
-        goto forward;
+        if (!ctx->admitted && !ctx->unenforced) {
+            goto forward;
+        }
+
+        /* a quota only counts content deltas: most need no parse */
+
+        switch (ngx_http_llm_proxy_content(payload, len)) {
+
+        case NGX_OK:
+            ctx->chunks++;
+            goto forward;
+
+        case NGX_DECLINED:
+            goto forward;
+
+        default:
+            break;
+        }
     }
 
     json = cJSON_ParseWithLength((char *) payload, len);
@@ -1209,6 +1226,58 @@ forward:
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * Whether an event carries content, read without parsing it: NGX_OK for
+ * one "content" key with a non-empty string, NGX_DECLINED for none or
+ * null, NGX_AGAIN when only a parse can tell (two keys, other types).
+ * Quotes inside a JSON string are escaped, so an unescaped match followed
+ * by a colon is a key, not text.
+ */
+
+static ngx_int_t
+ngx_http_llm_proxy_content(u_char *p, size_t len)
+{
+    u_char  *last, *k;
+
+    last = p + len;
+
+    k = memmem(p, len, "\"content\"", sizeof("\"content\"") - 1);
+    if (k == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if ((k > p && k[-1] == '\\')
+        || memmem(k + 1, last - k - 1, "\"content\"",
+                  sizeof("\"content\"") - 1)
+           != NULL)
+    {
+        return NGX_AGAIN;
+    }
+
+    for (k += sizeof("\"content\"") - 1; k < last && *k == ' '; k++) {
+        /* void */
+    }
+
+    if (k == last || *k != ':') {
+        return NGX_AGAIN;
+    }
+
+    for (k++; k < last && *k == ' '; k++) {
+        /* void */
+    }
+
+    if (last - k >= 4 && ngx_strncmp(k, "null", 4) == 0) {
+        return NGX_DECLINED;
+    }
+
+    if (last - k >= 2 && k[0] == '"') {
+        return (k[1] == '"') ? NGX_DECLINED : NGX_OK;
+    }
+
+    return NGX_AGAIN;
 }
 
 

@@ -96,5 +96,27 @@ cmp_ok($ab, '>=', 10, "charged at least the $got tokens the client saw ($ab)");
 cmp_ok($ab, '<', 60, 'not the 200 reserved: what was produced');
 is($t->redis_cli($rp, 'HGET', "llm:{ab}:spend:d:$day", 'reserved'), 0, 'reservation released');
 
+# --- a stream cut by the backend, without usage, is charged by the content
+# events it carried: empty ones and text that looks like JSON do not fool
+# the count, whether the JSON is compact or spaced
+$t->add_tenant($rp, 'cut', 'sk-cut', tpm => 100000);
+my @texts = ('a', '', 'say "content":"x', '{"content":""}', 'b', 'c\\');
+for my $spaced (0, 1) {
+    my $before = $t->redis_cli($rp, 'HGET', "llm:{cut}:usage:$day",
+        "mixtral-8x7b|127.0.0.1:$up|completion_tokens") || 0;
+    my (undef, undef, $b) = http_request(@{ req($gw1, 'sk-cut',
+        stream => JSON::PP::true, max_tokens => 50,
+        content => 'MOCK:' . encode_json({
+            texts => \@texts, disconnect_after => scalar(@texts),
+            spaced => $spaced ? JSON::PP::true : JSON::PP::false })) });
+    my @seen = map { $_->{choices}[0]{delta}{content} // () }
+               grep { ref && $_->{choices} } map { json_of($_) } sse_events($b);
+    is_deeply([@seen[1 .. $#seen]], \@texts,
+              "spaced=$spaced: the contents reach the client as sent");
+    ok(wait_until(sub { ($t->redis_cli($rp, 'HGET', "llm:{cut}:usage:$day",
+        "mixtral-8x7b|127.0.0.1:$up|completion_tokens") || 0) - $before == 5 }, 3),
+       "spaced=$spaced: charged 5 tokens, one per non-empty content event");
+}
+
 $t->cleanup;
 done_testing;

@@ -8,6 +8,8 @@
 // and, per request, from a last user message "MOCK:{json}" with the knobs:
 //   status, retry_after, latency_ms, tokens, pace_ms, size, chunk,
 //   disconnect_after, stall_after, echo, content_type,
+//   texts (the streamed contents, as given), spaced (JSON written with
+//   Python's ", " and ": " separators),
 //   fail_first (a name: the first request naming it gets a 500)
 // GET /_stats returns counters; POST /_reset zeroes them.
 'use strict';
@@ -63,6 +65,15 @@ function tokenText(i) { return `t${i} `; }
 function patternText(size) {
     const unit = 'abcdefghijklmnopqrstuvwxyz0123456789';
     return unit.repeat(Math.ceil(size / unit.length)).slice(0, size);
+}
+
+// JSON as Python's json.dumps writes it by default
+function spaced(v) {
+    if (Array.isArray(v)) return '[' + v.map(spaced).join(', ') + ']';
+    if (v && typeof v === 'object') {
+        return '{' + Object.keys(v).map((key) => JSON.stringify(key) + ': ' + spaced(v[key])).join(', ') + '}';
+    }
+    return JSON.stringify(v);
 }
 
 function chunk(id, model, delta, finish) {
@@ -144,6 +155,8 @@ function handle(req, res, raw) {
         let content = [];
         if (k.echo) {
             content = [JSON.stringify({ body, headers: req.headers })];
+        } else if (Array.isArray(k.texts)) {
+            content = k.texts;
         } else if (k.size) {
             const text = patternText(k.size);
             const step = k.chunk || 16384;
@@ -193,7 +206,8 @@ function handle(req, res, raw) {
                 return; // hang, the gateway's idle timeout must act
             }
             if (i < content.length) {
-                const ok = send(`data: ${JSON.stringify(chunk(id, model, { content: content[i] }))}\n\n`);
+                const c = chunk(id, model, { content: content[i] });
+                const ok = send(`data: ${k.spaced ? spaced(c) : JSON.stringify(c)}\n\n`);
                 i++;
                 if (k.pace_ms) setTimeout(next, k.pace_ms);
                 else if (ok) setImmediate(next);
