@@ -10,8 +10,9 @@
 #   ./config.sh stop      stop what run started
 #   ./config.sh test      run the whole test suite (plain, then sanitizers)
 #   ./config.sh bench     run the benchmarks in bench/
-#   ./config.sh route-eval [args]  the router's offline evaluation on
-#                         bench/routing/prompts.tsv (bench/route-eval.c)
+#   ./config.sh route-eval [args] [set.tsv]  the router's offline evaluation
+#                         on bench/routing/prompts.tsv or another labelled set
+#                         (bench/route-eval.c)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -318,7 +319,10 @@ route_eval() {
         -o "$ROOT/build/route-eval" "$ROOT/bench/route-eval.c" \
         "$ROOT/ngx_module/ngx_http_llm_score.c" -lcjson \
         || die "route-eval: build failed"
-    "$ROOT/build/route-eval" "$@" "$ROOT/bench/routing/prompts.tsv"
+    # the labelled set, unless another one is named (bench/routing/*.tsv)
+    local a file="$ROOT/bench/routing/prompts.tsv"
+    for a in "$@"; do [[ $a == *.tsv ]] && file=""; done
+    "$ROOT/build/route-eval" "$@" ${file:+"$file"}
 }
 
 test_suite() {
@@ -357,5 +361,5 @@ case ${1:-} in
     test) test_suite ;;
     bench) deps; build; exec "$ROOT/bench/run.sh" ;;
     route-eval) shift; route_eval "$@" ;;
-    *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
