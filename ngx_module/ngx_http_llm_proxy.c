@@ -586,6 +586,10 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
 
         ctx->holding = 0;
 
+        if (ctx->upstream_status != NGX_HTTP_OK) {
+            ngx_http_llm_proxy_mask(ctx, ctx->body, ctx->body_len);
+        }
+
         rv = r->header_only ? NGX_OK
              : (ngx_http_llm_out(ctx, ctx->body, ctx->body_len) != NGX_OK)
              ? NGX_ERROR : ngx_http_llm_out_flush(ctx, 1);
@@ -675,8 +679,9 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
 
 /*
  * A provider's error passed on to the client must not carry the key the
- * gateway sent it, should the provider quote it: masked in place.  (A key
- * split across two reads of the body would pass; error bodies are small.)
+ * gateway sent it, should the provider quote it: masked in place, in the
+ * whole body, held until its end.  (Only in an error body too large to
+ * hold could a key cut across two reads pass.)
  */
 
 static void
@@ -976,11 +981,12 @@ ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n, void *data)
 
     /*
      * a plain answer is held until it is whole when its cost is to go in
-     * a header; one too large to hold goes on without it
+     * a header, and an error so that a key it quotes is masked whole; one
+     * too large to hold goes on without
      */
 
-    if (!ctx->headers_sent && !ctx->holding && ctx->conf->cost_header
-        && ctx->upstream_status == NGX_HTTP_OK
+    if (!ctx->headers_sent && !ctx->holding
+        && (ctx->conf->cost_header || ctx->upstream_status != NGX_HTTP_OK)
         && !(ctx->content_type.len >= 17
              && ngx_strncasecmp(ctx->content_type.data,
                                 (u_char *) "text/event-stream", 17) == 0))
@@ -999,6 +1005,11 @@ ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n, void *data)
         }
 
         ctx->holding = 0;
+
+        if (ctx->upstream_status != NGX_HTTP_OK) {
+            ngx_http_llm_proxy_mask(ctx, ctx->body, ctx->body_len);
+            ngx_http_llm_proxy_mask(ctx, (u_char *) buf, len);
+        }
 
         if (ngx_http_llm_proxy_send_header(ctx) != NGX_OK
             || ngx_http_llm_out(ctx, ctx->body, ctx->body_len) != NGX_OK

@@ -118,6 +118,16 @@ ok(!(grep { index($all, $_->{key}) >= 0 } values %expect), 'no provider key in t
     is($st, 400, 'a provider\'s 400 passes on');
     ok(index($b, $expect{mistral}{key}) < 0, 'without the key it quoted');
     like($b, qr/Bearer \*{8,}/, 'masked');
+
+    # the key cut across two reads of the body is masked as a whole
+    ($st, $h, $b) = http_request($gw, 'POST', '/v1/chat/completions',
+        { 'Content-Type' => 'application/json' },
+        encode_json({ model => 'p-mistral', messages => [{ role => 'user', content => 'ECHO_KEY_SPLIT' }] }));
+    is($st, 400, 'a 400 in two pieces passes on');
+    my $k = $expect{mistral}{key};
+    ok(index($b, substr($k, 0, 5)) < 0 && index($b, substr($k, 5)) < 0,
+       'neither piece of the key it quoted');
+    like($b, qr/Bearer \*{8,}/, 'masked whole');
 }
 
 # the client's stream_options survive for providers that take them

@@ -86,6 +86,15 @@ function handle(req, res, raw) {
         res.end(JSON.stringify({ error: { message: `bad request with ${req.headers.authorization}` } }));
         return;
     }
+    if (msgs.length && msgs[msgs.length - 1].content === 'ECHO_KEY_SPLIT') {
+        // the same, the key cut in two writes 50 ms apart
+        const text = JSON.stringify({ error: { message: `bad request with ${req.headers.authorization}` } });
+        const cut = text.indexOf(req.headers.authorization) + 'Bearer '.length + 5;
+        res.writeHead(400, { 'content-type': 'application/json' });
+        res.write(text.slice(0, cut));
+        setTimeout(() => res.end(text.slice(cut)), 50);
+        return;
+    }
     const bad = check(name, p, req, body);
     if (bad) {
         res.writeHead(400, { 'content-type': 'application/json' });
