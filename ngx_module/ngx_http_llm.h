@@ -44,7 +44,7 @@ typedef struct {
     ngx_uint_t                  price_in;   /* micro-dollars per 1M tokens */
     ngx_uint_t                  price_out;
     ngx_uint_t                  weight;
-    ngx_uint_t                  id;         /* in the health zone */
+    void                       *health;     /* its node in llm_backends */
     ngx_http_llm_provider_t    *provider;
     unsigned                    hosted:1;   /* a provider, not local */
 } ngx_http_llm_backend_t;
@@ -403,6 +403,8 @@ ngx_http_llm_provider_t *ngx_http_llm_provider_find(ngx_str_t *name);
 char *ngx_http_llm_backend_init(ngx_conf_t *cf,
     ngx_http_llm_main_conf_t *lmcf);
 ngx_http_llm_backend_t *ngx_http_llm_backend_next(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_backend_init_process(ngx_http_llm_main_conf_t *lmcf);
+void ngx_http_llm_backend_exit_process(ngx_http_llm_main_conf_t *lmcf);
 void ngx_http_llm_backend_done(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_backend_ok(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_backend_failed(ngx_http_llm_ctx_t *ctx);

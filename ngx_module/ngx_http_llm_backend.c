@@ -7,6 +7,13 @@
  * Retry-After asks for, and the outstanding requests that balance equal
  * backends.  Local workers come first, then hosted providers, cheapest
  * first.
+ *
+ * A backend's health is a node keyed by its model and URL, so that it
+ * outlives a reload (a circuit open before stays open) and workers of the
+ * old configuration, still finishing their requests, write where the new
+ * ones read.  Outstanding requests are counted per worker process, in a
+ * slot the worker holds: a worker that crashes leaves no count behind,
+ * as its successor clears the slots (and the probes) of dead processes.
  */
 
 
@@ -17,23 +24,41 @@
 #define NGX_HTTP_LLM_OPEN       1
 #define NGX_HTTP_LLM_HALF_OPEN  2
 
+#define NGX_HTTP_LLM_SLOTS      64      /* worker processes at a time */
+
 
 typedef struct {
-    ngx_atomic_t                outstanding;
+    ngx_str_node_t              sn;             /* "model url" */
     ngx_atomic_t                failures;       /* in a row */
     ngx_atomic_t                state;
     ngx_atomic_t                opened;         /* wall clock, ms */
-    ngx_atomic_t                probe;          /* a half-open probe runs */
+    ngx_atomic_t                probe;          /* the prober's pid */
     ngx_atomic_t                cool_until;     /* wall clock, ms */
+    ngx_atomic_int_t            outstanding[NGX_HTTP_LLM_SLOTS];
+    u_char                      key[1];
 } ngx_http_llm_health_t;
+
+
+typedef struct {
+    ngx_rbtree_t                rbtree;
+    ngx_rbtree_node_t           sentinel;
+    ngx_atomic_t                pid[NGX_HTTP_LLM_SLOTS];   /* slot owners */
+} ngx_http_llm_health_sh_t;
 
 
 static ngx_int_t ngx_http_llm_backend_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
-static ngx_http_llm_health_t *ngx_http_llm_health(ngx_http_llm_ctx_t *ctx,
-    ngx_http_llm_backend_t *b);
+static ngx_http_llm_health_t *ngx_http_llm_health_node(
+    ngx_slab_pool_t *shpool, ngx_http_llm_health_sh_t *sh, ngx_str_t *model,
+    ngx_str_t *url);
+static ngx_uint_t ngx_http_llm_pid_alive(ngx_pid_t pid);
 static ngx_msec_t ngx_http_llm_now(void);
 static ngx_uint_t ngx_http_llm_backend_rank(ngx_http_llm_backend_t *b);
+
+
+/* this worker's slot in the outstanding counts; -1: none, not counted */
+
+static ngx_int_t  ngx_http_llm_slot = -1;
 
 
 /*
@@ -73,24 +98,28 @@ ngx_http_llm_provider_find(ngx_str_t *name)
 }
 
 
-/* at the end of http{}: ids for the backends, and their shared zone */
+/* at the end of http{}: the backends' shared zone */
 
 char *
 ngx_http_llm_backend_init(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf)
 {
+    size_t                   size;
     ngx_str_t                name;
     ngx_uint_t               i, j, n;
     ngx_http_llm_model_t    *m;
     ngx_http_llm_backend_t  *b;
 
     n = 0;
+    size = 0;
     m = lmcf->models.elts;
 
     for (i = 0; i < lmcf->models.nelts; i++) {
         b = m[i].backends.elts;
 
         for (j = 0; j < m[i].backends.nelts; j++) {
-            b[j].id = n++;
+            n++;
+            size += sizeof(ngx_http_llm_health_t) + m[i].name.len
+                    + b[j].url.len + 2;
         }
 
         if (m[i].backends.nelts > 64) {
@@ -107,64 +136,242 @@ ngx_http_llm_backend_init(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf)
 
     ngx_str_set(&name, "llm_backends");
 
+    /*
+     * One size for most configurations, so that a reload keeps the zone
+     * (a zone of another size starts over); room for four times these
+     * backends, as nodes of backends a reload removed stay: old workers
+     * may still use them.
+     */
+
     lmcf->health = ngx_shared_memory_add(cf, &name,
-                                 ngx_max(64 * 1024,
-                                         8 * ngx_pagesize
-                                         + n * sizeof(ngx_http_llm_health_t)),
-                                 &ngx_http_llm_module);
+                                         ngx_max(1024 * 1024,
+                                                 8 * ngx_pagesize + 4 * size),
+                                         &ngx_http_llm_module);
     if (lmcf->health == NULL) {
         return NGX_CONF_ERROR;
     }
 
     lmcf->health->init = ngx_http_llm_backend_init_zone;
-    lmcf->health->data = (void *) n;
+    lmcf->health->data = lmcf;
 
     return NGX_CONF_OK;
 }
 
 
+/* in the master, at start and reload: every backend finds its node */
+
 static ngx_int_t
 ngx_http_llm_backend_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
-    size_t                  n;
-    ngx_slab_pool_t        *shpool;
-    ngx_http_llm_health_t  *h;
+    ngx_uint_t                  i, j;
+    ngx_slab_pool_t            *shpool;
+    ngx_http_llm_model_t       *m;
+    ngx_http_llm_backend_t     *b;
+    ngx_http_llm_health_sh_t   *sh;
+    ngx_http_llm_main_conf_t   *lmcf;
 
-    n = (size_t) shm_zone->data;
+    lmcf = shm_zone->data;
     shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
-    /*
-     * backends get new ids with every configuration: health starts over,
-     * a fresh block each time
-     */
-
-    h = ngx_slab_calloc(shpool, n * sizeof(ngx_http_llm_health_t));
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
     if (data) {
-        ngx_slab_free(shpool, data);
+        sh = data;
+
+    } else if (shm_zone->shm.exists) {
+        sh = shpool->data;
+
+    } else {
+        sh = ngx_slab_calloc(shpool, sizeof(ngx_http_llm_health_sh_t));
+        if (sh == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_rbtree_init(&sh->rbtree, &sh->sentinel,
+                        ngx_str_rbtree_insert_value);
+
+        shpool->data = sh;
     }
 
-    shm_zone->data = h;
+    shm_zone->data = sh;
+
+    m = lmcf->models.elts;
+
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        b = m[i].backends.elts;
+
+        for (j = 0; j < m[i].backends.nelts; j++) {
+            b[j].health = ngx_http_llm_health_node(shpool, sh, &m[i].name,
+                                                   &b[j].url);
+            if (b[j].health == NULL) {
+                ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                              "llm: no room for backend \"%V\" in the "
+                              "\"llm_backends\" zone; restart nginx to "
+                              "clear backends that reloads removed",
+                              &b[j].url);
+                return NGX_ERROR;
+            }
+        }
+    }
 
     return NGX_OK;
 }
 
 
 static ngx_http_llm_health_t *
-ngx_http_llm_health(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b)
+ngx_http_llm_health_node(ngx_slab_pool_t *shpool,
+    ngx_http_llm_health_sh_t *sh, ngx_str_t *model, ngx_str_t *url)
 {
-    ngx_http_llm_main_conf_t  *lmcf;
+    u_char                 *p;
+    size_t                  len;
+    uint32_t                hash;
+    ngx_str_t               key;
+    ngx_http_llm_health_t  *h;
+    u_char                  buf[2048];
 
-    lmcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_llm_module);
+    len = model->len + 1 + url->len;
 
-    if (lmcf->health == NULL || lmcf->health->data == NULL) {
+    if (len > sizeof(buf)) {
         return NULL;
     }
 
-    return (ngx_http_llm_health_t *) lmcf->health->data + b->id;
+    p = ngx_cpymem(buf, model->data, model->len);
+    *p++ = ' ';
+    ngx_memcpy(p, url->data, url->len);
+
+    key.data = buf;
+    key.len = len;
+    hash = ngx_murmur_hash2(buf, len);
+
+    h = (ngx_http_llm_health_t *) ngx_str_rbtree_lookup(&sh->rbtree, &key,
+                                                        hash);
+    if (h) {
+        return h;
+    }
+
+    h = ngx_slab_calloc(shpool, offsetof(ngx_http_llm_health_t, key) + len);
+    if (h == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(h->key, buf, len);
+
+    h->sn.node.key = hash;
+    h->sn.str.data = h->key;
+    h->sn.str.len = len;
+
+    ngx_rbtree_insert(&sh->rbtree, &h->sn.node);
+
+    return h;
+}
+
+
+/*
+ * A worker takes a slot for its outstanding counts.  Slots and probes of
+ * processes that are gone (a crash) are cleared first: their requests
+ * went with them.
+ */
+
+void
+ngx_http_llm_backend_init_process(ngx_http_llm_main_conf_t *lmcf)
+{
+    ngx_uint_t                 s;
+    ngx_pid_t                  pid;
+    ngx_slab_pool_t           *shpool;
+    ngx_rbtree_node_t         *node;
+    ngx_http_llm_health_t     *h;
+    ngx_http_llm_health_sh_t  *sh;
+
+    if (lmcf->health == NULL || lmcf->health->data == NULL) {
+        return;
+    }
+
+    sh = lmcf->health->data;
+    shpool = (ngx_slab_pool_t *) lmcf->health->shm.addr;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    for (s = 0; s < NGX_HTTP_LLM_SLOTS; s++) {
+        pid = (ngx_pid_t) sh->pid[s];
+
+        if (pid == 0 || ngx_http_llm_pid_alive(pid)) {
+            continue;
+        }
+
+        if (sh->rbtree.root != sh->rbtree.sentinel) {
+            for (node = ngx_rbtree_min(sh->rbtree.root, sh->rbtree.sentinel);
+                 node;
+                 node = ngx_rbtree_next(&sh->rbtree, node))
+            {
+                h = (ngx_http_llm_health_t *) node;
+                h->outstanding[s] = 0;
+            }
+        }
+
+        sh->pid[s] = 0;
+
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "llm: cleared the backend counts of gone process %P",
+                      pid);
+    }
+
+    if (sh->rbtree.root != sh->rbtree.sentinel) {
+        for (node = ngx_rbtree_min(sh->rbtree.root, sh->rbtree.sentinel);
+             node;
+             node = ngx_rbtree_next(&sh->rbtree, node))
+        {
+            h = (ngx_http_llm_health_t *) node;
+
+            if (h->probe && !ngx_http_llm_pid_alive((ngx_pid_t) h->probe)) {
+                h->probe = 0;
+            }
+        }
+    }
+
+    for (s = 0; s < NGX_HTTP_LLM_SLOTS; s++) {
+        if (sh->pid[s] == 0) {
+            sh->pid[s] = (ngx_atomic_uint_t) ngx_pid;
+            ngx_http_llm_slot = s;
+            break;
+        }
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    if (ngx_http_llm_slot == -1) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "llm: more than %d worker processes: this one's "
+                      "requests do not count in backend balancing",
+                      NGX_HTTP_LLM_SLOTS);
+    }
+}
+
+
+/* a worker that exits leaves its slot to the next */
+
+void
+ngx_http_llm_backend_exit_process(ngx_http_llm_main_conf_t *lmcf)
+{
+    ngx_http_llm_health_sh_t  *sh;
+
+    if (ngx_http_llm_slot == -1
+        || lmcf == NULL || lmcf->health == NULL
+        || lmcf->health->data == NULL)
+    {
+        return;
+    }
+
+    sh = lmcf->health->data;
+
+    (void) ngx_atomic_cmp_set(&sh->pid[ngx_http_llm_slot],
+                              (ngx_atomic_uint_t) ngx_pid, 0);
+
+    ngx_http_llm_slot = -1;
+}
+
+
+static ngx_uint_t
+ngx_http_llm_pid_alive(ngx_pid_t pid)
+{
+    return !(kill(pid, 0) == -1 && ngx_errno == NGX_ESRCH);
 }
 
 
@@ -199,7 +406,8 @@ ngx_http_llm_backend_t *
 ngx_http_llm_backend_next(ngx_http_llm_ctx_t *ctx)
 {
     ngx_msec_t                 now, cool;
-    ngx_uint_t                 i, rank, best_rank, open, cooling;
+    ngx_uint_t                 i, s, rank, best_rank, open, cooling;
+    ngx_atomic_int_t           n;
     ngx_atomic_uint_t          load, best_load;
     ngx_http_llm_health_t     *h;
     ngx_http_llm_backend_t    *b, *best;
@@ -222,7 +430,7 @@ ngx_http_llm_backend_next(ngx_http_llm_ctx_t *ctx)
             continue;
         }
 
-        h = ngx_http_llm_health(ctx, &b[i]);
+        h = b[i].health;
 
         if (h) {
             if (h->cool_until > now) {
@@ -251,7 +459,17 @@ ngx_http_llm_backend_next(ngx_http_llm_ctx_t *ctx)
         }
 
         rank = ngx_http_llm_backend_rank(&b[i]);
-        load = h ? (h->outstanding * 1000) / b[i].weight : 0;
+        load = 0;
+
+        if (h) {
+            n = 0;
+
+            for (s = 0; s < NGX_HTTP_LLM_SLOTS; s++) {
+                n += h->outstanding[s];
+            }
+
+            load = (ngx_atomic_uint_t) ngx_max(n, 0) * 1000 / b[i].weight;
+        }
 
         if (best == NULL || rank < best_rank
             || (rank == best_rank && load < best_load))
@@ -269,12 +487,12 @@ ngx_http_llm_backend_next(ngx_http_llm_ctx_t *ctx)
 
     ctx->tried |= (uint64_t) 1 << (best - b);
 
-    h = ngx_http_llm_health(ctx, best);
+    h = best->health;
 
     if (h && h->state != NGX_HTTP_LLM_CLOSED) {
         /* open past its cool-down: this request is the probe */
 
-        if (!ngx_atomic_cmp_set(&h->probe, 0, 1)) {
+        if (!ngx_atomic_cmp_set(&h->probe, 0, (ngx_atomic_uint_t) ngx_pid)) {
             return ngx_http_llm_backend_next(ctx);
         }
 
@@ -287,8 +505,9 @@ ngx_http_llm_backend_next(ngx_http_llm_ctx_t *ctx)
                       &best->url);
     }
 
-    if (h) {
-        ngx_atomic_fetch_add(&h->outstanding, 1);
+    if (h && ngx_http_llm_slot != -1) {
+        ngx_atomic_fetch_add((ngx_atomic_t *)
+                             &h->outstanding[ngx_http_llm_slot], 1);
         ctx->outstanding = 1;
     }
 
@@ -309,10 +528,11 @@ ngx_http_llm_backend_done(ngx_http_llm_ctx_t *ctx)
 
     ctx->outstanding = 0;
 
-    h = ngx_http_llm_health(ctx, ctx->backend);
+    h = ctx->backend->health;
 
-    if (h) {
-        ngx_atomic_fetch_add(&h->outstanding, -1);
+    if (h && ngx_http_llm_slot != -1) {
+        ngx_atomic_fetch_add((ngx_atomic_t *)
+                             &h->outstanding[ngx_http_llm_slot], -1);
     }
 
     if (ctx->probing) {
@@ -333,7 +553,7 @@ ngx_http_llm_backend_ok(ngx_http_llm_ctx_t *ctx)
 {
     ngx_http_llm_health_t  *h;
 
-    h = ngx_http_llm_health(ctx, ctx->backend);
+    h = ctx->backend->health;
 
     if (h == NULL) {
         return;
@@ -365,7 +585,7 @@ ngx_http_llm_backend_failed(ngx_http_llm_ctx_t *ctx)
     ngx_http_llm_health_t     *h;
     ngx_http_llm_main_conf_t  *lmcf;
 
-    h = ngx_http_llm_health(ctx, ctx->backend);
+    h = ctx->backend->health;
 
     if (h == NULL) {
         return;
@@ -404,7 +624,7 @@ ngx_http_llm_backend_cool(ngx_http_llm_ctx_t *ctx, ngx_msec_t ms)
 {
     ngx_http_llm_health_t  *h;
 
-    h = ngx_http_llm_health(ctx, ctx->backend);
+    h = ctx->backend->health;
 
     if (h && ms) {
         h->cool_until = ngx_http_llm_now() + ms;
@@ -420,11 +640,11 @@ ngx_http_llm_backend_state(ngx_http_llm_main_conf_t *lmcf,
 {
     ngx_http_llm_health_t  *h;
 
-    if (lmcf->health == NULL || lmcf->health->data == NULL) {
+    h = b->health;
+
+    if (h == NULL) {
         return 0;
     }
-
-    h = (ngx_http_llm_health_t *) lmcf->health->data + b->id;
 
     if (h->state == NGX_HTTP_LLM_OPEN
         && ngx_http_llm_now() - h->opened >= lmcf->breaker_cooldown)

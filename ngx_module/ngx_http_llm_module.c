@@ -1707,6 +1707,8 @@ ngx_http_llm_init_process(ngx_cycle_t *cycle)
 
     ngx_http_llm_cache_local_init(lmcf->cache_local, lmcf->cache_local_ttl);
 
+    ngx_http_llm_backend_init_process(lmcf);
+
     if (lmcf->redis
         && ngx_http_llm_redis_init(cycle, lmcf->redis) != NGX_OK)
     {
@@ -1720,6 +1722,8 @@ ngx_http_llm_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_llm_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_llm_backend_exit_process(
+        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_llm_module));
     ngx_http_llm_redis_exit(cycle);
     ngx_http_llm_quota_exit();
     ngx_http_llm_curl_exit(cycle);
