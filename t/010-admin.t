@@ -101,5 +101,28 @@ is($t->redis_cli($rp, 'EXISTS', 'llm:tenant:acme'), 1, 'nothing flushed');
 is($rc, 0, 'tenant delete');
 is($t->redis_cli($rp, 'HGET', "llm:key:$hash", 'revoked'), 1, 'its keys revoked');
 
+# cache purge: by scope, with SCAN; locks of answers being written stay
+$t->redis_cli($rp, 'SET', $_, 'x') for 'llm:cache:acme2:{aa}',
+    'llm:cache:acme2:{aa}:lock', 'llm:cache:other:{bb}', 'llm:cache:*:{cc}',
+    'llm:cache:-:{dd}', 'llm:cache:acme:{ee}';
+($rc, $out) = admin(qw(cache purge --tenant acme2));
+is($rc, 0, 'cache purge --tenant') or diag $out;
+like($out, qr/^1 cached answers purged$/m, 'one entry of acme2');
+is($t->redis_cli($rp, 'EXISTS', 'llm:cache:acme2:{aa}:lock'), 1, 'its lock stays');
+is($t->redis_cli($rp, 'EXISTS', 'llm:cache:acme:{ee}'), 1, 'acme is not acme2');
+($rc, $out) = admin(qw(cache purge --shared));
+like($out, qr/^1 cached answers purged$/m, 'purge --shared: the "*" scope only');
+is($t->redis_cli($rp, 'EXISTS', 'llm:cache:other:{bb}'), 1, 'a "*" in the pattern is literal');
+($rc, $out) = admin(qw(cache purge --anonymous));
+like($out, qr/^1 cached answers purged$/m, 'purge --anonymous');
+($rc, $out) = admin(qw(cache purge --all));
+like($out, qr/^2 cached answers purged$/m, 'purge --all: the rest');
+is($t->redis_cli($rp, 'EXISTS', 'llm:cache:acme2:{aa}:lock'), 1, 'locks still stay');
+for my $bad (['cache', 'purge'], ['cache', 'purge', '--tenant', 'a*'],
+             ['cache', 'purge', '--tenant'], ['cache', 'flush', '--all']) {
+    ($rc) = admin(@$bad);
+    isnt($rc, 0, "rejected: @$bad");
+}
+
 $t->cleanup;
 done_testing;

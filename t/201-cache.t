@@ -231,6 +231,17 @@ post(req($q), key => 'sk-a', path => '/shared/v1');
 ($st, $h) = post(req($q), key => 'sk-b', path => '/shared/v1');
 is($h->{'x-llm-cache'}, 'HIT', 'llm_cache_scope shared: b sees a\'s entry');
 
+# llm-admin cache purge: a tenant's entries go, the shared scope's stay
+my $admin = "$LLMTest::ROOT/redis/llm-admin -p $rp cache purge";
+like(`$admin --tenant a`, qr/^[1-9]\d* cached answers purged$/m, 'purge tenant a');
+($st, $h) = post(req($q), key => 'sk-a');
+is($h->{'x-llm-cache'}, 'MISS', 'after the purge: MISS');
+($st, $h) = post(req($q), key => 'sk-b', path => '/shared/v1');
+is($h->{'x-llm-cache'}, 'HIT', 'the shared scope was not purged');
+like(`$admin --shared`, qr/^[1-9]\d* cached answers purged$/m, 'purge the shared scope');
+($st, $h) = post(req($q), key => 'sk-b', path => '/shared/v1');
+is($h->{'x-llm-cache'}, 'MISS', 'shared: MISS after its purge');
+
 # ---------------------------------------------------- never stored
 
 $q = uniq();
