@@ -385,6 +385,7 @@ int64_t ngx_http_llm_cost(int64_t prompt, int64_t completion,
 
 /* ngx_http_llm_cache.c */
 void ngx_http_llm_cache_init(void);
+void ngx_http_llm_cache_exit(void);
 ngx_int_t ngx_http_llm_cache_lookup(ngx_http_llm_ctx_t *ctx);
 ngx_int_t ngx_http_llm_cache_begin(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_cache_feed(ngx_http_llm_ctx_t *ctx, cJSON *chunk);

@@ -21,6 +21,10 @@
 #define NGX_HTTP_LLM_CACHE_POLL_MAX  200
 #define NGX_HTTP_LLM_CACHE_FAILED    1000    /* the failure marker, ms */
 #define NGX_HTTP_LLM_CANON_KEEP      (1024 * 1024)
+#define NGX_HTTP_LLM_MEMO_SLOTS      64      /* replays kept per worker */
+#define NGX_HTTP_LLM_MEMO_MAX        8192    /* for entries up to this */
+#define NGX_HTTP_LLM_MEMO_ID         "chatcmpl-000000000000000000000000"
+#define NGX_HTTP_LLM_MEMO_TIME       1000000000
 
 #define NGX_HTTP_LLM_CACHE_MAGIC     "LLMC1 "
 
@@ -47,6 +51,23 @@ struct ngx_http_llm_cache_asm_s {
     unsigned                    broken:1;
     ngx_http_llm_cache_choice_t choice[NGX_HTTP_LLM_CACHE_CHOICES];
 };
+
+
+/*
+ * A stream replay as written for an entry, with a placeholder id and
+ * time, and with its usage event, which a client may not want: a hit
+ * on the same entry copies it and patches the id and time in.
+ */
+
+typedef struct {
+    uint32_t                    hash;
+    size_t                      len;        /* of the entry's JSON */
+    u_char                     *json;       /* a copy, compared in full */
+    u_char                     *sse;
+    size_t                      sse_len;
+    size_t                      usage_start;
+    size_t                      usage_end;  /* == usage_start: none */
+} ngx_http_llm_cache_memo_t;
 
 
 /* the canonical form of a request, in the worker's buffer */
@@ -98,8 +119,15 @@ static void ngx_http_llm_cache_hit(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_cache_entry_t *e);
 static ngx_int_t ngx_http_llm_cache_json(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_cache_entry_t *e, u_char *id);
-static ngx_int_t ngx_http_llm_cache_sse(ngx_http_llm_ctx_t *ctx,
+static ngx_int_t ngx_http_llm_cache_replay(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_cache_entry_t *e, u_char *id);
+static ngx_int_t ngx_http_llm_cache_memo(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_cache_entry_t *e, ngx_http_llm_cache_memo_t *m,
+    uint32_t hash);
+static ngx_int_t ngx_http_llm_cache_memo_out(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_cache_memo_t *m, u_char *id, time_t now);
+static ngx_int_t ngx_http_llm_cache_sse(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_cache_entry_t *e, u_char *id, time_t now);
 static ngx_int_t ngx_http_llm_cache_chunk(ngx_http_llm_ctx_t *ctx,
     ngx_str_t *head, ngx_int_t index, const char *delta,
     u_char *text, size_t len, const char *tail, const char *finish);
@@ -122,11 +150,42 @@ static ngx_uint_t   ngx_http_llm_cache_seq;
 static u_char      *ngx_http_llm_canon_buf;
 static size_t       ngx_http_llm_canon_size;
 
+static ngx_http_llm_cache_memo_t  ngx_http_llm_cache_memos[
+                                      NGX_HTTP_LLM_MEMO_SLOTS];
+
 
 void
 ngx_http_llm_cache_init(void)
 {
     ngx_queue_init(&ngx_http_llm_cache_waiters);
+}
+
+
+void
+ngx_http_llm_cache_exit(void)
+{
+    ngx_uint_t                  i;
+    ngx_http_llm_cache_memo_t  *m;
+
+    for (i = 0; i < NGX_HTTP_LLM_MEMO_SLOTS; i++) {
+        m = &ngx_http_llm_cache_memos[i];
+
+        if (m->json) {
+            ngx_free(m->json);
+        }
+
+        if (m->sse) {
+            ngx_free(m->sse);
+        }
+
+        ngx_memzero(m, sizeof(ngx_http_llm_cache_memo_t));
+    }
+
+    if (ngx_http_llm_canon_buf) {
+        ngx_free(ngx_http_llm_canon_buf);
+        ngx_http_llm_canon_buf = NULL;
+        ngx_http_llm_canon_size = 0;
+    }
 }
 
 
@@ -944,7 +1003,7 @@ ngx_http_llm_cache_hit(ngx_http_llm_ctx_t *ctx,
         goto done;
     }
 
-    rc = ctx->stream ? ngx_http_llm_cache_sse(ctx, e, id)
+    rc = ctx->stream ? ngx_http_llm_cache_replay(ctx, e, id)
                      : ngx_http_llm_cache_json(ctx, e, id);
 
     if (rc != NGX_OK) {
@@ -1006,8 +1065,261 @@ ngx_http_llm_cache_json(ngx_http_llm_ctx_t *ctx,
  */
 
 static ngx_int_t
-ngx_http_llm_cache_sse(ngx_http_llm_ctx_t *ctx,
+ngx_http_llm_cache_replay(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_cache_entry_t *e, u_char *id)
+{
+    time_t                      now;
+    uint32_t                    hash;
+    ngx_http_request_t         *r;
+    ngx_http_llm_cache_memo_t  *m;
+
+    r = ctx->request;
+    now = ngx_time();
+
+    ngx_str_set(&r->headers_out.content_type, "text/event-stream");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_length_n = -1;
+
+    if (ngx_http_llm_add_header(r, "Cache-Control", "no-cache") != NGX_OK
+        || ngx_http_llm_add_header(r, "X-Accel-Buffering", "no") != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* the memo patches a time of ten digits: 2001 to 2286 */
+
+    if (e->len > NGX_HTTP_LLM_MEMO_MAX
+        || now < 1000000000 || now > 9999999999LL)
+    {
+        return ngx_http_llm_cache_sse(ctx, e, id, now);
+    }
+
+    hash = ngx_murmur_hash2(e->json, e->len);
+    m = &ngx_http_llm_cache_memos[hash % NGX_HTTP_LLM_MEMO_SLOTS];
+
+    if (m->sse == NULL
+        || m->hash != hash
+        || m->len != e->len
+        || ngx_memcmp(m->json, e->json, e->len) != 0)
+    {
+        if (ngx_http_llm_cache_memo(ctx, e, m, hash) != NGX_OK) {
+            return ngx_http_llm_cache_sse(ctx, e, id, now);
+        }
+    }
+
+    return ngx_http_llm_cache_memo_out(ctx, m, id, now);
+}
+
+
+/*
+ * The replay is written as for any hit, into a chain of its own, and
+ * kept flat; it must consist of events that begin with the expected head
+ * and [DONE], or it is not kept.
+ */
+
+static ngx_int_t
+ngx_http_llm_cache_memo(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_cache_entry_t *e, ngx_http_llm_cache_memo_t *m,
+    uint32_t hash)
+{
+    u_char        *sse, *json, *p, *q, *last, *u, *uend, *end;
+    size_t         size;
+    ngx_int_t      rc;
+    ngx_uint_t     usage;
+    ngx_chain_t   *out, **out_last, *chain, *cl;
+    static u_char  head[] = "data: {\"id\":\"" NGX_HTTP_LLM_MEMO_ID
+                            "\",\"object\":\"chat.completion.chunk\","
+                            "\"created\":1000000000";
+
+    out = ctx->out;
+    out_last = ctx->out_last;
+    usage = ctx->client_usage;
+
+    ctx->out = NULL;
+    ctx->out_last = &ctx->out;
+    ctx->client_usage = 1;
+
+    rc = ngx_http_llm_cache_sse(ctx, e, (u_char *) NGX_HTTP_LLM_MEMO_ID,
+                                NGX_HTTP_LLM_MEMO_TIME);
+
+    chain = ctx->out;
+    ctx->out = out;
+    ctx->out_last = out_last;
+    ctx->client_usage = usage;
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    size = 0;
+
+    for (cl = chain; cl; cl = cl->next) {
+        size += cl->buf->last - cl->buf->pos;
+    }
+
+    sse = ngx_alloc(size, ngx_cycle->log);
+    json = ngx_alloc(e->len, ngx_cycle->log);
+
+    if (sse == NULL || json == NULL) {
+        goto failed;
+    }
+
+    p = sse;
+
+    for (cl = chain; cl; cl = cl->next) {
+        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+
+        if (cl->next == NULL) {
+            /* the buffers go back for this request's own output */
+            cl->next = ctx->free;
+            ctx->free = chain;
+            break;
+        }
+    }
+
+    /* every event must be one this code can patch */
+
+    last = sse + size;
+    u = NULL;
+    uend = NULL;
+
+    for (p = sse; p < last; p = end) {
+        end = memmem(p, last - p, "\n\n", 2);
+        if (end == NULL) {
+            goto failed;
+        }
+
+        end += 2;
+
+        if ((size_t) (end - p) == sizeof("data: [DONE]\n\n") - 1
+            && ngx_strncmp(p, "data: [DONE]\n\n", end - p) == 0)
+        {
+            continue;
+        }
+
+        if ((size_t) (end - p) < sizeof(head) - 1
+            || ngx_strncmp(p, head, sizeof(head) - 1) != 0)
+        {
+            goto failed;
+        }
+
+        /* quotes in JSON strings are escaped: this can only be the key */
+
+        q = p + sizeof(head) - 1;
+
+        if (memmem(q, end - q, ",\"choices\":[],\"usage\":",
+                   sizeof(",\"choices\":[],\"usage\":") - 1)
+            != NULL)
+        {
+            u = p;
+            uend = end;
+        }
+    }
+
+    if (m->json) {
+        ngx_free(m->json);
+    }
+
+    if (m->sse) {
+        ngx_free(m->sse);
+    }
+
+    m->hash = hash;
+    m->len = e->len;
+    m->json = ngx_cpymem(json, e->json, e->len) - e->len;
+    m->sse = sse;
+    m->sse_len = size;
+
+    if (u) {
+        m->usage_start = u - sse;
+        m->usage_end = uend - sse;
+
+    } else {
+        m->usage_start = 0;
+        m->usage_end = 0;
+    }
+
+    return NGX_OK;
+
+failed:
+
+    if (sse) {
+        ngx_free(sse);
+    }
+
+    if (json) {
+        ngx_free(json);
+    }
+
+    return NGX_ERROR;
+}
+
+
+/* a kept replay, with this answer's id and time */
+
+static ngx_int_t
+ngx_http_llm_cache_memo_out(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_cache_memo_t *m, u_char *id, time_t now)
+{
+    u_char  *p, *last, *end, *q;
+    size_t   idpos, tpos;
+    u_char   t[NGX_TIME_T_LEN];
+
+    idpos = sizeof("data: {\"id\":\"") - 1;
+    tpos = idpos + sizeof(NGX_HTTP_LLM_MEMO_ID) - 1
+           + sizeof("\",\"object\":\"chat.completion.chunk\",\"created\":") - 1;
+
+    (void) ngx_sprintf(t, "%T", now);
+
+    p = m->sse;
+    last = m->sse + m->sse_len;
+
+    while (p < last) {
+        end = (u_char *) memmem(p, last - p, "\n\n", 2) + 2;
+
+        if (m->usage_end > m->usage_start && !ctx->client_usage
+            && p == m->sse + m->usage_start)
+        {
+            p = end;
+            continue;
+        }
+
+        if (p[6] == '[') {
+            /* data: [DONE] */
+            if (ngx_http_llm_out(ctx, p, end - p) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            p = end;
+            continue;
+        }
+
+        q = p + tpos + 10;
+
+        if (ngx_http_llm_out(ctx, p, idpos) != NGX_OK
+            || ngx_http_llm_out(ctx, id, sizeof(NGX_HTTP_LLM_MEMO_ID) - 1)
+               != NGX_OK
+            || ngx_http_llm_out(ctx, p + idpos + sizeof(NGX_HTTP_LLM_MEMO_ID)
+                                     - 1,
+                                tpos - idpos - (sizeof(NGX_HTTP_LLM_MEMO_ID)
+                                                - 1))
+               != NGX_OK
+            || ngx_http_llm_out(ctx, t, 10) != NGX_OK
+            || ngx_http_llm_out(ctx, q, end - q) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        p = end;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_cache_sse(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_cache_entry_t *e, u_char *id, time_t now)
 {
     char                *fin;
     cJSON               *json, *choices, *ch, *msg, *item, *calls, *call;
@@ -1033,18 +1345,8 @@ ngx_http_llm_cache_sse(ngx_http_llm_ctx_t *ctx,
 
     p = ngx_snprintf(head.data, 256, "data: {\"id\":\"%s\",\"object\":"
                      "\"chat.completion.chunk\",\"created\":%T",
-                     id, ngx_time());
+                     id, now);
     head.len = p - head.data;
-
-    ngx_str_set(&r->headers_out.content_type, "text/event-stream");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_length_n = -1;
-
-    if (ngx_http_llm_add_header(r, "Cache-Control", "no-cache") != NGX_OK
-        || ngx_http_llm_add_header(r, "X-Accel-Buffering", "no") != NGX_OK)
-    {
-        goto failed;
-    }
 
     /* the head carries model and fingerprint: printed once, reused */
 

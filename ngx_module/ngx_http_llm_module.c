@@ -1729,6 +1729,7 @@ ngx_http_llm_exit_process(ngx_cycle_t *cycle)
     ngx_http_llm_curl_exit(cycle);
     ngx_http_llm_auth_exit();
     ngx_http_llm_cache_local_exit();
+    ngx_http_llm_cache_exit();
 }
 
 

@@ -168,6 +168,38 @@ ok($chunks[-1]{usage} && !@{ $chunks[-1]{choices} },
 is($chunks[-1]{usage}{prompt_tokens}, 11, 'replayed usage');
 is(upstream() - $before, 1, 'stream replays took no upstream call');
 
+# later replays of an entry come from the worker's rendered copy: the same
+# events, with their own id and time, the usage event only when asked
+my @again;
+for my $usage (0, 1, 0) {
+    ($st, $h, $b) = post(req($q, stream => JSON::PP::true(),
+        $usage ? (stream_options => { include_usage => JSON::PP::true() }) : ()));
+    my @c = map { json_of($_) } grep { $_ ne '[DONE]' } sse_events($b);
+    is(scalar(grep { $_->{usage} } @c), $usage, "replay again, include_usage=$usage");
+    is(content_of($h, $b), $want, "replay again, include_usage=$usage: content");
+    is((sse_events($b))[-1], '[DONE]', "replay again, include_usage=$usage: [DONE]");
+    cmp_ok(abs($c[0]{created} - time), '<=', 5, 'its own created time');
+    is(scalar(keys %{{ map { $_->{id} => 1 } @c }}), 1, 'one id across it');
+    push @again, $c[0]{id};
+}
+is(scalar(keys %{{ map { $_ => 1 } @again }}), 3, 'a fresh id each time');
+
+# entries of the same size, other content: each replay is its own
+my @qs = (uniq(), uniq());
+my %text = ($qs[0] => 'alpha beta', $qs[1] => 'gamma delt');
+for my $x (@qs) {
+    post(req("MOCK:{\"texts\":[\"$text{$x}\"],\"x\":\"$x\"}",
+             stream => JSON::PP::true()));
+}
+for my $round (1 .. 2) {
+    for my $x (@qs) {
+        ($st, $h, $b) = post(req("MOCK:{\"texts\":[\"$text{$x}\"],\"x\":\"$x\"}",
+                                 stream => JSON::PP::true()));
+        is($h->{'x-llm-cache'}, 'HIT', "same-size entry $round: HIT");
+        is(content_of($h, $b), $text{$x}, "same-size entry $round: its own content");
+    }
+}
+
 # a stream stored, then asked for as JSON
 $q = uniq();
 $before = upstream();
