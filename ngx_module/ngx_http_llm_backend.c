@@ -292,7 +292,9 @@ ngx_http_llm_backend_init_process(ngx_http_llm_main_conf_t *lmcf)
     for (s = 0; s < NGX_HTTP_LLM_SLOTS; s++) {
         pid = (ngx_pid_t) sh->pid[s];
 
-        if (pid == 0 || ngx_http_llm_pid_alive(pid)) {
+        /* our own pid here is a dead process's that had it before us */
+
+        if (pid == 0 || (pid != ngx_pid && ngx_http_llm_pid_alive(pid))) {
             continue;
         }
 
@@ -320,7 +322,10 @@ ngx_http_llm_backend_init_process(ngx_http_llm_main_conf_t *lmcf)
         {
             h = (ngx_http_llm_health_t *) node;
 
-            if (h->probe && !ngx_http_llm_pid_alive((ngx_pid_t) h->probe)) {
+            if (h->probe
+                && ((ngx_pid_t) h->probe == ngx_pid
+                    || !ngx_http_llm_pid_alive((ngx_pid_t) h->probe)))
+            {
                 h->probe = 0;
             }
         }
