@@ -438,6 +438,7 @@ ngx_int_t ngx_http_llm_model_allowed(ngx_str_t *list, ngx_str_t *name);
 ngx_int_t ngx_http_llm_apply_policy(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
 int64_t ngx_http_llm_parse_usd(ngx_str_t *s);
+void ngx_http_llm_json_init(void);
 ngx_int_t ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p,
     size_t len, ngx_http_llm_error_t *err);
 void ngx_http_llm_set_error(ngx_http_llm_error_t *err, ngx_uint_t status,

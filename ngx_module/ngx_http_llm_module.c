@@ -1705,6 +1705,8 @@ ngx_http_llm_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_http_llm_json_init();
+
     ngx_http_llm_cache_local_init(lmcf->cache_local, lmcf->cache_local_ttl);
 
     ngx_http_llm_backend_init_process(lmcf);

@@ -19,6 +19,73 @@ static ngx_int_t ngx_http_llm_check_fields(cJSON *json,
 static ngx_uint_t ngx_http_llm_depth(cJSON *item, ngx_uint_t depth);
 static int64_t ngx_http_llm_text_size(cJSON *item);
 static ngx_int_t ngx_http_llm_is_int(cJSON *item);
+static void *ngx_http_llm_json_alloc(size_t size);
+static void ngx_http_llm_json_free(void *ptr);
+
+
+static ngx_pool_t  *ngx_http_llm_json_pool;
+
+
+/*
+ * cJSON's memory.  The request's own tree, parsed once and kept to its
+ * end, is taken from the request's pool: a bump of a pointer for each of
+ * its many small nodes instead of a malloc() and a free().  Everything
+ * else comes from the heap, as cJSON may grow it for long (a stream's
+ * events, replays).  A word in front of each block tells free() which.
+ */
+
+static void *
+ngx_http_llm_json_alloc(size_t size)
+{
+    uintptr_t  *p;
+
+    if (ngx_http_llm_json_pool) {
+        p = ngx_palloc(ngx_http_llm_json_pool, size + sizeof(uintptr_t));
+        if (p == NULL) {
+            return NULL;
+        }
+
+        *p = 1;
+        return p + 1;
+    }
+
+    p = malloc(size + sizeof(uintptr_t));
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *p = 0;
+    return p + 1;
+}
+
+
+static void
+ngx_http_llm_json_free(void *ptr)
+{
+    uintptr_t  *p;
+
+    if (ptr == NULL) {
+        return;
+    }
+
+    p = (uintptr_t *) ptr - 1;
+
+    if (*p == 0) {
+        free(p);
+    }
+}
+
+
+void
+ngx_http_llm_json_init(void)
+{
+    cJSON_Hooks  hooks;
+
+    hooks.malloc_fn = ngx_http_llm_json_alloc;
+    hooks.free_fn = ngx_http_llm_json_free;
+
+    cJSON_InitHooks(&hooks);
+}
 
 
 void
@@ -208,8 +275,14 @@ ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len,
 
     /* cJSON would skip a NUL as white space; JSON has no place for one */
 
-    json = ngx_strlchr(p, p + len, '\0') == NULL
-           ? cJSON_ParseWithLength((const char *) p, len) : NULL;
+    if (ngx_strlchr(p, p + len, '\0') == NULL) {
+        ngx_http_llm_json_pool = ctx->request->pool;
+        json = cJSON_ParseWithLength((const char *) p, len);
+        ngx_http_llm_json_pool = NULL;
+
+    } else {
+        json = NULL;
+    }
 
     if (json == NULL) {
         ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
