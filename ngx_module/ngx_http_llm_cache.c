@@ -1107,6 +1107,14 @@ ngx_http_llm_cache_replay(ngx_http_llm_ctx_t *ctx,
         }
     }
 
+    /* its length is known: no chunked encoding for a kept replay */
+
+    r->headers_out.content_length_n = m->sse_len;
+
+    if (!ctx->client_usage) {
+        r->headers_out.content_length_n -= m->usage_end - m->usage_start;
+    }
+
     return ngx_http_llm_cache_memo_out(ctx, m, id, now);
 }
 

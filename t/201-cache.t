@@ -178,6 +178,7 @@ for my $usage (0, 1, 0) {
     is(scalar(grep { $_->{usage} } @c), $usage, "replay again, include_usage=$usage");
     is(content_of($h, $b), $want, "replay again, include_usage=$usage: content");
     is((sse_events($b))[-1], '[DONE]', "replay again, include_usage=$usage: [DONE]");
+    is($h->{'content-length'}, length($b), "replay again, include_usage=$usage: exact Content-Length");
     cmp_ok(abs($c[0]{created} - time), '<=', 5, 'its own created time');
     is(scalar(keys %{{ map { $_->{id} => 1 } @c }}), 1, 'one id across it');
     push @again, $c[0]{id};
