@@ -126,6 +126,7 @@ static ngx_int_t ngx_http_llm_cache_memo(ngx_http_llm_ctx_t *ctx,
     uint32_t hash);
 static ngx_int_t ngx_http_llm_cache_memo_out(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_cache_memo_t *m, u_char *id, time_t now);
+static u_char *ngx_http_llm_cache_event_end(u_char *p, u_char *last);
 static ngx_int_t ngx_http_llm_cache_sse(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_cache_entry_t *e, u_char *id, time_t now);
 static ngx_int_t ngx_http_llm_cache_chunk(ngx_http_llm_ctx_t *ctx,
@@ -1192,12 +1193,10 @@ ngx_http_llm_cache_memo(ngx_http_llm_ctx_t *ctx,
     uend = NULL;
 
     for (p = sse; p < last; p = end) {
-        end = memmem(p, last - p, "\n\n", 2);
+        end = ngx_http_llm_cache_event_end(p, last);
         if (end == NULL) {
             goto failed;
         }
-
-        end += 2;
 
         if ((size_t) (end - p) == sizeof("data: [DONE]\n\n") - 1
             && ngx_strncmp(p, "data: [DONE]\n\n", end - p) == 0)
@@ -1263,6 +1262,27 @@ failed:
 }
 
 
+/* the end of the event at p, past its blank line; NULL: none */
+
+static u_char *
+ngx_http_llm_cache_event_end(u_char *p, u_char *last)
+{
+    for ( ;; ) {
+        p = memchr(p, '\n', last - p);
+
+        if (p == NULL || p + 1 == last) {
+            return NULL;
+        }
+
+        if (p[1] == '\n') {
+            return p + 2;
+        }
+
+        p++;
+    }
+}
+
+
 /* a kept replay, with this answer's id and time */
 
 static ngx_int_t
@@ -1283,7 +1303,7 @@ ngx_http_llm_cache_memo_out(ngx_http_llm_ctx_t *ctx,
     last = m->sse + m->sse_len;
 
     while (p < last) {
-        end = (u_char *) memmem(p, last - p, "\n\n", 2) + 2;
+        end = ngx_http_llm_cache_event_end(p, last);
 
         if (m->usage_end > m->usage_start && !ctx->client_usage
             && p == m->sse + m->usage_start)
