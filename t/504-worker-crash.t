@@ -14,7 +14,7 @@ my $t = LLMTest->new;
 my $up = $t->start_mock;
 my $late = free_port();     # a backend that is down, then comes up
 my $gw = $t->start_nginx(
-    http => "llm_breaker failures=1 cooldown=3s;
+    http => "llm_breaker failures=1 cooldown=6s;
         llm_model pair { backend http://127.0.0.1:$up/a/v1;
                          backend http://127.0.0.1:$up/b/v1; }
         llm_model probe { backend http://127.0.0.1:$late/v1;
@@ -75,7 +75,7 @@ like($t->error_log($gw), qr/cleared the backend counts of gone process $gone/,
 is($st, 200, 'probe: the spare answers while the first is down');
 like($t->error_log($gw), qr/circuit open/, 'probe: the circuit opened');
 $t->start_mock(port => $late);
-sleep 3.2;
+sleep 6.2;
 crash_during('probe', $late, '/v1');
 ($st) = chat('probe');
 is($st, 200, 'probe: served after the crash');
