@@ -421,6 +421,8 @@ void ngx_http_llm_metrics_request(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_metrics_attempt(ngx_http_llm_ctx_t *ctx,
     const char *outcome);
+void *ngx_http_llm_shm_node(ngx_slab_pool_t *shpool, ngx_rbtree_t *tree,
+    u_char *key, size_t len, size_t key_offset);
 
 /* ngx_http_llm_router.c */
 char *ngx_http_llm_router_conf(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -222,8 +222,6 @@ ngx_http_llm_health_node(ngx_slab_pool_t *shpool,
 {
     u_char                 *p;
     size_t                  len;
-    uint32_t                hash;
-    ngx_str_t               key;
     ngx_http_llm_health_t  *h;
     u_char                  buf[2048];
 
@@ -237,28 +235,12 @@ ngx_http_llm_health_node(ngx_slab_pool_t *shpool,
     *p++ = ' ';
     ngx_memcpy(p, url->data, url->len);
 
-    key.data = buf;
-    key.len = len;
-    hash = ngx_murmur_hash2(buf, len);
+    /* starting workers walk this tree under the zone's mutex */
 
-    h = (ngx_http_llm_health_t *) ngx_str_rbtree_lookup(&sh->rbtree, &key,
-                                                        hash);
-    if (h) {
-        return h;
-    }
-
-    h = ngx_slab_calloc(shpool, offsetof(ngx_http_llm_health_t, key) + len);
-    if (h == NULL) {
-        return NULL;
-    }
-
-    ngx_memcpy(h->key, buf, len);
-
-    h->sn.node.key = hash;
-    h->sn.str.data = h->key;
-    h->sn.str.len = len;
-
-    ngx_rbtree_insert(&sh->rbtree, &h->sn.node);
+    ngx_shmtx_lock(&shpool->mutex);
+    h = ngx_http_llm_shm_node(shpool, &sh->rbtree, buf, len,
+                              offsetof(ngx_http_llm_health_t, key));
+    ngx_shmtx_unlock(&shpool->mutex);
 
     return h;
 }
@@ -274,6 +256,7 @@ void
 ngx_http_llm_backend_init_process(ngx_http_llm_main_conf_t *lmcf)
 {
     ngx_uint_t                 s;
+    ngx_uint_t                 dead[NGX_HTTP_LLM_SLOTS];
     ngx_pid_t                  pid;
     ngx_slab_pool_t           *shpool;
     ngx_rbtree_node_t         *node;
@@ -294,25 +277,16 @@ ngx_http_llm_backend_init_process(ngx_http_llm_main_conf_t *lmcf)
 
         /* our own pid here is a dead process's that had it before us */
 
-        if (pid == 0 || (pid != ngx_pid && ngx_http_llm_pid_alive(pid))) {
-            continue;
+        dead[s] = pid != 0
+                  && (pid == ngx_pid || !ngx_http_llm_pid_alive(pid));
+
+        if (dead[s]) {
+            sh->pid[s] = 0;
+
+            ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                          "llm: cleared the backend counts of gone "
+                          "process %P", pid);
         }
-
-        if (sh->rbtree.root != sh->rbtree.sentinel) {
-            for (node = ngx_rbtree_min(sh->rbtree.root, sh->rbtree.sentinel);
-                 node;
-                 node = ngx_rbtree_next(&sh->rbtree, node))
-            {
-                h = (ngx_http_llm_health_t *) node;
-                h->outstanding[s] = 0;
-            }
-        }
-
-        sh->pid[s] = 0;
-
-        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                      "llm: cleared the backend counts of gone process %P",
-                      pid);
     }
 
     if (sh->rbtree.root != sh->rbtree.sentinel) {
@@ -321,6 +295,12 @@ ngx_http_llm_backend_init_process(ngx_http_llm_main_conf_t *lmcf)
              node = ngx_rbtree_next(&sh->rbtree, node))
         {
             h = (ngx_http_llm_health_t *) node;
+
+            for (s = 0; s < NGX_HTTP_LLM_SLOTS; s++) {
+                if (dead[s]) {
+                    h->outstanding[s] = 0;
+                }
+            }
 
             if (h->probe
                 && ((ngx_pid_t) h->probe == ngx_pid

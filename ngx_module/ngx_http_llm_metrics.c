@@ -406,43 +406,66 @@ static ngx_http_llm_series_t *
 ngx_http_llm_metrics_series(ngx_shm_zone_t *zone, u_char *key, size_t len,
     ngx_uint_t histogram)
 {
-    uint32_t                    hash;
-    ngx_str_t                   k;
-    ngx_slab_pool_t            *shpool;
     ngx_http_llm_series_t      *s;
     ngx_http_llm_metrics_sh_t  *sh;
 
     sh = zone->data;
-    shpool = (ngx_slab_pool_t *) zone->shm.addr;
 
-    k.data = key;
-    k.len = len;
-    hash = ngx_murmur_hash2(key, len);
-
-    s = (ngx_http_llm_series_t *) ngx_str_rbtree_lookup(&sh->rbtree, &k,
-                                                        hash);
-    if (s) {
-        return s;
-    }
-
-    s = ngx_slab_alloc_locked(shpool,
-                              offsetof(ngx_http_llm_series_t, key) + len);
+    s = ngx_http_llm_shm_node((ngx_slab_pool_t *) zone->shm.addr,
+                              &sh->rbtree, key, len,
+                              offsetof(ngx_http_llm_series_t, key));
     if (s == NULL) {
         sh->dropped++;
         return NULL;
     }
 
-    ngx_memzero(s, offsetof(ngx_http_llm_series_t, key));
-    ngx_memcpy(s->key, key, len);
-
-    s->sn.node.key = hash;
-    s->sn.str.data = s->key;
-    s->sn.str.len = len;
+    /* a name is a counter's or a histogram's for good */
     s->histogram = histogram;
 
-    ngx_rbtree_insert(&sh->rbtree, &s->sn.node);
-
     return s;
+}
+
+
+/*
+ * A node of a string-keyed tree in shared memory (an ngx_str_node_t in
+ * front, the key's bytes at key_offset), found or made zeroed; the
+ * zone's mutex is held.  Metric series and backend health are such nodes.
+ */
+
+void *
+ngx_http_llm_shm_node(ngx_slab_pool_t *shpool, ngx_rbtree_t *tree,
+    u_char *key, size_t len, size_t key_offset)
+{
+    u_char          *data;
+    uint32_t         hash;
+    ngx_str_t        k;
+    ngx_str_node_t  *sn;
+
+    k.data = key;
+    k.len = len;
+    hash = ngx_murmur_hash2(key, len);
+
+    sn = ngx_str_rbtree_lookup(tree, &k, hash);
+    if (sn) {
+        return sn;
+    }
+
+    sn = ngx_slab_alloc_locked(shpool, key_offset + len);
+    if (sn == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(sn, key_offset);
+    data = (u_char *) sn + key_offset;
+    ngx_memcpy(data, key, len);
+
+    sn->node.key = hash;
+    sn->str.data = data;
+    sn->str.len = len;
+
+    ngx_rbtree_insert(tree, &sn->node);
+
+    return sn;
 }
 
 
