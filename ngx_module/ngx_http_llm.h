@@ -228,6 +228,8 @@ typedef struct {
     int64_t                     reserved_cost;
     int64_t                     cost;
     ngx_uint_t                  chunks;        /* content deltas seen */
+    int64_t                     stream_tokens; /* estimated, all deltas */
+    ngx_uint_t                  choices;       /* n (or best_of), >= 1 */
 
     ngx_str_t                   body_in;       /* the client's body */
     off_t                       body_received;
@@ -322,6 +324,9 @@ typedef struct {
     unsigned                    probing:1;       /* a half-open probe */
     unsigned                    all_open:1;
     unsigned                    fell_back:1;
+    unsigned                    reached_backend:1; /* body handed over */
+    unsigned                    usage_lost:1;      /* answer, no usage */
+    unsigned                    admit_unknown:1;   /* reply was lost */
 } ngx_http_llm_ctx_t;
 
 
