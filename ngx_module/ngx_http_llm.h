@@ -98,6 +98,7 @@ typedef struct {
     int64_t                     budget_day;     /* micro-dollars */
     int64_t                     budget_month;
     ngx_int_t                   max_tokens;     /* cap and default */
+    ngx_int_t                   max_n;          /* choices per request */
     ngx_str_t                   models;         /* "a,b", empty: all */
     ngx_str_t                   default_model;
     ngx_uint_t                  cache;          /* 0: the location's */
