@@ -100,7 +100,13 @@ build() {
     (cd "$out/nginx-src" && make -f objs/Makefile -j2 modules >"$out/make.log" 2>&1) \
         || { grep -E 'error|warning' -A3 "$out/make.log" | head -60; die "build failed"; }
     mkdir -p "$out/modules"
-    cp "$out/nginx-src/objs/ngx_http_llm_module.so" "$out/modules/"
+    # a new file renamed over the old one: a running nginx keeps its mapping
+    # of the old inode, and workers it respawns load a whole file, never a
+    # half-written one
+    cp "$out/nginx-src/objs/ngx_http_llm_module.so" \
+        "$out/modules/.ngx_http_llm_module.so.$$"
+    mv -f "$out/modules/.ngx_http_llm_module.so.$$" \
+        "$out/modules/ngx_http_llm_module.so"
     say "built $out/modules/ngx_http_llm_module.so"
 }
 
