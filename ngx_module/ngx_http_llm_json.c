@@ -587,6 +587,8 @@ ngx_http_llm_json_walk(ngx_http_llm_json_walk_t *w, cJSON *item,
 
         for (child = item->child; child; child = child->next) {
             if (n == NGX_HTTP_LLM_JSON_MAX_MEMBERS) {
+                /* the first pass lets no such object through */
+                ngx_http_llm_json_syntax(w->err);
                 return NGX_ERROR;
             }
 
