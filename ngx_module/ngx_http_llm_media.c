@@ -405,6 +405,12 @@ ngx_http_llm_media_host(u_char *p, size_t len)
             return "the host must be written in ASCII (punycode), without "
                    "escapes.";
         }
+
+        /* an empty label: parsers disagree on what it names */
+
+        if (*s == '.' && (s == p || s[-1] == '.')) {
+            return "the URL is malformed.";
+        }
     }
 
     /* one trailing dot names the same host */
