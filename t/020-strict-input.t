@@ -31,6 +31,7 @@ my $gw = $t->start_nginx(
              llm_router auto cheap=small strong=big;",
     server => 'location /v1/ { llm_gateway; llm_max_request_body 4m; }
                location /q/v1/ { llm_gateway; llm_auth on; llm_quota on;
+                                 llm_default_max_tokens 6000;
                                  llm_max_request_body 4m; }
                location /off/v1/ { llm_gateway; llm_media_urls off; }
                location /any/v1/ { llm_gateway; llm_media_urls http https private; }',
@@ -258,6 +259,7 @@ for my $c (@cases) {
 # tpm, on the quota location.
 $t->add_tenant($rp, 'cap', 'sk-cap', max_tokens => 100, created => time);
 $t->add_tenant($rp, 'tpm', 'sk-tpm', tpm => 1000, created => time);
+$t->add_tenant($rp, 'forced', 'sk-forced', force_model => 'small', created => time);
 
 my @principle = (
     # [description, key, body, status, check(upstream body)]
@@ -283,6 +285,11 @@ my @principle = (
         qq({$m,$msgs,"max_tokens":10,"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":)
         . '{"type":"object","properties":{' . join(',', map { qq("p$_":{"type":"integer","minimum":0}) } 1 .. 60)
         . '}}}}}', 429],
+    ['C1: auto is checked against the model it chose (forced: small, 4096)', 'sk-forced',
+        qq({"model":"auto",$msgs,"max_tokens":8000}), 400, undef,
+        qr/^max_tokens is too large: 8000\. This model supports at most 4096 completion tokens/],
+    ['C1: a default larger than the chosen context is cut to it', 'sk-forced',
+        qq({"model":"auto",$msgs}), 200, sub { $_[0]{max_tokens} == 4096 }],
     ['strict: max_completion_tokens given reaches the backend under that name', 'sk-cap',
         qq({$m,$msgs,"max_completion_tokens":30,"max_tokens":null}), 200,
         sub { $_[0]{max_completion_tokens} == 30 && !exists $_[0]{max_tokens} }],
