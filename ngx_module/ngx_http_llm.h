@@ -112,6 +112,14 @@ typedef struct {
 #define NGX_HTTP_LLM_CACHE_ANY            3
 
 
+/* llm_media_urls: what media URLs in content parts may be */
+#define NGX_HTTP_LLM_MEDIA_OFF            0x0002
+#define NGX_HTTP_LLM_MEDIA_DATA           0x0004
+#define NGX_HTTP_LLM_MEDIA_HTTP           0x0008
+#define NGX_HTTP_LLM_MEDIA_HTTPS          0x0010
+#define NGX_HTTP_LLM_MEDIA_PRIVATE        0x0020
+
+
 typedef struct {
     ngx_array_t                 models;     /* ngx_http_llm_model_t */
     ngx_uint_t                  keepalive;
@@ -154,6 +162,7 @@ typedef struct {
     ngx_flag_t                  cost_header;
     ngx_uint_t                  max_attempts;
     ngx_msec_t                  retry_backoff;
+    ngx_uint_t                  media_urls;      /* NGX_HTTP_LLM_MEDIA_* */
 } ngx_http_llm_loc_conf_t;
 
 
@@ -231,6 +240,7 @@ typedef struct {
     ngx_uint_t                  chunks;        /* content deltas seen */
     int64_t                     stream_tokens; /* estimated, all deltas */
     ngx_uint_t                  choices;       /* n (or best_of), >= 1 */
+    int64_t                     choice_tokens; /* max_tokens per choice */
 
     ngx_str_t                   body_in;       /* the client's body */
     off_t                       body_received;
@@ -458,6 +468,37 @@ u_char *ngx_http_llm_error_json(ngx_pool_t *pool, ngx_http_llm_error_t *err,
     size_t *len);
 ngx_http_llm_model_t *ngx_http_llm_find_model(ngx_http_request_t *r,
     ngx_str_t *name);
+
+/*
+ * The body sent to backend b, written from the validated tree (ctx->json
+ * after ngx_http_llm_parse_request() and ngx_http_llm_apply_policy()),
+ * with exactly one copy of each member.  The client's members are kept
+ * as they are, but for those the gateway decides: "model" is b's id;
+ * "max_tokens" / "max_completion_tokens" carry ctx->choice_tokens (the
+ * reserved bound per choice), under the name(s) the client used, or as
+ * "max_tokens" if the gateway chose it; "stream_options" goes only with
+ * a stream to a provider that takes it, with include_usage true;
+ * OpenRouter's "usage" is {"include":true} whatever the client sent.
+ * The result, NUL-terminated, is also ctx->upstream_body (the previous
+ * one is freed); it is freed with cJSON_free() by the next call or the
+ * proxy's cleanup.  Needs neither curl nor an event loop.  NULL: out of
+ * memory.
+ */
+u_char *ngx_http_llm_upstream_body(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_backend_t *b, size_t *len);
+
+/* ngx_http_llm_json.c */
+ngx_int_t ngx_http_llm_json_check(ngx_pool_t *pool, u_char *p, size_t len,
+    ngx_http_llm_error_t *err);
+ngx_int_t ngx_http_llm_json_unique(ngx_pool_t *pool, cJSON *json,
+    ngx_http_llm_error_t *err);
+void ngx_http_llm_json_syntax(ngx_http_llm_error_t *err);
+
+/* ngx_http_llm_media.c */
+char *ngx_http_llm_media_urls_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_llm_media_check(ngx_pool_t *pool, cJSON *messages,
+    ngx_uint_t allow, ngx_http_llm_error_t *err);
 
 /* ngx_http_llm_proxy.c */
 ngx_int_t ngx_http_llm_proxy_start(ngx_http_llm_ctx_t *ctx);

@@ -241,6 +241,13 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       offsetof(ngx_http_llm_loc_conf_t, max_request_body),
       NULL },
 
+    { ngx_string("llm_media_urls"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_llm_media_urls_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, media_urls),
+      NULL },
+
     { ngx_string("llm_max_response_body"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -778,6 +785,9 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->max_response_body, 16 * 1024 * 1024);
     ngx_conf_merge_size_value(conf->stream_buffer, prev->stream_buffer,
                               64 * 1024);
+    ngx_conf_merge_bitmask_value(conf->media_urls, prev->media_urls,
+                                 NGX_CONF_BITMASK_SET|NGX_HTTP_LLM_MEDIA_DATA
+                                 |NGX_HTTP_LLM_MEDIA_HTTPS);
 
     ngx_conf_merge_value(conf->cache, prev->cache, 0);
     ngx_conf_merge_value(conf->cost_header, prev->cost_header, 0);

@@ -157,82 +157,36 @@ ngx_http_llm_proxy_fallback(ngx_http_llm_ctx_t *ctx)
 
 
 /*
- * The upstream body: the client's own request, with stream_options kept
- * aside, to be put back per backend.
+ * Nothing to prepare: each attempt's body is written anew from the
+ * validated tree, which stays as the client's request was validated.
  */
 
 static ngx_int_t
 ngx_http_llm_proxy_body(ngx_http_llm_ctx_t *ctx)
 {
-    ctx->stream_opts = cJSON_DetachItemFromObjectCaseSensitive(ctx->json,
-                                                            "stream_options");
     return NGX_OK;
 }
 
 
 /*
- * One attempt's body and headers.  The model is the backend's id; a stream
- * asks for usage, so that every ending can be accounted for, unless the
- * provider refuses stream_options (it then sends usage by itself); the
- * headers are built anew, so that only this backend sees its key.
+ * One attempt's body and headers.  The body is the validated request for
+ * this backend (see ngx_http_llm_upstream_body()); the headers are built
+ * anew, so that only this backend sees its key.
  */
 
 static ngx_int_t
 ngx_http_llm_proxy_request(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b)
 {
-    cJSON                     *opts, *u;
+    size_t                     len;
     struct curl_slist         *h;
     ngx_http_llm_provider_t   *pv;
     ngx_http_llm_main_conf_t  *lmcf;
 
     pv = b->provider;
 
-    cJSON_DeleteItemFromObjectCaseSensitive(ctx->json, "model");
-
-    if (cJSON_AddStringToObject(ctx->json, "model", (char *) b->model.data)
-        == NULL)
-    {
+    if (ngx_http_llm_upstream_body(ctx, b, &len) == NULL) {
         return NGX_ERROR;
     }
-
-    cJSON_DeleteItemFromObjectCaseSensitive(ctx->json, "stream_options");
-
-    if (ctx->stream && (pv == NULL || pv->stream_options)) {
-        opts = cJSON_IsObject(ctx->stream_opts)
-               ? cJSON_Duplicate(ctx->stream_opts, 1)
-               : cJSON_CreateObject();
-
-        if (opts == NULL) {
-            return NGX_ERROR;
-        }
-
-        cJSON_AddItemToObject(ctx->json, "stream_options", opts);
-        cJSON_DeleteItemFromObjectCaseSensitive(opts, "include_usage");
-
-        if (cJSON_AddTrueToObject(opts, "include_usage") == NULL) {
-            return NGX_ERROR;
-        }
-    }
-
-    if (pv && pv->usage_include
-        && cJSON_GetObjectItemCaseSensitive(ctx->json, "usage") == NULL)
-    {
-        u = cJSON_AddObjectToObject(ctx->json, "usage");
-        if (u == NULL || cJSON_AddTrueToObject(u, "include") == NULL) {
-            return NGX_ERROR;
-        }
-    }
-
-    if (ctx->upstream_body) {
-        cJSON_free(ctx->upstream_body);
-    }
-
-    ctx->upstream_body = cJSON_PrintUnformatted(ctx->json);
-    if (ctx->upstream_body == NULL) {
-        return NGX_ERROR;
-    }
-
-    ctx->upstream_body_len = ngx_strlen(ctx->upstream_body);
 
     if (ctx->headers) {
         curl_slist_free_all(ctx->headers);

@@ -9,15 +9,39 @@
 #include "ngx_http_llm.h"
 
 
-#define NGX_HTTP_LLM_MAX_DEPTH  64
+/*
+ * The prompt's bound (see ngx_http_llm_prompt_bound()).  A media part is
+ * charged as the most a provider bills for one image: GPT-4o's high
+ * detail is 85 + 170 a tile, 1445 tokens for 8 tiles; Claude's about
+ * 1600 (1.15 megapixels / 750).  A number in a tool schema is spelled in
+ * 24 bytes at most ("-2.2250738585072014e-308").  A template lays out a
+ * JSON value in 2 tokens at most besides its text (a newline, an indent).
+ */
+
+#define NGX_HTTP_LLM_MEDIA_TOKENS    2048
+#define NGX_HTTP_LLM_NUMBER_BYTES    24
+#define NGX_HTTP_LLM_LAYOUT_TOKENS   2
+
+/* OpenAI's most choices for n; vLLM's best_of has no limit of its own */
+#define NGX_HTTP_LLM_MAX_CHOICES     128
 
 
 static ngx_int_t ngx_http_llm_check_messages(cJSON *messages,
     ngx_http_llm_error_t *err);
 static ngx_int_t ngx_http_llm_check_fields(cJSON *json,
     ngx_http_llm_error_t *err);
-static ngx_uint_t ngx_http_llm_depth(cJSON *item, ngx_uint_t depth);
+static ngx_int_t ngx_http_llm_choice_tokens(ngx_http_llm_ctx_t *ctx,
+    ngx_uint_t routed, ngx_http_llm_error_t *err);
+static ngx_int_t ngx_http_llm_too_large(ngx_http_llm_ctx_t *ctx,
+    int64_t asked, ngx_uint_t window, ngx_http_llm_error_t *err);
+static ngx_int_t ngx_http_llm_set_tokens(ngx_http_llm_ctx_t *ctx,
+    int64_t per_choice);
+static int64_t ngx_http_llm_prompt_bound(cJSON *json);
 static int64_t ngx_http_llm_text_size(cJSON *item);
+static int64_t ngx_http_llm_json_size(cJSON *item);
+static ngx_int_t ngx_http_llm_body_own(const char *name,
+    ngx_http_llm_provider_t *pv);
+static ngx_int_t ngx_http_llm_is_choices(cJSON *item);
 static ngx_int_t ngx_http_llm_is_int(cJSON *item);
 static void *ngx_http_llm_json_alloc(size_t size);
 static void ngx_http_llm_json_free(void *ptr);
@@ -263,7 +287,11 @@ ngx_int_t
 ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len,
     ngx_http_llm_error_t *err)
 {
-    cJSON      *json, *item, *opts;
+    cJSON       *json, *item, *opts;
+    ngx_uint_t   n;
+    ngx_pool_t  *pool;
+
+    pool = ctx->request->pool;
 
     if (len == 0) {
         ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
@@ -273,23 +301,19 @@ ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len,
         return NGX_ERROR;
     }
 
-    /* cJSON would skip a NUL as white space; JSON has no place for one */
+    /* grammar and limits first: cJSON then only builds a bounded tree */
 
-    if (ngx_strlchr(p, p + len, '\0') == NULL) {
-        ngx_http_llm_json_pool = ctx->request->pool;
-        json = cJSON_ParseWithLength((const char *) p, len);
-        ngx_http_llm_json_pool = NULL;
-
-    } else {
-        json = NULL;
+    if (ngx_http_llm_json_check(pool, p, len, err) != NGX_OK) {
+        return NGX_ERROR;
     }
 
+    ngx_http_llm_json_pool = pool;
+    json = cJSON_ParseWithLength((const char *) p, len);
+    ngx_http_llm_json_pool = NULL;
+
     if (json == NULL) {
-        ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
-                               "invalid_request_error", "invalid_json", NULL,
-                               "We could not parse the JSON body of your "
-                               "request. (HINT: This likely means you "
-                               "aren't using your HTTP library correctly.)");
+        /* valid JSON cJSON cannot take: a lone surrogate, a long number */
+        ngx_http_llm_json_syntax(err);
         return NGX_ERROR;
     }
 
@@ -302,11 +326,9 @@ ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len,
         return NGX_ERROR;
     }
 
-    if (ngx_http_llm_depth(json, 0) > NGX_HTTP_LLM_MAX_DEPTH) {
-        ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
-                               "invalid_request_error", "invalid_json", NULL,
-                               "The request body is nested deeper than %d "
-                               "levels.", NGX_HTTP_LLM_MAX_DEPTH);
+    /* from here on every name is the only one of its object */
+
+    if (ngx_http_llm_json_unique(pool, json, err) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -317,6 +339,12 @@ ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len,
     item = cJSON_GetObjectItemCaseSensitive(json, "messages");
 
     if (ngx_http_llm_check_messages(item, err) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_llm_media_check(pool, item, ctx->conf->media_urls, err)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -333,6 +361,21 @@ ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len,
     opts = cJSON_GetObjectItemCaseSensitive(json, "stream_options");
     item = cJSON_GetObjectItemCaseSensitive(opts, "include_usage");
     ctx->client_usage = (ctx->stream && cJSON_IsTrue(item)) ? 1 : 0;
+
+    /* each choice may be as long as max_tokens: n and best_of multiply */
+
+    ctx->choices = 1;
+
+    item = cJSON_GetObjectItemCaseSensitive(json, "n");
+    if (cJSON_IsNumber(item)) {
+        ctx->choices = (ngx_uint_t) item->valuedouble;
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(json, "best_of");
+    if (cJSON_IsNumber(item)) {
+        n = (ngx_uint_t) item->valuedouble;
+        ctx->choices = ngx_max(ctx->choices, n);
+    }
 
     return NGX_OK;
 }
@@ -398,12 +441,43 @@ ngx_http_llm_check_fields(cJSON *json, ngx_http_llm_error_t *err)
     }
 
     item = cJSON_GetObjectItemCaseSensitive(json, "n");
-    if (item && !cJSON_IsNull(item)
-        && (!ngx_http_llm_is_int(item)
-            || item->valuedouble < 1 || item->valuedouble > 128))
-    {
+    if (!ngx_http_llm_is_choices(item)) {
         bad = "n";
         goto range;
+    }
+
+    el = cJSON_GetObjectItemCaseSensitive(json, "best_of");
+    if (!ngx_http_llm_is_choices(el)) {
+        bad = "best_of";
+        goto range;
+    }
+
+    if (cJSON_IsNumber(item) && cJSON_IsNumber(el)
+        && el->valuedouble < item->valuedouble)
+    {
+        ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
+                               "invalid_request_error", "invalid_value",
+                               "best_of", "best_of must be greater than or "
+                               "equal to n.");
+        return NGX_ERROR;
+    }
+
+    /* two bounds that disagree: which one a backend reads is its own say */
+
+    item = cJSON_GetObjectItemCaseSensitive(json, "max_tokens");
+    el = cJSON_GetObjectItemCaseSensitive(json, "max_completion_tokens");
+
+    if (cJSON_IsNumber(item) && cJSON_IsNumber(el)
+        && item->valuedouble != el->valuedouble)
+    {
+        ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
+                               "invalid_request_error", "invalid_value",
+                               "max_completion_tokens",
+                               "max_tokens (%L) and max_completion_tokens "
+                               "(%L) disagree. Set only one of them.",
+                               (int64_t) item->valuedouble,
+                               (int64_t) el->valuedouble);
+        return NGX_ERROR;
     }
 
     item = cJSON_GetObjectItemCaseSensitive(json, "seed");
@@ -628,27 +702,14 @@ bad_content:
 }
 
 
-static ngx_uint_t
-ngx_http_llm_depth(cJSON *item, ngx_uint_t depth)
+/* n and best_of: absent, null, or 1 to NGX_HTTP_LLM_MAX_CHOICES */
+
+static ngx_int_t
+ngx_http_llm_is_choices(cJSON *item)
 {
-    cJSON       *child;
-    ngx_uint_t   d, max;
-
-    max = depth;
-
-    if (depth > NGX_HTTP_LLM_MAX_DEPTH) {
-        return depth;
-    }
-
-    for (child = item->child; child; child = child->next) {
-        d = ngx_http_llm_depth(child, depth + 1);
-
-        if (d > max) {
-            max = d;
-        }
-    }
-
-    return max;
+    return item == NULL || cJSON_IsNull(item)
+           || (ngx_http_llm_is_int(item) && item->valuedouble >= 1
+               && item->valuedouble <= NGX_HTTP_LLM_MAX_CHOICES);
 }
 
 
@@ -663,7 +724,9 @@ ngx_http_llm_is_int(cJSON *item)
 
     d = item->valuedouble;
 
-    return d == (double) (int64_t) d && d > -9.0e15 && d < 9.0e15;
+    /* the range first: converting a double out of it is undefined */
+
+    return d > -9.0e15 && d < 9.0e15 && d == (double) (int64_t) d;
 }
 
 
@@ -675,8 +738,6 @@ ngx_http_llm_is_int(cJSON *item)
 ngx_int_t
 ngx_http_llm_apply_policy(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
 {
-    int64_t                    cap, asked;
-    cJSON                     *item, *msgs;
     ngx_str_t                  name;
     ngx_uint_t                 routed;
     ngx_http_llm_tenant_t     *t;
@@ -726,52 +787,7 @@ ngx_http_llm_apply_policy(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
         return NGX_ERROR;
     }
 
-    asked = 0;
-
-    item = cJSON_GetObjectItemCaseSensitive(ctx->json,
-                                            "max_completion_tokens");
-    if (!cJSON_IsNumber(item)) {
-        item = cJSON_GetObjectItemCaseSensitive(ctx->json, "max_tokens");
-    }
-
-    if (cJSON_IsNumber(item)) {
-        asked = (int64_t) item->valuedouble;
-    }
-
-    cap = (t && t->max_tokens > 0) ? t->max_tokens : 0;
-
-    if (cap && asked > cap) {
-        ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
-                               "invalid_request_error", "invalid_value",
-                               "max_tokens", "max_tokens is too large: "
-                               "%L. This key allows at most %L.",
-                               asked, cap);
-        return NGX_ERROR;
-    }
-
-    if (asked == 0 && ctx->conf->quota && t) {
-        /*
-         * a quota is only exact with a bound on the answer: the backend
-         * is told the tenant's cap, or the location's default
-         */
-
-        asked = cap ? cap : (int64_t) ctx->conf->default_max_tokens;
-
-        cJSON_DeleteItemFromObjectCaseSensitive(ctx->json, "max_tokens");
-
-        if (cJSON_AddNumberToObject(ctx->json, "max_tokens", (double) asked)
-            == NULL)
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    ctx->max_tokens = asked;
-
-    /* without a bound on the answer, the prompt alone must fit */
-
-    if (routed && ngx_http_llm_route(ctx, asked, err) != NGX_OK)
-    {
+    if (ngx_http_llm_choice_tokens(ctx, routed, err) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -779,25 +795,254 @@ ngx_http_llm_apply_policy(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
         return NGX_ERROR;
     }
 
-    if (!ctx->conf->quota || t == NULL) {
-        return NGX_OK;
+    if (ctx->conf->quota && t) {
+        ctx->prompt_estimate = ngx_http_llm_prompt_bound(ctx->json);
     }
 
-    /*
-     * Every token of llama-style tokenizers covers at least one byte of
-     * text, so bytes bound the prompt's tokens; templates add a few per
-     * message.
-     */
+    return NGX_OK;
+}
 
-    msgs = cJSON_GetObjectItemCaseSensitive(ctx->json, "messages");
 
-    ctx->prompt_estimate = ngx_http_llm_text_size(msgs)
-                           + ngx_http_llm_text_size(
-                               cJSON_GetObjectItemCaseSensitive(ctx->json,
-                                                                "tools"))
-                           + 8 * cJSON_GetArraySize(msgs) + 16;
+/*
+ * The bound on the answer: the client's max_tokens (or
+ * max_completion_tokens) per choice, or the gateway's default when a
+ * quota needs one; ctx->max_tokens is the bound over all choices, which
+ * the tenant's cap and the reservation cover.  A bound the model's
+ * context cannot hold is refused as OpenAI does; for the router, with
+ * the model it chose.
+ */
+
+static ngx_int_t
+ngx_http_llm_choice_tokens(ngx_http_llm_ctx_t *ctx, ngx_uint_t routed,
+    ngx_http_llm_error_t *err)
+{
+    cJSON                     *item;
+    int64_t                    asked, cap, choices;
+    ngx_uint_t                 window, defaulted;
+    const char                *param;
+    ngx_http_llm_tenant_t     *t;
+    ngx_http_llm_router_t     *rt;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    t = ctx->tenant;
+    choices = ctx->choices ? (int64_t) ctx->choices : 1;
+
+    if (t && t->max_n > 0 && choices > t->max_n) {
+        item = cJSON_GetObjectItemCaseSensitive(ctx->json, "n");
+        param = (cJSON_IsNumber(item) && item->valuedouble > t->max_n)
+                ? "n" : "best_of";
+
+        ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
+                               "invalid_request_error", "invalid_value",
+                               param, "Invalid value for '%s': %L choices, "
+                               "and this key allows at most %i per "
+                               "request.", param, choices, t->max_n);
+        return NGX_ERROR;
+    }
+
+    param = "max_completion_tokens";
+    item = cJSON_GetObjectItemCaseSensitive(ctx->json, param);
+
+    if (!cJSON_IsNumber(item)) {
+        param = "max_tokens";
+        item = cJSON_GetObjectItemCaseSensitive(ctx->json, param);
+    }
+
+    asked = cJSON_IsNumber(item) ? (int64_t) item->valuedouble : 0;
+    cap = (t && t->max_tokens > 0) ? t->max_tokens : 0;
+    defaulted = 0;
+
+    if (asked == 0 && ctx->conf->quota && t) {
+        /*
+         * a quota is only exact with a bound on the answer: the backend
+         * is told the tenant's cap, shared by the choices, or the
+         * location's default
+         */
+
+        asked = cap ? cap / choices : (int64_t) ctx->conf->default_max_tokens;
+        defaulted = 1;
+
+        if (asked == 0) {
+            ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error", "invalid_value",
+                                   "n", "Invalid value for 'n': %L choices "
+                                   "cannot share the %L completion tokens "
+                                   "this key allows per request.",
+                                   choices, cap);
+            return NGX_ERROR;
+        }
+    }
+
+    /* asked < 9e15 and choices <= 128: the product fits, checked anyway */
+
+    if (asked > INT64_MAX / choices
+        || (cap && asked * choices > cap))
+    {
+        if (choices == 1) {
+            ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error", "invalid_value",
+                                   param, "%s is too large: %L. This key "
+                                   "allows at most %L.", param, asked, cap);
+
+        } else {
+            ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error", "invalid_value",
+                                   param, "%s is too large: %L choices of "
+                                   "%L tokens make %L. This key allows at "
+                                   "most %L completion tokens per request, "
+                                   "over all choices.", param, choices,
+                                   asked, asked * choices, cap);
+        }
+
+        return NGX_ERROR;
+    }
+
+    if (routed && !defaulted && asked) {
+        lmcf = ngx_http_get_module_main_conf(ctx->request,
+                                             ngx_http_llm_module);
+        rt = lmcf->router;
+        window = ngx_max(rt->cheap->context_window,
+                         rt->strong->context_window);
+
+        if (rt->cheap->context_window && rt->strong->context_window
+            && asked > (int64_t) window)
+        {
+            return ngx_http_llm_too_large(ctx, asked, window, err);
+        }
+    }
+
+    ctx->choice_tokens = asked;
+    ctx->max_tokens = asked * choices;
+
+    /* the router weighs the context one choice needs */
+
+    if (routed && ngx_http_llm_route(ctx, asked, err) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    window = ctx->model ? ctx->model->context_window : 0;
+
+    if (window && asked > (int64_t) window) {
+        if (!defaulted) {
+            return ngx_http_llm_too_large(ctx, asked, window, err);
+        }
+
+        /* a default the model cannot hold is cut to its context */
+
+        asked = window;
+    }
+
+    ctx->choice_tokens = asked;
+    ctx->max_tokens = asked * choices;
+
+    if (defaulted && ngx_http_llm_set_tokens(ctx, asked) != NGX_OK) {
+        ngx_http_llm_set_error(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                               "server_error", NULL, NULL,
+                               "The server is out of memory.");
+        return NGX_ERROR;
+    }
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_too_large(ngx_http_llm_ctx_t *ctx, int64_t asked,
+    ngx_uint_t window, ngx_http_llm_error_t *err)
+{
+    const char  *param;
+
+    param = cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(ctx->json,
+                                                    "max_completion_tokens"))
+            ? "max_completion_tokens" : "max_tokens";
+
+    ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
+                           "invalid_request_error", "invalid_value", param,
+                           "%s is too large: %L. This model supports at "
+                           "most %ui completion tokens, whereas you "
+                           "provided %L.", param, asked, window, asked);
+    return NGX_ERROR;
+}
+
+
+/* the gateway's default goes into the tree: the cache key sees it too */
+
+static ngx_int_t
+ngx_http_llm_set_tokens(ngx_http_llm_ctx_t *ctx, int64_t per_choice)
+{
+    cJSON_DeleteItemFromObjectCaseSensitive(ctx->json, "max_tokens");
+    cJSON_DeleteItemFromObjectCaseSensitive(ctx->json,
+                                            "max_completion_tokens");
+
+    if (cJSON_AddNumberToObject(ctx->json, "max_tokens",
+                                (double) per_choice)
+        == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The prompt's tokens at most, for the reservation:
+ * - a token of llama-style (BPE) tokenizers covers at least one byte, so
+ *   the bytes of the messages' strings and names bound their text, and
+ *   a template adds a few tokens per message;
+ * - a media part (image, audio, video, file) costs up to
+ *   NGX_HTTP_LLM_MEDIA_TOKENS besides its bytes: the most one image is
+ *   billed; audio sent as base64 is bounded by its bytes already (some
+ *   40 KB of base64 per second for 10 to 25 tokens);
+ * - tools, tool_choice, response_format (its json_schema) and the legacy
+ *   functions and function_call are written into the prompt as JSON text
+ *   by templates: their JSON size bounds them.
+ * Not bounded: a video or a many-page document given by URL, which
+ * providers bill per frame or page.
+ */
+
+static int64_t
+ngx_http_llm_prompt_bound(cJSON *json)
+{
+    cJSON       *msgs, *m, *content, *part, *type;
+    int64_t      n;
+    ngx_uint_t   i;
+
+    static const char  *fields[] = {
+        "tools", "tool_choice", "response_format", "functions",
+        "function_call", NULL
+    };
+
+    msgs = cJSON_GetObjectItemCaseSensitive(json, "messages");
+    n = 16;
+
+    cJSON_ArrayForEach(m, msgs) {
+        n += 8 + ngx_http_llm_text_size(m);
+
+        content = cJSON_GetObjectItemCaseSensitive(m, "content");
+
+        if (!cJSON_IsArray(content)) {
+            continue;
+        }
+
+        cJSON_ArrayForEach(part, content) {
+            type = cJSON_GetObjectItemCaseSensitive(part, "type");
+
+            if (cJSON_IsString(type)
+                && ngx_strcmp(type->valuestring, "text") != 0
+                && ngx_strcmp(type->valuestring, "refusal") != 0)
+            {
+                n += NGX_HTTP_LLM_MEDIA_TOKENS;
+            }
+        }
+    }
+
+    for (i = 0; fields[i]; i++) {
+        n += ngx_http_llm_json_size(cJSON_GetObjectItemCaseSensitive(json,
+                                                                 fields[i]));
+    }
+
+    return n;
 }
 
 
@@ -826,6 +1071,181 @@ ngx_http_llm_text_size(cJSON *item)
     }
 
     return n;
+}
+
+
+/* the JSON text of a value at its longest, and its layout */
+
+static int64_t
+ngx_http_llm_json_size(cJSON *item)
+{
+    cJSON    *child;
+    int64_t   n;
+
+    if (item == NULL) {
+        return 0;
+    }
+
+    n = NGX_HTTP_LLM_LAYOUT_TOKENS;
+
+    if (item->string) {
+        n += ngx_strlen(item->string) + sizeof("\"\":") - 1;
+    }
+
+    if (cJSON_IsString(item)) {
+        n += ngx_strlen(item->valuestring) + 2;
+
+    } else if (cJSON_IsNumber(item)) {
+        n += NGX_HTTP_LLM_NUMBER_BYTES;
+
+    } else {
+        n += sizeof("false") - 1;
+    }
+
+    for (child = item->child; child; child = child->next) {
+        n += ngx_http_llm_json_size(child) + 1;
+    }
+
+    return n;
+}
+
+
+/*
+ * The upstream body: see the contract in ngx_http_llm.h.  The client's
+ * members go in as references to the validated tree (no copy); those the
+ * gateway decides are left out of that loop and written once, after it.
+ */
+
+u_char *
+ngx_http_llm_upstream_body(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b,
+    size_t *len)
+{
+    char                     *body;
+    cJSON                    *out, *m, *opts, *o, *mct, *u;
+    ngx_http_llm_provider_t  *pv;
+
+    pv = b->provider;
+
+    out = cJSON_CreateObject();
+    if (out == NULL) {
+        return NULL;
+    }
+
+    for (m = ctx->json->child; m; m = m->next) {
+        if (ngx_http_llm_body_own(m->string, pv)) {
+            continue;
+        }
+
+        if (!cJSON_AddItemReferenceToObject(out, m->string, m)) {
+            goto failed;
+        }
+    }
+
+    if (cJSON_AddStringToObject(out, "model", (char *) b->model.data)
+        == NULL)
+    {
+        goto failed;
+    }
+
+    /* the bound per choice that the reservation covers, as it was named */
+
+    if (ctx->choice_tokens > 0) {
+        mct = cJSON_GetObjectItemCaseSensitive(ctx->json,
+                                               "max_completion_tokens");
+
+        if (cJSON_IsNumber(mct)
+            && cJSON_AddNumberToObject(out, "max_completion_tokens",
+                                       (double) ctx->choice_tokens)
+               == NULL)
+        {
+            goto failed;
+        }
+
+        if ((!cJSON_IsNumber(mct)
+             || cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(ctx->json,
+                                                                "max_tokens")))
+            && cJSON_AddNumberToObject(out, "max_tokens",
+                                       (double) ctx->choice_tokens)
+               == NULL)
+        {
+            goto failed;
+        }
+    }
+
+    /*
+     * a stream asks for usage, so that every ending can be accounted for,
+     * unless the provider refuses stream_options (it then sends usage by
+     * itself); the client's other stream options are kept
+     */
+
+    if (ctx->stream && (pv == NULL || pv->stream_options)) {
+        opts = cJSON_AddObjectToObject(out, "stream_options");
+        if (opts == NULL) {
+            goto failed;
+        }
+
+        o = cJSON_GetObjectItemCaseSensitive(ctx->json, "stream_options");
+
+        if (!cJSON_IsObject(o)) {
+            o = NULL;
+        }
+
+        cJSON_ArrayForEach(m, o) {
+            if (ngx_strcmp(m->string, "include_usage") != 0
+                && !cJSON_AddItemReferenceToObject(opts, m->string, m))
+            {
+                goto failed;
+            }
+        }
+
+        if (cJSON_AddTrueToObject(opts, "include_usage") == NULL) {
+            goto failed;
+        }
+    }
+
+    /* OpenRouter reports usage only when asked to: the gateway needs it */
+
+    if (pv && pv->usage_include) {
+        u = cJSON_AddObjectToObject(out, "usage");
+        if (u == NULL || cJSON_AddTrueToObject(u, "include") == NULL) {
+            goto failed;
+        }
+    }
+
+    body = cJSON_PrintUnformatted(out);
+    cJSON_Delete(out);
+
+    if (body == NULL) {
+        return NULL;
+    }
+
+    if (ctx->upstream_body) {
+        cJSON_free(ctx->upstream_body);
+    }
+
+    ctx->upstream_body = body;
+    ctx->upstream_body_len = ngx_strlen(body);
+    *len = ctx->upstream_body_len;
+
+    return (u_char *) body;
+
+failed:
+
+    cJSON_Delete(out);
+    return NULL;
+}
+
+
+/* the members the gateway writes itself */
+
+static ngx_int_t
+ngx_http_llm_body_own(const char *name, ngx_http_llm_provider_t *pv)
+{
+    return ngx_strcmp(name, "model") == 0
+           || ngx_strcmp(name, "max_tokens") == 0
+           || ngx_strcmp(name, "max_completion_tokens") == 0
+           || ngx_strcmp(name, "stream_options") == 0
+           || (pv && pv->usage_include && ngx_strcmp(name, "usage") == 0);
 }
 
 

@@ -1,0 +1,356 @@
+# Strict input (issue 11, section 1) and "the gateway forwards exactly what
+# it validated and reserved": duplicate names, trailing data and parse
+# limits are refused while parsing; n, best_of and the context window
+# bound max_tokens; media URLs follow llm_media_urls; the backend gets one
+# copy of each member and the reserved limits.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use LLMTest;
+
+my $t = LLMTest->new;
+my $rp = $t->start_redis;
+
+# a mock of our own: it keeps the raw bodies, duplicates and all
+my $up = free_port();
+LLMTest::_spawn('input-mock', {}, 'sh', '-c',
+    "exec node $LLMTest::ROOT/t/mock/input.js --port $up >" . $t->dir . "/input-mock.log 2>&1");
+wait_until(sub { IO::Socket::INET->new(PeerAddr => "127.0.0.1:$up") }, 10)
+    or BAIL_OUT('input mock did not start');
+
+my $gw = $t->start_nginx(
+    http => "llm_redis 127.0.0.1:$rp;
+             llm_model mixtral-8x7b { context_window 32768;
+                                      backend http://127.0.0.1:$up/v1 price=0.60/0.60; }
+             llm_model small { context_window 4096; backend http://127.0.0.1:$up/v1; }
+             llm_model big { context_window 16384; backend http://127.0.0.1:$up/v1; }
+             llm_model orouter { backend http://127.0.0.1:$up/v1 provider=openrouter
+                                 model=mistralai/mixtral-8x7b-instruct; }
+             llm_router auto cheap=small strong=big;",
+    server => 'location /v1/ { llm_gateway; llm_max_request_body 4m; }
+               location /q/v1/ { llm_gateway; llm_auth on; llm_quota on;
+                                 llm_default_max_tokens 6000;
+                                 llm_max_request_body 4m; }
+               location /off/v1/ { llm_gateway; llm_media_urls off; }
+               location /any/v1/ { llm_gateway; llm_media_urls http https private; }',
+);
+
+my %json = ('Content-Type' => 'application/json');
+my $msgs = '"messages":[{"role":"user","content":"hi"}]';
+my $m = '"model":"mixtral-8x7b"';
+
+sub bodies {
+    my ($st, $h, $b) = http_request($up, 'GET', '/_bodies');
+    return @{ decode_json($b)->{bodies} };
+}
+
+sub reset_bodies { http_request($up, 'POST', '/_reset', {}, '') }
+
+# A JSON reader that keeps duplicate names: returns undef and the name
+# of the first duplicate, or the decoded value.
+sub strict_decode {
+    my ($s) = @_;
+    my $dup;
+    my $value;
+    $value = sub {
+        $s =~ /\G\s*/gc;
+        if ($s =~ /\G\{/gc) {
+            my (%o, $first);
+            $s =~ /\G\s*/gc;
+            return {} if $s =~ /\G\}/gc;
+            while (1) {
+                $s =~ /\G\s*"((?:[^"\\]|\\.)*)"\s*:/gc or die "bad key";
+                my $k = $1;
+                $dup //= $k if exists $o{$k};
+                $o{$k} = $value->();
+                $s =~ /\G\s*/gc;
+                last if $s =~ /\G\}/gc;
+                $s =~ /\G,/gc or die "bad object";
+            }
+            return \%o;
+        }
+        if ($s =~ /\G\[/gc) {
+            my @a;
+            $s =~ /\G\s*/gc;
+            return [] if $s =~ /\G\]/gc;
+            while (1) {
+                push @a, $value->();
+                $s =~ /\G\s*/gc;
+                last if $s =~ /\G\]/gc;
+                $s =~ /\G,/gc or die "bad array";
+            }
+            return \@a;
+        }
+        if ($s =~ /\G("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null)/gc) {
+            return JSON::PP->new->allow_nonref->decode($1);
+        }
+        die "bad value at " . pos($s);
+    };
+    my $v = eval { $value->() };
+    return (undef, "unparsable: $@") unless defined $v || !$@;
+    return (undef, $dup) if defined $dup;
+    return ($v, undef);
+}
+
+sub post {
+    my ($path, $body, $key) = @_;
+    my %h = %json;
+    $h{Authorization} = "Bearer $key" if $key;
+    return http_request($gw, 'POST', $path, \%h, $body);
+}
+
+# [description, body, status, code, param, message pattern, path]
+my @cases = (
+    # H1: a duplicate member name anywhere
+    ['H1: a duplicate max_tokens is refused',
+        qq({$m,$msgs,"max_tokens":1,"max_tokens":48}), 400, 'duplicate_parameter', 'max_tokens'],
+    ['H1: a duplicate stream is refused',
+        qq({$m,"stream":false,$msgs,"stream":true}), 400, 'duplicate_parameter', 'stream'],
+    ['H1: a duplicate messages is refused',
+        qq({$m,$msgs,$msgs}), 400, 'duplicate_parameter', 'messages'],
+    ['H1: a duplicate name inside a message is refused, by its path',
+        qq({$m,"messages":[{"role":"user","content":"a","content":"b"}]}), 400,
+        'duplicate_parameter', 'messages[0].content'],
+    ['H1: a duplicate deep in a tool schema is refused, by its path',
+        qq({$m,$msgs,"tools":[{"type":"function","function":{"name":"f","parameters":)
+        . qq({"type":"object","properties":{"a":{},"b":{},"a":{}}}}}]}), 400,
+        'duplicate_parameter', 'tools[0].function.parameters.properties.a'],
+    ['H1: "logprobs":false,"logprobs":true is refused',
+        qq({$m,$msgs,"logprobs":false,"logprobs":true}), 400, 'duplicate_parameter', 'logprobs'],
+    ['H1: "temperature":0,"temperature":1.5 is refused',
+        qq({$m,$msgs,"temperature":0,"temperature":1.5}), 400, 'duplicate_parameter', 'temperature'],
+    ['H1: max_completion_tokens null then a number is refused',
+        qq({$m,$msgs,"max_completion_tokens":null,"max_completion_tokens":9}), 400,
+        'duplicate_parameter', 'max_completion_tokens'],
+    ['H1: a name hidden behind \u0000 is refused',
+        qq({$m,$msgs,"max_tokens":1,"max_tokens\\u0000":48}), 400, 'invalid_json', undef],
+
+    # strict: the grammar
+    ['strict: data after the top-level value is refused',
+        qq({$m,$msgs} xyz), 400, 'invalid_json', undef, qr/more after the JSON value/],
+    ['strict: a second object after the first is refused',
+        qq({$m,$msgs}{"max_tokens":48}), 400, 'invalid_json', undef],
+    ['strict: trailing white space is fine',
+        qq({$m,$msgs} \r\n\t ), 200],
+    ['strict: a raw control character in a string is refused',
+        qq({$m,"messages":[{"role":"user","content":"a\x01b"}]}), 400, 'invalid_json'],
+    ['strict: invalid UTF-8 is refused',
+        qq({$m,"messages":[{"role":"user","content":"\xff\xfe"}]}), 400, 'invalid_json'],
+    ['strict: an overlong UTF-8 form is refused',
+        qq({$m,"messages":[{"role":"user","content":"\xc0\xaf"}]}), 400, 'invalid_json'],
+    ['strict: a number with a leading zero is refused',
+        qq({$m,$msgs,"max_tokens":012}), 400, 'invalid_json'],
+    ['strict: NaN is refused', qq({$m,$msgs,"temperature":NaN}), 400, 'invalid_json'],
+    ['strict: a trailing comma is refused', qq({$m,$msgs,}), 400, 'invalid_json'],
+    ['strict: a vertical tab as white space is refused', qq({$m,\x0b$msgs}), 400, 'invalid_json'],
+    ['strict: a number out of range is refused, by its path',
+        qq({$m,$msgs,"metadata":{"x":1e400}}), 400, 'invalid_value', 'metadata.x'],
+
+    # strict: the limits, enforced while parsing
+    ['strict: nesting deeper than 64 levels is refused',
+        qq({$m,$msgs,"x":) . ('[' x 64) . (']' x 64) . '}', 400, 'invalid_json'],
+    ['strict: 64 levels of nesting are fine',
+        qq({$m,$msgs,"x":) . ('[' x 63) . (']' x 63) . '}', 200],
+    ['strict: an object of more than 1024 members is refused',
+        qq({$m,$msgs,"metadata":{) . join(',', map { qq("k$_":0) } 1 .. 1025) . '}}', 400,
+        'object_above_max_properties', 'metadata'],
+    ['strict: an array of more than 8192 elements is refused',
+        qq({$m,$msgs,"x":[) . join(',', (0) x 8193) . ']}', 400, 'array_above_max_length', 'x'],
+    ['L10: a 1 MB [0,0,...] is refused while parsing',
+        qq({$m,$msgs,"x":[) . join(',', (0) x 500_000) . ']}', 400, 'array_above_max_length', 'x'],
+    ['L10: more than 65536 values in all are refused while parsing',
+        qq({$m,$msgs,"x":[) . join(',', ('[' . join(',', (0) x 8000) . ']') x 9) . ']}', 400,
+        'too_many_values', undef],
+
+    # L12: two bounds that disagree
+    ['L12: max_tokens and max_completion_tokens that differ are refused',
+        qq({$m,$msgs,"max_completion_tokens":2,"max_tokens":40}), 400, 'invalid_value',
+        'max_completion_tokens'],
+    ['L12: max_tokens and max_completion_tokens that agree are fine',
+        qq({$m,$msgs,"max_completion_tokens":40,"max_tokens":40}), 200],
+
+    # C1: larger than the model's context window, in OpenAI's words
+    ['C1: max_tokens over the context window is refused',
+        qq({$m,$msgs,"max_tokens":100000}), 400, 'invalid_value', 'max_tokens',
+        qr/^max_tokens is too large: 100000\. This model supports at most 32768 completion tokens, whereas you provided 100000\.$/],
+    ['C1: max_completion_tokens of 2e13 is refused',
+        qq({$m,$msgs,"max_completion_tokens":20000000000000}), 400, 'invalid_value',
+        'max_completion_tokens', qr/^max_completion_tokens is too large: 20000000000000\. This model supports at most 32768/],
+    ['C1: auto, max_tokens over both models is refused',
+        qq({"model":"auto",$msgs,"max_tokens":20000}), 400, 'invalid_value', 'max_tokens',
+        qr/supports at most 16384 completion tokens/],
+    ['C1: auto, max_tokens that only the strong model holds goes there',
+        qq({"model":"auto",$msgs,"max_tokens":8000}), 200],
+    ['C1: the context window itself is fine',
+        qq({$m,$msgs,"max_tokens":32768}), 200],
+
+    # H2: best_of is checked like n
+    ['H2: best_of over 128 is refused', qq({$m,$msgs,"best_of":129}), 400, 'invalid_value', 'best_of'],
+    ['H2: best_of below n is refused', qq({$m,$msgs,"n":3,"best_of":2}), 400, 'invalid_value', 'best_of'],
+
+    # M9: media URLs, default "data https"
+    (map {
+        my ($url, $why) = @$_;
+        ["M9: $why is refused ($url)",
+            qq({$m,"messages":[{"role":"user","content":[{"type":"text","text":"look"},)
+            . qq({"type":"image_url","image_url":{"url":"$url"}}]}]}), 400, 'invalid_value',
+            'messages[0].content[1].image_url.url']
+    } (['https://127.0.0.1/x.png', 'loopback'], ['https://127.1/x.png', 'short loopback'],
+       ['https://2130706433/x.png', 'decimal loopback'], ['https://0x7f.0.0.1/x.png', 'hex loopback'],
+       ['https://0177.0.0.1/x.png', 'octal loopback'], ['https://10.1.2.3/x.png', '10/8'],
+       ['https://172.16.0.1/x.png', '172.16/12'], ['https://192.168.1.1/x.png', '192.168/16'],
+       ['https://169.254.169.254/latest/meta-data/', 'link-local metadata'],
+       ['https://0.0.0.0/x.png', '0.0.0.0'], ['https://[::1]/x.png', '::1'],
+       ['https://[::ffff:127.0.0.1]/x.png', 'IPv4-mapped loopback'],
+       ['https://[::ffff:a9fe:a9fe]/x.png', 'IPv4-mapped link-local'],
+       ['https://[fe80::1]/x.png', 'fe80::/10'], ['https://[fd00::1]/x.png', 'fc00::/7'],
+       ['https://localhost/x.png', 'localhost'], ['https://LocalHost./x.png', 'localhost.'],
+       ['https://img.localhost/x.png', 'a .localhost name'],
+       ['https://metadata.google.internal/x', 'an .internal name'],
+       ['https://redis:6379/x', 'a single-label name'],
+       ['https://user@example.com/x.png', 'userinfo'],
+       ['https://example.com\\\\@127.0.0.1/x.png', 'a backslash'],
+       ['https:127.0.0.1/x.png', 'a missing //'], ['https://127.0.0.1../x.png', 'an empty label'],
+       ['https://[::ffff:7f00:1]:8443/x.png', 'IPv4-mapped loopback with a port'],
+       ['https://[64:ff9b::a00:1]/x.png', 'NAT64 of 10/8'],
+       ['http://example.com/x.png', 'http (not in the default)'],
+       ['file:///etc/passwd', 'file:'], ['gopher://example.com/', 'gopher:'],
+       ['aGVsbG8=', 'a value that is no URL'])),
+    ['M9: a public https URL is fine',
+        qq({$m,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/x.png"}}]}]}), 200],
+    ['M9: a data: URL is fine',
+        qq({$m,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}), 200],
+    ['M9: base64 audio is fine',
+        qq({$m,"messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{"data":"UklGRg==","format":"wav"}}]}]}), 200],
+    ['M9: a video_url to loopback is refused',
+        qq({$m,"messages":[{"role":"user","content":[{"type":"video_url","video_url":{"url":"https://127.0.0.1/v.mp4"}}]}]}),
+        400, 'invalid_value', 'messages[0].content[0].video_url.url'],
+    ['M9: an audio_url given as a string is checked',
+        qq({$m,"messages":[{"role":"user","content":[{"type":"audio_url","audio_url":"https://10.0.0.1/a.wav"}]}]}),
+        400, 'invalid_value', 'messages[0].content[0].audio_url'],
+    ['M9: a file given by URL is checked',
+        qq({$m,"messages":[{"role":"user","content":[{"type":"file","file":{"file_data":"https://192.168.0.1/a.pdf"}}]}]}),
+        400, 'invalid_value', 'messages[0].content[0].file.file_data'],
+    ['M9: llm_media_urls off refuses data: URLs',
+        qq({$m,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}),
+        400, 'invalid_value', 'messages[0].content[0].image_url.url', undef, '/off'],
+    ['M9: llm_media_urls private lets an internal http host through',
+        qq({$m,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"http://10.0.0.5/x.png"}}]}]}),
+        200, undef, undef, undef, '/any'],
+);
+
+for my $c (@cases) {
+    my ($name, $body, $want, $code, $param, $msg, $prefix) = @$c;
+    my ($st, $h, $b) = post(($prefix // '') . '/v1/chat/completions', $body);
+    is($st, $want, "$name: $want") or diag(substr($b, 0, 300));
+    next if $want == 200;
+    my $e = (json_of($b) // {})->{error} // {};
+    is($e->{type}, 'invalid_request_error', "$name: type");
+    is($e->{code}, $code, "$name: code $code") if defined $code;
+    if (@$c > 4) {
+        is($e->{param}, $param, "$name: param " . ($param // 'null'));
+    }
+    like($e->{message} // '', $msg, "$name: message") if $msg;
+}
+
+# The principle: what the backend receives.  A tenant with a cap and a
+# tpm, on the quota location.
+$t->add_tenant($rp, 'cap', 'sk-cap', max_tokens => 100, created => time);
+$t->add_tenant($rp, 'tpm', 'sk-tpm', tpm => 1000, created => time);
+$t->add_tenant($rp, 'forced', 'sk-forced', force_model => 'small', created => time);
+
+my @principle = (
+    # [description, key, body, status, check(upstream body)]
+    ['H2: n x max_tokens over the tenant cap is refused', 'sk-cap',
+        qq({$m,$msgs,"n":2,"max_tokens":60}), 400, undef,
+        qr/2 choices of 60 tokens make 120\. This key allows at most 100 completion tokens per request, over all choices/],
+    ['H2: best_of counts against the tenant cap', 'sk-cap',
+        qq({$m,$msgs,"best_of":3,"max_tokens":40}), 400],
+    ['H2: n x max_tokens within the cap reaches the backend as given', 'sk-cap',
+        qq({$m,$msgs,"n":2,"max_tokens":50}), 200,
+        sub { $_[0]{max_tokens} == 50 && $_[0]{n} == 2 }],
+    ['H2: the default max_tokens is the cap shared by the choices', 'sk-cap',
+        qq({$m,$msgs,"n":4}), 200,
+        sub { $_[0]{max_tokens} == 25 && $_[0]{n} == 4 && !exists $_[0]{max_completion_tokens} }],
+    ['H2: the reservation covers n x max_tokens (tpm 1000)', 'sk-tpm',
+        qq({$m,$msgs,"n":8,"max_tokens":200}), 429],
+    ['H2: one choice of the same size fits the tpm', 'sk-tpm',
+        qq({$m,$msgs,"max_tokens":200}), 200],
+    ['M6: an image part is charged in the prompt bound (tpm 1000)', 'sk-tpm',
+        qq({$m,"max_tokens":10,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/a.png"}}]}]}),
+        429],
+    ['M6: response_format json_schema is charged in the prompt bound (tpm 1000)', 'sk-tpm',
+        qq({$m,$msgs,"max_tokens":10,"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":)
+        . '{"type":"object","properties":{' . join(',', map { qq("p$_":{"type":"integer","minimum":0}) } 1 .. 60)
+        . '}}}}}', 429],
+    ['C1: auto is checked against the model it chose (forced: small, 4096)', 'sk-forced',
+        qq({"model":"auto",$msgs,"max_tokens":8000}), 400, undef,
+        qr/^max_tokens is too large: 8000\. This model supports at most 4096 completion tokens/],
+    ['C1: a default larger than the chosen context is cut to it', 'sk-forced',
+        qq({"model":"auto",$msgs}), 200, sub { $_[0]{max_tokens} == 4096 }],
+    ['strict: max_completion_tokens given reaches the backend under that name', 'sk-cap',
+        qq({$m,$msgs,"max_completion_tokens":30,"max_tokens":null}), 200,
+        sub { $_[0]{max_completion_tokens} == 30 && !exists $_[0]{max_tokens} }],
+    ['strict: a stream gets include_usage true and keeps the client\'s other options', 'sk-cap',
+        qq({$m,$msgs,"stream":true,"stream_options":{"include_usage":false,"continuous_usage_stats":true},"max_tokens":9}),
+        200, sub { $_[0]{stream_options}{include_usage} && $_[0]{stream_options}{continuous_usage_stats}
+                   && $_[0]{max_tokens} == 9 && $_[0]{stream} }],
+);
+
+for my $c (@principle) {
+    my ($name, $key, $body, $want, $check, $msg) = @$c;
+    reset_bodies();
+    my ($st, $h, $b) = post('/q/v1/chat/completions', $body, $key);
+    is($st, $want, "$name: $want") or diag(substr($b, 0, 300));
+    like((json_of($b) // {})->{error}{message} // '', $msg, "$name: message") if $msg;
+    next unless $check;
+    my @got = bodies();
+    is(scalar @got, 1, "$name: one upstream request");
+    my ($v, $dup) = strict_decode($got[0] // '');
+    ok(!defined $dup, "$name: one copy of each member") or diag($dup);
+    ok($v && $check->($v), "$name: the reserved limits reach the backend") or diag($got[0]);
+}
+
+# the tenant's max_n: auth.c reads it on another branch (issue 11)
+{
+    local $TODO = 'max_n is read from the tenant hash by auth.c, merged separately';
+    $t->add_tenant($rp, 'maxn', 'sk-maxn', max_n => 2, created => time);
+    my ($st, $h, $b) = post('/q/v1/chat/completions', qq({$m,$msgs,"n":3}), 'sk-maxn');
+    is($st, 400, 'H2: n over the tenant max_n is refused');
+    is((json_of($b) // {})->{error}{param}, 'n', 'H2: the max_n refusal names n');
+}
+
+# H1 on the wire: no copy survives to the backend
+reset_bodies();
+post('/v1/chat/completions', qq({$m,"max_tokens":1,$msgs,"max_tokens":48}));
+is(scalar(bodies()), 0, 'H1: a body with a duplicate never reaches the backend');
+
+# M10: OpenRouter's usage is always asked for
+reset_bodies();
+my ($st) = post('/v1/chat/completions',
+    qq({"model":"orouter",$msgs,"stream":true,"usage":{"include":false}}));
+is($st, 200, 'M10: a client usage opt-out is served');
+my ($v, $dup) = strict_decode((bodies())[0] // '');
+ok(!defined $dup, 'M10: one copy of each member');
+is_deeply($v && $v->{usage}, { include => JSON::PP::true }, 'M10: usage.include is forced true')
+    or diag(explain($v));
+
+# M9: the directive is validated at nginx -t
+for my $bad (['ftp', qr/invalid value "ftp" in "llm_media_urls"/],
+             ['off https', qr/"off" cannot be combined/],
+             ['private', qr/"private" needs "http" or "https"/]) {
+    my ($failed, $out) = $t->start_nginx(expect_fail => 1,
+        http => "llm_model m { backend http://127.0.0.1:$up/v1; }",
+        server => "location /v1/ { llm_gateway; llm_media_urls $bad->[0]; }");
+    ok($failed, "M9: llm_media_urls $bad->[0] fails nginx -t");
+    like($out, $bad->[1], "M9: llm_media_urls $bad->[0]: the message names it");
+}
+
+# still alive
+($st) = post('/v1/chat/completions', qq({$m,$msgs}));
+is($st, 200, 'gateway still serves');
+
+$t->cleanup;
+done_testing;
