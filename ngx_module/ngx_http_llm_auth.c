@@ -652,6 +652,10 @@ ngx_http_llm_tenant_parse(ngx_http_llm_tenant_t *t, redisReply *reply)
             }
 
         } else if (ngx_http_llm_field("models")) {
+            if (v.len == 0) {
+                return "models is empty";    /* "all", to the gateway */
+            }
+
             t->models = v;
 
         } else if (ngx_http_llm_field("default_model")) {

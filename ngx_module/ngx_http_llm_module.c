@@ -669,6 +669,9 @@ ngx_http_llm_error_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     out.buf = b;
     out.next = NULL;
 
+    /* once: a later empty last buffer must not bring a second copy */
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+
     return ngx_http_next_body_filter(r, &out);
 }
 

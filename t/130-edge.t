@@ -106,6 +106,7 @@ for my $case (
     ['an empty tpm', created => 1, tpm => ''],
     ['an unknown cache policy', created => 1, cache => 'always'],
     ['a non-integer max_tokens', created => 1, max_tokens => '10.5'],
+    ['an empty models list', created => 1, models => ''],
 ) {
     my ($name, %f) = @$case;
     (my $id = "bad-$name") =~ s/[^a-z0-9-]/-/g;
@@ -160,15 +161,20 @@ sub try_nginx {
 
 my $with = try_nginx('a static key with limits, with llm_redis',
     http => "llm_redis 127.0.0.1:$rp timeout=500ms;
-             llm_api_key " . sha256_hex($cfg) . " cfg max_tokens=30; $models",
-    server => 'location /v1/ { llm_gateway; llm_auth on; }');
+             llm_api_key " . sha256_hex($cfg) . " cfg max_tokens=30;
+             llm_api_key " . sha256_hex('sk-edge-rpm1') . " rpm1 rpm=1; $models",
+    server => 'location /v1/ { llm_gateway; llm_auth on; llm_quota on; }');
 SKIP: {
-    skip 'the configuration was refused', 2 unless $with;
+    skip 'the configuration was refused', 4 unless $with;
     ($st, $h, $b) = chat($with, $cfg);
     is($st, 200, 'M8: a static key with its policy in config needs no tenant hash')
         or diag($b);
     ($st, $h, $b) = chat($with, $cfg, max_tokens => 100);
     is($st, 400, 'M8: its max_tokens from config is enforced');
+    ($st) = chat($with, 'sk-edge-rpm1');
+    is($st, 200, 'M8: a static key with rpm=1: the first request');
+    ($st) = chat($with, 'sk-edge-rpm1');
+    is($st, 429, 'M8: rpm from the directive is counted in Redis');
 }
 
 my $ok = 'sk-edge-noredis';
