@@ -36,6 +36,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_llm_auth_bearer(ngx_http_request_t *r,
     u_char *hex);
+static ngx_http_llm_auth_slot_t *ngx_http_llm_auth_bucket(u_char *hex,
+    ngx_uint_t negative);
 static ngx_http_llm_auth_slot_t *ngx_http_llm_auth_slot(u_char *hex,
     ngx_uint_t negative);
 static ngx_int_t ngx_http_llm_auth_offline(ngx_http_llm_ctx_t *ctx,
@@ -396,6 +398,15 @@ ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data)
 
     ctx->redis = NULL;
 
+    if (reply
+        && reply->type == REDIS_REPLY_ERROR
+        && ngx_strncmp(reply->str, "WRONGTYPE", 9) == 0)
+    {
+        ngx_http_llm_auth_no_tenant(ctx, "not a hash", &err);
+        ngx_http_llm_fail(ctx, &err);
+        return;
+    }
+
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         if (ngx_http_llm_auth_offline(ctx, &err) != NGX_OK) {
             ngx_http_llm_fail(ctx, &err);
@@ -500,19 +511,30 @@ ngx_http_llm_auth_bearer(ngx_http_request_t *r, u_char *hex)
 }
 
 
+/* the one slot a key may have in a table */
+
+static ngx_http_llm_auth_slot_t *
+ngx_http_llm_auth_bucket(u_char *hex, ngx_uint_t negative)
+{
+    ngx_uint_t  n;
+
+    n = ngx_hextoi(hex, 8);
+
+    return negative ? &ngx_http_llm_auth_neg[n % NGX_HTTP_LLM_AUTH_NEG_SLOTS]
+                    : &ngx_http_llm_auth_cache[n % NGX_HTTP_LLM_AUTH_SLOTS];
+}
+
+
 static ngx_http_llm_auth_slot_t *
 ngx_http_llm_auth_slot(u_char *hex, ngx_uint_t negative)
 {
-    ngx_uint_t                 n;
     ngx_http_llm_auth_slot_t  *slot;
 
     if (ngx_http_llm_auth_cache == NULL) {
         return NULL;
     }
 
-    n = ngx_hextoi(hex, 8);
-    slot = negative ? &ngx_http_llm_auth_neg[n % NGX_HTTP_LLM_AUTH_NEG_SLOTS]
-                    : &ngx_http_llm_auth_cache[n % NGX_HTTP_LLM_AUTH_SLOTS];
+    slot = ngx_http_llm_auth_bucket(hex, negative);
 
     if (slot->state == NGX_HTTP_LLM_AUTH_EMPTY
         || ngx_memcmp(slot->hash, hex, 64) != 0)
@@ -534,7 +556,6 @@ static void
 ngx_http_llm_auth_store(u_char *hex, ngx_uint_t state,
     ngx_http_llm_tenant_t *tenant, ngx_msec_t ttl)
 {
-    ngx_uint_t                 n;
     ngx_http_llm_tenant_t     *copy;
     ngx_http_llm_auth_slot_t  *slot, *other;
 
@@ -571,10 +592,7 @@ ngx_http_llm_auth_store(u_char *hex, ngx_uint_t state,
         other->state = NGX_HTTP_LLM_AUTH_EMPTY;
     }
 
-    n = ngx_hextoi(hex, 8);
-    slot = (state == NGX_HTTP_LLM_AUTH_TENANT)
-           ? &ngx_http_llm_auth_cache[n % NGX_HTTP_LLM_AUTH_SLOTS]
-           : &ngx_http_llm_auth_neg[n % NGX_HTTP_LLM_AUTH_NEG_SLOTS];
+    slot = ngx_http_llm_auth_bucket(hex, state != NGX_HTTP_LLM_AUTH_TENANT);
 
     if (slot->tenant) {
         ngx_free(slot->tenant);

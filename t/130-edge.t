@@ -119,6 +119,12 @@ for my $case (
     is(code_of($b), 'tenant_not_found', "M7: $name: tenant_not_found");
 }
 
+$t->redis_cli($rp, 'SET', 'llm:tenant:strx', 'created');
+$t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-strx'),
+    tenant => 'strx', revoked => 0);
+($st, $h, $b) = chat($gw, 'sk-edge-strx');
+is($st, 403, 'M7: a tenant key that is not a hash gets 403');
+
 # the negative entry is short: a repaired tenant works again soon
 $t->add_tenant($rp, 'nohash', undef, rpm => 100);
 ok(wait_until(sub { (chat($gw, 'sk-edge-nohash'))[0] == 200 }, 10),
