@@ -447,7 +447,7 @@ static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
  */
 
 #define ngx_http_llm_error_page(message, type, code)                          \
-    ngx_string("{\"error\":{\"message\":\"" message "\",\"type\":\""       \
+    ngx_string("{\"error\":{\"message\":\"" message "\",\"type\":\""          \
                type "\",\"param\":null,\"code\":\"" code "\"}}\n")
 
 static ngx_str_t  ngx_http_llm_error_400 = ngx_http_llm_error_page(
