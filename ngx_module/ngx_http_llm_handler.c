@@ -31,11 +31,10 @@ ngx_int_t
 ngx_http_llm_handler(ngx_http_request_t *r)
 {
     ngx_int_t                 rc;
+    ngx_uint_t                models;
     ngx_pool_cleanup_t       *cln;
     ngx_http_llm_ctx_t       *ctx;
     ngx_http_llm_loc_conf_t  *llcf;
-
-    ngx_uint_t                models;
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
 
