@@ -223,7 +223,7 @@ run() {
     fi
     hash=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
     redis-cli -p "$rport" HSET "llm:tenant:demo" rpm 600 tpm 200000 \
-        budget_day_usd 5.00 >/dev/null
+        budget_day_usd 5.00 created "$(date +%s)" >/dev/null
     redis-cli -p "$rport" HSET "llm:key:$hash" tenant demo label demo \
         created "$(date +%s)" revoked 0 >/dev/null
 
@@ -274,13 +274,15 @@ http {
         }
         location = /metrics {
             llm_metrics;
+            allow 127.0.0.1;
+            deny all;
         }
     }
 }
 EOF
     /usr/sbin/nginx -t -q -p "$STATE" -c "$STATE/nginx.conf" -e "$STATE/logs/error.log"
     /usr/sbin/nginx -p "$STATE" -c "$STATE/nginx.conf" -e "$STATE/logs/error.log"
-    wait_http "http://127.0.0.1:$port/v1/models" 10 || true
+    wait_http "http://127.0.0.1:$port/metrics" 10 || true
     cat <<EOF
 
 nginx-llm-gateway is up on http://127.0.0.1:$port (logs in $STATE/logs)

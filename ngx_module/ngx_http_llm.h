@@ -87,11 +87,12 @@ typedef struct {
 typedef struct {
     u_char                      hash[64];
     ngx_str_t                   tenant;
+    struct ngx_http_llm_tenant_s *policy;   /* NULL: from Redis */
 } ngx_http_llm_key_t;
 
 
 /* a tenant's policy; zero means "no limit" */
-typedef struct {
+typedef struct ngx_http_llm_tenant_s {
     ngx_str_t                   id;
     ngx_int_t                   rpm;
     ngx_int_t                   tpm;
@@ -163,6 +164,7 @@ typedef struct {
     ngx_uint_t                  max_attempts;
     ngx_msec_t                  retry_backoff;
     ngx_uint_t                  media_urls;      /* NGX_HTTP_LLM_MEDIA_* */
+    ngx_uint_t                  json_errors;     /* a gateway's server */
 } ngx_http_llm_loc_conf_t;
 
 
@@ -338,6 +340,7 @@ typedef struct {
     unsigned                    reached_backend:1; /* body handed over */
     unsigned                    usage_lost:1;      /* answer, no usage */
     unsigned                    admit_unknown:1;   /* reply was lost */
+    unsigned                    list_models:1;     /* GET /v1/models */
 } ngx_http_llm_ctx_t;
 
 
@@ -384,6 +387,9 @@ ngx_int_t ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
 void ngx_http_llm_auth_exit(void);
 void ngx_http_llm_sha256_hex(u_char *p, size_t len, u_char *hex);
+ngx_int_t ngx_http_llm_tenant_id_valid(ngx_str_t *id);
+ngx_http_llm_tenant_t *ngx_http_llm_tenant_dup(ngx_http_llm_tenant_t *t,
+    ngx_pool_t *pool);
 
 /* ngx_http_llm_quota.c */
 void ngx_http_llm_quota_init(void);

@@ -15,21 +15,31 @@
 
 
 #define NGX_HTTP_LLM_AUTH_SLOTS      4096
+#define NGX_HTTP_LLM_AUTH_NEG_SLOTS  1024
 #define NGX_HTTP_LLM_AUTH_NEG_TTL    1000
 #define NGX_HTTP_LLM_KEY_MAX         512
+
+/* slot states */
+#define NGX_HTTP_LLM_AUTH_EMPTY      0
+#define NGX_HTTP_LLM_AUTH_TENANT     1
+#define NGX_HTTP_LLM_AUTH_DENIED     2      /* unknown or revoked key */
+#define NGX_HTTP_LLM_AUTH_NO_TENANT  3      /* its tenant is unusable */
 
 
 typedef struct {
     u_char                      hash[64];
     ngx_msec_t                  expires;
-    ngx_uint_t                  state;      /* 0 empty, 1 tenant, 2 denied */
+    ngx_uint_t                  state;
     ngx_http_llm_tenant_t      *tenant;     /* one malloc()ed block */
 } ngx_http_llm_auth_slot_t;
 
 
 static ngx_int_t ngx_http_llm_auth_bearer(ngx_http_request_t *r,
     u_char *hex);
-static ngx_http_llm_auth_slot_t *ngx_http_llm_auth_slot(u_char *hex);
+static ngx_http_llm_auth_slot_t *ngx_http_llm_auth_bucket(u_char *hex,
+    ngx_uint_t negative);
+static ngx_http_llm_auth_slot_t *ngx_http_llm_auth_slot(u_char *hex,
+    ngx_uint_t negative);
 static ngx_int_t ngx_http_llm_auth_offline(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
 static ngx_int_t ngx_http_llm_auth_fetch_tenant(ngx_http_llm_ctx_t *ctx,
@@ -38,15 +48,22 @@ static void ngx_http_llm_auth_key_reply(redisReply *reply, void *data);
 static void ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data);
 static void ngx_http_llm_auth_store(u_char *hex, ngx_uint_t state,
     ngx_http_llm_tenant_t *tenant, ngx_msec_t ttl);
-static ngx_http_llm_tenant_t *ngx_http_llm_tenant_parse(ngx_pool_t *pool,
-    ngx_str_t *id, redisReply *reply);
-static ngx_http_llm_tenant_t *ngx_http_llm_tenant_dup(
-    ngx_http_llm_tenant_t *t, ngx_pool_t *pool);
+static ngx_int_t ngx_http_llm_auth_cached(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_error_t *err);
+static void ngx_http_llm_auth_no_tenant(ngx_http_llm_ctx_t *ctx,
+    const char *why, ngx_http_llm_error_t *err);
+static const char *ngx_http_llm_tenant_parse(ngx_http_llm_tenant_t *t,
+    redisReply *reply);
 static void ngx_http_llm_auth_deny(ngx_http_llm_error_t *err);
 static u_char *ngx_http_llm_copy(u_char *p, ngx_str_t *s);
 
 
+/*
+ * Valid keys and failed lookups live in separate tables, so that a
+ * stream of unknown keys cannot evict the entries of valid ones.
+ */
 static ngx_http_llm_auth_slot_t  *ngx_http_llm_auth_cache;
+static ngx_http_llm_auth_slot_t  *ngx_http_llm_auth_neg;
 
 #if OPENSSL_VERSION_NUMBER >= 0x30000000L
 static EVP_MD                    *ngx_http_llm_md;
@@ -74,7 +91,8 @@ ngx_http_llm_auth_exit(void)
         return;
     }
 
-    for (i = 0; i < NGX_HTTP_LLM_AUTH_SLOTS; i++) {
+    for (i = 0; i < NGX_HTTP_LLM_AUTH_SLOTS + NGX_HTTP_LLM_AUTH_NEG_SLOTS; i++)
+    {
         if (ngx_http_llm_auth_cache[i].tenant) {
             ngx_free(ngx_http_llm_auth_cache[i].tenant);
         }
@@ -82,6 +100,7 @@ ngx_http_llm_auth_exit(void)
 
     ngx_free(ngx_http_llm_auth_cache);
     ngx_http_llm_auth_cache = NULL;
+    ngx_http_llm_auth_neg = NULL;
 }
 
 
@@ -128,11 +147,11 @@ ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
 {
     u_char                    *p;
     size_t                     argvlen[4];
+    ngx_int_t                  rc;
     ngx_uint_t                 i;
     const char                *argv[4];
     ngx_http_request_t        *r;
     ngx_http_llm_key_t        *key;
-    ngx_http_llm_auth_slot_t  *slot;
     ngx_http_llm_main_conf_t  *lmcf;
 
     r = ctx->request;
@@ -143,31 +162,36 @@ ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
         return NGX_ERROR;
     }
 
-    slot = ngx_http_llm_auth_slot(ctx->key_hash);
-
-    if (slot != NULL
-        && (ngx_msec_int_t) (slot->expires - ngx_current_msec) > 0)
-    {
-        if (slot->state == 2) {
-            ngx_http_llm_auth_deny(err);
-            return NGX_ERROR;
-        }
-
-        ctx->tenant = ngx_http_llm_tenant_dup(slot->tenant, r->pool);
-
-        return ctx->tenant ? NGX_OK : NGX_ERROR;
+    rc = ngx_http_llm_auth_cached(ctx, err);
+    if (rc != NGX_DECLINED) {
+        return rc;
     }
-
-    /* static keys still take their tenant's policy from Redis */
 
     key = lmcf->keys.elts;
 
     for (i = 0; i < lmcf->keys.nelts; i++) {
-        if (ngx_memcmp(key[i].hash, ctx->key_hash, 64) == 0) {
-            return ngx_http_llm_auth_fetch_tenant(ctx, &key[i].tenant)
-                   == NGX_OK ? NGX_AGAIN
-                             : ngx_http_llm_auth_offline(ctx, err);
+        if (ngx_memcmp(key[i].hash, ctx->key_hash, 64) != 0) {
+            continue;
         }
+
+        /* a policy from the configuration needs no Redis at all */
+
+        if (key[i].policy) {
+            ctx->tenant_id = key[i].tenant;
+            ctx->tenant = ngx_http_llm_tenant_dup(key[i].policy, r->pool);
+            return ctx->tenant ? NGX_OK : NGX_ERROR;
+        }
+
+        return ngx_http_llm_auth_fetch_tenant(ctx, &key[i].tenant)
+               == NGX_OK ? NGX_AGAIN
+                         : ngx_http_llm_auth_offline(ctx, err);
+    }
+
+    /* without Redis the static keys are all the keys there are */
+
+    if (lmcf->redis == NULL) {
+        ngx_http_llm_auth_deny(err);
+        return NGX_ERROR;
     }
 
     p = ngx_pnalloc(r->pool, sizeof("llm:key:") - 1 + 64);
@@ -197,6 +221,47 @@ ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
 }
 
 
+/* NGX_DECLINED: this worker knows nothing fresh about the key */
+
+static ngx_int_t
+ngx_http_llm_auth_cached(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
+{
+    ngx_http_llm_auth_slot_t  *slot;
+
+    slot = ngx_http_llm_auth_slot(ctx->key_hash, 0);
+
+    if (slot != NULL
+        && (ngx_msec_int_t) (slot->expires - ngx_current_msec) > 0)
+    {
+        ctx->tenant = ngx_http_llm_tenant_dup(slot->tenant,
+                                              ctx->request->pool);
+        if (ctx->tenant == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->tenant_id = ctx->tenant->id;
+        return NGX_OK;
+    }
+
+    slot = ngx_http_llm_auth_slot(ctx->key_hash, 1);
+
+    if (slot == NULL
+        || (ngx_msec_int_t) (slot->expires - ngx_current_msec) <= 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (slot->state == NGX_HTTP_LLM_AUTH_NO_TENANT) {
+        ngx_http_llm_auth_no_tenant(ctx, NULL, err);
+
+    } else {
+        ngx_http_llm_auth_deny(err);
+    }
+
+    return NGX_ERROR;
+}
+
+
 /*
  * Redis cannot be asked: fail-open serves keys this worker has seen, even
  * from a stale entry; fail-closed serves nobody.
@@ -209,9 +274,9 @@ ngx_http_llm_auth_offline(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
 
     ctx->redis_down = 1;
 
-    slot = ngx_http_llm_auth_slot(ctx->key_hash);
+    slot = ngx_http_llm_auth_slot(ctx->key_hash, 0);
 
-    if (ctx->conf->fail_open && slot != NULL && slot->state == 1) {
+    if (ctx->conf->fail_open && slot != NULL) {
         ctx->tenant = ngx_http_llm_tenant_dup(slot->tenant,
                                               ctx->request->pool);
         return ctx->tenant ? NGX_OK : NGX_ERROR;
@@ -257,7 +322,7 @@ ngx_http_llm_auth_key_reply(redisReply *reply, void *data)
                  && reply->element[1]->str[0] == '0')))
     {
         /* unknown or revoked; a short negative entry spares Redis */
-        ngx_http_llm_auth_store(ctx->key_hash, 2, NULL,
+        ngx_http_llm_auth_store(ctx->key_hash, NGX_HTTP_LLM_AUTH_DENIED, NULL,
                                 NGX_HTTP_LLM_AUTH_NEG_TTL);
         ngx_http_llm_auth_deny(&err);
         ngx_http_llm_fail(ctx, &err);
@@ -272,6 +337,13 @@ ngx_http_llm_auth_key_reply(redisReply *reply, void *data)
     }
 
     ngx_memcpy(id.data, reply->element[0]->str, id.len);
+
+    if (!ngx_http_llm_tenant_id_valid(&id)) {
+        ctx->tenant_id = id;
+        ngx_http_llm_auth_no_tenant(ctx, "invalid tenant id", &err);
+        ngx_http_llm_fail(ctx, &err);
+        return;
+    }
 
     if (ngx_http_llm_auth_fetch_tenant(ctx, &id) != NGX_OK) {
         if (ngx_http_llm_auth_offline(ctx, &err) != NGX_OK) {
@@ -319,10 +391,21 @@ ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data)
 {
     ngx_http_llm_ctx_t *ctx = data;
 
+    const char                *why;
     ngx_http_llm_error_t       err;
+    ngx_http_llm_tenant_t      t;
     ngx_http_llm_main_conf_t  *lmcf;
 
     ctx->redis = NULL;
+
+    if (reply
+        && reply->type == REDIS_REPLY_ERROR
+        && ngx_strncmp(reply->str, "WRONGTYPE", 9) == 0)
+    {
+        ngx_http_llm_auth_no_tenant(ctx, "not a hash", &err);
+        ngx_http_llm_fail(ctx, &err);
+        return;
+    }
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         if (ngx_http_llm_auth_offline(ctx, &err) != NGX_OK) {
@@ -334,8 +417,18 @@ ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data)
         return;
     }
 
-    ctx->tenant = ngx_http_llm_tenant_parse(ctx->request->pool,
-                                            &ctx->tenant_id, reply);
+    ngx_memzero(&t, sizeof(ngx_http_llm_tenant_t));
+    t.id = ctx->tenant_id;
+
+    why = ngx_http_llm_tenant_parse(&t, reply);
+
+    if (why != NULL) {
+        ngx_http_llm_auth_no_tenant(ctx, why, &err);
+        ngx_http_llm_fail(ctx, &err);
+        return;
+    }
+
+    ctx->tenant = ngx_http_llm_tenant_dup(&t, ctx->request->pool);
     if (ctx->tenant == NULL) {
         ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
@@ -343,10 +436,35 @@ ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data)
 
     lmcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_llm_module);
 
-    ngx_http_llm_auth_store(ctx->key_hash, 1, ctx->tenant,
-                            lmcf->auth_cache_ttl);
+    ngx_http_llm_auth_store(ctx->key_hash, NGX_HTTP_LLM_AUTH_TENANT,
+                            ctx->tenant, lmcf->auth_cache_ttl);
 
     ngx_http_llm_run(ctx);
+}
+
+
+/*
+ * A key whose tenant is missing or unreadable fails closed: treating it
+ * as a tenant without limits would serve it unmetered.  The entry is
+ * short-lived, so that a repaired tenant works again at once.
+ */
+
+static void
+ngx_http_llm_auth_no_tenant(ngx_http_llm_ctx_t *ctx, const char *why,
+    ngx_http_llm_error_t *err)
+{
+    if (why) {
+        ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
+                      "llm tenant \"%V\" refused: %s", &ctx->tenant_id, why);
+
+        ngx_http_llm_auth_store(ctx->key_hash, NGX_HTTP_LLM_AUTH_NO_TENANT,
+                                NULL, NGX_HTTP_LLM_AUTH_NEG_TTL);
+    }
+
+    ngx_http_llm_set_error(err, NGX_HTTP_FORBIDDEN, "invalid_request_error",
+                           "tenant_not_found", NULL,
+                           "The tenant of this API key does not exist or "
+                           "its policy cannot be read.");
 }
 
 
@@ -393,20 +511,34 @@ ngx_http_llm_auth_bearer(ngx_http_request_t *r, u_char *hex)
 }
 
 
+/* the one slot a key may have in a table */
+
 static ngx_http_llm_auth_slot_t *
-ngx_http_llm_auth_slot(u_char *hex)
+ngx_http_llm_auth_bucket(u_char *hex, ngx_uint_t negative)
 {
-    ngx_uint_t                 n;
+    ngx_uint_t  n;
+
+    n = ngx_hextoi(hex, 8);
+
+    return negative ? &ngx_http_llm_auth_neg[n % NGX_HTTP_LLM_AUTH_NEG_SLOTS]
+                    : &ngx_http_llm_auth_cache[n % NGX_HTTP_LLM_AUTH_SLOTS];
+}
+
+
+static ngx_http_llm_auth_slot_t *
+ngx_http_llm_auth_slot(u_char *hex, ngx_uint_t negative)
+{
     ngx_http_llm_auth_slot_t  *slot;
 
     if (ngx_http_llm_auth_cache == NULL) {
         return NULL;
     }
 
-    n = ngx_hextoi(hex, 8) % NGX_HTTP_LLM_AUTH_SLOTS;
-    slot = &ngx_http_llm_auth_cache[n];
+    slot = ngx_http_llm_auth_bucket(hex, negative);
 
-    if (slot->state == 0 || ngx_memcmp(slot->hash, hex, 64) != 0) {
+    if (slot->state == NGX_HTTP_LLM_AUTH_EMPTY
+        || ngx_memcmp(slot->hash, hex, 64) != 0)
+    {
         return NULL;
     }
 
@@ -414,23 +546,30 @@ ngx_http_llm_auth_slot(u_char *hex)
 }
 
 
-/* one slot per hash prefix: a collision simply replaces the entry */
+/*
+ * One slot per hash prefix in each table: a collision replaces an entry
+ * of the same kind only.  A fresh answer about a key drops what the other
+ * table says about it, so that a revoked key is not served stale.
+ */
 
 static void
 ngx_http_llm_auth_store(u_char *hex, ngx_uint_t state,
     ngx_http_llm_tenant_t *tenant, ngx_msec_t ttl)
 {
-    ngx_uint_t                 n;
     ngx_http_llm_tenant_t     *copy;
-    ngx_http_llm_auth_slot_t  *slot;
+    ngx_http_llm_auth_slot_t  *slot, *other;
 
     if (ngx_http_llm_auth_cache == NULL) {
-        ngx_http_llm_auth_cache = ngx_calloc(NGX_HTTP_LLM_AUTH_SLOTS
+        ngx_http_llm_auth_cache = ngx_calloc((NGX_HTTP_LLM_AUTH_SLOTS
+                                              + NGX_HTTP_LLM_AUTH_NEG_SLOTS)
                                              * sizeof(ngx_http_llm_auth_slot_t),
                                              ngx_cycle->log);
         if (ngx_http_llm_auth_cache == NULL) {
             return;
         }
+
+        ngx_http_llm_auth_neg = ngx_http_llm_auth_cache
+                                + NGX_HTTP_LLM_AUTH_SLOTS;
     }
 
     copy = NULL;
@@ -442,8 +581,18 @@ ngx_http_llm_auth_store(u_char *hex, ngx_uint_t state,
         }
     }
 
-    n = ngx_hextoi(hex, 8) % NGX_HTTP_LLM_AUTH_SLOTS;
-    slot = &ngx_http_llm_auth_cache[n];
+    other = ngx_http_llm_auth_slot(hex, state == NGX_HTTP_LLM_AUTH_TENANT);
+
+    if (other) {
+        if (other->tenant) {
+            ngx_free(other->tenant);
+            other->tenant = NULL;
+        }
+
+        other->state = NGX_HTTP_LLM_AUTH_EMPTY;
+    }
+
+    slot = ngx_http_llm_auth_bucket(hex, state != NGX_HTTP_LLM_AUTH_TENANT);
 
     if (slot->tenant) {
         ngx_free(slot->tenant);
@@ -456,20 +605,23 @@ ngx_http_llm_auth_store(u_char *hex, ngx_uint_t state,
 }
 
 
-/* HGETALL llm:tenant:<id> → policy; absent fields mean "no limit" */
+/*
+ * HGETALL llm:tenant:<id> → policy; an absent field means "no limit".
+ * NULL, or why the hash is no tenant: llm-admin writes "created" into
+ * every tenant, so an empty or partial hash (deleted, evicted, a typo)
+ * and a value llm-admin would not write are refused, never unlimited.
+ */
 
-static ngx_http_llm_tenant_t *
-ngx_http_llm_tenant_parse(ngx_pool_t *pool, ngx_str_t *id,
-    redisReply *reply)
+static const char *
+ngx_http_llm_tenant_parse(ngx_http_llm_tenant_t *t, redisReply *reply)
 {
-    size_t                  i;
-    ngx_str_t               f, v;
-    redisReply             *e;
-    ngx_http_llm_tenant_t   t;
+    size_t       i;
+    ngx_str_t    f, v;
+    ngx_int_t   *n;
+    ngx_uint_t   created;
+    redisReply  *e;
 
-    ngx_memzero(&t, sizeof(ngx_http_llm_tenant_t));
-
-    t.id = *id;
+    created = 0;
 
     for (i = 0; i + 1 < reply->elements; i += 2) {
         e = reply->element[i];
@@ -477,7 +629,7 @@ ngx_http_llm_tenant_parse(ngx_pool_t *pool, ngx_str_t *id,
         if (e->type != REDIS_REPLY_STRING
             || reply->element[i + 1]->type != REDIS_REPLY_STRING)
         {
-            continue;
+            return "not a hash of strings";
         }
 
         f.data = (u_char *) e->str;
@@ -485,69 +637,107 @@ ngx_http_llm_tenant_parse(ngx_pool_t *pool, ngx_str_t *id,
         v.data = (u_char *) reply->element[i + 1]->str;
         v.len = reply->element[i + 1]->len;
 
+        n = NULL;
+
 #define ngx_http_llm_field(name)                                              \
         (f.len == sizeof(name) - 1 && ngx_strncmp(f.data, name, f.len) == 0)
 
-        if (ngx_http_llm_field("rpm")) {
-            t.rpm = ngx_atoi(v.data, v.len);
+        if (ngx_http_llm_field("created")) {
+            created = 1;
+
+        } else if (ngx_http_llm_field("rpm")) {
+            n = &t->rpm;
 
         } else if (ngx_http_llm_field("tpm")) {
-            t.tpm = ngx_atoi(v.data, v.len);
-
-        } else if (ngx_http_llm_field("budget_day_usd")) {
-            t.budget_day = ngx_http_llm_parse_usd(&v);
-
-        } else if (ngx_http_llm_field("budget_month_usd")) {
-            t.budget_month = ngx_http_llm_parse_usd(&v);
+            n = &t->tpm;
 
         } else if (ngx_http_llm_field("max_tokens")) {
-            t.max_tokens = ngx_atoi(v.data, v.len);
+            n = &t->max_tokens;
+
+        } else if (ngx_http_llm_field("max_n")) {
+            n = &t->max_n;
+
+        } else if (ngx_http_llm_field("budget_day_usd")) {
+            t->budget_day = ngx_http_llm_parse_usd(&v);
+            if (t->budget_day < 0) {
+                return "budget_day_usd is not an amount in dollars";
+            }
+
+        } else if (ngx_http_llm_field("budget_month_usd")) {
+            t->budget_month = ngx_http_llm_parse_usd(&v);
+            if (t->budget_month < 0) {
+                return "budget_month_usd is not an amount in dollars";
+            }
 
         } else if (ngx_http_llm_field("models")) {
-            t.models = v;
+            if (v.len == 0) {
+                return "models is empty";    /* "all", to the gateway */
+            }
+
+            t->models = v;
 
         } else if (ngx_http_llm_field("default_model")) {
-            t.default_model = v;
+            t->default_model = v;
 
         } else if (ngx_http_llm_field("force_model")) {
-            t.force_model = v;
+            t->force_model = v;
 
         } else if (ngx_http_llm_field("cache")) {
-            t.cache = (v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0)
-                      ? NGX_HTTP_LLM_CACHE_OFF
-                      : (v.len == 3 && ngx_strncmp(v.data, "any", 3) == 0)
-                      ? NGX_HTTP_LLM_CACHE_ANY
-                      : (v.len == 13
-                         && ngx_strncmp(v.data, "deterministic", 13) == 0)
-                      ? NGX_HTTP_LLM_CACHE_DETERMINISTIC : 0;
+            t->cache = (v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0)
+                       ? NGX_HTTP_LLM_CACHE_OFF
+                       : (v.len == 3 && ngx_strncmp(v.data, "any", 3) == 0)
+                       ? NGX_HTTP_LLM_CACHE_ANY
+                       : (v.len == 13
+                          && ngx_strncmp(v.data, "deterministic", 13) == 0)
+                       ? NGX_HTTP_LLM_CACHE_DETERMINISTIC : 0;
+
+            if (t->cache == 0) {
+                return "cache is not off, deterministic or any";
+            }
         }
 
 #undef ngx_http_llm_field
+
+        /* ngx_atoi() refuses signs, blanks and overflow */
+
+        if (n && (*n = ngx_atoi(v.data, v.len)) == NGX_ERROR) {
+            return "a limit is not a whole number";
+        }
     }
 
-    /* garbage in a field is no limit rather than a crash; admin checks */
-
-    if (t.rpm < 0) {
-        t.rpm = 0;
+    if (!created) {
+        return reply->elements ? "no \"created\" field" : "no such tenant";
     }
 
-    if (t.tpm < 0) {
-        t.tpm = 0;
+    return NULL;
+}
+
+
+/* a tenant id as llm-admin allows it; "-" and "*" name cache scopes */
+
+ngx_int_t
+ngx_http_llm_tenant_id_valid(ngx_str_t *id)
+{
+    size_t  i;
+
+    if (id->len == 0 || id->len > 64
+        || (id->len == 1 && (id->data[0] == '-' || id->data[0] == '*')))
+    {
+        return 0;
     }
 
-    if (t.max_tokens < 0) {
-        t.max_tokens = 0;
+    for (i = 0; i < id->len; i++) {
+        if (!((id->data[i] >= 'a' && id->data[i] <= 'z')
+              || (id->data[i] >= 'A' && id->data[i] <= 'Z')
+              || (id->data[i] >= '0' && id->data[i] <= '9')
+              || id->data[i] == '_' || id->data[i] == '.'
+              || id->data[i] == '-'))
+        {
+            return 0;
+        }
     }
 
-    if (t.budget_day < 0) {
-        t.budget_day = 0;
-    }
-
-    if (t.budget_month < 0) {
-        t.budget_month = 0;
-    }
-
-    return ngx_http_llm_tenant_dup(&t, pool);
+    return 1;
 }
 
 
@@ -568,7 +758,7 @@ ngx_http_llm_copy(u_char *p, ngx_str_t *s)
 
 /* one block, strings after the struct: from the pool, or malloc() */
 
-static ngx_http_llm_tenant_t *
+ngx_http_llm_tenant_t *
 ngx_http_llm_tenant_dup(ngx_http_llm_tenant_t *t, ngx_pool_t *pool)
 {
     u_char                 *p;

@@ -11,7 +11,12 @@
 #include "ngx_http_llm.h"
 
 
-static ngx_int_t ngx_http_llm_models(ngx_http_request_t *r);
+static ngx_int_t ngx_http_llm_models(ngx_http_request_t *r,
+    ngx_http_llm_tenant_t *t);
+static ngx_int_t ngx_http_llm_model_listed(ngx_http_llm_tenant_t *t,
+    ngx_str_t *name);
+static cJSON *ngx_http_llm_model_entry(cJSON *data, ngx_str_t *name,
+    ngx_uint_t context_window);
 static void ngx_http_llm_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_llm_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
@@ -26,36 +31,46 @@ ngx_int_t
 ngx_http_llm_handler(ngx_http_request_t *r)
 {
     ngx_int_t                 rc;
+    ngx_uint_t                models;
     ngx_pool_cleanup_t       *cln;
     ngx_http_llm_ctx_t       *ctx;
     ngx_http_llm_loc_conf_t  *llcf;
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
 
-    if (ngx_http_llm_tail(r, "/models")) {
+    models = ngx_http_llm_tail(r, "/models");
+
+    if (models) {
         if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
             return ngx_http_llm_reject(r, NGX_HTTP_NOT_ALLOWED,
                                        "method_not_allowed",
                                        "Only GET is allowed on this path.");
         }
 
-        return ngx_http_llm_models(r);
-    }
+        if (!llcf->auth) {
+            if (ngx_http_discard_request_body(r) != NGX_OK) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
 
-    if (!ngx_http_llm_tail(r, "/chat/completions")) {
+            return ngx_http_llm_models(r, NULL);
+        }
+
+        /* the list depends on the key: it goes through auth as a chat */
+
+    } else if (!ngx_http_llm_tail(r, "/chat/completions")) {
         return ngx_http_llm_reject(r, NGX_HTTP_NOT_FOUND, "not_found",
                                    "Unknown request URL. Supported: "
                                    "POST /v1/chat/completions, "
                                    "GET /v1/models.");
     }
 
-    if (r->method != NGX_HTTP_POST) {
+    if (!models && r->method != NGX_HTTP_POST) {
         return ngx_http_llm_reject(r, NGX_HTTP_NOT_ALLOWED,
                                    "method_not_allowed",
                                    "Only POST is allowed on this path.");
     }
 
-    if (ngx_http_llm_check_content_type(r) != NGX_OK) {
+    if (!models && ngx_http_llm_check_content_type(r) != NGX_OK) {
         return ngx_http_llm_reject(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
                                    "unsupported_media_type",
                                    "Content-Type must be application/json.");
@@ -78,6 +93,7 @@ ngx_http_llm_handler(ngx_http_request_t *r)
     ctx->prompt_tokens = -1;
     ctx->completion_tokens = -1;
     ctx->out_last = &ctx->out;
+    ctx->list_models = models;
 
     /* the cleanup frees curl, cJSON and malloc()ed state on every path */
 
@@ -160,6 +176,14 @@ ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
                     ngx_http_llm_fail(ctx, &err);
                     return;
                 }
+            }
+
+            if (ctx->list_models) {
+                ctx->phase = NGX_HTTP_LLM_PHASE_DONE;
+                ngx_http_finalize_request(r,
+                                          ngx_http_llm_models(r, ctx->tenant));
+                ngx_http_run_posted_requests(c);
+                return;
             }
 
             if (ngx_http_llm_parse_request(ctx, ctx->body_in.data,
@@ -350,20 +374,20 @@ ngx_http_llm_read_body(ngx_http_request_t *r, ngx_str_t *body)
 }
 
 
+/* the models a tenant may ask for; without a tenant, all of them */
+
 static ngx_int_t
-ngx_http_llm_models(ngx_http_request_t *r)
+ngx_http_llm_models(ngx_http_request_t *r, ngx_http_llm_tenant_t *t)
 {
     char                      *s;
-    cJSON                     *root, *data, *m;
+    cJSON                     *root, *data;
     size_t                     len;
     ngx_buf_t                 *b;
-    ngx_uint_t                 i;
+    ngx_str_t                 *alias;
+    ngx_uint_t                 i, j, window;
     ngx_http_llm_model_t      *model;
+    ngx_http_llm_router_t     *rt;
     ngx_http_llm_main_conf_t  *lmcf;
-
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_module);
 
@@ -378,19 +402,43 @@ ngx_http_llm_models(ngx_http_request_t *r)
     model = lmcf->models.elts;
 
     for (i = 0; data && i < lmcf->models.nelts; i++) {
-        m = cJSON_CreateObject();
-        if (m == NULL) {
-            break;
+
+        if (ngx_http_llm_model_listed(t, &model[i].name)) {
+            if (ngx_http_llm_model_entry(data, &model[i].name,
+                                         model[i].context_window)
+                == NULL)
+            {
+                break;
+            }
+
+            continue;
         }
 
-        cJSON_AddItemToArray(data, m);
-        cJSON_AddItemToObject(m, "id",
-                          cJSON_CreateString((char *) model[i].name.data));
-        cJSON_AddStringToObject(m, "object", "model");
-        cJSON_AddNumberToObject(m, "created", (double) ngx_time());
-        cJSON_AddStringToObject(m, "owned_by", "nginx-llm-gateway");
-        cJSON_AddNumberToObject(m, "context_window",
-                                (double) model[i].context_window);
+        /* a tenant's list may name an alias: that very name is usable */
+
+        alias = model[i].aliases.elts;
+
+        for (j = 0; j < model[i].aliases.nelts; j++) {
+            if (ngx_http_llm_model_allowed(&t->models, &alias[j])) {
+                (void) ngx_http_llm_model_entry(data, &alias[j],
+                                                model[i].context_window);
+            }
+        }
+    }
+
+    /* the router, when it could serve the tenant (as routing decides) */
+
+    rt = lmcf->router;
+
+    if (data && rt
+        && (ngx_http_llm_model_listed(t, &rt->cheap->name)
+            || ngx_http_llm_model_listed(t, &rt->strong->name)
+            || (t->force_model.len
+                && ngx_http_llm_find_model(r, &t->force_model))))
+    {
+        window = ngx_max(rt->cheap->context_window,
+                         rt->strong->context_window);
+        (void) ngx_http_llm_model_entry(data, &rt->name, window);
     }
 
     s = cJSON_PrintUnformatted(root);
@@ -414,6 +462,37 @@ ngx_http_llm_models(ngx_http_request_t *r)
     cJSON_free(s);
 
     return ngx_http_llm_send_buf(r, b, "application/json");
+}
+
+
+static ngx_int_t
+ngx_http_llm_model_listed(ngx_http_llm_tenant_t *t, ngx_str_t *name)
+{
+    return t == NULL || t->models.len == 0
+           || ngx_http_llm_model_allowed(&t->models, name);
+}
+
+
+static cJSON *
+ngx_http_llm_model_entry(cJSON *data, ngx_str_t *name,
+    ngx_uint_t context_window)
+{
+    cJSON  *m;
+
+    m = cJSON_CreateObject();
+    if (m == NULL) {
+        return NULL;
+    }
+
+    cJSON_AddItemToArray(data, m);
+    cJSON_AddItemToObject(m, "id",
+                          cJSON_CreateString((char *) name->data));
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double) ngx_time());
+    cJSON_AddStringToObject(m, "owned_by", "nginx-llm-gateway");
+    cJSON_AddNumberToObject(m, "context_window", (double) context_window);
+
+    return m;
 }
 
 

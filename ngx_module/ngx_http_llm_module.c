@@ -13,6 +13,11 @@ static ngx_int_t ngx_http_llm_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_llm_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_llm_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_str_t *ngx_http_llm_nginx_error(ngx_http_request_t *r);
+static ngx_str_t *ngx_http_llm_status_json(ngx_uint_t status);
+static ngx_int_t ngx_http_llm_error_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_llm_error_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
 static void *ngx_http_llm_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_llm_create_loc_conf(ngx_conf_t *cf);
@@ -27,6 +32,7 @@ static char *ngx_http_llm_model(ngx_conf_t *cf, ngx_command_t *dummy,
 static char *ngx_http_llm_alias(ngx_conf_t *cf,
     ngx_http_llm_model_t *model);
 static char *ngx_http_llm_read_key(ngx_conf_t *cf, ngx_str_t *name);
+static ngx_int_t ngx_http_llm_key_printable(u_char *p, size_t len);
 static ngx_int_t ngx_http_llm_backend_key(ngx_conf_t *cf,
     ngx_http_llm_backend_t *b, char *key);
 static char *ngx_http_llm_backend(ngx_conf_t *cf,
@@ -39,6 +45,10 @@ static char *ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_llm_api_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_llm_key_policy(ngx_conf_t *cf,
+    ngx_http_llm_key_t *key);
+static char *ngx_http_llm_check_keys(ngx_conf_t *cf,
+    ngx_http_llm_main_conf_t *lmcf);
 static char *ngx_http_llm_set_enum(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_llm_breaker(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -137,7 +147,7 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       NULL },
 
     { ngx_string("llm_api_key"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
       ngx_http_llm_api_key,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
@@ -433,6 +443,38 @@ ngx_http_llm_preconfiguration(ngx_conf_t *cf)
 
 
 static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+/*
+ * nginx's own error pages, in OpenAI's format, for the statuses that
+ * nginx answers by itself: bad or oversized request lines and headers
+ * (494 goes out as 400), timeouts, oversized bodies.
+ */
+
+#define ngx_http_llm_error_page(message, type, code)                          \
+    ngx_string("{\"error\":{\"message\":\"" message "\",\"type\":\""          \
+               type "\",\"param\":null,\"code\":\"" code "\"}}\n")
+
+static ngx_str_t  ngx_http_llm_error_400 = ngx_http_llm_error_page(
+    "The request could not be read: it is malformed, or its request line "
+    "or headers are too large.", "invalid_request_error", "bad_request");
+static ngx_str_t  ngx_http_llm_error_408 = ngx_http_llm_error_page(
+    "The request took too long to arrive.", "invalid_request_error",
+    "request_timeout");
+static ngx_str_t  ngx_http_llm_error_413 = ngx_http_llm_error_page(
+    "The request body is too large.", "invalid_request_error",
+    "request_too_large");
+static ngx_str_t  ngx_http_llm_error_414 = ngx_http_llm_error_page(
+    "The request URL is too long.", "invalid_request_error",
+    "uri_too_long");
+static ngx_str_t  ngx_http_llm_error_500 = ngx_http_llm_error_page(
+    "The server had an error while processing your request.",
+    "server_error", "internal_error");
+
+/* its address marks a response whose body the body filter replaces */
+static u_char  ngx_http_llm_error_type[] = "application/json";
 
 
 static ngx_int_t
@@ -443,6 +485,12 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
 
     ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
     ngx_http_top_request_body_filter = ngx_http_llm_body_filter;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_llm_error_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_llm_error_body_filter;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
@@ -459,14 +507,14 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
 
 /*
  * Bodies without a Content-Length are counted as they arrive: past
- * llm_max_request_body the rest is read and dropped, never stored, and
- * the handler answers 413 in JSON once the body has ended.
+ * llm_max_request_body reading stops, and nginx answers 413 (in JSON,
+ * see below) and closes the connection after a lingering close.
  */
 
 static ngx_int_t
 ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    ngx_chain_t         *cl, **ll, *last;
+    ngx_chain_t         *cl;
     ngx_http_llm_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
@@ -475,39 +523,163 @@ ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_request_body_filter(r, in);
     }
 
-    if (!ctx->body_too_large) {
-        for (cl = in; cl; cl = cl->next) {
-            ctx->body_received += ngx_buf_size(cl->buf);
-        }
-
-        if (ctx->body_received <= (off_t) ctx->conf->max_request_body) {
-            return ngx_http_next_request_body_filter(r, in);
-        }
-
-        ctx->body_too_large = 1;
+    for (cl = in; cl; cl = cl->next) {
+        ctx->body_received += ngx_buf_size(cl->buf);
     }
 
-    /* consume everything; only the end-of-body mark goes on */
+    if (ctx->body_received <= (off_t) ctx->conf->max_request_body) {
+        return ngx_http_next_request_body_filter(r, in);
+    }
 
-    last = NULL;
-    ll = &last;
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "client intended to send a body larger than "
+                  "llm_max_request_body");
+
+    ctx->body_too_large = 1;
+    r->lingering_close = 1;
+
+    return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+}
+
+
+/* the JSON for an error page nginx is about to send here, or NULL */
+
+static ngx_str_t *
+ngx_http_llm_nginx_error(ngx_http_request_t *r)
+{
+    ngx_http_llm_loc_conf_t  *llcf;
+
+    /* error_page answers are the operator's; so are subrequests */
+
+    if (r->err_status == 0
+        || r->error_page
+        || r != r->main
+        || r->headers_out.content_type.len != sizeof("text/html") - 1
+        || ngx_strncmp(r->headers_out.content_type.data, "text/html",
+                       sizeof("text/html") - 1)
+           != 0)
+    {
+        return NULL;
+    }
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
+
+    /*
+     * a gateway location, or its server before a location is chosen:
+     * too large headers are found before the URI is known
+     */
+
+    if (llcf == NULL || !(llcf->enable == 1 || llcf->json_errors)) {
+        return NULL;
+    }
+
+    return ngx_http_llm_status_json(r->headers_out.status);
+}
+
+
+static ngx_str_t *
+ngx_http_llm_status_json(ngx_uint_t status)
+{
+    switch (status) {
+
+    case NGX_HTTP_BAD_REQUEST:
+        return &ngx_http_llm_error_400;
+
+    case NGX_HTTP_REQUEST_TIME_OUT:
+        return &ngx_http_llm_error_408;
+
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        return &ngx_http_llm_error_413;
+
+    case NGX_HTTP_REQUEST_URI_TOO_LARGE:
+        return &ngx_http_llm_error_414;
+
+    case NGX_HTTP_INTERNAL_SERVER_ERROR:
+        return &ngx_http_llm_error_500;
+
+    default:
+        return NULL;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_llm_error_header_filter(ngx_http_request_t *r)
+{
+    ngx_str_t  *json;
+
+    json = ngx_http_llm_nginx_error(r);
+
+    if (json) {
+        r->headers_out.content_type.data = ngx_http_llm_error_type;
+        r->headers_out.content_type.len = sizeof(ngx_http_llm_error_type) - 1;
+        r->headers_out.content_type_len = r->headers_out.content_type.len;
+        r->headers_out.content_type_lowcase = NULL;
+        r->headers_out.content_length_n = json->len;
+
+        if (r->headers_out.content_length) {
+            r->headers_out.content_length->hash = 0;
+            r->headers_out.content_length = NULL;
+        }
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+/* the HTML of such a page is dropped, the JSON goes in its place */
+
+static ngx_int_t
+ngx_http_llm_error_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_str_t    *json;
+    ngx_buf_t    *b;
+    ngx_uint_t    last;
+    ngx_chain_t  *cl, out;
+
+    if (r->headers_out.content_type.data != ngx_http_llm_error_type) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    last = 0;
 
     for (cl = in; cl; cl = cl->next) {
+        if (cl->buf->last_buf || cl->buf->last_in_chain) {
+            last = 1;
+        }
+
         cl->buf->pos = cl->buf->last;
-
-        if (cl->buf->in_file) {
-            cl->buf->file_pos = cl->buf->file_last;
-        }
-
-        if (cl->buf->last_buf) {
-            *ll = cl;
-            ll = &cl->next;
-        }
     }
 
-    *ll = NULL;
+    if (!last) {
+        return NGX_OK;
+    }
 
-    return ngx_http_next_request_body_filter(r, last);
+    /* the header filter marked only statuses that have a page */
+
+    json = ngx_http_llm_status_json(r->headers_out.status);
+    if (json == NULL) {
+        return NGX_ERROR;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->memory = 1;
+    b->pos = json->data;
+    b->last = json->data + json->len;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    /* once: a later empty last buffer must not bring a second copy */
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+
+    return ngx_http_next_body_filter(r, &out);
 }
 
 
@@ -712,6 +884,10 @@ ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
         }
     }
 
+    if (ngx_http_llm_check_keys(cf, lmcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     if (ngx_http_llm_backend_init(cf, lmcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
@@ -890,6 +1066,8 @@ ngx_http_llm_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_llm_loc_conf_t *llcf = conf;
 
+    ngx_http_llm_loc_conf_t   *slcf;
+    ngx_http_core_srv_conf_t  *cscf;
     ngx_http_core_loc_conf_t  *clcf;
 
     if (llcf->enable != NGX_CONF_UNSET) {
@@ -900,6 +1078,12 @@ ngx_http_llm_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_llm_handler;
+
+    /* errors found before a location is chosen are this server's */
+
+    cscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
+    slcf = cscf->ctx->loc_conf[ngx_http_llm_module.ctx_index];
+    slcf->json_errors = 1;
 
     return NGX_CONF_OK;
 }
@@ -1091,6 +1275,23 @@ ngx_http_llm_backend_key(ngx_conf_t *cf, ngx_http_llm_backend_t *b,
 }
 
 
+/* a key is printable ASCII without blanks, as in a bearer token */
+
+static ngx_int_t
+ngx_http_llm_key_printable(u_char *p, size_t len)
+{
+    u_char  *last;
+
+    for (last = p + len; p < last; p++) {
+        if (*p <= ' ' || *p >= 0x7f) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 /* a provider's key from a file: one line, white space around it dropped */
 
 static char *
@@ -1139,11 +1340,11 @@ ngx_http_llm_read_key(ngx_conf_t *cf, ngx_str_t *name)
         last--;
     }
 
-    if (p == last || ngx_strlchr(p, last, '\n') || ngx_strlchr(p, last, '\r'))
-    {
+    if (p == last || !ngx_http_llm_key_printable(p, last - p)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"backend\" api_key_file: \"%V\" must hold "
-                           "one key on one line", &file);
+                           "one key on one line, without control "
+                           "characters or blanks", &file);
         return NULL;
     }
 
@@ -1307,6 +1508,16 @@ ngx_http_llm_backend(ngx_conf_t *cf, ngx_http_llm_model_t *model)
 
     for (last = host; *last && *last != '/'; last++) { /* void */ }
 
+    /* the name goes to logs and metric labels: no password in it */
+
+    if (ngx_strlchr(host, last, '@')) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"backend\" URL of \"llm_model\" \"%V\" holds "
+                           "user:password@: give the key with api_key_env= "
+                           "or api_key_file=", &model->name);
+        return NGX_CONF_ERROR;
+    }
+
     b->name.data = host;
     b->name.len = last - host;
 
@@ -1331,6 +1542,17 @@ ngx_http_llm_backend(ngx_conf_t *cf, ngx_http_llm_model_t *model)
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "\"backend\" api_key_env: environment "
                                    "variable \"%V\" is not set", &env);
+                return NGX_CONF_ERROR;
+            }
+
+            /* the key goes into a header line: CR or LF would end it */
+
+            if (!ngx_http_llm_key_printable((u_char *) key, ngx_strlen(key)))
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"backend\" api_key_env: environment "
+                                   "variable \"%V\" holds a control "
+                                   "character or a blank", &env);
                 return NGX_CONF_ERROR;
             }
 
@@ -1631,7 +1853,7 @@ invalid:
 }
 
 
-/* llm_api_key <sha256 hex of the key> <tenant> */
+/* llm_api_key <sha256 hex of the key> <tenant> [limits | unlimited] */
 
 static char *
 ngx_http_llm_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -1656,6 +1878,14 @@ ngx_http_llm_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
+    if (!ngx_http_llm_tenant_id_valid(&value[2])) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid tenant \"%V\" in \"llm_api_key\": 1 to "
+                           "64 of A-Z a-z 0-9 _ . -, and not \"-\"",
+                           &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
     key = ngx_array_push(&lmcf->keys);
     if (key == NULL) {
         return NGX_CONF_ERROR;
@@ -1663,8 +1893,13 @@ ngx_http_llm_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_memcpy(key->hash, value[1].data, 64);
     key->tenant = value[2];
+    key->policy = NULL;
 
-    return NGX_CONF_OK;
+    if (cf->args->nelts == 3) {
+        return NGX_CONF_OK;
+    }
+
+    return ngx_http_llm_key_policy(cf, key);
 
 invalid:
 
@@ -1672,6 +1907,175 @@ invalid:
                        "\"llm_api_key\" takes the SHA-256 of the key in "
                        "lowercase hex, not \"%V\"", &value[1]);
     return NGX_CONF_ERROR;
+}
+
+
+/*
+ * The tenant's policy given with the key, instead of Redis' llm:tenant:
+ * the same fields, and zero or absent for "no limit".
+ */
+
+static char *
+ngx_http_llm_key_policy(ngx_conf_t *cf, ngx_http_llm_key_t *key)
+{
+    u_char                 *p;
+    size_t                  len;
+    int64_t                *usd;
+    ngx_str_t              *value, v, *list;
+    ngx_int_t              *n;
+    ngx_uint_t              i, unlimited;
+    ngx_http_llm_tenant_t   t;
+
+    value = cf->args->elts;
+
+    ngx_memzero(&t, sizeof(ngx_http_llm_tenant_t));
+    t.id = key->tenant;
+
+    unlimited = 0;
+
+    for (i = 3; i < cf->args->nelts; i++) {
+
+        n = NULL;
+        usd = NULL;
+        list = NULL;
+
+        p = ngx_strlchr(value[i].data, value[i].data + value[i].len, '=');
+
+        if (p == NULL) {
+            if (value[i].len == 9
+                && ngx_strncmp(value[i].data, "unlimited", 9) == 0)
+            {
+                unlimited = 1;
+                continue;
+            }
+
+            goto invalid;
+        }
+
+        len = p - value[i].data;
+        v.data = p + 1;
+        v.len = value[i].len - len - 1;
+
+#define ngx_http_llm_param(name)                                              \
+        (len == sizeof(name) - 1 && ngx_strncmp(value[i].data, name, len) == 0)
+
+        if (ngx_http_llm_param("rpm")) {
+            n = &t.rpm;
+
+        } else if (ngx_http_llm_param("tpm")) {
+            n = &t.tpm;
+
+        } else if (ngx_http_llm_param("max_tokens")) {
+            n = &t.max_tokens;
+
+        } else if (ngx_http_llm_param("max_n")) {
+            n = &t.max_n;
+
+        } else if (ngx_http_llm_param("budget_day")) {
+            usd = &t.budget_day;
+
+        } else if (ngx_http_llm_param("budget_month")) {
+            usd = &t.budget_month;
+
+        } else if (ngx_http_llm_param("models")) {
+            list = &t.models;
+
+        } else if (ngx_http_llm_param("default_model")) {
+            list = &t.default_model;
+
+        } else {
+            goto invalid;
+        }
+
+#undef ngx_http_llm_param
+
+        if (n && (*n = ngx_atoi(v.data, v.len)) == NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"llm_api_key\" limit \"%V\": a "
+                               "whole number expected", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (usd && (*usd = ngx_http_llm_parse_usd(&v)) < 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"llm_api_key\" budget \"%V\": "
+                               "dollars like 12.50 expected", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (list) {
+            if (v.len == 0
+                || (list == &t.default_model
+                    && ngx_strlchr(v.data, v.data + v.len, ',')))
+            {
+                goto invalid;
+            }
+
+            *list = v;
+        }
+    }
+
+    if (unlimited && cf->args->nelts > 4) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_api_key\" takes limits or \"unlimited\", "
+                           "not both");
+        return NGX_CONF_ERROR;
+    }
+
+    key->policy = ngx_http_llm_tenant_dup(&t, cf->pool);
+
+    return key->policy ? NGX_CONF_OK : NGX_CONF_ERROR;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid \"llm_api_key\" parameter \"%V\"",
+                       &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * Without Redis a key's tenant must be whole in the configuration, and
+ * only the limits that need no counters can hold: otherwise every request
+ * of the key would fail, or run unmetered.
+ */
+
+static char *
+ngx_http_llm_check_keys(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf)
+{
+    ngx_uint_t              i;
+    ngx_http_llm_key_t     *key;
+    ngx_http_llm_tenant_t  *t;
+
+    if (lmcf->redis) {
+        return NGX_CONF_OK;
+    }
+
+    key = lmcf->keys.elts;
+
+    for (i = 0; i < lmcf->keys.nelts; i++) {
+        t = key[i].policy;
+
+        if (t == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"llm_api_key\" of tenant \"%V\" has no "
+                               "limits, and without \"llm_redis\" none can "
+                               "be read: give them in the directive, or "
+                               "\"unlimited\"", &key[i].tenant);
+            return NGX_CONF_ERROR;
+        }
+
+        if (t->rpm || t->tpm || t->budget_day || t->budget_month) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"llm_api_key\" of tenant \"%V\": rpm, tpm "
+                               "and budgets are counted in Redis and need "
+                               "\"llm_redis\"", &key[i].tenant);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
 }
 
 

@@ -313,9 +313,8 @@ for my $c (@principle) {
     ok($v && $check->($v), "$name: the reserved limits reach the backend") or diag($got[0]);
 }
 
-# the tenant's max_n: auth.c reads it on another branch (issue 11)
+# the tenant's max_n
 {
-    local $TODO = 'max_n is read from the tenant hash by auth.c, merged separately';
     $t->add_tenant($rp, 'maxn', 'sk-maxn', max_n => 2, created => time);
     my ($st, $h, $b) = post('/q/v1/chat/completions', qq({$m,$msgs,"n":3}), 'sk-maxn');
     is($st, 400, 'H2: n over the tenant max_n is refused');

@@ -144,9 +144,9 @@ sub add_tenant {
     my ($self, $port, $tenant, $key, %policy) = @_;
     require Digest::SHA;
     $self->redis_cli($port, 'DEL', "llm:tenant:$tenant");
-    $self->redis_cli($port, 'HSET', "llm:tenant:$tenant", %policy) if %policy;
-    $self->redis_cli($port, 'HSET', "llm:tenant:$tenant", 'created', time)
-        unless %policy;
+    # "created", as llm-admin writes it: a hash without it is no tenant
+    $self->redis_cli($port, 'HSET', "llm:tenant:$tenant", 'created', time,
+        %policy);
     if (defined $key) {
         $self->redis_cli($port, 'HSET', 'llm:key:' . Digest::SHA::sha256_hex($key),
             tenant => $tenant, revoked => 0);

@@ -1,0 +1,379 @@
+# The edges of the gateway (issue 11): tenants fail closed (M7), static
+# keys without Redis (M8), the models list (L1), tenant ids that name cache
+# scopes (L2), the auth cache under unknown keys (L6), backend keys and
+# URLs (L7), oversized chunked bodies (L13), nginx's own errors in JSON,
+# and the tenant max_n field.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use IO::Socket::INET;
+use IO::Select;
+use Time::HiRes qw(time);
+use Digest::SHA qw(sha256_hex);
+use LLMTest;
+
+my $t = LLMTest->new;
+my $up = $t->start_mock;
+my $rp = $t->start_redis;
+
+my $models = "llm_model mixtral-8x7b { alias open-mixtral-8x7b;
+                                       backend http://127.0.0.1:$up/v1; }
+              llm_model mixtral-8x22b { backend http://127.0.0.1:$up/v1; }
+              llm_router auto cheap=mixtral-8x7b strong=mixtral-8x22b;";
+
+my $ghost = 'sk-edge-ghost';     # a static key whose tenant was never made
+my $cfg = 'sk-edge-config';      # a static key with its policy in config
+my $gw = $t->start_nginx(
+    http => "llm_redis 127.0.0.1:$rp timeout=500ms;
+             llm_auth_cache_ttl 60s;
+             llm_api_key " . sha256_hex($ghost) . " ghost;
+             $models",
+    server => 'location /v1/ { llm_gateway; llm_auth on;
+                               llm_max_request_body 1k; }
+               location /open/v1/ { llm_gateway; }
+               location /plain/ { return 400; }',
+);
+
+sub chat {
+    my ($port, $key, %o) = @_;
+    my %h = ('Content-Type' => 'application/json');
+    $h{Authorization} = "Bearer $key" if defined $key;
+    my $model = delete $o{model} // 'mixtral-8x7b';
+    my $body = encode_json({ model => $model,
+        messages => [{ role => 'user', content => 'hi' }], %o });
+    return http_request($port, 'POST', '/v1/chat/completions', \%h, $body);
+}
+
+sub models {
+    my ($port, $key, $path) = @_;
+    my %h;
+    $h{Authorization} = "Bearer $key" if defined $key;
+    my ($st, $h, $b) = http_request($port, 'GET', $path // '/v1/models', \%h);
+    my $j = json_of($b);
+    return ($st, $j, [sort map { $_->{id} } @{ $j && $j->{data} || [] }]);
+}
+
+sub code_of { my $j = json_of($_[0]); $j && $j->{error} ? $j->{error}{code} // '' : '' }
+
+# a raw request, answered within a bound or not at all
+sub raw {
+    my ($port, $data, %o) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+        Timeout => 5) or die "connect: $!";
+    print $s $data;
+    my $raw = '';
+    my $sel = IO::Select->new($s);
+    my $end = time + ($o{timeout} // 10);
+    while (time < $end) {
+        last unless $sel->can_read($end - time);
+        my $n = sysread($s, my $buf, 65536);
+        last unless $n;
+        $raw .= $buf;
+    }
+    close $s;
+    return LLMTest::parse_response($raw);
+}
+
+sub is_openai_error {
+    my ($b, $code, $name) = @_;
+    my $j = json_of($b);
+    ok($j && ref $j->{error} eq 'HASH' && defined $j->{error}{message}
+       && defined $j->{error}{type} && exists $j->{error}{param},
+       "$name: OpenAI's error format") or diag($b);
+    is($j && $j->{error}{code}, $code, "$name: code $code");
+}
+
+# ---------------------------------------------------------------- M7
+
+my ($st, $h, $b) = chat($gw, $ghost);
+is($st, 403, 'M7: a static key whose tenant hash is missing gets 403');
+is_openai_error($b, 'tenant_not_found', 'M7 static key');
+
+$t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-nohash'),
+    tenant => 'nohash', revoked => 0);
+($st, $h, $b) = chat($gw, 'sk-edge-nohash');
+is($st, 403, 'M7: a key whose tenant hash is missing gets 403');
+is(code_of($b), 'tenant_not_found', 'M7: missing hash: tenant_not_found');
+
+for my $case (
+    ['no created field', rpm => 5],
+    ['a non-integer rpm', created => 1, rpm => 'lots'],
+    ['a negative rpm', created => 1, rpm => '-5'],
+    ['a negative budget', created => 1, budget_day_usd => '-1.00'],
+    ['a garbage budget', created => 1, budget_month_usd => '1e9'],
+    ['an empty tpm', created => 1, tpm => ''],
+    ['an unknown cache policy', created => 1, cache => 'always'],
+    ['a non-integer max_tokens', created => 1, max_tokens => '10.5'],
+    ['an empty models list', created => 1, models => ''],
+) {
+    my ($name, %f) = @$case;
+    (my $id = "bad-$name") =~ s/[^a-z0-9-]/-/g;
+    $t->redis_cli($rp, 'DEL', "llm:tenant:$id");
+    $t->redis_cli($rp, 'HSET', "llm:tenant:$id", %f);
+    $t->redis_cli($rp, 'HSET', "llm:key:" . sha256_hex("sk-$id"),
+        tenant => $id, revoked => 0);
+    ($st, $h, $b) = chat($gw, "sk-$id");
+    is($st, 403, "M7: a tenant hash with $name gets 403, not unlimited");
+    is(code_of($b), 'tenant_not_found', "M7: $name: tenant_not_found");
+}
+
+$t->redis_cli($rp, 'SET', 'llm:tenant:strx', 'created');
+$t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-strx'),
+    tenant => 'strx', revoked => 0);
+($st, $h, $b) = chat($gw, 'sk-edge-strx');
+is($st, 403, 'M7: a tenant key that is not a hash gets 403');
+
+# the negative entry is short: a repaired tenant works again soon
+$t->add_tenant($rp, 'nohash', undef, rpm => 100);
+ok(wait_until(sub { (chat($gw, 'sk-edge-nohash'))[0] == 200 }, 10),
+    'M7: once the tenant exists, its key works (the negative entry is brief)');
+ok(grep(/llm tenant "bad-no-created-field" refused: no "created" field/,
+        $t->error_log($gw)),
+    'M7: the refusal is logged with its reason');
+
+# max_n: parsed like the other limits
+$t->add_tenant($rp, 'maxn', 'sk-edge-maxn', max_n => 2);
+($st) = chat($gw, 'sk-edge-maxn');
+is($st, 200, 'max_n parse: a tenant with max_n 2 is served');
+$t->add_tenant($rp, 'maxnbad', 'sk-edge-maxnbad', max_n => 'two');
+($st, $h, $b) = chat($gw, 'sk-edge-maxnbad');
+is($st, 403, 'max_n parse: a tenant whose max_n is not a number is refused');
+
+# ---------------------------------------------------------------- L2
+
+$t->redis_cli($rp, 'HSET', 'llm:tenant:-', created => 1);
+$t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-dash'),
+    tenant => '-', revoked => 0);
+($st, $h, $b) = chat($gw, 'sk-edge-dash');
+is($st, 403, 'L2: a key of tenant "-" (the anonymous cache scope) is refused');
+is(code_of($b), 'tenant_not_found', 'L2: tenant "-": tenant_not_found');
+$t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-brace'),
+    tenant => 'x}{y', revoked => 0);
+($st) = chat($gw, 'sk-edge-brace');
+is($st, 403, 'L2: a tenant id llm-admin would refuse is refused');
+
+# ---------------------------------------------------------------- M8
+
+# nginx -t first: a module that refuses the syntax fails the test, not
+# the whole file
+sub try_nginx {
+    my ($name, %o) = @_;
+    my ($failed, $out) = $t->start_nginx(%o, expect_fail => 1);
+    ok(!$failed, "M8: nginx -t accepts $name") or diag($out);
+    return $failed ? undef : $t->start_nginx(%o);
+}
+
+my $with = try_nginx('a static key with limits, with llm_redis',
+    http => "llm_redis 127.0.0.1:$rp timeout=500ms;
+             llm_api_key " . sha256_hex($cfg) . " cfg max_tokens=30;
+             llm_api_key " . sha256_hex('sk-edge-rpm1') . " rpm1 rpm=1; $models",
+    server => 'location /v1/ { llm_gateway; llm_auth on; llm_quota on; }');
+SKIP: {
+    skip 'the configuration was refused', 4 unless $with;
+    ($st, $h, $b) = chat($with, $cfg);
+    is($st, 200, 'M8: a static key with its policy in config needs no tenant hash')
+        or diag($b);
+    ($st, $h, $b) = chat($with, $cfg, max_tokens => 100);
+    is($st, 400, 'M8: its max_tokens from config is enforced');
+    ($st) = chat($with, 'sk-edge-rpm1');
+    is($st, 200, 'M8: a static key with rpm=1: the first request');
+    ($st) = chat($with, 'sk-edge-rpm1');
+    is($st, 429, 'M8: rpm from the directive is counted in Redis');
+}
+
+my $ok = 'sk-edge-noredis';
+my $narrow = 'sk-edge-noredis-narrow';
+my $nr_http = "llm_api_key " . sha256_hex($ok) . " solo unlimited;
+               llm_api_key " . sha256_hex($narrow) . " narrow max_tokens=20
+                   max_n=2 models=mixtral-8x7b default_model=mixtral-8x7b;
+               $models";
+my $nr_server = 'location /v1/ { llm_gateway; llm_auth on; }';
+my $nr = try_nginx('static keys with limits in config, without llm_redis',
+    http => $nr_http, server => $nr_server);
+SKIP: {
+    skip 'the configuration was refused', 9 unless $nr;
+    ($st, $h, $b) = chat($nr, $ok);
+    is($st, 200, 'M8: a static key works without Redis') or diag($b);
+    ($st, $h, $b) = chat($nr, $narrow);
+    is($st, 200, 'M8: a static key with limits works without Redis') or diag($b);
+    ($st, $h, $b) = chat($nr, $narrow, max_tokens => 21);
+    is($st, 400, 'M8: max_tokens from the directive is enforced without Redis');
+    ($st, $h, $b) = chat($nr, $narrow, model => 'mixtral-8x22b');
+    is($st, 404, 'M8: models from the directive are enforced without Redis');
+    ($st, $h, $b) = http_request($nr, 'POST', '/v1/chat/completions',
+        { 'Content-Type' => 'application/json', Authorization => "Bearer $narrow" },
+        encode_json({ messages => [{ role => 'user', content => 'hi' }] }));
+    is($st, 200, 'M8: default_model from the directive is used');
+    ($st) = chat($nr, 'sk-edge-unknown');
+    is($st, 401, 'M8: an unknown key still gets 401 without Redis');
+    my ($mst, $j, $ids) = models($nr, $narrow);
+    is($mst, 200, 'L1: /v1/models with a static key without Redis');
+    is_deeply($ids, ['auto', 'mixtral-8x7b'],
+        'L1: a static key lists its own models (and the router it may use)');
+    ($mst) = models($nr, undef);
+    is($mst, 401, 'L1: /v1/models without a key gets 401 without Redis too');
+}
+
+for my $case (
+    ["llm_api_key " . ('a' x 64) . " t; $models",
+     qr/"llm_api_key" of tenant "t" has no limits.*"llm_redis"/,
+     'a key whose policy is in Redis, with no llm_redis'],
+    ["llm_api_key " . ('a' x 64) . " t rpm=10; $models",
+     qr/"llm_api_key" of tenant "t": rpm, tpm and budgets .* need "llm_redis"/,
+     'rpm without llm_redis'],
+    ["llm_api_key " . ('a' x 64) . " t budget_day=1.00; $models",
+     qr/"llm_api_key" of tenant "t": rpm, tpm and budgets/,
+     'a budget without llm_redis'],
+    ["llm_api_key " . ('a' x 64) . " t colour=red; $models",
+     qr/invalid "llm_api_key" parameter "colour=red"/, 'an unknown parameter'],
+    ["llm_api_key " . ('a' x 64) . " t max_tokens=-1; $models",
+     qr/invalid "llm_api_key" limit "max_tokens=-1"/, 'a negative limit'],
+    ["llm_api_key " . ('a' x 64) . " t budget_day=lots; $models",
+     qr/invalid "llm_api_key" budget "budget_day=lots"/, 'a bad budget'],
+    ["llm_api_key " . ('a' x 64) . " t unlimited max_tokens=5; $models",
+     qr/"llm_api_key" takes limits or "unlimited", not both/,
+     'unlimited with limits'],
+) {
+    my ($http, $re, $name) = @$case;
+    my ($failed, $out) = $t->start_nginx(http => $http, server => $nr_server,
+        expect_fail => 1);
+    ok($failed && $out =~ $re, "M8: nginx -t refuses $name") or diag($out);
+}
+
+my ($failed, $out) = $t->start_nginx(http => "llm_redis 127.0.0.1:$rp;
+    llm_api_key " . ('a' x 64) . " - unlimited; $models",
+    server => $nr_server, expect_fail => 1);
+ok($failed && $out =~ /invalid tenant "-" in "llm_api_key"/,
+    'L2: nginx -t refuses the tenant id "-" in llm_api_key') or diag($out);
+
+# ---------------------------------------------------------------- L1
+
+my ($mst, $j, $ids) = models($gw, undef);
+is($mst, 401, 'L1: GET /v1/models without a key gets 401 when llm_auth is on');
+is($j && $j->{error}{code}, 'invalid_api_key', 'L1: in OpenAI format');
+($mst) = models($gw, 'sk-nobody');
+is($mst, 401, 'L1: GET /v1/models with an unknown key gets 401');
+
+$t->add_tenant($rp, 'all', 'sk-edge-all');
+($mst, $j, $ids) = models($gw, 'sk-edge-all');
+is($mst, 200, 'L1: a valid key lists models');
+is_deeply($ids, ['auto', 'mixtral-8x22b', 'mixtral-8x7b'],
+    'L1: a tenant without a list sees every model and the router');
+
+$t->add_tenant($rp, 'big', 'sk-edge-big', models => 'mixtral-8x22b');
+($mst, $j, $ids) = models($gw, 'sk-edge-big');
+is_deeply($ids, ['auto', 'mixtral-8x22b'],
+    'L1: a tenant sees only the models of its list');
+$t->add_tenant($rp, 'alias', 'sk-edge-alias', models => 'open-mixtral-8x7b');
+($mst, $j, $ids) = models($gw, 'sk-edge-alias');
+is_deeply($ids, ['open-mixtral-8x7b'],
+    'L1: a list naming an alias shows that alias (the router takes model names)');
+$t->add_tenant($rp, 'none', 'sk-edge-none', models => 'something-else');
+($mst, $j, $ids) = models($gw, 'sk-edge-none');
+is_deeply($ids, [], 'L1: a tenant that may use no model sees none, not the router');
+($mst, $j, $ids) = models($gw, undef, '/open/v1/models');
+is_deeply($ids, ['auto', 'mixtral-8x22b', 'mixtral-8x7b'],
+    'L1: a location without llm_auth still lists everything');
+
+{
+    open my $fh, '<', "$LLMTest::ROOT/config.sh" or die;
+    my $sh = do { local $/; <$fh> };
+    like($sh, qr/location = \/metrics \{\s*llm_metrics;\s*allow 127\.0\.0\.1;\s*deny all;\s*\}/,
+        'L1: the demo config of ./config.sh run serves /metrics to loopback only');
+}
+
+# ---------------------------------------------------------------- L6
+
+# a valid key, cached; then revoked in Redis: the worker keeps serving it
+# for llm_auth_cache_ttl, unless an unknown key evicts its entry
+$t->add_tenant($rp, 'l6', 'sk-edge-l6');
+($st) = chat($gw, 'sk-edge-l6');
+is($st, 200, 'L6: a valid key');
+$t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-l6'), revoked => 1);
+my $slot = hex(substr(sha256_hex('sk-edge-l6'), 0, 8)) % 4096;
+my $evil;
+for my $i (1 .. 1_000_000) {
+    if (hex(substr(sha256_hex("sk-evil-$i"), 0, 8)) % 4096 == $slot) {
+        $evil = "sk-evil-$i";
+        last;
+    }
+}
+($st) = chat($gw, $evil);
+is($st, 401, 'L6: an unknown key of the same cache slot gets 401');
+($st) = chat($gw, 'sk-edge-l6');
+is($st, 200, 'L6: the unknown key did not evict the valid key (no Redis round trip)');
+
+# ---------------------------------------------------------------- L7
+
+{
+    local $ENV{LLM_EDGE_KEY_CRLF} = "sk-abc\r\nX-Injected: 1";
+    local $ENV{LLM_EDGE_KEY_CTL} = "sk-abc\x01";
+    for my $case (
+        ['llm_model m { backend http://127.0.0.1:1/v1 api_key_env=LLM_EDGE_KEY_CRLF; }',
+         qr/"backend" api_key_env: environment variable "LLM_EDGE_KEY_CRLF" holds a control character/,
+         'an api_key_env value with CR/LF'],
+        ['llm_model m { backend http://127.0.0.1:1/v1 api_key_env=LLM_EDGE_KEY_CTL; }',
+         qr/"backend" api_key_env: environment variable "LLM_EDGE_KEY_CTL" holds a control character/,
+         'an api_key_env value with a control byte'],
+        ['llm_model m { backend http://user:s3cr3t@127.0.0.1:1/v1; }',
+         qr/"backend" URL of "llm_model" "m" holds user:password@/,
+         'a backend URL with userinfo'],
+    ) {
+        my ($http, $re, $name) = @$case;
+        my ($failed, $out) = $t->start_nginx(http => $http,
+            server => 'location /v1/ { llm_gateway; }', expect_fail => 1);
+        ok($failed && $out =~ $re, "L7: nginx -t refuses $name") or diag($out);
+        unlike($out, qr/s3cr3t/, "L7: the message does not show the password")
+            if $name =~ /userinfo/;
+    }
+}
+
+# ---------------------------------------------------------------- L13
+
+my $chunk = 'x' x 4096;
+my $head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+    . "Authorization: Bearer sk-edge-all\r\nContent-Type: application/json\r\n"
+    . "Transfer-Encoding: chunked\r\n\r\n";
+($st, $h, $b) = raw($gw, $head . sprintf("%x\r\n%s\r\n", length $chunk, $chunk),
+    timeout => 10);
+is($st, 413, 'L13: a chunked body past the limit gets 413 before it ends');
+is_openai_error($b, 'request_too_large', 'L13');
+like($h->{'content-type'} // '', qr{^application/json}, 'L13: as JSON');
+
+# ---------------------------------------------------------------- nginx errors
+
+($st, $h, $b) = raw($gw, "GET /v1/models HTTP/1.1\r\nHost: x\r\n"
+    . "Authorization: Bearer " . ('k' x 10240) . "\r\nConnection: close\r\n\r\n");
+is($st, 400, 'nginx errors: a 10 KiB Authorization header gets 400');
+like($h->{'content-type'} // '', qr{^application/json}, 'nginx errors: too large header: JSON');
+is_openai_error($b, 'bad_request', 'nginx errors: too large header');
+is($h->{'content-length'}, length $b, 'nginx errors: the length is the JSON\'s');
+
+($st, $h, $b) = raw($gw, "GET /v1/" . ('a' x 9000) . " HTTP/1.1\r\nHost: x\r\n"
+    . "Connection: close\r\n\r\n");
+is($st, 414, 'nginx errors: a too long URI gets 414');
+is_openai_error($b, 'uri_too_long', 'nginx errors: 414');
+
+($st, $h, $b) = raw($gw, "GARBAGE\r\n\r\n");
+is($st, 400, 'nginx errors: a malformed request line gets 400');
+is_openai_error($b, 'bad_request', 'nginx errors: malformed request line');
+
+($st, $h, $b) = raw($gw, "HEAD /v1/" . ('a' x 9000) . " HTTP/1.1\r\nHost: x\r\n"
+    . "Connection: close\r\n\r\n");
+is($st, 414, 'nginx errors: HEAD still gets its status');
+
+($st, $h, $b) = http_request($gw, 'GET', '/plain/');
+is($st, 400, 'nginx errors: a location without llm_gateway');
+like($h->{'content-type'} // '', qr{^text/html}, 'nginx errors: keeps nginx\'s own page there');
+
+# a server without a gateway location keeps nginx's pages
+my $plain = $t->start_nginx(http => '', server => 'location / { return 200; }');
+($st, $h, $b) = raw($plain, "GET / HTTP/1.1\r\nHost: x\r\n"
+    . "Authorization: Bearer " . ('k' x 10240) . "\r\nConnection: close\r\n\r\n");
+is($st, 400, 'nginx errors: a server without a gateway: 400');
+like($h->{'content-type'} // '', qr{^text/html}, 'nginx errors: a server without a gateway keeps HTML');
+
+$t->cleanup;
+done_testing;
