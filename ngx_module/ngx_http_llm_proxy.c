@@ -619,7 +619,7 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
     ngx_http_llm_metrics_attempt(ctx, rc == CURLE_OK ? "ok" : "broken");
 
     if (ctx->holding) {
-        /* whole, so failures before this point failed over */
+        /* whole, so failures before this point failed over; masked */
 
         ngx_http_llm_proxy_json_end(ctx);
 
@@ -631,10 +631,6 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
         }
 
         ctx->holding = 0;
-
-        if (ctx->upstream_status != NGX_HTTP_OK) {
-            ngx_http_llm_proxy_mask(ctx, ctx->body, ctx->body_len);
-        }
 
         rv = r->header_only ? NGX_OK
              : (ngx_http_llm_out(ctx, ctx->body, ctx->body_len) != NGX_OK)
@@ -708,6 +704,15 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
         }
 
         ngx_http_llm_proxy_json_end(ctx);
+
+        /* too large to hold for a header: its cost comes as a trailer */
+
+        if (ctx->body_truncated
+            && ngx_http_llm_cost_header(ctx, 1) != NGX_OK)
+        {
+            ngx_http_llm_finalize(ctx, NGX_ERROR);
+            return;
+        }
 
     } else {
         if (ctx->done_seen) {
@@ -901,7 +906,10 @@ ngx_http_llm_proxy_out_carry(ngx_http_llm_ctx_t *ctx)
 }
 
 
-/* a whole non-streamed answer: its usage, and the cache */
+/*
+ * A whole non-streamed answer: its usage, and the cache.  It is masked
+ * first, for the cache and, when held, for the client.
+ */
 
 static void
 ngx_http_llm_proxy_json_end(ngx_http_llm_ctx_t *ctx)
@@ -919,6 +927,8 @@ ngx_http_llm_proxy_json_end(ngx_http_llm_ctx_t *ctx)
     if (ctx->body_len == 0) {
         return;
     }
+
+    ngx_http_llm_proxy_mask(ctx, ctx->body, ctx->body_len);
 
     json = cJSON_ParseWithLength((char *) ctx->body, ctx->body_len);
 

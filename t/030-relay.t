@@ -22,6 +22,7 @@ my $gw = $t->start_nginx(
     http => "llm_model mixtral-8x7b { backend http://127.0.0.1:$up/v1; }
              llm_model keyed { backend http://127.0.0.1:$up/k/v1 api_key_env=LLMT_RELAY_KEY; }
              llm_model logged { backend http://127.0.0.1:$up/l/v1 api_key_env=LLMT_RELAY_KEY; }
+             llm_model priced { backend http://127.0.0.1:$up/v1 price=1/2; }
              llm_model gen { backend http://127.0.0.1:$up/g1/v1; backend http://127.0.0.1:$up/g2/v1; }
              llm_breaker failures=1 cooldown=60s;",
     server => 'location /v1/ {
@@ -59,11 +60,12 @@ sub stream {
 
 # the response exactly as it came, head included
 sub raw_chat {
-    my ($model, $knobs) = @_;
+    my ($model, $knobs, $path) = @_;
     my $body = body_for($model, $knobs);
+    $path //= '/v1/chat/completions';
     $requests++;
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $gw) or die;
-    print $s "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    print $s "POST $path HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTE: trailers\r\n"
         . "Content-Type: application/json\r\nContent-Length: " . length($body)
         . "\r\n\r\n$body";
     my $raw = '';
@@ -116,6 +118,11 @@ like(last_log(), qr/ctok=4242 /, 'H3: its usage is read from the end of the body
     path => '/cost/v1/chat/completions');
 is($st, 200, 'H3: an answer over the limit, held for the cost header, is served');
 like(last_log(), qr/ctok=4343 /, 'H3: its usage is read from the end too');
+
+my $raw = raw_chat('priced', { size => $size, completion_tokens => 4343 },
+    '/cost/v1/chat/completions');
+like($raw, qr/\r\n0\r\nx-llm-cost-usd: 0\.008697\r\n\r\n\z/i,
+    'H3: an answer too large to hold has its cost, from the usage at its end, as a trailer');
 
 # a text that looks like usage near the end is inside a string: escaped
 my $decoy = ('x' x $size) . '"usage":{"prompt_tokens":1,"completion_tokens":1}}';
@@ -236,6 +243,13 @@ unlike($b, qr/\Q$k1\E|\Q$k2\E/, 'L4: a key split across reads of an error over t
 is($st, 200, 'L4: a 200 answer quoting the key');
 unlike($b, qr/\Q$k1\E|\Q$k2\E/, 'L4: a key split across reads of a 200 answer is masked');
 
+($st, $h, $b) = chat('keyed', { pieces => [
+    '{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"' . $k1,
+    $k2 . '"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}'] },
+    path => '/cost/v1/chat/completions');
+is($st, 200, 'L4: a 200 answer quoting the key, held for its cost');
+unlike($b, qr/\Q$k1\E|\Q$k2\E/, 'L4: a held 200 answer is masked');
+
 ($st, $h, $b) = stream('keyed', { pieces => [
     'data: {"choices":[{"index":0,"delta":{"content":"' . $k1,
     $k2 . qq("}}]}\n\n), "data: [DONE]\n\n"] });
@@ -246,7 +260,7 @@ unlike($b, qr/\Q$k1\E|\Q$k2\E/, 'L4: a key split across reads of a stream event 
 
 my $ok = '{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},'
     . '"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}';
-my $raw = raw_chat('mixtral-8x7b', { raw => "HTTP/1.1 200 OK\r\n"
+$raw = raw_chat('mixtral-8x7b', { raw => "HTTP/1.1 200 OK\r\n"
     . "Content-Type: application/json\rX-Injected: 1\r\n"
     . "Content-Length: " . length($ok) . "\r\nConnection: close\r\n\r\n$ok" });
 like($raw, qr/^HTTP\/1\.1 200/, 'L5: an answer with a CR inside its Content-Type');
