@@ -243,6 +243,15 @@ unlike($b, qr/\Q$k1\E|\Q$k2\E/, 'L4: a key split across reads of an error over t
 is($st, 200, 'L4: a 200 answer quoting the key');
 unlike($b, qr/\Q$k1\E|\Q$k2\E/, 'L4: a key split across reads of a 200 answer is masked');
 
+# pieces shorter than the key: the carry spans several reads
+my @bits = ('{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"'
+    . substr($KEY, 0, 5), substr($KEY, 5, 2), substr($KEY, 7, 1), substr($KEY, 8, 20),
+    substr($KEY, 28) . " and $KEY again\"},\"finish_reason\":\"stop\"}]}");
+($st, $h, $b) = chat('keyed', { pieces => \@bits });
+is($st, 200, 'L4: a 200 answer with the key in pieces shorter than it');
+is($b, join('', @bits) =~ s/\Q$KEY\E/$stars/gr,
+    'L4: a key spread over several short reads is masked, the rest intact');
+
 ($st, $h, $b) = chat('keyed', { pieces => [
     '{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"' . $k1,
     $k2 . '"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}'] },
@@ -252,9 +261,9 @@ unlike($b, qr/\Q$k1\E|\Q$k2\E/, 'L4: a held 200 answer is masked');
 
 ($st, $h, $b) = stream('keyed', { pieces => [
     'data: {"choices":[{"index":0,"delta":{"content":"' . $k1,
-    $k2 . qq("}}]}\n\n), "data: [DONE]\n\n"] });
+    $k2 . qq("}}]}\n\n), ": $k1", "$k2\n\n", "data: [DONE]\n\n"] });
 is($st, 200, 'L4: a stream quoting the key');
-unlike($b, qr/\Q$k1\E|\Q$k2\E/, 'L4: a key split across reads of a stream event is masked');
+unlike($b, qr/\Q$k1\E|\Q$k2\E/, 'L4: a key split across reads of a stream event or comment is masked');
 
 # ---------------------------------------------------------------- L5
 
