@@ -160,9 +160,6 @@ typedef struct {
 } ngx_http_llm_loc_conf_t;
 
 
-typedef ngx_int_t (*ngx_http_llm_sse_event_pt)(void *data, u_char *payload,
-    size_t len);
-
 /* incremental "text/event-stream" parser state */
 typedef struct {
     u_char                     *line;
@@ -171,10 +168,15 @@ typedef struct {
     u_char                     *data;
     size_t                      data_len;
     size_t                      data_size;
-    ngx_http_llm_sse_event_pt   comment;   /* gets ":..." lines, or NULL */
     unsigned                    has_data:1;
     unsigned                    cr:1;      /* a piece ended in CR */
+
+    /* gets the comment lines (":..."), or NULL */
+    ngx_int_t                 (*comment)(void *data, u_char *p, size_t len);
 } ngx_http_llm_sse_t;
+
+typedef ngx_int_t (*ngx_http_llm_sse_event_pt)(void *data, u_char *payload,
+    size_t len);
 
 
 /* what ended an upstream attempt that produced nothing for the client */
