@@ -483,14 +483,16 @@ ngx_http_llm_proxy_done(ngx_http_llm_ctx_t *ctx, CURLcode rc)
                                     ctx->upstream_status);
 
         /*
-         * a non-streamed request that timed out after the backend got it
-         * was most likely still being generated: that says nothing about
-         * the backend's health, and another backend would only generate
-         * it again, at the tenant's cost
+         * a non-streamed request that timed out after the backend got it,
+         * before a byte of the answer, was most likely still being
+         * generated: that says nothing about the backend's health, and
+         * another backend would only generate it again, at the tenant's
+         * cost
          */
 
         if (ctx->fail == NGX_HTTP_LLM_FAIL_TIMEOUT
             && !ctx->stream
+            && !ctx->first_byte
             && ctx->reached_backend)
         {
             ngx_http_llm_proxy_fail(ctx);
