@@ -312,6 +312,7 @@ typedef struct {
     /* a body masked piece by piece: the bytes a key may continue from */
     u_char                     *mask_carry;
     size_t                      mask_carry_len;
+    size_t                      mask_carry_size;
 
     unsigned                    stream:1;        /* client asked stream */
     unsigned                    client_usage:1;  /* and include_usage */

@@ -844,11 +844,16 @@ ngx_http_llm_proxy_out_masked(ngx_http_llm_ctx_t *ctx, u_char *p,
 
     k = n - 1;
 
-    if (ctx->mask_carry == NULL) {
+    if (ctx->mask_carry_size < 2 * k) {
+        /* once per request: only the attempt that answers gets here */
+
         ctx->mask_carry = ngx_pnalloc(ctx->request->pool, 2 * k);
         if (ctx->mask_carry == NULL) {
             return NGX_ERROR;
         }
+
+        ctx->mask_carry_size = 2 * k;
+        ctx->mask_carry_len = 0;
     }
 
     c = ctx->mask_carry;
