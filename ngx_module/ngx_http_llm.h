@@ -23,6 +23,8 @@
 #define NGX_HTTP_LLM_OUT_BUF_SIZE      8192
 #define NGX_HTTP_LLM_MAX_EVENT         (4 * 1024 * 1024)
 #define NGX_HTTP_LLM_ERRBUF_SIZE       512
+/* the end of a non-streamed body too large to keep, read for its usage */
+#define NGX_HTTP_LLM_TAIL_SIZE         (64 * 1024)
 
 
 /* what a hosted provider wants that the OpenAI API does not say */
@@ -146,6 +148,7 @@ typedef struct {
     ngx_msec_t                  first_byte_timeout;
     ngx_msec_t                  idle_timeout;
     ngx_msec_t                  total_timeout;
+    ngx_msec_t                  generation_timeout;  /* non-streamed */
     size_t                      max_request_body;
     size_t                      max_response_body;
     size_t                      stream_buffer;
@@ -177,6 +180,10 @@ typedef struct {
     size_t                      data_len;
     size_t                      data_size;
     unsigned                    has_data:1;
+    unsigned                    cr:1;      /* a piece ended in CR */
+
+    /* gets the comment lines (":..."), or NULL */
+    ngx_int_t                 (*comment)(void *data, u_char *p, size_t len);
 } ngx_http_llm_sse_t;
 
 typedef ngx_int_t (*ngx_http_llm_sse_event_pt)(void *data, u_char *payload,
@@ -309,6 +316,15 @@ typedef struct {
 
     u_char                      errbuf[NGX_HTTP_LLM_ERRBUF_SIZE];
     size_t                      errlen;
+
+    /* the last bytes of a body over llm_max_response_body, for usage */
+    u_char                     *tail;
+    size_t                      tail_len;
+
+    /* a body masked piece by piece: the bytes a key may continue from */
+    u_char                     *mask_carry;
+    size_t                      mask_carry_len;
+    size_t                      mask_carry_size;
 
     unsigned                    stream:1;        /* client asked stream */
     unsigned                    client_usage:1;  /* and include_usage */

@@ -244,6 +244,13 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       offsetof(ngx_http_llm_loc_conf_t, total_timeout),
       NULL },
 
+    { ngx_string("llm_generation_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, generation_timeout),
+      NULL },
+
     { ngx_string("llm_max_request_body"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -911,6 +918,7 @@ ngx_http_llm_create_loc_conf(ngx_conf_t *cf)
     conf->first_byte_timeout = NGX_CONF_UNSET_MSEC;
     conf->idle_timeout = NGX_CONF_UNSET_MSEC;
     conf->total_timeout = NGX_CONF_UNSET_MSEC;
+    conf->generation_timeout = NGX_CONF_UNSET_MSEC;
     conf->max_request_body = NGX_CONF_UNSET_SIZE;
     conf->max_response_body = NGX_CONF_UNSET_SIZE;
     conf->stream_buffer = NGX_CONF_UNSET_SIZE;
@@ -955,6 +963,8 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->idle_timeout, prev->idle_timeout, 30000);
     ngx_conf_merge_msec_value(conf->total_timeout, prev->total_timeout,
                               600000);
+    ngx_conf_merge_msec_value(conf->generation_timeout,
+                              prev->generation_timeout, 600000);
     ngx_conf_merge_size_value(conf->max_request_body, prev->max_request_body,
                               1024 * 1024);
     ngx_conf_merge_size_value(conf->max_response_body,

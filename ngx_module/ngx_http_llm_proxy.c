@@ -25,8 +25,19 @@ static ngx_http_llm_backend_t *ngx_http_llm_proxy_fallback(
 static ngx_msec_t ngx_http_llm_retry_after(ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_proxy_backoff(ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_proxy_json_end(ngx_http_llm_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_proxy_tail_usage(ngx_http_llm_ctx_t *ctx);
+static ngx_uint_t ngx_http_llm_proxy_closes(u_char *p, u_char *last);
+static void ngx_http_llm_proxy_account(ngx_http_llm_ctx_t *ctx);
+static void ngx_http_llm_proxy_log_body(ngx_http_llm_ctx_t *ctx,
+    ngx_log_t *log, const char *reason, ngx_int_t status);
+static u_char *ngx_http_llm_proxy_key(ngx_http_llm_ctx_t *ctx, size_t *n);
 static void ngx_http_llm_proxy_mask(ngx_http_llm_ctx_t *ctx, u_char *buf,
     size_t len);
+static ngx_int_t ngx_http_llm_proxy_out_masked(ngx_http_llm_ctx_t *ctx,
+    u_char *p, size_t len);
+static ngx_int_t ngx_http_llm_proxy_out_carry(ngx_http_llm_ctx_t *ctx);
+static int ngx_http_llm_proxy_progress_cb(void *data, curl_off_t dltotal,
+    curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow);
 static size_t ngx_http_llm_proxy_header_cb(char *buf, size_t size,
     size_t n, void *data);
 static size_t ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n,
@@ -34,10 +45,20 @@ static size_t ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n,
 static ngx_int_t ngx_http_llm_proxy_send_header(ngx_http_llm_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_proxy_event(void *data, u_char *payload,
     size_t len);
+static ngx_int_t ngx_http_llm_proxy_comment(void *data, u_char *p,
+    size_t len);
+static ngx_int_t ngx_http_llm_proxy_data(ngx_http_llm_ctx_t *ctx, u_char *p,
+    size_t len);
 static ngx_int_t ngx_http_llm_proxy_tee(ngx_http_llm_ctx_t *ctx, u_char *p,
     size_t len);
-static ngx_int_t ngx_http_llm_proxy_content(u_char *p, size_t len);
-static void ngx_http_llm_proxy_usage(ngx_http_llm_ctx_t *ctx, cJSON *json);
+static ngx_int_t ngx_http_llm_proxy_tail(ngx_http_llm_ctx_t *ctx, u_char *p,
+    size_t len);
+static void ngx_http_llm_proxy_count(ngx_http_llm_ctx_t *ctx, u_char *p,
+    size_t len);
+static u_char *ngx_http_llm_json_string_end(u_char *p, u_char *last);
+static u_char *ngx_http_llm_json_space(u_char *p, u_char *last);
+static ngx_int_t ngx_http_llm_proxy_usage(ngx_http_llm_ctx_t *ctx,
+    cJSON *json);
 static void ngx_http_llm_proxy_timeout(ngx_event_t *ev);
 static size_t ngx_http_llm_out_pending(ngx_http_llm_ctx_t *ctx);
 static ngx_str_t *ngx_http_llm_header_value(ngx_pool_t *pool, char *buf,
@@ -309,6 +330,10 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "nginx-llm-gateway");
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION,
+                     ngx_http_llm_proxy_progress_cb);
+    curl_easy_setopt(easy, CURLOPT_XFERINFODATA, ctx);
+    curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
 
     ctx->curl_error[0] = '\0';
     ctx->body_len = 0;             /* a held body of a failed attempt */
@@ -321,6 +346,8 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
     ctx->discard = 0;
     ctx->first_byte = 0;
     ctx->errlen = 0;
+    ctx->tail_len = 0;
+    ctx->mask_carry_len = 0;
     ctx->attempt_start = ngx_current_msec;
 
     if (ngx_http_llm_curl_add(easy) != NGX_OK) {
@@ -328,7 +355,13 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
         return;
     }
 
-    ngx_add_timer(&ctx->timer, ctx->conf->first_byte_timeout);
+    /*
+     * a non-streamed answer's first byte comes after the whole generation:
+     * it has a limit of its own
+     */
+
+    ngx_add_timer(&ctx->timer, ctx->stream ? ctx->conf->first_byte_timeout
+                                           : ctx->conf->generation_timeout);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
                    "llm: attempt %ui to \"%V\"", ctx->attempts,
@@ -398,12 +431,27 @@ ngx_http_llm_proxy_done(ngx_http_llm_ctx_t *ctx, CURLcode rc)
                                   : ctx->fail == NGX_HTTP_LLM_FAIL_STATUS
                                   ? "status" : "transfer");
 
-        ngx_log_error(NGX_LOG_WARN, c->log, 0,
-                      "llm: backend \"%V\" failed: %s (status %i)",
-                      &ctx->backend->url,
-                      ctx->curl_error[0] ? ctx->curl_error
-                                         : curl_easy_strerror(rc),
-                      ctx->upstream_status);
+        ngx_http_llm_proxy_log_body(ctx, c->log,
+                                    ctx->curl_error[0] ? ctx->curl_error
+                                    : curl_easy_strerror(rc),
+                                    ctx->upstream_status);
+
+        /*
+         * a non-streamed request that timed out after the backend got it,
+         * before a byte of the answer, was most likely still being
+         * generated: that says nothing about the backend's health, and
+         * another backend would only generate it again, at the tenant's
+         * cost
+         */
+
+        if (ctx->fail == NGX_HTTP_LLM_FAIL_TIMEOUT
+            && !ctx->stream
+            && !ctx->first_byte
+            && ctx->reached_backend)
+        {
+            ngx_http_llm_proxy_fail(ctx);
+            goto done;
+        }
 
         /*
          * a 429 cools the backend down for everyone until its Retry-After;
@@ -527,7 +575,7 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
     ngx_http_llm_metrics_attempt(ctx, rc == CURLE_OK ? "ok" : "broken");
 
     if (ctx->holding) {
-        /* whole, so failures before this point failed over */
+        /* whole, so failures before this point failed over; masked */
 
         ngx_http_llm_proxy_json_end(ctx);
 
@@ -539,10 +587,6 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
         }
 
         ctx->holding = 0;
-
-        if (ctx->upstream_status != NGX_HTTP_OK) {
-            ngx_http_llm_proxy_mask(ctx, ctx->body, ctx->body_len);
-        }
 
         rv = r->header_only ? NGX_OK
              : (ngx_http_llm_out(ctx, ctx->body, ctx->body_len) != NGX_OK)
@@ -610,7 +654,21 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
         }
 
     } else if (!ctx->sse_mode) {
+        if (ngx_http_llm_proxy_out_carry(ctx) != NGX_OK) {
+            ngx_http_llm_finalize(ctx, NGX_ERROR);
+            return;
+        }
+
         ngx_http_llm_proxy_json_end(ctx);
+
+        /* too large to hold for a header: its cost comes as a trailer */
+
+        if (ctx->body_truncated
+            && ngx_http_llm_cost_header(ctx, 1) != NGX_OK)
+        {
+            ngx_http_llm_finalize(ctx, NGX_ERROR);
+            return;
+        }
 
     } else {
         if (ctx->done_seen) {
@@ -632,10 +690,70 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
 
 
 /*
- * A provider's error passed on to the client must not carry the key the
- * gateway sent it, should the provider quote it: masked in place, in the
- * whole body, held until its end.  (Only in an error body too large to
- * hold could a key cut across two reads pass.)
+ * A failed attempt, with what the backend said: the start of its body,
+ * with the key masked and control bytes replaced, so that a provider
+ * cannot write log lines of its own.
+ */
+
+static void
+ngx_http_llm_proxy_log_body(ngx_http_llm_ctx_t *ctx, ngx_log_t *log,
+    const char *reason, ngx_int_t status)
+{
+    u_char  *p, *key;
+    size_t   n, k, len;
+
+    len = ctx->errlen;
+    p = ctx->errbuf;
+
+    ngx_http_llm_proxy_mask(ctx, p, len);
+
+    /* the end may hold the start of a key cut off by the buffer */
+
+    key = ngx_http_llm_proxy_key(ctx, &n);
+
+    for (k = key ? ngx_min(n - 1, len) : 0; k > 0; k--) {
+        if (ngx_memcmp(p + len - k, key, k) == 0) {
+            ngx_memset(p + len - k, '*', k);
+            break;
+        }
+    }
+
+    for (k = 0; k < len; k++) {
+        if (p[k] < 0x20 || p[k] >= 0x7f) {
+            p[k] = '?';
+        }
+    }
+
+    ngx_log_error(NGX_LOG_WARN, log, 0,
+                  "llm: backend \"%V\" failed: %s (status %i)%s%*s%s",
+                  &ctx->backend->url, reason, status,
+                  len ? ", body: \"" : "", len, p, len ? "\"" : "");
+}
+
+
+/* the key this attempt's backend was sent, NULL: none */
+
+static u_char *
+ngx_http_llm_proxy_key(ngx_http_llm_ctx_t *ctx, size_t *n)
+{
+    ngx_http_llm_backend_t  *b;
+
+    b = ctx->backend;
+
+    if (b == NULL || b->auth.len <= sizeof("Authorization: Bearer ") - 1) {
+        return NULL;
+    }
+
+    *n = b->auth.len - (sizeof("Authorization: Bearer ") - 1);
+
+    return b->auth.data + sizeof("Authorization: Bearer ") - 1;
+}
+
+
+/*
+ * What the backend sends the client must not carry the key the gateway
+ * sent it, should a provider quote it: masked in place.  A held body is
+ * masked whole, an event whole, any other body piece by piece.
  */
 
 static void
@@ -644,47 +762,303 @@ ngx_http_llm_proxy_mask(ngx_http_llm_ctx_t *ctx, u_char *buf, size_t len)
     u_char  *p, *last, *key;
     size_t   n;
 
-    if (ctx->backend == NULL || ctx->backend->auth.len == 0) {
-        return;
-    }
+    key = ngx_http_llm_proxy_key(ctx, &n);
 
-    key = ctx->backend->auth.data + sizeof("Authorization: Bearer ") - 1;
-    n = ctx->backend->auth.len - (sizeof("Authorization: Bearer ") - 1);
-
-    if (n == 0) {
+    if (key == NULL) {
         return;
     }
 
     last = buf + len;
 
-    for (p = buf; (size_t) (last - p) >= n; p++) {
-        if (*p == *key && ngx_memcmp(p, key, n) == 0) {
-            ngx_memset(p, '*', n);
-            p += n - 1;
-        }
+    for (p = buf;
+         (p = memmem(p, last - p, key, n)) != NULL;
+         p += n)
+    {
+        ngx_memset(p, '*', n);
     }
 }
 
 
-/* a whole non-streamed answer: its usage, and the cache */
+/*
+ * A piece of a body passed on as it comes, masked: its last key length - 1
+ * bytes wait for the next piece, in which a key begun there may end.
+ */
+
+static ngx_int_t
+ngx_http_llm_proxy_out_masked(ngx_http_llm_ctx_t *ctx, u_char *p,
+    size_t len)
+{
+    u_char  *c;
+    size_t   n, k, w, total;
+
+    if (ngx_http_llm_proxy_key(ctx, &n) == NULL || n < 2) {
+        ngx_http_llm_proxy_mask(ctx, p, len);
+        return ngx_http_llm_out(ctx, p, len);
+    }
+
+    k = n - 1;
+
+    if (ctx->mask_carry_size < 2 * k) {
+        /* once per request: only the attempt that answers gets here */
+
+        ctx->mask_carry = ngx_pnalloc(ctx->request->pool, 2 * k);
+        if (ctx->mask_carry == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->mask_carry_size = 2 * k;
+        ctx->mask_carry_len = 0;
+    }
+
+    c = ctx->mask_carry;
+
+    /* a key across the boundary is in the carry and the next k bytes */
+
+    w = ngx_min(len, k);
+    ngx_memcpy(c + ctx->mask_carry_len, p, w);
+    total = ctx->mask_carry_len + w;
+
+    ngx_http_llm_proxy_mask(ctx, c, total);
+
+    if (len < k) {
+        /* all of it is in the window now */
+
+        if (total > k) {
+            if (ngx_http_llm_out(ctx, c, total - k) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            ngx_memmove(c, c + total - k, k);
+            total = k;
+        }
+
+        ctx->mask_carry_len = total;
+
+        return NGX_OK;
+    }
+
+    ngx_memcpy(p, c + ctx->mask_carry_len, w);
+    ngx_http_llm_proxy_mask(ctx, p, len);
+
+    if (ngx_http_llm_out(ctx, c, ctx->mask_carry_len) != NGX_OK
+        || ngx_http_llm_out(ctx, p, len - k) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(c, p + len - k, k);
+    ctx->mask_carry_len = k;
+
+    return NGX_OK;
+}
+
+
+/* the body is over: the bytes held back go too */
+
+static ngx_int_t
+ngx_http_llm_proxy_out_carry(ngx_http_llm_ctx_t *ctx)
+{
+    size_t  len;
+
+    len = ctx->mask_carry_len;
+    ctx->mask_carry_len = 0;
+
+    return len ? ngx_http_llm_out(ctx, ctx->mask_carry, len) : NGX_OK;
+}
+
+
+/*
+ * A whole non-streamed answer: its usage, and the cache.  It is masked
+ * first, for the cache and, when held, for the client.
+ */
 
 static void
 ngx_http_llm_proxy_json_end(ngx_http_llm_ctx_t *ctx)
 {
     cJSON  *json;
 
-    if (ctx->body_len == 0 || ctx->body_truncated) {
+    if (ctx->body_truncated) {
+        if (ctx->upstream_status == NGX_HTTP_OK) {
+            (void) ngx_http_llm_proxy_tail_usage(ctx);
+        }
+
         return;
     }
+
+    if (ctx->body_len == 0) {
+        return;
+    }
+
+    ngx_http_llm_proxy_mask(ctx, ctx->body, ctx->body_len);
 
     json = cJSON_ParseWithLength((char *) ctx->body, ctx->body_len);
 
     if (json) {
-        ngx_http_llm_proxy_usage(ctx,
+        (void) ngx_http_llm_proxy_usage(ctx,
                           cJSON_GetObjectItemCaseSensitive(json, "usage"));
         ngx_http_llm_cache_store(ctx, json);
         cJSON_Delete(json);
     }
+}
+
+
+/*
+ * The usage of an answer too large to keep, from its kept end.  OpenAI,
+ * vLLM and llama.cpp write it after the choices, so the last "usage" key
+ * that starts an object which only the top-level object's remaining
+ * members follow is it.  Inside a JSON string every quote is escaped, so
+ * a text cannot pass for it.  A few candidates at most are parsed.
+ */
+
+#define NGX_HTTP_LLM_TAIL_TRIES  8
+
+static ngx_int_t
+ngx_http_llm_proxy_tail_usage(ngx_http_llm_ctx_t *ctx)
+{
+    u_char      *start, *last, *k, *v;
+    cJSON       *usage;
+    ngx_int_t    rc;
+    ngx_uint_t   tries;
+    const char  *end;
+
+    if (ctx->tail == NULL || ctx->tail_len < sizeof("\"usage\"") - 1) {
+        return NGX_DECLINED;
+    }
+
+    start = ctx->tail;
+    last = start + ctx->tail_len;
+
+    /* one past the last place a key may begin */
+    k = last - (sizeof("\"usage\"") - 1) + 1;
+
+    tries = 0;
+
+    while (tries < NGX_HTTP_LLM_TAIL_TRIES) {
+
+        /* the previous "usage" key, searched backwards */
+
+        do {
+            if (k == start) {
+                return NGX_DECLINED;
+            }
+
+            k--;
+
+        } while (*k != '"'
+                 || ngx_memcmp(k, "\"usage\"", sizeof("\"usage\"") - 1)
+                    != 0
+                 || (k > start && k[-1] == '\\'));
+
+        v = ngx_http_llm_json_space(k + sizeof("\"usage\"") - 1, last);
+
+        if (v == last || *v != ':') {
+            continue;
+        }
+
+        v = ngx_http_llm_json_space(v + 1, last);
+
+        if (v == last || *v != '{') {
+            continue;
+        }
+
+        tries++;
+
+        usage = cJSON_ParseWithLengthOpts((char *) v, last - v, &end, 0);
+        if (usage == NULL) {
+            continue;
+        }
+
+        rc = ngx_http_llm_proxy_closes((u_char *) end, last)
+             ? ngx_http_llm_proxy_usage(ctx, usage) : NGX_DECLINED;
+
+        cJSON_Delete(usage);
+
+        if (rc == NGX_OK) {
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* only members of one object, its end, and the end of the text follow */
+
+static ngx_uint_t
+ngx_http_llm_proxy_closes(u_char *p, u_char *last)
+{
+    cJSON       *rest;
+    ngx_uint_t   ok;
+    const char  *end;
+
+    p = ngx_http_llm_json_space(p, last);
+
+    if (p == last) {
+        return 0;
+    }
+
+    if (*p == '}') {
+        end = (char *) p + 1;
+        ok = 1;
+
+    } else if (*p == ',') {
+        /* ',"a":1}' is what is left of '{"a":1}' */
+
+        *p = '{';
+        rest = cJSON_ParseWithLengthOpts((char *) p, last - p, &end, 0);
+        *p = ',';
+
+        ok = cJSON_IsObject(rest);
+        cJSON_Delete(rest);
+
+    } else {
+        return 0;
+    }
+
+    if (!ok) {
+        return 0;
+    }
+
+    return ngx_http_llm_json_space((u_char *) end, last) == last;
+}
+
+
+/*
+ * The request is over.  A non-streamed answer that began is generated
+ * whole; if its usage was never read (cut, left by its client, or too
+ * large with no usage in its end), settlement charges the reservation.
+ * A stream without usage is charged by the estimate of what it relayed.
+ */
+
+static void
+ngx_http_llm_proxy_account(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_log_t  *log;
+
+    if (ctx->backend == NULL
+        || !ctx->first_byte
+        || ctx->upstream_status != NGX_HTTP_OK
+        || ctx->cache_status == NGX_HTTP_LLM_CACHE_HIT
+        || ctx->completion_tokens >= 0)
+    {
+        return;
+    }
+
+    log = ctx->request->connection->log;
+
+    if (ctx->sse_mode) {
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "llm: stream of backend \"%V\" without usage, "
+                      "%L completion tokens estimated", &ctx->backend->url,
+                      ctx->stream_tokens);
+        return;
+    }
+
+    ctx->usage_lost = 1;
+
+    ngx_log_error(NGX_LOG_WARN, log, 0,
+                  "llm: the usage of backend \"%V\"'s answer could not be "
+                  "read", &ctx->backend->url);
 }
 
 
@@ -788,6 +1162,9 @@ ngx_http_llm_proxy_cleanup(ngx_http_llm_ctx_t *ctx)
 {
     ngx_http_llm_proxy_release(ctx);
 
+    /* before the settlement, which reads what this finds */
+    ngx_http_llm_proxy_account(ctx);
+
     if (ctx->retry.timer_set) {
         ngx_del_timer(&ctx->retry);
     }
@@ -810,6 +1187,11 @@ ngx_http_llm_proxy_cleanup(ngx_http_llm_ctx_t *ctx)
     if (ctx->body) {
         ngx_free(ctx->body);
         ctx->body = NULL;
+    }
+
+    if (ctx->tail) {
+        ngx_free(ctx->tail);
+        ctx->tail = NULL;
     }
 
     ngx_http_llm_sse_free(&ctx->sse);
@@ -960,19 +1342,25 @@ ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n, void *data)
 
         ctx->holding = 0;
 
-        if (ctx->upstream_status != NGX_HTTP_OK) {
-            ngx_http_llm_proxy_mask(ctx, ctx->body, ctx->body_len);
-            ngx_http_llm_proxy_mask(ctx, (u_char *) buf, len);
-        }
+        /* held so far, then this: one body to mask, across the two */
 
         if (ngx_http_llm_proxy_send_header(ctx) != NGX_OK
-            || ngx_http_llm_out(ctx, ctx->body, ctx->body_len) != NGX_OK
-            || ngx_http_llm_out(ctx, (u_char *) buf, len) != NGX_OK
+            || ngx_http_llm_proxy_out_masked(ctx, ctx->body, ctx->body_len)
+               != NGX_OK
+            || ngx_http_llm_proxy_out_masked(ctx, (u_char *) buf, len)
+               != NGX_OK
             || ngx_http_llm_out_flush(ctx, 0) == NGX_ERROR)
         {
             ctx->client_error = 1;
             return 0;
         }
+
+        /* the head is of no more use: its usage is read from the tail */
+
+        ngx_free(ctx->body);
+        ctx->body = NULL;
+        ctx->body_size = 0;
+        ctx->body_len = 0;
 
         return len;
     }
@@ -989,14 +1377,10 @@ ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n, void *data)
                                    ngx_http_llm_proxy_event, ctx);
 
     } else {
-        if (ctx->upstream_status != NGX_HTTP_OK) {
-            ngx_http_llm_proxy_mask(ctx, (u_char *) buf, len);
-        }
-
         rc = ngx_http_llm_proxy_tee(ctx, (u_char *) buf, len);
 
         if (rc == NGX_OK) {
-            rc = ngx_http_llm_out(ctx, (u_char *) buf, len);
+            rc = ngx_http_llm_proxy_out_masked(ctx, (u_char *) buf, len);
         }
     }
 
@@ -1028,6 +1412,8 @@ ngx_http_llm_proxy_send_header(ngx_http_llm_ctx_t *ctx)
                     && ngx_strncasecmp(ctx->content_type.data,
                                        (u_char *) "text/event-stream", 17)
                        == 0;
+
+    ctx->sse.comment = ngx_http_llm_proxy_comment;
 
     r->headers_out.status = ctx->upstream_status ? ctx->upstream_status
                                                  : NGX_HTTP_BAD_GATEWAY;
@@ -1073,7 +1459,7 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
     ngx_http_llm_ctx_t *ctx = data;
 
     char       *s;
-    cJSON      *json, *usage, *choices, *delta, *item;
+    cJSON      *json, *usage, *choices;
     ngx_int_t   rc;
 
     if (len == 6 && ngx_strncmp(payload, "[DONE]", 6) == 0) {
@@ -1081,33 +1467,18 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
         return ngx_http_llm_out(ctx, (u_char *) "data: [DONE]\n\n", 14);
     }
 
-    /*
-     * only usage, or content counted for a quota, needs the event parsed:
-     * the rest passes as it came
-     */
+    ngx_http_llm_proxy_mask(ctx, payload, len);
+
+    /* without usage at the end, a stream is charged by these */
+    ngx_http_llm_proxy_count(ctx, payload, len);
+
+    /* only usage, or the cache, needs the event parsed */
 
     if (ctx->cache_asm == NULL
         && memmem(payload, len, "\"usage\"", sizeof("\"usage\"") - 1)
            == NULL)
     {
-        if (!ctx->admitted && !ctx->unenforced) {
-            goto forward;
-        }
-
-        /* a quota only counts content deltas: most need no parse */
-
-        switch (ngx_http_llm_proxy_content(payload, len)) {
-
-        case NGX_OK:
-            ctx->chunks++;
-            goto forward;
-
-        case NGX_DECLINED:
-            goto forward;
-
-        default:
-            break;
-        }
+        goto forward;
     }
 
     json = cJSON_ParseWithLength((char *) payload, len);
@@ -1118,17 +1489,7 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
 
     ngx_http_llm_cache_feed(ctx, json);
 
-    /* without usage at the end, an aborted stream is charged by these */
-
     choices = cJSON_GetObjectItemCaseSensitive(json, "choices");
-    delta = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(choices, 0),
-                                             "delta");
-    item = cJSON_GetObjectItemCaseSensitive(delta, "content");
-
-    if (cJSON_IsString(item) && item->valuestring[0] != '\0') {
-        ctx->chunks++;
-    }
-
     usage = cJSON_GetObjectItemCaseSensitive(json, "usage");
 
     if (!cJSON_IsObject(usage)) {
@@ -1137,14 +1498,14 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
                     cJSON_GetObjectItemCaseSensitive(json, "x_groq"), "usage");
 
         if (cJSON_IsObject(usage)) {
-            ngx_http_llm_proxy_usage(ctx, usage);
+            (void) ngx_http_llm_proxy_usage(ctx, usage);
         }
 
         cJSON_Delete(json);
         goto forward;
     }
 
-    ngx_http_llm_proxy_usage(ctx, usage);
+    (void) ngx_http_llm_proxy_usage(ctx, usage);
 
     if (ctx->client_usage) {
         cJSON_Delete(json);
@@ -1167,24 +1528,66 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
         return NGX_ERROR;
     }
 
-    rc = ngx_http_llm_out(ctx, (u_char *) "data: ", 6);
-
-    if (rc == NGX_OK) {
-        rc = ngx_http_llm_out(ctx, (u_char *) s, ngx_strlen(s));
-    }
+    rc = ngx_http_llm_proxy_data(ctx, (u_char *) s, ngx_strlen(s));
 
     cJSON_free(s);
-
-    if (rc == NGX_OK) {
-        rc = ngx_http_llm_out(ctx, (u_char *) "\n\n", 2);
-    }
 
     return rc;
 
 forward:
 
-    if (ngx_http_llm_out(ctx, (u_char *) "data: ", 6) != NGX_OK
-        || ngx_http_llm_out(ctx, payload, len) != NGX_OK
+    return ngx_http_llm_proxy_data(ctx, payload, len);
+}
+
+
+/*
+ * An event's data as the client gets it: each line of a multi-line value
+ * keeps its "data: " prefix.
+ */
+
+static ngx_int_t
+ngx_http_llm_proxy_data(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
+{
+    u_char  *nl, *last;
+
+    last = p + len;
+
+    for ( ;; ) {
+        nl = ngx_strlchr(p, last, '\n');
+
+        if (ngx_http_llm_out(ctx, (u_char *) "data: ", 6) != NGX_OK
+            || ngx_http_llm_out(ctx, p, (nl ? nl : last) - p) != NGX_OK
+            || ngx_http_llm_out(ctx, (u_char *) "\n", 1) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (nl == NULL) {
+            break;
+        }
+
+        p = nl + 1;
+    }
+
+    return ngx_http_llm_out(ctx, (u_char *) "\n", 1);
+}
+
+
+/*
+ * An upstream comment, such as a keep-alive during a long silent
+ * reasoning phase: a client behind a proxy with an idle timeout needs it.
+ * It goes on at once, as a block of its own: events leave whole, so it
+ * never lands inside one.
+ */
+
+static ngx_int_t
+ngx_http_llm_proxy_comment(void *data, u_char *p, size_t len)
+{
+    ngx_http_llm_ctx_t *ctx = data;
+
+    ngx_http_llm_proxy_mask(ctx, p, len);
+
+    if (ngx_http_llm_out(ctx, p, len) != NGX_OK
         || ngx_http_llm_out(ctx, (u_char *) "\n\n", 2) != NGX_OK)
     {
         return NGX_ERROR;
@@ -1195,97 +1598,222 @@ forward:
 
 
 /*
- * Whether an event carries content, read without parsing it: NGX_OK for
- * one "content" key with a non-empty string, NGX_DECLINED for none or
- * null, NGX_AGAIN when only a parse can tell (two keys, other types).
- * Quotes inside a JSON string are escaped, so an unescaped match followed
- * by a colon is a key, not text.
+ * What an event carries for the client, read in one lexical pass without
+ * parsing it: the string values of "content", "reasoning_content",
+ * "reasoning", "refusal" and tool calls' "arguments", in every choice.
+ * Each non-empty one counts as its escaped length / 4 tokens, rounded up:
+ * about what BPE tokenizers give for text, never less than one, which is
+ * what llama.cpp and vLLM send per event.  (Byte-level worst cases, one
+ * token per byte, are not assumed: an honest cut stream would then pay
+ * four times its tokens.)  ctx->chunks counts the events with content.
  */
 
-static ngx_int_t
-ngx_http_llm_proxy_content(u_char *p, size_t len)
+static void
+ngx_http_llm_proxy_count(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
 {
-    u_char  *last, *k;
+    u_char      *last, *key;
+    size_t       n, klen;
+    ngx_uint_t   content, is_content;
 
     last = p + len;
+    content = 0;
 
-    k = memmem(p, len, "\"content\"", sizeof("\"content\"") - 1);
-    if (k == NULL) {
-        return NGX_DECLINED;
+    while (p < last) {
+        p = memchr(p, '"', last - p);
+        if (p == NULL) {
+            break;
+        }
+
+        key = ++p;
+        p = ngx_http_llm_json_string_end(p, last);
+
+        if (p == last) {
+            break;
+        }
+
+        klen = p - key;
+        p = ngx_http_llm_json_space(p + 1, last);
+
+        if (p == last || *p != ':') {
+            /* a value, not a key */
+            continue;
+        }
+
+        p = ngx_http_llm_json_space(p + 1, last);
+
+        is_content = (klen == 7 && ngx_strncmp(key, "content", 7) == 0);
+
+        if (!(is_content
+              || (klen == 17 && ngx_strncmp(key, "reasoning_content", 17)
+                                == 0)
+              || (klen == 9 && ngx_strncmp(key, "reasoning", 9) == 0)
+              || (klen == 9 && ngx_strncmp(key, "arguments", 9) == 0)
+              || (klen == 7 && ngx_strncmp(key, "refusal", 7) == 0)))
+        {
+            continue;
+        }
+
+        if (p == last || *p != '"') {
+            continue;
+        }
+
+        key = ++p;
+        p = ngx_http_llm_json_string_end(p, last);
+
+        if (p == last) {
+            break;
+        }
+
+        n = p++ - key;
+
+        if (n) {
+            ctx->stream_tokens += (n + 3) / 4;
+            content |= is_content;
+        }
     }
 
-    if ((k > p && k[-1] == '\\')
-        || memmem(k + 1, last - k - 1, "\"content\"",
-                  sizeof("\"content\"") - 1)
-           != NULL)
-    {
-        return NGX_AGAIN;
+    if (content) {
+        ctx->chunks++;
     }
-
-    for (k += sizeof("\"content\"") - 1; k < last && *k == ' '; k++) {
-        /* void */
-    }
-
-    if (k == last || *k != ':') {
-        return NGX_AGAIN;
-    }
-
-    for (k++; k < last && *k == ' '; k++) {
-        /* void */
-    }
-
-    if (last - k >= 4 && ngx_strncmp(k, "null", 4) == 0) {
-        return NGX_DECLINED;
-    }
-
-    if (last - k >= 2 && k[0] == '"') {
-        return (k[1] == '"') ? NGX_DECLINED : NGX_OK;
-    }
-
-    return NGX_AGAIN;
 }
 
 
-static void
+/* past JSON whitespace */
+
+static u_char *
+ngx_http_llm_json_space(u_char *p, u_char *last)
+{
+    while (p < last && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+    {
+        p++;
+    }
+
+    return p;
+}
+
+
+/* the closing quote of a JSON string that starts at p, or last */
+
+static u_char *
+ngx_http_llm_json_string_end(u_char *p, u_char *last)
+{
+    while (p < last) {
+        if (*p == '\\') {
+            if (last - p < 2) {
+                return last;
+            }
+
+            p += 2;
+            continue;
+        }
+
+        if (*p == '"') {
+            return p;
+        }
+
+        p++;
+    }
+
+    return last;
+}
+
+
+/*
+ * NGX_OK: the completion tokens were read.  A count no backend could
+ * produce (and that would overflow the arithmetic) is no count.
+ */
+
+#define NGX_HTTP_LLM_USAGE_MAX  1e12
+
+static ngx_int_t
 ngx_http_llm_proxy_usage(ngx_http_llm_ctx_t *ctx, cJSON *usage)
 {
     cJSON  *item;
 
     if (!cJSON_IsObject(usage)) {
-        return;
+        return NGX_DECLINED;
     }
 
     item = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens");
-    if (cJSON_IsNumber(item) && item->valuedouble >= 0) {
+    if (cJSON_IsNumber(item) && item->valuedouble >= 0
+        && item->valuedouble <= NGX_HTTP_LLM_USAGE_MAX)
+    {
         ctx->prompt_tokens = (ngx_int_t) item->valuedouble;
     }
 
     item = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens");
-    if (cJSON_IsNumber(item) && item->valuedouble >= 0) {
+    if (cJSON_IsNumber(item) && item->valuedouble >= 0
+        && item->valuedouble <= NGX_HTTP_LLM_USAGE_MAX)
+    {
         ctx->completion_tokens = (ngx_int_t) item->valuedouble;
+        return NGX_OK;
     }
+
+    return NGX_DECLINED;
 }
 
 
-/* a copy of a non-streamed body, to read its usage at the end */
+/*
+ * The whole request body is in the kernel's send buffer: the earliest
+ * moment the backend may have it, so from here on it may be spending
+ * compute on it (a response would come too late for a client that leaves
+ * during a non-streamed generation).
+ */
+
+static int
+ngx_http_llm_proxy_progress_cb(void *data, curl_off_t dltotal,
+    curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+    ngx_http_llm_ctx_t *ctx = data;
+
+    if (ultotal > 0 && ulnow >= ultotal) {
+        ctx->reached_backend = 1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * A copy of a non-streamed body, to read its usage at the end: whole up to
+ * llm_max_response_body, then only its last NGX_HTTP_LLM_TAIL_SIZE bytes.
+ */
 
 static ngx_int_t
 ngx_http_llm_proxy_tee(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
 {
-    size_t   need;
+    size_t   need, n;
 
     if (ctx->body_truncated) {
-        return NGX_OK;
+        return ngx_http_llm_proxy_tail(ctx, p, len);
     }
 
     need = ctx->body_len + len;
 
     if (need > ctx->conf->max_response_body) {
         ctx->body_truncated = 1;
-        ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
+        ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
                       "llm: response larger than llm_max_response_body, "
-                      "its usage is not read");
-        return NGX_OK;
+                      "its usage is read from its last %uz bytes",
+                      (size_t) NGX_HTTP_LLM_TAIL_SIZE);
+
+        n = ngx_min(ctx->body_len, NGX_HTTP_LLM_TAIL_SIZE);
+
+        if (ngx_http_llm_proxy_tail(ctx, ctx->body + ctx->body_len - n, n)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (!ctx->holding && ctx->body) {
+            /* a held head still goes to the client, then it is freed */
+            ngx_free(ctx->body);
+            ctx->body = NULL;
+            ctx->body_size = 0;
+            ctx->body_len = 0;
+        }
+
+        return ngx_http_llm_proxy_tail(ctx, p, len);
     }
 
     if (ngx_http_llm_grow(&ctx->body, &ctx->body_size, ctx->body_len, need,
@@ -1302,6 +1830,46 @@ ngx_http_llm_proxy_tee(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
 }
 
 
+/*
+ * The last bytes of a body, in a buffer of twice their size: when it is
+ * full, the last NGX_HTTP_LLM_TAIL_SIZE bytes move to its start, so each
+ * byte moves at most once per NGX_HTTP_LLM_TAIL_SIZE bytes appended.
+ */
+
+static ngx_int_t
+ngx_http_llm_proxy_tail(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
+{
+    size_t  keep;
+
+    if (ctx->tail == NULL) {
+        ctx->tail = ngx_alloc(2 * NGX_HTTP_LLM_TAIL_SIZE, ngx_cycle->log);
+        if (ctx->tail == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->tail_len = 0;
+    }
+
+    if (len >= NGX_HTTP_LLM_TAIL_SIZE) {
+        ngx_memcpy(ctx->tail, p + len - NGX_HTTP_LLM_TAIL_SIZE,
+                   NGX_HTTP_LLM_TAIL_SIZE);
+        ctx->tail_len = NGX_HTTP_LLM_TAIL_SIZE;
+        return NGX_OK;
+    }
+
+    if (ctx->tail_len + len > 2 * NGX_HTTP_LLM_TAIL_SIZE) {
+        keep = NGX_HTTP_LLM_TAIL_SIZE - len;
+        ngx_memmove(ctx->tail, ctx->tail + ctx->tail_len - keep, keep);
+        ctx->tail_len = keep;
+    }
+
+    ngx_memcpy(ctx->tail + ctx->tail_len, p, len);
+    ctx->tail_len += len;
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_llm_proxy_timeout(ngx_event_t *ev)
 {
@@ -1313,11 +1881,13 @@ ngx_http_llm_proxy_timeout(ngx_event_t *ev)
     ngx_log_error(NGX_LOG_WARN, ev->log, 0,
                   "llm: backend \"%V\" timed out %s",
                   &ctx->backend->url,
-                  ctx->first_byte ? "between chunks" : "before first byte");
+                  ctx->first_byte ? "between chunks"
+                  : ctx->stream ? "before first byte" : "generating");
 
     ngx_cpystrn((u_char *) ctx->curl_error,
                 (u_char *) (ctx->first_byte ? "idle timeout"
-                                            : "first byte timeout"),
+                            : ctx->stream ? "first byte timeout"
+                            : "generation timeout"),
                 CURL_ERROR_SIZE);
 
     ngx_http_llm_proxy_done(ctx, CURLE_OPERATION_TIMEDOUT);
@@ -1513,7 +2083,7 @@ static ngx_str_t *
 ngx_http_llm_header_value(ngx_pool_t *pool, char *buf, size_t len,
     const char *name, ngx_str_t *dst)
 {
-    u_char  *p, *last;
+    u_char  *p, *q, *last;
     size_t   nlen;
 
     nlen = ngx_strlen(name);
@@ -1535,6 +2105,18 @@ ngx_http_llm_header_value(ngx_pool_t *pool, char *buf, size_t len,
                         || last[-1] == ' '))
     {
         last--;
+    }
+
+    /* a control byte inside could split the client's header: none */
+
+    for (q = p; q < last; q++) {
+        if ((*q < 0x20 && *q != '\t') || *q == 0x7f) {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "llm: upstream \"%s\" header with a control "
+                          "byte dropped", name);
+            dst->len = 0;
+            return dst;
+        }
     }
 
     if (last - p > 256) {

@@ -3,7 +3,8 @@
  * Copyright (C) nginx-llm-gateway authors
  *
  * Incremental text/event-stream parser: bytes arrive in arbitrary pieces,
- * complete events leave as the joined value of their "data:" lines.
+ * complete events leave as the joined value of their "data:" lines, and
+ * comment lines as they are, to a handler of their own.
  */
 
 
@@ -20,15 +21,30 @@ ngx_int_t
 ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p, size_t len,
     ngx_http_llm_sse_event_pt handler, void *data)
 {
-    u_char     *nl, *last;
+    u_char     *eol, *last;
     ngx_int_t   rc;
 
     last = p + len;
 
-    while (p < last) {
-        nl = ngx_strlchr(p, last, '\n');
+    /* a CR that ended the last piece and an LF that starts this are one */
 
-        if (nl == NULL) {
+    if (sse->cr && p < last) {
+        sse->cr = 0;
+
+        if (*p == '\n') {
+            p++;
+        }
+    }
+
+    while (p < last) {
+
+        /* a line ends in CRLF, LF or CR */
+
+        for (eol = p; eol < last && *eol != '\n' && *eol != '\r'; eol++) {
+            /* void */
+        }
+
+        if (eol == last) {
             return ngx_http_llm_sse_append(&sse->line, &sse->line_len,
                                            &sse->line_size, p, last - p);
         }
@@ -37,7 +53,7 @@ ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p, size_t len,
             /* the line began in an earlier piece */
 
             if (ngx_http_llm_sse_append(&sse->line, &sse->line_len,
-                                        &sse->line_size, p, nl - p)
+                                        &sse->line_size, p, eol - p)
                 != NGX_OK)
             {
                 return NGX_ERROR;
@@ -48,14 +64,23 @@ ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p, size_t len,
             sse->line_len = 0;
 
         } else {
-            rc = ngx_http_llm_sse_line(sse, p, nl - p, handler, data);
+            rc = ngx_http_llm_sse_line(sse, p, eol - p, handler, data);
         }
 
         if (rc != NGX_OK) {
             return rc;
         }
 
-        p = nl + 1;
+        if (*eol == '\r') {
+            if (eol + 1 == last) {
+                sse->cr = 1;
+
+            } else if (eol[1] == '\n') {
+                eol++;
+            }
+        }
+
+        p = eol + 1;
     }
 
     return NGX_OK;
@@ -105,10 +130,6 @@ ngx_http_llm_sse_line(ngx_http_llm_sse_t *sse, u_char *p, size_t len,
 {
     ngx_int_t  rc;
 
-    if (len && p[len - 1] == '\r') {
-        len--;
-    }
-
     if (len == 0) {
         if (!sse->has_data) {
             return NGX_OK;
@@ -121,8 +142,13 @@ ngx_http_llm_sse_line(ngx_http_llm_sse_t *sse, u_char *p, size_t len,
         return rc;
     }
 
+    if (*p == ':') {
+        /* a comment: keep-alives, which a client may need, go on */
+        return sse->comment ? sse->comment(data, p, len) : NGX_OK;
+    }
+
     if (len < 5 || ngx_strncmp(p, "data:", 5) != 0) {
-        /* comments, "event:", "id:" and "retry:" carry nothing we use */
+        /* "event:", "id:" and "retry:" carry nothing we use */
         return NGX_OK;
     }
 

@@ -10,7 +10,13 @@
 //   disconnect_after, stall_after, echo, content_type,
 //   texts (the streamed contents, as given), spaced (JSON written with
 //   Python's ", " and ": " separators),
-//   fail_first (a name: the first request naming it gets a 500)
+//   fail_first (a name: the first request naming it gets a 500),
+//   no_usage (a plain answer without "usage"), completion_tokens (the
+//   usage's count, instead of the number of texts), error_message (of a
+//   non-200 answer), pieces (the body, written as given, gap_ms apart,
+//   with the status and content_type; then the connection is cut if cut
+//   is set), raw (the whole response, head included, written as given);
+//   "{KEY}" in error_message, pieces and raw is the bearer key received
 // GET /_stats returns counters; POST /_reset zeroes them.
 'use strict';
 
@@ -140,14 +146,46 @@ function handle(req, res, raw) {
         return res.write(s);
     };
 
+    const key = (req.headers.authorization || '').replace(/^Bearer /, '');
+    const withKey = (t) => String(t).split('{KEY}').join(key);
+
     setTimeout(() => {
+        if (k.raw !== undefined) {
+            finished = true;
+            stats.completed++;
+            req.socket.end(Buffer.from(withKey(k.raw), 'latin1'));
+            return;
+        }
+        if (Array.isArray(k.pieces)) {
+            res.writeHead(k.status, { 'Content-Type': k.content_type
+                || (body && body.stream ? 'text/event-stream' : 'application/json') });
+            const pieces = k.pieces.map(withKey);
+            const gap = k.gap_ms === undefined ? 50 : k.gap_ms;
+            const write = (i) => {
+                if (i < pieces.length) {
+                    send(pieces[i]);
+                    setTimeout(() => write(i + 1), gap);
+                    return;
+                }
+                if (k.cut) {
+                    res.socket && res.socket.destroy();
+                    return;
+                }
+                finished = true;
+                stats.completed++;
+                res.end();
+            };
+            write(0);
+            return;
+        }
         if (k.status !== 200) {
             const h = { 'Content-Type': 'application/json' };
             if (k.retry_after !== undefined) h['Retry-After'] = String(k.retry_after);
             res.writeHead(k.status, h);
             finished = true;
             stats.completed++;
-            res.end(JSON.stringify({ error: { message: `mock status ${k.status}`,
+            res.end(JSON.stringify({ error: { message: k.error_message !== undefined
+                ? withKey(k.error_message) : `mock status ${k.status}`,
                 type: 'mock_error', param: null, code: null } }));
             return;
         }
@@ -164,19 +202,21 @@ function handle(req, res, raw) {
         } else {
             for (let i = 0; i < k.tokens; i++) content.push(tokenText(i));
         }
+        const ctok = k.completion_tokens !== undefined ? k.completion_tokens : content.length;
         const usage = {
-            prompt_tokens: 11, completion_tokens: content.length,
-            total_tokens: 11 + content.length,
+            prompt_tokens: 11, completion_tokens: ctok, total_tokens: 11 + ctok,
         };
 
         if (!(body && body.stream)) {
             res.writeHead(200, { 'Content-Type': k.content_type || 'application/json' });
-            const out = JSON.stringify({
+            const answer = {
                 id, object: 'chat.completion', created: 1700000000, model,
                 choices: [{ index: 0, message: { role: 'assistant', content: content.join('') },
                     finish_reason: 'stop' }],
                 usage,
-            });
+            };
+            if (k.no_usage) delete answer.usage;
+            const out = JSON.stringify(answer);
             if (k.disconnect_after !== undefined) {
                 send(out.slice(0, Math.floor(out.length / 2)));
                 setTimeout(() => res.socket && res.socket.destroy(), 20);
