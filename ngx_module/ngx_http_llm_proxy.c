@@ -142,7 +142,7 @@ ngx_http_llm_proxy_fallback(ngx_http_llm_ctx_t *ctx)
     }
 
     bytes = ngx_http_llm_prompt_bytes(ctx->json, &msgs);
-    need = (int64_t) (bytes / 3 + 8 * msgs + 16) + ctx->max_tokens;
+    need = (int64_t) (bytes / 3 + 8 * msgs + 16) + ctx->choice_tokens;
 
     if (need > (int64_t) to->context_window) {
         return NULL;
