@@ -49,6 +49,18 @@ local function fmt(v)
     return string.format('%.0f', v)
 end
 
+-- a key of the wrong type would fail a write halfway: fail before any
+
+for i, k in ipairs({ KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
+                     swept })
+do
+    local want = (k == KEYS[5] or k == swept) and 'set' or 'hash'
+    local ty = redis.call('TYPE', k)['ok']
+    if ty ~= 'none' and ty ~= want then
+        return redis.error_reply('WRONGTYPE ' .. k .. ' is a ' .. ty)
+    end
+end
+
 for i = 0, n - 1 do
     local b = 3 + i * 7
     local mode = ARGV[b + 6]
