@@ -264,6 +264,7 @@ ngx_http_llm_cost(int64_t prompt, int64_t completion, ngx_uint_t price_in,
 const char *
 ngx_http_llm_redis_error(redisReply *reply, ngx_uint_t *transient)
 {
+    char         *p;
     size_t        len;
     ngx_uint_t    i;
     static char  *known[] = {
@@ -277,12 +278,17 @@ ngx_http_llm_redis_error(redisReply *reply, ngx_uint_t *transient)
         return "lost";
     }
 
+    /* "OOM ...", or, from inside a script, "ERR ...: -OOM ..." */
+
+    p = (char *) ngx_strstr(reply->str, ": -");
+    p = p ? p + 3 : reply->str;
+
     for (i = 0; known[i]; i++) {
         len = ngx_strlen(known[i]);
 
-        if (reply->len >= len
-            && ngx_strncmp(reply->str, known[i], len) == 0
-            && (reply->len == len || reply->str[len] == ' '))
+        if ((ngx_strncmp(reply->str, known[i], len) == 0
+             && (reply->str[len] == ' ' || reply->str[len] == '\0'))
+            || (ngx_strncmp(p, known[i], len) == 0 && p[len] == ' '))
         {
             /* a cluster's redirections are not followed: they stay */
             *transient = (i < 9);
@@ -913,8 +919,7 @@ ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
 
         cached = ngx_min(ngx_max(ctx->cache_cost, 0),
                          NGX_HTTP_LLM_AMOUNT_MAX);
-        *cost = (cached * (int64_t) ngx_min(ctx->conf->cache_charge, 100)
-                 + 99) / 100;
+        *cost = (cached * (int64_t) ctx->conf->cache_charge + 99) / 100;
         return;
     }
 
@@ -929,21 +934,21 @@ ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
     if (!ctx->first_byte) {
         *prompt = ctx->prompt_estimate;
 
-    } else if (ctx->completion_tokens >= 0) {
-        *prompt = ctx->prompt_tokens >= 0 ? ctx->prompt_tokens
-                                          : ctx->prompt_estimate;
-        *completion = ctx->completion_tokens;
-
-    } else if (ctx->sse_mode) {
-        /* at least a token per delta: the relay may not estimate them */
-        *prompt = ctx->prompt_tokens >= 0 ? ctx->prompt_tokens
-                                          : ctx->prompt_estimate;
-        *completion = ngx_max(ctx->stream_tokens, (int64_t) ctx->chunks);
-
-    } else {
+    } else if (ctx->usage_lost
+               || (ctx->completion_tokens < 0 && !ctx->sse_mode))
+    {
         /* the answer was generated in full before its first byte */
         *prompt = ctx->prompt_estimate;
         *completion = ctx->max_tokens;
+
+    } else {
+        *prompt = ctx->prompt_tokens >= 0 ? ctx->prompt_tokens
+                                          : ctx->prompt_estimate;
+
+        /* a stream without usage: at least a token per delta */
+        *completion = ctx->completion_tokens >= 0
+                      ? ctx->completion_tokens
+                      : ngx_max(ctx->stream_tokens, (int64_t) ctx->chunks);
     }
 
     *prompt = ngx_min(ngx_max(*prompt, 0), NGX_HTTP_LLM_AMOUNT_MAX);
