@@ -221,7 +221,7 @@ ngx_http_llm_cost_exact(int64_t prompt, int64_t completion,
         return -1;
     }
 
-    /* a cost of AMOUNT_MAX is at most this many micro-dollars per 1M */
+    /* AMOUNT_MAX micro-dollars in millionths; 1e19 fits in 64 bits */
     max = (uint64_t) NGX_HTTP_LLM_AMOUNT_MAX * 1000000;
 
     if ((price_in && (uint64_t) prompt > max / price_in)
@@ -233,7 +233,7 @@ ngx_http_llm_cost_exact(int64_t prompt, int64_t completion,
     a = (uint64_t) prompt * price_in;
     b = (uint64_t) completion * price_out;
 
-    if (a + b > max) {
+    if (a > max - b) {
         return -1;
     }
 
