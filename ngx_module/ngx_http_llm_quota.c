@@ -409,6 +409,13 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
     ngx_queue_insert_tail(&ngx_http_llm_admit_queue, &ctx->admit_link);
     ctx->admitting = 1;
 
+    /* a worker that admits also sweeps, from a second after its first */
+
+    if (!ngx_http_llm_sweep.event.timer_set) {
+        ngx_http_llm_sweep.event.log = ngx_cycle->log;
+        ngx_add_timer(&ngx_http_llm_sweep.event, NGX_HTTP_LLM_SWEEP_FIRST);
+    }
+
     if (!ngx_http_llm_admit_event.posted) {
         ngx_http_llm_admit_event.handler = ngx_http_llm_admit_flush;
         ngx_http_llm_admit_event.log = ngx_cycle->log;
@@ -1372,12 +1379,6 @@ ngx_http_llm_quota_flush(void)
     for ( /* void */ ; pd; pd = next) {
         next = pd->next;
         ngx_http_llm_settle_send(pd);
-    }
-
-    if (!ngx_http_llm_sweep.event.timer_set && !ngx_http_llm_sweep.running)
-    {
-        ngx_http_llm_sweep.event.log = ngx_cycle->log;
-        ngx_add_timer(&ngx_http_llm_sweep.event, NGX_HTTP_LLM_SWEEP_FIRST);
     }
 }
 

@@ -105,7 +105,9 @@ if #metered > 0 then
             if r.kind == 'k' then
                 seen[#seen + 1] = r.id
             end
-        elseif r.kind == 'k' then
+        elseif r.kind == 'k' and (r.cost ~= 0 or r.utok ~= 0) then
+            -- never recorded, yet served: as if unmetered (a 503 that
+            -- used nothing is not a request to record)
             unmetered[#unmetered + 1] = r
         elseif redis.call('SISMEMBER', swept, r.id) == 1 then
             late[#late + 1] = r.id

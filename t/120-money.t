@@ -35,15 +35,18 @@ my $gw = $t->start_nginx(
 
 my $day = strftime('%Y%m%d', gmtime);
 
-# the sweeper's first look, a second after the connect, is past (t/121)
-sleep 1.5;
-
 sub redis { $t->redis_cli($rp, @_) }
 sub spend { redis('HGET', "llm:{$_[0]}:spend:d:$day", $_[1]) // '' }
 sub metric {
     my ($series) = @_;
     my (undef, undef, $b) = http_request($gw, 'GET', '/metrics');
     return $b =~ /^\Q$series\E (-?\d+)$/m ? $1 : 0;
+}
+# the tenant's settled spend once nothing of it is in flight
+sub settled {
+    my ($tenant) = @_;
+    wait_until(sub { (redis('HLEN', "llm:{$tenant}:inflight") // 1) == 0 }, 5);
+    return spend($tenant, 'settled');
 }
 sub body {
     my (%o) = @_;
@@ -95,6 +98,8 @@ cmp_ok(spend('b', 'reserved') || 0, '>=', 0, 'C1: reserved still not negative');
 # in-flight records the script cannot read do not lose their batch
 $t->add_tenant($rp, 'c', 'sk-c', budget_day_usd => 100);
 is((post('sk-c', body()))[0], 200, 'warm: the key is known');
+# the sweeper's first look, a second after the first admission, is past
+sleep 1.5;
 my $before = redis('HGET', "llm:{c}:usage:$day", 'mixtral-8x7b|127.0.0.1:' . $up . '|requests');
 my @s = map { start_post('sk-c', body(content => 'MOCK:{"latency_ms":1200}')) } 1 .. 4;
 ok(wait_until(sub { (redis('HLEN', 'llm:{c}:inflight') || 0) == 4 }, 5),
@@ -121,7 +126,7 @@ $t->add_tenant($rp, 'd', 'sk-d', budget_day_usd => 10);
 $t->add_tenant($rp, 'e', 'sk-e', budget_day_usd => 10);
 is((post('sk-d', body()))[0], 200, 'warm d');
 is((post('sk-e', body(), path => '/open/v1/chat/completions'))[0], 200, 'warm e');
-my $settled_e = spend('e', 'settled');
+my $settled_e = settled('e');
 
 # Redis stops answering while the admission is in Redis' hands; it runs
 # the script once it wakes, after the gateway gave up on the reply
@@ -148,7 +153,7 @@ cmp_ok(spend('e', 'settled'), '>', $settled_e, 'H6a: fail-open: the answer is ch
 
 $t->add_tenant($rp, 'f', 'sk-f', budget_day_usd => 10);
 is((post('sk-f', body()))[0], 200, 'warm f');
-my $settled_f = spend('f', 'settled');
+my $settled_f = settled('f');
 my $s = start_post('sk-f', body(content => 'MOCK:{"latency_ms":800}'));
 ok(wait_until(sub { (redis('HLEN', 'llm:{f}:inflight') || 0) == 1 }, 5), 'f in flight');
 redis('CONFIG', 'SET', 'maxmemory-policy', 'noeviction');
@@ -170,7 +175,7 @@ $t->add_tenant($rp, 'g', 'sk-g', budget_day_usd => 10);
 is((post('sk-g', body()))[0], 200, 'warm g');
 redis('DEL', "llm:{g}:usage:$day");
 redis('SET', "llm:{g}:usage:$day", 'not a hash');
-my $settled_g = spend('g', 'settled');
+my $settled_g = settled('g');
 is((post('sk-g', body()))[0], 200, 'g answered');
 ok(wait_until(sub { metric('llm_settlements_dropped_total{reason="error"}') >= 1 }, 3),
     'H6c: a settlement the script refuses is counted as lost');
@@ -186,14 +191,14 @@ redis('DEL', "llm:{g}:usage:$day", 'llm:{g}:inflight');
 # a non-streamed 200 cut before its usage: the reservation is charged
 $t->add_tenant($rp, 'h', 'sk-h', budget_day_usd => 10);
 is((post('sk-h', body()))[0], 200, 'warm h');
-my $settled_h = spend('h', 'settled');
+my $settled_h = settled('h');
 post('sk-h', body(model => 'cut', max_tokens => 1000));
 ok(wait_until(sub { spend('h', 'settled') != $settled_h }, 3), 'the cut answer is settled');
 cmp_ok(spend('h', 'settled') - $settled_h, '>=', 1000,
     'H3/M5: a 200 answer whose usage cannot be read is charged its reservation');
 is(spend('h', 'reserved'), 0, 'H3/M5: and its reservation released');
 
-my $settled = spend('h', 'settled');
+my $settled = settled('h');
 my $c = start_post('sk-h', body(model => 'cheap', content => 'MOCK:{"latency_ms":1500}'));
 ok(wait_until(sub { (redis('HLEN', 'llm:{h}:inflight') || 0) == 1 }, 5), 'h in flight');
 sleep 0.3;

@@ -42,6 +42,13 @@ my $gw = $t->start_nginx(
                location = /metrics { llm_metrics; }',
 );
 
+# a worker sweeps once it has admitted a request
+$t->add_tenant($rp, 'w', 'sk-w');
+is((http_request($gw, 'POST', '/v1/chat/completions',
+    { 'Content-Type' => 'application/json', Authorization => 'Bearer sk-w' },
+    '{"model":"mixtral-8x7b","messages":[{"role":"user","content":"hi"}]}'))[0],
+    200, 'a request admitted');
+
 sub metric {
     my ($series) = @_;
     my (undef, undef, $b) = http_request($gw, 'GET', '/metrics');
