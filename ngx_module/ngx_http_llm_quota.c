@@ -65,6 +65,20 @@ static ngx_http_llm_script_t  ngx_http_llm_sweep_script = {
     ngx_http_llm_lua_sweep, ""
 };
 
+/*
+ * Redis errors by their code, the transient ones first: a cluster's
+ * redirections are not followed, so they are not
+ */
+
+#define NGX_HTTP_LLM_REDIS_TRANSIENT  9
+
+static const char  *ngx_http_llm_redis_errors[] = {
+    "LOADING", "BUSY", "READONLY", "OOM", "MASTERDOWN", "TRYAGAIN",
+    "CLUSTERDOWN", "NOSCRIPT", "NOREPLICAS",
+    "MOVED", "ASK",
+    NULL
+};
+
 static ngx_http_llm_script_t  *ngx_http_llm_scripts[] = {
     &ngx_http_llm_admit_script,
     &ngx_http_llm_settle_script,
@@ -264,13 +278,9 @@ ngx_http_llm_cost(int64_t prompt, int64_t completion, ngx_uint_t price_in,
 const char *
 ngx_http_llm_redis_error(redisReply *reply, ngx_uint_t *transient)
 {
-    char         *p;
-    size_t        len;
-    ngx_uint_t    i;
-    static char  *known[] = {
-        "LOADING", "BUSY", "READONLY", "OOM", "MASTERDOWN", "TRYAGAIN",
-        "CLUSTERDOWN", "NOSCRIPT", "NOREPLICAS", "MOVED", "ASK", NULL
-    };
+    char        *p;
+    size_t       len;
+    ngx_uint_t   i;
 
     *transient = 1;
 
@@ -283,16 +293,16 @@ ngx_http_llm_redis_error(redisReply *reply, ngx_uint_t *transient)
     p = (char *) ngx_strstr(reply->str, ": -");
     p = p ? p + 3 : reply->str;
 
-    for (i = 0; known[i]; i++) {
-        len = ngx_strlen(known[i]);
+    for (i = 0; ngx_http_llm_redis_errors[i]; i++) {
+        len = ngx_strlen(ngx_http_llm_redis_errors[i]);
 
-        if ((ngx_strncmp(reply->str, known[i], len) == 0
+        if ((ngx_strncmp(reply->str, ngx_http_llm_redis_errors[i], len) == 0
              && (reply->str[len] == ' ' || reply->str[len] == '\0'))
-            || (ngx_strncmp(p, known[i], len) == 0 && p[len] == ' '))
+            || (ngx_strncmp(p, ngx_http_llm_redis_errors[i], len) == 0
+                && p[len] == ' '))
         {
-            /* a cluster's redirections are not followed: they stay */
-            *transient = (i < 9);
-            return known[i];
+            *transient = (i < NGX_HTTP_LLM_REDIS_TRANSIENT);
+            return ngx_http_llm_redis_errors[i];
         }
     }
 
