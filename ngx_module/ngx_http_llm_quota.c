@@ -1183,7 +1183,8 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
             ngx_http_llm_argv("llm:{%V}:settled:%V", &first->tenant,
                               &first->day);
             ngx_http_llm_argv("llm:{%V}:inflight", &first->tenant);
-            ngx_http_llm_argv("llm:{%V}:swept", &first->tenant);
+            ngx_http_llm_argv("llm:{%V}:swept:%V", &first->tenant,
+                              &first->day);
             ngx_http_llm_argv("7776000");    /* usage records: 90 days */
             ngx_http_llm_argv("%ui", n);
 
@@ -1630,10 +1631,9 @@ ngx_http_llm_sweep_scanned(redisReply *reply, void *data)
 static void
 ngx_http_llm_sweep_next(void)
 {
-    u_char      *swept, *p;
-    size_t       argvlen[8];
+    size_t       argvlen[7];
     ngx_str_t   *key;
-    const char  *argv[8];
+    const char  *argv[7];
     u_char       life[NGX_INT_T_LEN];
 
     if (ngx_http_llm_sweep.key == ngx_http_llm_sweep.nkeys) {
@@ -1648,42 +1648,23 @@ ngx_http_llm_sweep_next(void)
 
     key = &ngx_http_llm_sweep.keys[ngx_http_llm_sweep.key];
 
-    /* llm:{t}:inflight -> llm:{t}:swept */
-
-    swept = ngx_alloc(key->len, ngx_cycle->log);
-    if (swept == NULL) {
-        ngx_http_llm_sweep_end("no memory");
-        return;
-    }
-
-    p = ngx_cpymem(swept, key->data, key->len - (sizeof("inflight") - 1));
-    p = ngx_cpymem(p, "swept", sizeof("swept") - 1);
-
-    ngx_http_llm_evalsha(argv, argvlen, &ngx_http_llm_sweep_script, "2");
+    ngx_http_llm_evalsha(argv, argvlen, &ngx_http_llm_sweep_script, "1");
     argv[3] = (char *) key->data;
     argvlen[3] = key->len;
-    argv[4] = (char *) swept;
-    argvlen[4] = p - swept;
-    argv[5] = (char *) ngx_http_llm_sweep.hscan;
-    argvlen[5] = ngx_strlen(ngx_http_llm_sweep.hscan);
-    argv[6] = NGX_HTTP_LLM_SWEEP_COUNT;
-    argvlen[6] = sizeof(NGX_HTTP_LLM_SWEEP_COUNT) - 1;
-    argv[7] = (char *) life;
-    argvlen[7] = ngx_sprintf(life, "%ui",
+    argv[4] = (char *) ngx_http_llm_sweep.hscan;
+    argvlen[4] = ngx_strlen(ngx_http_llm_sweep.hscan);
+    argv[5] = NGX_HTTP_LLM_SWEEP_COUNT;
+    argvlen[5] = sizeof(NGX_HTTP_LLM_SWEEP_COUNT) - 1;
+    argv[6] = (char *) life;
+    argvlen[6] = ngx_sprintf(life, "%ui",
                              (ngx_uint_t) NGX_HTTP_LLM_SWEEP_LEGACY) - life;
 
-    /* hiredis has copied the arguments once the command is queued */
-
-    if (ngx_http_llm_redis_command(8, argv, argvlen,
+    if (ngx_http_llm_redis_command(7, argv, argvlen,
                                    ngx_http_llm_sweep_swept, NULL)
         == NULL)
     {
-        ngx_free(swept);
         ngx_http_llm_sweep_end("redis is not available");
-        return;
     }
-
-    ngx_free(swept);
 }
 
 

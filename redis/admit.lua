@@ -178,7 +178,7 @@ if #held > 0 then
     redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
     redis.call('HINCRBY', KEYS[3], 'reserved', fmt(csum))
     redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]))
-    redis.call('HMSET', KEYS[4], unpack(held))
+    redis.call('HSET', KEYS[4], unpack(held))
     redis.call('EXPIRE', KEYS[4], 172800)
 end
 

@@ -8,7 +8,7 @@
 -- KEYS[5] llm:{t}:settled:<day>  ids of requests settled without an
 --                                in-flight record
 -- KEYS[6] llm:{t}:inflight
--- KEYS[7] llm:{t}:swept          ids whose records sweep.lua released
+-- KEYS[7] llm:{t}:swept:<day>    ids whose records sweep.lua released
 --                                (named after KEYS[6] when not given)
 -- ARGV: usage_ttl, n, then n times: id, used_tokens, cost,
 --       record_prefix ("<model>|<backend>"), prompt, completion,
@@ -31,7 +31,8 @@
 -- each malformed record...} when some records could not be read.
 
 local n = tonumber(ARGV[2])
-local swept = KEYS[7] or (string.sub(KEYS[6], 1, -9) .. 'swept')
+local swept = KEYS[7] or (string.sub(KEYS[6], 1, -9) .. 'swept:'
+                          .. (string.match(KEYS[2], ':(%d+)$') or ''))
 local metered, unmetered, valid, bad = {}, {}, {}, {}
 
 -- a whole number a double holds exactly, or nil

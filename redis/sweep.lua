@@ -4,9 +4,11 @@
 -- gateway worker that holds the sweep lock walks the tenants with SCAN
 -- and calls this until the cursor comes back "0".
 --
--- KEYS[1] llm:{t}:inflight   (the spend keys are named after it: same slot)
--- KEYS[2] llm:{t}:swept      the ids released, so that a request that
---                            still ends is charged by settle.lua
+-- KEYS[1] llm:{t}:inflight   the keys it writes are named after it, in
+--                            the same slot: llm:{t}:spend:d:<day> and
+--                            spend:m:<month> of each record's day, and
+--                            llm:{t}:swept:<day>, the ids released, so
+--                            that a request that still ends is charged
 -- ARGV: cursor, count, life_ms (for records written without a deadline)
 --
 -- A record is "tokens:cost:admitted_ms[:deadline_ms:day]".  One whose
@@ -53,7 +55,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
-local gone, release = {}, {}
+local gone, release, swept = {}, {}, {}
 local released, malformed = 0, 0
 
 for i = 1, #r[2], 2 do
@@ -72,6 +74,8 @@ for i = 1, #r[2], 2 do
         if day == '' then
             day = civil(c)
         end
+        swept[day] = swept[day] or {}
+        table.insert(swept[day], r[2][i])
         if b ~= 0 then
             release[day] = (release[day] or 0) + b
         end
@@ -96,9 +100,13 @@ for m, cost in pairs(months) do
     end
 end
 
+for day, ids in pairs(swept) do
+    local k = prefix .. 'swept:' .. day
+    redis.call('SADD', k, unpack(ids))
+    redis.call('EXPIRE', k, 172800)
+end
+
 if #gone > 0 then
-    redis.call('SADD', KEYS[2], unpack(gone))
-    redis.call('EXPIRE', KEYS[2], 172800)
     redis.call('HDEL', KEYS[1], unpack(gone))
 end
 

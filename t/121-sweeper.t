@@ -68,7 +68,8 @@ is(redis('HEXISTS', 'llm:{s}:inflight', 'fresh'), 1, 'sweeper: a request within 
 is(redis('HEXISTS', 'llm:{s}:inflight', 'legacy'), 0,
     'sweeper: a record without a deadline is released a day after its admission');
 is(redis('HEXISTS', 'llm:{s}:inflight', 'bad'), 0, 'sweeper: an unreadable record is deleted');
-is(redis('SISMEMBER', 'llm:{s}:swept', 'old'), 1, 'sweeper: released ids are remembered');
+is(redis('SISMEMBER', "llm:{s}:swept:$day", 'old'), 1, 'sweeper: released ids are remembered');
+is(redis('SISMEMBER', 'llm:{s}:swept:19700101', 'legacy'), 1, 'sweeper: by their admission day');
 ok(wait_until(sub { metric('llm_reservations_swept_total') == 252 }, 3),
     'sweeper: released reservations are counted, once with two workers');
 is(metric('llm_inflight_malformed_total{script="sweep"}'), 1, 'sweeper: the unreadable one too');
@@ -77,7 +78,7 @@ ok(redis('EXISTS', 'llm:sweep:lock'), 'sweeper: runs under a Redis lock');
 # a request that ends after the sweeper released it is still charged
 my $src = do { local $/; open my $fh, '<', "$LLMTest::ROOT/redis/settle.lua" or die; <$fh> };
 my @keys = map { "llm:{s}:$_" } ('win', "spend:d:$day", "spend:m:$month",
-    "usage:$day", "settled:$day", 'inflight', 'swept');
+    "usage:$day", "settled:$day", 'inflight', "swept:$day");
 my @args = (100, 1, 'old', 110, 90, 'm|b', 100, 10, 'm');
 is(redis('EVAL', $src, 7, @keys, @args), 1, 'sweeper: a late settlement is still settled');
 is(redis('HGET', "llm:{s}:spend:d:$day", 'settled'), 90, 'sweeper: and charged');
