@@ -24,13 +24,15 @@
 --
 -- Numbers are written with '%.0f': Lua's own tostring() would write
 -- 1e+14, which neither HINCRBY nor settle.lua can read.
+--
 -- Returns one answer per request: {0, now, rpm_left, rpm_reset_ms,
 -- tpm_left, tpm_reset_ms, day_spent, month_spent} when admitted (spent:
 -- micro-dollars settled and reserved, this request's reservation included;
 -- 0 without a budget), {1, what, retry_after_ms} on a
 -- rate limit (what: rpm|tpm|tpm_request) and {2, what, 0} on a budget
 -- (what: day|month); {3, 'invalid', 0} for a reservation that is not a
--- whole number from 0 to 2^53.
+-- whole number from 0 to 1e13 (the gateway's own bound, so that the sum
+-- of a batch of 128 is still exact in a double).
 
 local rpm = tonumber(ARGV[1])
 local tpm = tonumber(ARGV[2])
@@ -39,10 +41,10 @@ local bmonth = tonumber(ARGV[4])
 local n = tonumber(ARGV[7])
 local day = string.match(KEYS[2], ':(%d+)$') or ''
 
--- a whole number a double holds exactly, or nil
+-- a whole number from 0 to 1e13, or nil
 local function int(v)
     v = tonumber(v)
-    if v and v == math.floor(v) and v >= 0 and v < 9007199254740992 then
+    if v and v == math.floor(v) and v >= 0 and v <= 1e13 then
         return v
     end
     return nil

@@ -119,6 +119,17 @@ is(metric('llm_inflight_malformed_total{script="settle"}'), 2,
 like($t->error_log($gw), qr/in-flight record "\Q$ids[0]\E" of .* could not be read/,
     'C1: and logged');
 
+# the scripts on their own: what admit.lua writes, settle.lua reads
+my $admit = do { local $/; open my $fh, '<', "$LLMTest::ROOT/redis/admit.lua" or die; <$fh> };
+my @akeys = map { "llm:{z}:$_" } ('win', "spend:d:$day", 'spend:m:' . substr($day, 0, 6), 'inflight');
+my $r = redis('EVAL', $admit, 4, @akeys, 0, 0, 0, 0, 100, 100, 2,
+    'neg', 10, -5, 60000, 'big', 10000000000000, 9999999999999, 60000);
+like($r, qr/^3\ninvalid\n0\n0\n/, 'C1: admit.lua refuses a negative cost itself');
+like(redis('HGET', 'llm:{z}:inflight', 'big'), qr/^10000000000000:9999999999999:\d+:\d+:$day$/,
+    'C1: a reservation at the bound is written in plain digits');
+is(redis('HGET', "llm:{z}:spend:d:$day", 'reserved'), 9999999999999, 'C1: and reserved exactly');
+is(redis('HEXISTS', 'llm:{z}:inflight', 'neg'), 0, 'C1: the refused one reserved nothing');
+
 # ---------------------------------------------------------------- H6a
 
 my $pid = $t->{redis}{$rp};
