@@ -19,13 +19,13 @@
 -- A metered request's reservation is read from the in-flight record
 -- admit.lua wrote, so a request whose admission was refused or never ran
 -- releases nothing, and a command sent twice (a retry after a lost reply)
--- counts each request once.  Only plain integers are read: a record
--- with an exponent (1e+14) was written by an admission whose HINCRBY
--- failed, so it reserved nothing.  A request that outlived its record (the
--- sweeper released it) is still charged.  A record that cannot be read releases
--- nothing but does not stop the others: its request is still charged,
--- and its id is returned.  The in-flight records are deleted last, after
--- every write that can fail.
+-- counts each request once.  A cost written with an exponent (1e+14, by
+-- an older admit.lua) is not read: its HINCRBY failed, so it reserved
+-- nothing.  A request that outlived its record (the sweeper released it)
+-- is still charged.  A record that cannot be read releases nothing but
+-- does not stop the others: its request is still charged, and its id is
+-- returned.  The in-flight records are deleted last, after every write
+-- that can fail.
 --
 -- Returns the number of requests settled, or {settled, malformed, id of
 -- each malformed record...} when some records could not be read.
@@ -52,7 +52,7 @@ end
 
 -- a key of the wrong type would fail a write halfway: fail before any
 
-for i, k in ipairs({ KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
+for _, k in ipairs({ KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
                      swept })
 do
     local want = (k == KEYS[5] or k == swept) and 'set' or 'hash'
@@ -94,7 +94,7 @@ if #metered > 0 then
     for i, r in ipairs(metered) do
         if held[i] then
             local a, b, c = string.match(held[i],
-                                         '^(-?%d+):(-?%d+):(-?%d+)')
+                                         '^([^:]+):(-?%d+):(-?%d+)')
             a, b, c = int(a), int(b), int(c)
             if a and b and c then
                 r.rtok, r.rcost, r.admitted = a, b, c

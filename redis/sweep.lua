@@ -13,8 +13,10 @@
 --
 -- A record is "tokens:cost:admitted_ms[:deadline_ms:day]".  One whose
 -- deadline has passed is deleted and its cost taken off `reserved` of
--- its day and month, if those still exist.  One that cannot be read is
--- deleted and counted: it can release nothing.
+-- its day and month, if those still exist.  One that cannot be read (a
+-- cost with an exponent, which an older admit.lua wrote when its HINCRBY
+-- failed, so nothing was reserved) is deleted and counted: it can
+-- release nothing.
 --
 -- Returns {next_cursor, released, malformed}.
 
@@ -61,7 +63,7 @@ local released, malformed = 0, 0
 for i = 1, #r[2], 2 do
     local v = r[2][i + 1]
     local a, b, c, d, day =
-        string.match(v, '^(-?%d+):(-?%d+):(-?%d+):?(%d*):?(%d*)$')
+        string.match(v, '^([^:]+):(-?%d+):(-?%d+):?(%d*):?(%d*)$')
     a, b, c, d = int(a), int(b), int(c), int(d)
 
     if not (a and b and c) then
