@@ -56,6 +56,11 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
+-- a key of another type that matched the pattern: nothing to sweep
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then
+    return {'0', 0, 0}
+end
+
 local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
 local gone, release, swept = {}, {}, {}
 local released, malformed = 0, 0

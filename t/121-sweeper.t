@@ -28,6 +28,9 @@ redis('HSET', 'llm:{s}:inflight',
 redis('HSET', "llm:{s}:spend:d:$day", 'reserved', 770);
 redis('HSET', "llm:{s}:spend:m:$month", 'reserved', 770);
 
+# a key that only looks like an in-flight hash does not stop the sweep
+redis('SET', 'llm:{a}:inflight', 'not a hash');
+
 # more than one HSCAN step's worth
 my @many = map { ("r$_", "1:10:1000:2000:$day") } 1 .. 250;
 redis('HSET', 'llm:{x}:inflight', @many);
