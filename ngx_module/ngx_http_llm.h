@@ -109,6 +109,13 @@ typedef struct ngx_http_llm_tenant_s {
 } ngx_http_llm_tenant_t;
 
 
+/*
+ * The most tokens or micro-dollars one request may reserve or be charged:
+ * 128 of them, summed in one script call, stay exact in a Lua double
+ */
+#define NGX_HTTP_LLM_AMOUNT_MAX        10000000000000LL
+
+
 /* what a location or tenant lets the response cache keep */
 #define NGX_HTTP_LLM_CACHE_OFF            1
 #define NGX_HTTP_LLM_CACHE_DETERMINISTIC  2
@@ -139,6 +146,7 @@ typedef struct {
     ngx_msec_t                  breaker_cooldown;
     size_t                      cache_local;     /* bytes per worker */
     ngx_msec_t                  cache_local_ttl;
+    ngx_uint_t                  settle_queue;    /* records per worker */
 } ngx_http_llm_main_conf_t;
 
 
@@ -420,6 +428,8 @@ void ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
     int64_t *completion, int64_t *cost);
 int64_t ngx_http_llm_cost(int64_t prompt, int64_t completion,
     ngx_uint_t price_in, ngx_uint_t price_out);
+const char *ngx_http_llm_redis_error(redisReply *reply,
+    ngx_uint_t *transient);
 
 /* ngx_http_llm_cache.c */
 void ngx_http_llm_cache_init(void);
@@ -461,6 +471,7 @@ void ngx_http_llm_metrics_attempt(ngx_http_llm_ctx_t *ctx,
     const char *outcome);
 void *ngx_http_llm_shm_node(ngx_slab_pool_t *shpool, ngx_rbtree_t *tree,
     u_char *key, size_t len, size_t key_offset);
+void ngx_http_llm_metrics_count(const char *series, int64_t n);
 
 /* ngx_http_llm_router.c */
 char *ngx_http_llm_router_conf(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -552,6 +563,7 @@ ngx_http_llm_redis_cmd_t *ngx_http_llm_redis_command(int argc,
     const char **argv, const size_t *argvlen, ngx_http_llm_redis_pt handler,
     void *data);
 void ngx_http_llm_redis_cancel(ngx_http_llm_redis_cmd_t *cmd);
+void ngx_http_llm_redis_reset(const char *why);
 
 /* ngx_http_llm_sse.c */
 ngx_int_t ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p,

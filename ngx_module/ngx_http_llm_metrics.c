@@ -86,6 +86,17 @@ static ngx_http_llm_metric_t  ngx_http_llm_metrics[] = {
       "Circuit breaker state per backend: 0 closed, 1 open, 2 half-open." },
     { "llm_metrics_dropped_total", "counter",
       "Updates lost because the metrics zone was full." },
+    { "llm_redis_errors_total", "counter",
+      "Error replies and lost replies to the gateway's Redis scripts, by "
+      "script and error." },
+    { "llm_settlements_retried_total", "counter",
+      "Settlement commands sent again after a transient Redis error." },
+    { "llm_settlements_dropped_total", "counter",
+      "Settlements lost, by reason (queue_full, error, exit)." },
+    { "llm_inflight_malformed_total", "counter",
+      "In-flight reservation records that could not be read, by script." },
+    { "llm_reservations_swept_total", "counter",
+      "Reservations released by the sweeper after their deadline." },
     { NULL, NULL, NULL }
 };
 
@@ -320,6 +331,35 @@ ngx_http_llm_metrics_request(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
                                      ngx_current_msec - ctx->start);
     }
 
+    ngx_shmtx_unlock(&shpool->mutex);
+}
+
+
+/* a counter outside any request: Redis errors, settlements, the sweeper */
+
+void
+ngx_http_llm_metrics_count(const char *series, int64_t n)
+{
+    ngx_shm_zone_t            *zone;
+    ngx_slab_pool_t           *shpool;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle, ngx_http_llm_module);
+
+    if (lmcf == NULL || n == 0) {
+        return;
+    }
+
+    zone = lmcf->metrics;
+
+    if (zone == NULL || zone->data == NULL) {
+        return;
+    }
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+
+    ngx_shmtx_lock(&shpool->mutex);
+    ngx_http_llm_metrics_add(zone, (u_char *) series, ngx_strlen(series), n);
     ngx_shmtx_unlock(&shpool->mutex);
 }
 
@@ -635,7 +675,10 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
         {
             s = (ngx_http_llm_series_t *) node;
 
-            if (s->sn.str.len <= n || s->sn.str.data[n] != '{'
+            /* a series is the name, with or without labels */
+
+            if (s->sn.str.len < n
+                || (s->sn.str.len > n && s->sn.str.data[n] != '{')
                 || ngx_strncmp(s->sn.str.data, m->name, n) != 0)
             {
                 continue;

@@ -146,6 +146,13 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       0,
       NULL },
 
+    { ngx_string("llm_settle_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_llm_main_conf_t, settle_queue),
+      NULL },
+
     { ngx_string("llm_api_key"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
       ngx_http_llm_api_key,
@@ -845,6 +852,7 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
     lmcf->ssl_verify = NGX_CONF_UNSET;
     lmcf->breaker_cooldown = NGX_CONF_UNSET_MSEC;
     lmcf->cache_local_ttl = NGX_CONF_UNSET_MSEC;
+    lmcf->settle_queue = NGX_CONF_UNSET_UINT;
 
     return lmcf;
 }
@@ -865,6 +873,13 @@ ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(lmcf->breaker_failures, 5);
     ngx_conf_init_value(lmcf->ssl_verify, 1);
     ngx_conf_init_msec_value(lmcf->breaker_cooldown, 30000);
+    ngx_conf_init_uint_value(lmcf->settle_queue, 10000);
+
+    if (lmcf->settle_queue < 128) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_settle_queue\" must be at least 128");
+        return NGX_CONF_ERROR;
+    }
 
     m = lmcf->models.elts;
 

@@ -30,8 +30,22 @@ static void ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx,
     redisReply *reply);
 static ngx_int_t ngx_http_llm_quota_offline(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
+static void ngx_http_llm_evalsha(const char **argv, size_t *argvlen,
+    ngx_http_llm_script_t *script, const char *nkeys);
+static void ngx_http_llm_too_large(ngx_http_llm_error_t *err);
+static void ngx_http_llm_count_error(const char *script, const char *error);
+static void ngx_http_llm_admit_done(ngx_http_llm_admit_batch_t *batch,
+    redisReply *reply, ngx_uint_t lost);
 static void ngx_http_llm_settle_reply(redisReply *reply, void *data);
 static void ngx_http_llm_settle_flush(ngx_event_t *ev);
+static void ngx_http_llm_settle_retry(ngx_event_t *ev);
+static void ngx_http_llm_sweep_start(ngx_event_t *ev);
+static void ngx_http_llm_sweep_locked(redisReply *reply, void *data);
+static void ngx_http_llm_sweep_scan(void);
+static void ngx_http_llm_sweep_scanned(redisReply *reply, void *data);
+static void ngx_http_llm_sweep_next(void);
+static void ngx_http_llm_sweep_swept(redisReply *reply, void *data);
+static void ngx_http_llm_sweep_end(const char *why);
 static ngx_uint_t ngx_http_llm_reply_int(redisReply *r, size_t i,
     long long *v);
 static void ngx_http_llm_reset_value(u_char *buf, long long ms);
@@ -47,12 +61,38 @@ static ngx_http_llm_script_t  ngx_http_llm_settle_script = {
     ngx_http_llm_lua_settle, ""
 };
 
+static ngx_http_llm_script_t  ngx_http_llm_sweep_script = {
+    ngx_http_llm_lua_sweep, ""
+};
+
+/*
+ * Redis errors by their code, the transient ones first: a cluster's
+ * redirections are not followed, so they are not
+ */
+
+#define NGX_HTTP_LLM_REDIS_TRANSIENT  9
+
+static const char  *ngx_http_llm_redis_errors[] = {
+    "LOADING", "BUSY", "READONLY", "OOM", "MASTERDOWN", "TRYAGAIN",
+    "CLUSTERDOWN", "NOSCRIPT", "NOREPLICAS",
+    "MOVED", "ASK",
+    NULL
+};
+
+static ngx_http_llm_script_t  *ngx_http_llm_scripts[] = {
+    &ngx_http_llm_admit_script,
+    &ngx_http_llm_settle_script,
+    &ngx_http_llm_sweep_script,
+    NULL
+};
+
 /* settlement commands Redis could not take yet, retried on reconnect */
 
 typedef struct ngx_http_llm_pending_s  ngx_http_llm_pending_t;
 
 struct ngx_http_llm_pending_s {
     ngx_http_llm_pending_t     *next;
+    ngx_uint_t                  n;          /* settlements in it */
     int                         argc;
     const char                **argv;
     size_t                     *argvlen;
@@ -74,8 +114,37 @@ struct ngx_http_llm_record_s {
 
 #define NGX_HTTP_LLM_PENDING_MAX  100000
 
+/* settle.lua's keys; its records start after them, the TTL and n */
+#define NGX_HTTP_LLM_SETTLE_KEYS   7
+#define NGX_HTTP_LLM_SETTLE_ARGS   (3 + NGX_HTTP_LLM_SETTLE_KEYS + 2)
+
+/* "%08xD-%P-%ui-%M" and the day, yyyymmdd */
+#define NGX_HTTP_LLM_REQUEST_ID_LEN                                           \
+    (sizeof("ffffffff---") - 1 + NGX_INT64_LEN + 2 * NGX_INT_T_LEN + 8)
+
+/* transient settlement errors are retried after 250 ms, up to 10 s */
+#define NGX_HTTP_LLM_RETRY_MIN     250
+#define NGX_HTTP_LLM_RETRY_MAX     10000
+
+/*
+ * The sweeper: every minute, one worker of all gateways (the holder of a
+ * Redis lock) releases the reservations whose request can no longer be
+ * running.  A request's deadline is written at admission: its location's
+ * llm_total_timeout, plus llm_cache_lock_timeout (a cache follower waits
+ * that long first), plus a margin for the client's own pace.  Records of
+ * older gateways carry no deadline and are given a day.
+ */
+#define NGX_HTTP_LLM_SWEEP_FIRST     1000
+#define NGX_HTTP_LLM_SWEEP_INTERVAL  60000
+#define NGX_HTTP_LLM_SWEEP_MARGIN    60000
+#define NGX_HTTP_LLM_SWEEP_LEGACY    86400000
+#define NGX_HTTP_LLM_SWEEP_COUNT     "100"
+
 
 static void ngx_http_llm_settle_send(ngx_http_llm_pending_t *pd);
+static void ngx_http_llm_settle_queue(ngx_http_llm_pending_t *pd);
+static void ngx_http_llm_settle_lost(ngx_http_llm_pending_t *pd,
+    const char *why);
 
 
 static ngx_uint_t               ngx_http_llm_request_seq;
@@ -89,29 +158,104 @@ static ngx_http_llm_pending_t  *ngx_http_llm_pending;
 static ngx_http_llm_pending_t **ngx_http_llm_pending_last =
     &ngx_http_llm_pending;
 static ngx_uint_t               ngx_http_llm_pending_n;
+static ngx_event_t              ngx_http_llm_retry_event;
+static ngx_msec_t               ngx_http_llm_retry_backoff;
+
+/* the sweeper's walk: a SCAN over tenants, an HSCAN step per call */
+
+typedef struct {
+    ngx_event_t                 event;
+    u_char                      lock[32];
+    size_t                      lock_len;
+    u_char                      scan[NGX_INT64_LEN + 1];
+    u_char                      hscan[NGX_INT64_LEN + 1];
+    ngx_str_t                  *keys;       /* this SCAN page, malloc()ed */
+    ngx_uint_t                  nkeys;
+    ngx_uint_t                  key;
+    unsigned                    running:1;
+} ngx_http_llm_sweep_t;
+
+static ngx_http_llm_sweep_t     ngx_http_llm_sweep;
 
 
 void
 ngx_http_llm_quota_init(void)
 {
-    u_char   md[SHA_DIGEST_LENGTH];
+    u_char                  md[SHA_DIGEST_LENGTH];
+    ngx_http_llm_script_t **sc;
 
     /* request ids must not collide across gateway nodes sharing Redis */
     ngx_http_llm_node_rand = (uint32_t) ngx_random() ^ (uint32_t) ngx_time();
 
     ngx_queue_init(&ngx_http_llm_admit_queue);
 
-    SHA1((u_char *) ngx_http_llm_admit_script.source,
-         ngx_strlen(ngx_http_llm_admit_script.source), md);
-    ngx_hex_dump(ngx_http_llm_admit_script.sha, md, SHA_DIGEST_LENGTH);
+    for (sc = ngx_http_llm_scripts; *sc; sc++) {
+        SHA1((u_char *) (*sc)->source, ngx_strlen((*sc)->source), md);
+        ngx_hex_dump((*sc)->sha, md, SHA_DIGEST_LENGTH);
+    }
 
-    SHA1((u_char *) ngx_http_llm_settle_script.source,
-         ngx_strlen(ngx_http_llm_settle_script.source), md);
-    ngx_hex_dump(ngx_http_llm_settle_script.sha, md, SHA_DIGEST_LENGTH);
+    ngx_http_llm_retry_event.handler = ngx_http_llm_settle_retry;
+    ngx_http_llm_retry_event.data = &ngx_http_llm_timer_conn;
+    ngx_http_llm_retry_event.cancelable = 1;
+    ngx_http_llm_retry_backoff = NGX_HTTP_LLM_RETRY_MIN;
+
+    ngx_http_llm_sweep.event.handler = ngx_http_llm_sweep_start;
+    ngx_http_llm_sweep.event.data = &ngx_http_llm_timer_conn;
+    ngx_http_llm_sweep.event.cancelable = 1;
 }
 
 
-/* cost of tokens at a price in micro-dollars per million, rounded up */
+/* the head of a script call: EVALSHA sha numkeys */
+
+static void
+ngx_http_llm_evalsha(const char **argv, size_t *argvlen,
+    ngx_http_llm_script_t *script, const char *nkeys)
+{
+    argv[0] = "EVALSHA";
+    argvlen[0] = sizeof("EVALSHA") - 1;
+    argv[1] = (char *) script->sha;
+    argvlen[1] = 40;
+    argv[2] = nkeys;
+    argvlen[2] = ngx_strlen(nkeys);
+}
+
+
+/*
+ * The cost of tokens at a price in micro-dollars per million, rounded up;
+ * -1 when it is past NGX_HTTP_LLM_AMOUNT_MAX or the tokens are negative
+ */
+
+static int64_t
+ngx_http_llm_cost_exact(int64_t prompt, int64_t completion,
+    ngx_uint_t price_in, ngx_uint_t price_out)
+{
+    uint64_t  a, b, max;
+
+    if (prompt < 0 || completion < 0) {
+        return -1;
+    }
+
+    /* AMOUNT_MAX micro-dollars in millionths; 1e19 fits in 64 bits */
+    max = (uint64_t) NGX_HTTP_LLM_AMOUNT_MAX * 1000000;
+
+    if ((price_in && (uint64_t) prompt > max / price_in)
+        || (price_out && (uint64_t) completion > max / price_out))
+    {
+        return -1;
+    }
+
+    a = (uint64_t) prompt * price_in;
+    b = (uint64_t) completion * price_out;
+
+    if (a > max - b) {
+        return -1;
+    }
+
+    return (int64_t) ((a + b + 999999) / 1000000);
+}
+
+
+/* the same, for what was used: an absurd amount is charged the most */
 
 int64_t
 ngx_http_llm_cost(int64_t prompt, int64_t completion, ngx_uint_t price_in,
@@ -119,9 +263,75 @@ ngx_http_llm_cost(int64_t prompt, int64_t completion, ngx_uint_t price_in,
 {
     int64_t  n;
 
-    n = prompt * (int64_t) price_in + completion * (int64_t) price_out;
+    n = ngx_http_llm_cost_exact(ngx_max(prompt, 0), ngx_max(completion, 0),
+                                price_in, price_out);
 
-    return (n + 999999) / 1000000;
+    return n < 0 ? NGX_HTTP_LLM_AMOUNT_MAX : n;
+}
+
+
+/*
+ * A Redis error reply, or a lost one (NULL), as a metric label; transient
+ * ones are worth sending again on this connection or the next one
+ */
+
+const char *
+ngx_http_llm_redis_error(redisReply *reply, ngx_uint_t *transient)
+{
+    char        *p;
+    size_t       len;
+    ngx_uint_t   i;
+
+    *transient = 1;
+
+    if (reply == NULL) {
+        return "lost";
+    }
+
+    /* "OOM ...", or, from inside a script, "ERR ...: -OOM ..." */
+
+    p = (char *) ngx_strstr(reply->str, ": -");
+    p = p ? p + 3 : reply->str;
+
+    for (i = 0; ngx_http_llm_redis_errors[i]; i++) {
+        len = ngx_strlen(ngx_http_llm_redis_errors[i]);
+
+        if ((ngx_strncmp(reply->str, ngx_http_llm_redis_errors[i], len) == 0
+             && (reply->str[len] == ' ' || reply->str[len] == '\0'))
+            || (ngx_strncmp(p, ngx_http_llm_redis_errors[i], len) == 0
+                && p[len] == ' '))
+        {
+            *transient = (i < NGX_HTTP_LLM_REDIS_TRANSIENT);
+            return ngx_http_llm_redis_errors[i];
+        }
+    }
+
+    *transient = 0;
+
+    return "other";
+}
+
+
+static void
+ngx_http_llm_too_large(ngx_http_llm_error_t *err)
+{
+    ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
+                           "invalid_request_error", "invalid_value",
+                           "max_tokens", "The request could use more tokens "
+                           "than the gateway can reserve; lower max_tokens.");
+}
+
+
+static void
+ngx_http_llm_count_error(const char *script, const char *error)
+{
+    u_char  buf[128];
+
+    *ngx_snprintf(buf, sizeof(buf) - 1,
+                  "llm_redis_errors_total{script=\"%s\",error=\"%s\"}",
+                  script, error) = '\0';
+
+    ngx_http_llm_metrics_count((char *) buf, 1);
 }
 
 
@@ -152,16 +362,34 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
         price_out = ngx_max(price_out, b[i].price_out);
     }
 
-    ctx->reserved_tokens = ctx->prompt_estimate + ctx->max_tokens;
-    ctx->reserved_cost = ngx_http_llm_cost(ctx->prompt_estimate,
-                                           ctx->max_tokens, price_in,
-                                           price_out);
+    /* a reservation that cannot be represented is refused, not wrapped */
+
+    if (ctx->prompt_estimate < 0 || ctx->max_tokens < 0
+        || ctx->prompt_estimate > NGX_HTTP_LLM_AMOUNT_MAX
+        || ctx->max_tokens > NGX_HTTP_LLM_AMOUNT_MAX - ctx->prompt_estimate)
+    {
+        ctx->reserved_cost = -1;
+
+    } else {
+        ctx->reserved_tokens = ctx->prompt_estimate + ctx->max_tokens;
+        ctx->reserved_cost = ngx_http_llm_cost_exact(ctx->prompt_estimate,
+                                                     ctx->max_tokens,
+                                                     price_in, price_out);
+    }
+
+    if (ctx->reserved_cost < 0) {
+        ctx->reserved_tokens = 0;
+        ctx->reserved_cost = 0;
+
+        ngx_http_llm_too_large(err);
+        return NGX_ERROR;
+    }
 
     if (ctx->request_id.len == 0) {
         now = ngx_time();
         ngx_gmtime(now, &tm);
 
-        p = ngx_pnalloc(ctx->request->pool, 64);
+        p = ngx_pnalloc(ctx->request->pool, NGX_HTTP_LLM_REQUEST_ID_LEN);
         if (p == NULL) {
             return NGX_ERROR;
         }
@@ -190,6 +418,13 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
 
     ngx_queue_insert_tail(&ngx_http_llm_admit_queue, &ctx->admit_link);
     ctx->admitting = 1;
+
+    /* a worker that admits also sweeps, from a second after its first */
+
+    if (!ngx_http_llm_sweep.event.timer_set) {
+        ngx_http_llm_sweep.event.log = ngx_cycle->log;
+        ngx_add_timer(&ngx_http_llm_sweep.event, NGX_HTTP_LLM_SWEEP_FIRST);
+    }
 
     if (!ngx_http_llm_admit_event.posted) {
         ngx_http_llm_admit_event.handler = ngx_http_llm_admit_flush;
@@ -253,10 +488,11 @@ static void
 ngx_http_llm_admit_flush(ngx_event_t *ev)
 {
     u_char                      *p;
-    size_t                       size, argvlen[3 + 6 + 7 + 3 * 128];
+    size_t                       size, argvlen[3 + 6 + 7 + 4 * 128];
     ngx_uint_t                   n, i, argc;
+    ngx_msec_t                   life;
     ngx_queue_t                 *q, *next;
-    const char                  *argv[3 + 6 + 7 + 3 * 128];
+    const char                  *argv[3 + 6 + 7 + 4 * 128];
     ngx_http_llm_ctx_t          *first, *ctx;
     ngx_http_llm_tenant_t       *t;
     ngx_http_llm_admit_batch_t  *batch;
@@ -270,7 +506,8 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
         batch = ngx_alloc(sizeof(ngx_http_llm_admit_batch_t)
                           + 128 * sizeof(ngx_http_llm_ctx_t *)
                           + 6 * (t->id.len + 32) + 7 * NGX_INT64_LEN
-                          + 128 * (64 + 2 * NGX_INT64_LEN),
+                          + 128 * (NGX_HTTP_LLM_REQUEST_ID_LEN
+                                   + 3 * NGX_INT64_LEN),
                           ngx_cycle->log);
 
         n = 0;
@@ -306,12 +543,7 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
         batch->n = n;
         p = (u_char *) &batch->ctx[128];
 
-        argv[0] = "EVALSHA";
-        argvlen[0] = 7;
-        argv[1] = (char *) ngx_http_llm_admit_script.sha;
-        argvlen[1] = 40;
-        argv[2] = "4";
-        argvlen[2] = 1;
+        ngx_http_llm_evalsha(argv, argvlen, &ngx_http_llm_admit_script, "4");
         argc = 3;
 
 #define ngx_http_llm_argv(...)                                                \
@@ -335,9 +567,13 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
 
         for (i = 0; i < n; i++) {
             ctx = batch->ctx[i];
+            life = ctx->conf->total_timeout + ctx->conf->cache_lock_timeout
+                   + NGX_HTTP_LLM_SWEEP_MARGIN;
+
             ngx_http_llm_argv("%V", &ctx->request_id);
             ngx_http_llm_argv("%L", ctx->reserved_tokens);
             ngx_http_llm_argv("%L", ctx->reserved_cost);
+            ngx_http_llm_argv("%M", life);
         }
 
 #undef ngx_http_llm_argv
@@ -348,7 +584,8 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
                                        ngx_http_llm_admit_reply, batch)
             == NULL)
         {
-            ngx_http_llm_admit_reply(NULL, batch);
+            /* never sent: nothing can have been recorded */
+            ngx_http_llm_admit_done(batch, NULL, 0);
         }
     }
 }
@@ -357,8 +594,28 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
 static void
 ngx_http_llm_admit_reply(redisReply *reply, void *data)
 {
-    ngx_http_llm_admit_batch_t *batch = data;
+    ngx_uint_t   transient;
+    const char  *error;
 
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        error = ngx_http_llm_redis_error(reply, &transient);
+        ngx_http_llm_count_error("admit", error);
+
+        if (reply && ngx_strcmp(error, "READONLY") == 0) {
+            /* a failed-over master: the address may lead to the new one */
+            ngx_http_llm_redis_reset("answers READONLY");
+        }
+    }
+
+    /* a lost reply: the script may have run and reserved */
+    ngx_http_llm_admit_done(data, reply, reply == NULL);
+}
+
+
+static void
+ngx_http_llm_admit_done(ngx_http_llm_admit_batch_t *batch, redisReply *reply,
+    ngx_uint_t lost)
+{
     ngx_uint_t           i, retry;
     redisReply          *one;
     ngx_http_llm_ctx_t  *ctx;
@@ -407,6 +664,10 @@ ngx_http_llm_admit_reply(redisReply *reply, void *data)
                && i < reply->elements)
               ? reply->element[i] : NULL;
 
+        if (lost) {
+            ctx->admit_unknown = 1;
+        }
+
         ngx_http_llm_admit_result(ctx, one);
     }
 
@@ -437,6 +698,13 @@ ngx_http_llm_admit_result(ngx_http_llm_ctx_t *ctx, redisReply *reply)
 
         ngx_http_llm_run(ctx);
         ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    if (code == 3) {
+        /* the script's own check of what admit_flush() sent */
+        ngx_http_llm_too_large(&err);
+        ngx_http_llm_fail(ctx, &err);
         return;
     }
 
@@ -623,15 +891,39 @@ ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
 }
 
 
-/* what a request used and costs, by the same rules for quota and metrics */
+/*
+ * What a request used and costs, by the same rules for quota and metrics.
+ * Usage that cannot be read is charged, never forgiven:
+ *
+ *   ending                                  tokens charged
+ *   ------------------------------------    -----------------------------
+ *   a cache hit                             the entry's, at
+ *                                           llm_cache_charge of its cost
+ *   no backend reached                      0
+ *   the backend answered an error status    0
+ *   reached, but nothing came back (the     the prompt estimate
+ *   client left, the attempt timed out)
+ *   usage reported                          as reported
+ *   a stream without usage                  prompt (reported or estimated)
+ *                                           + the streamed tokens
+ *   a 200 answer without usage (too large,  the reservation: prompt
+ *   cut, unparsable)                        estimate + max_tokens
+ *
+ * Costs are at the price of the backend that answered.
+ */
 
 void
 ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
     int64_t *completion, int64_t *cost)
 {
+    int64_t                  cached;
     ngx_http_llm_backend_t  *b;
 
     b = ctx->backend;
+
+    *prompt = 0;
+    *completion = 0;
+    *cost = 0;
 
     if (ctx->cache_status == NGX_HTTP_LLM_CACHE_HIT) {
         /*
@@ -641,25 +933,45 @@ ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
 
         *prompt = ngx_max(ctx->prompt_tokens, 0);
         *completion = ngx_max(ctx->completion_tokens, 0);
-        *cost = (ctx->cache_cost * (int64_t) ctx->conf->cache_charge + 99)
-                / 100;
 
-    } else if (b == NULL || !ctx->first_byte
-               || ctx->upstream_status != NGX_HTTP_OK)
+        cached = ngx_min(ngx_max(ctx->cache_cost, 0),
+                         NGX_HTTP_LLM_AMOUNT_MAX);
+        *cost = (cached * (int64_t) ctx->conf->cache_charge + 99) / 100;
+        return;
+    }
+
+    /* a first byte means the body was handed over, whoever says so */
+
+    if (b == NULL || !(ctx->reached_backend || ctx->first_byte)
+        || (ctx->upstream_status && ctx->upstream_status != NGX_HTTP_OK))
     {
-        /* no backend produced an answer: nothing was spent */
-        *prompt = 0;
-        *completion = 0;
-        *cost = 0;
+        return;
+    }
+
+    if (!ctx->first_byte) {
+        *prompt = ctx->prompt_estimate;
+
+    } else if (ctx->usage_lost
+               || (ctx->completion_tokens < 0 && !ctx->sse_mode))
+    {
+        /* the answer was generated in full before its first byte */
+        *prompt = ctx->prompt_estimate;
+        *completion = ctx->max_tokens;
 
     } else {
         *prompt = ctx->prompt_tokens >= 0 ? ctx->prompt_tokens
                                           : ctx->prompt_estimate;
-        *completion = ctx->completion_tokens >= 0 ? ctx->completion_tokens
-                                                  : (int64_t) ctx->chunks;
-        *cost = ngx_http_llm_cost(*prompt, *completion, b->price_in,
-                                  b->price_out);
+
+        /* a stream without usage: at least a token per delta */
+        *completion = ctx->completion_tokens >= 0
+                      ? ctx->completion_tokens
+                      : ngx_max(ctx->stream_tokens, (int64_t) ctx->chunks);
     }
+
+    *prompt = ngx_min(ngx_max(*prompt, 0), NGX_HTTP_LLM_AMOUNT_MAX);
+    *completion = ngx_min(ngx_max(*completion, 0), NGX_HTTP_LLM_AMOUNT_MAX);
+    *cost = ngx_http_llm_cost(*prompt, *completion, b->price_in,
+                              b->price_out);
 }
 
 
@@ -681,7 +993,12 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
     ngx_http_llm_backend_t  *b;
     u_char                   buf[1024];
 
-    if (!ctx->admitted && !ctx->unenforced) {
+    /*
+     * a lost admission reply is settled even when the client got a 503:
+     * the script may have reserved
+     */
+
+    if (!ctx->admitted && !ctx->unenforced && !ctx->admit_unknown) {
         return;
     }
 
@@ -716,7 +1033,8 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
                        b ? &b->name : hit ? &empty : &ctx->model->name);
     ngx_http_llm_field(4, "%L", prompt);
     ngx_http_llm_field(5, "%L", completion);
-    ngx_http_llm_field(6, "%s%s", ctx->admitted ? "m" : "u",
+    ngx_http_llm_field(6, "%s%s", ctx->admitted ? "m"
+                                  : ctx->admit_unknown ? "k" : "u",
                        hit ? "c" : "");
 
 #undef ngx_http_llm_field
@@ -727,10 +1045,12 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
            + ctx->key_month.len + (p - buf);
 
     if (p == last || ngx_http_llm_records_n >= NGX_HTTP_LLM_PENDING_MAX) {
-        ngx_log_error(NGX_LOG_ALERT, ctx->request->connection->log, 0,
+        ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
                       "llm: settlement of \"%V\" dropped: %L tokens, "
                       "%L micro-dollars", &ctx->request_id,
                       prompt + completion, cost);
+        ngx_http_llm_metrics_count(
+            "llm_settlements_dropped_total{reason=\"queue_full\"}", 1);
         return;
     }
 
@@ -817,10 +1137,11 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
 
         ngx_http_llm_records_n -= n;
 
-        argc = 3 + 6 + 2 + 7 * n;
+        argc = NGX_HTTP_LLM_SETTLE_ARGS + 7 * n;
         size = sizeof(ngx_http_llm_pending_t)
                + argc * (sizeof(char *) + sizeof(size_t))
-               + 7 * (sizeof("llm:{}:spend:d:") + first->tenant.len + 8)
+               + NGX_HTTP_LLM_SETTLE_KEYS
+                 * (sizeof("llm:{}:spend:d:") + first->tenant.len + 8)
                + 2 * NGX_INT_T_LEN;
 
         for (rec = group; rec; rec = rec->next) {
@@ -833,19 +1154,16 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
 
         if (pd != NULL) {
             pd->next = NULL;
+            pd->n = n;
             pd->argc = (int) argc;
             pd->argv = (const char **) (pd + 1);
             pd->argvlen = (size_t *) (pd->argv + argc);
             p = (u_char *) (pd->argvlen + argc);
 
-            /* EVAL by source: a NOSCRIPT could not be retried here */
+            /* a NOSCRIPT loads the scripts and sends this again */
 
-            pd->argv[0] = "EVAL";
-            pd->argvlen[0] = 4;
-            pd->argv[1] = ngx_http_llm_settle_script.source;
-            pd->argvlen[1] = ngx_strlen(ngx_http_llm_settle_script.source);
-            pd->argv[2] = "6";
-            pd->argvlen[2] = 1;
+            ngx_http_llm_evalsha(pd->argv, pd->argvlen,
+                                 &ngx_http_llm_settle_script, "7");
 
             argc = 3;
 
@@ -865,6 +1183,8 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
             ngx_http_llm_argv("llm:{%V}:settled:%V", &first->tenant,
                               &first->day);
             ngx_http_llm_argv("llm:{%V}:inflight", &first->tenant);
+            ngx_http_llm_argv("llm:{%V}:swept:%V", &first->tenant,
+                              &first->day);
             ngx_http_llm_argv("7776000");    /* usage records: 90 days */
             ngx_http_llm_argv("%ui", n);
 
@@ -888,6 +1208,60 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
 }
 
 
+/*
+ * Settlements wait for Redis in one queue per worker, oldest first, of at
+ * most llm_settle_queue settlements: past that, the oldest are dropped
+ */
+
+static void
+ngx_http_llm_settle_queue(ngx_http_llm_pending_t *pd)
+{
+    ngx_http_llm_pending_t    *old;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle, ngx_http_llm_module);
+
+    pd->next = NULL;
+    *ngx_http_llm_pending_last = pd;
+    ngx_http_llm_pending_last = &pd->next;
+    ngx_http_llm_pending_n += pd->n;
+
+    while (ngx_http_llm_pending_n > lmcf->settle_queue
+           && ngx_http_llm_pending != pd)
+    {
+        old = ngx_http_llm_pending;
+        ngx_http_llm_pending = old->next;
+        ngx_http_llm_pending_n -= old->n;
+
+        ngx_http_llm_settle_lost(old, "the queue for Redis is full");
+        ngx_http_llm_metrics_count(
+            "llm_settlements_dropped_total{reason=\"queue_full\"}",
+            (int64_t) old->n);
+        ngx_free(old);
+    }
+}
+
+
+/* says what a dropped command carried, one line per settlement */
+
+static void
+ngx_http_llm_settle_lost(ngx_http_llm_pending_t *pd, const char *why)
+{
+    ngx_uint_t  i;
+
+    for (i = NGX_HTTP_LLM_SETTLE_ARGS; i + 2 < (ngx_uint_t) pd->argc; i += 7)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "llm: settlement lost (%s): %*s, %*s, %*s tokens, "
+                      "%*s micro-dollars", why,
+                      pd->argvlen[3], pd->argv[3],
+                      pd->argvlen[i], pd->argv[i],
+                      pd->argvlen[i + 1], pd->argv[i + 1],
+                      pd->argvlen[i + 2], pd->argv[i + 2]);
+    }
+}
+
+
 static void
 ngx_http_llm_settle_send(ngx_http_llm_pending_t *pd)
 {
@@ -898,10 +1272,7 @@ ngx_http_llm_settle_send(ngx_http_llm_pending_t *pd)
         return;
     }
 
-    pd->next = NULL;
-    *ngx_http_llm_pending_last = pd;
-    ngx_http_llm_pending_last = &pd->next;
-    ngx_http_llm_pending_n++;
+    ngx_http_llm_settle_queue(pd);
 }
 
 
@@ -910,27 +1281,100 @@ ngx_http_llm_settle_reply(redisReply *reply, void *data)
 {
     ngx_http_llm_pending_t *pd = data;
 
-    if (reply == NULL) {
-        /* lost or timed out: again on the next connection */
-        pd->next = NULL;
-        *ngx_http_llm_pending_last = pd;
-        ngx_http_llm_pending_last = &pd->next;
-        ngx_http_llm_pending_n++;
+    size_t        i;
+    ngx_uint_t    transient;
+    const char   *error;
+    redisReply   *r;
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        error = ngx_http_llm_redis_error(reply, &transient);
+        ngx_http_llm_count_error("settle", error);
+
+        if (transient) {
+            if (reply) {
+                ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                              "llm: settlement of %ui requests of %*s "
+                              "deferred: %s", pd->n, pd->argvlen[3],
+                              pd->argv[3], reply->str);
+            }
+
+            if (ngx_strcmp(error, "NOSCRIPT") == 0) {
+                ngx_http_llm_quota_load();
+
+            } else if (ngx_strcmp(error, "READONLY") == 0) {
+                ngx_http_llm_redis_reset("answers READONLY");
+            }
+
+            /* again on this connection after a pause, or on the next */
+
+            ngx_http_llm_metrics_count("llm_settlements_retried_total", 1);
+            ngx_http_llm_settle_queue(pd);
+
+            if (ngx_http_llm_redis_ready()
+                && !ngx_http_llm_retry_event.timer_set)
+            {
+                ngx_http_llm_retry_event.log = ngx_cycle->log;
+                ngx_add_timer(&ngx_http_llm_retry_event,
+                              ngx_http_llm_retry_backoff);
+                ngx_http_llm_retry_backoff =
+                    ngx_min(ngx_http_llm_retry_backoff * 2,
+                            NGX_HTTP_LLM_RETRY_MAX);
+            }
+
+            return;
+        }
+
+        /* sending it again would fail again: said once, with the count */
+
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "llm: settlement of %ui requests of %*s lost: %s",
+                      pd->n, pd->argvlen[3], pd->argv[3], reply->str);
+        ngx_http_llm_settle_lost(pd, "redis refused the script");
+        ngx_http_llm_metrics_count(
+            "llm_settlements_dropped_total{reason=\"error\"}",
+            (int64_t) pd->n);
+        ngx_free(pd);
         return;
     }
 
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                      "llm: settlement of \"%*s\" and %*s more failed: %s",
-                      pd->argvlen[11], pd->argv[11], pd->argvlen[10],
-                      pd->argv[10], reply->str);
+    ngx_http_llm_retry_backoff = NGX_HTTP_LLM_RETRY_MIN;
+
+    /* {settled, malformed, ids...}: records the script could not read */
+
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2
+        && reply->element[1]->type == REDIS_REPLY_INTEGER)
+    {
+        ngx_http_llm_metrics_count(
+            "llm_inflight_malformed_total{script=\"settle\"}",
+            reply->element[1]->integer);
+
+        for (i = 2; i < reply->elements; i++) {
+            r = reply->element[i];
+
+            if (r->type == REDIS_REPLY_STRING) {
+                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                              "llm: in-flight record \"%*s\" of %*s could "
+                              "not be read; its reservation stays in "
+                              "\"reserved\"", r->len, r->str,
+                              pd->argvlen[3], pd->argv[3]);
+            }
+        }
     }
 
     ngx_free(pd);
 }
 
 
-/* Redis is back: send what waited */
+static void
+ngx_http_llm_settle_retry(ngx_event_t *ev)
+{
+    if (ngx_http_llm_redis_ready()) {
+        ngx_http_llm_quota_flush();
+    }
+}
+
+
+/* Redis is back, or took a pause: send what waited */
 
 void
 ngx_http_llm_quota_flush(void)
@@ -955,7 +1399,7 @@ ngx_http_llm_quota_flush(void)
 void
 ngx_http_llm_quota_exit(void)
 {
-    ngx_uint_t               i;
+    ngx_uint_t               n;
     ngx_http_llm_record_t   *rec, *rnext;
     ngx_http_llm_pending_t  *pd, *next;
 
@@ -967,6 +1411,18 @@ ngx_http_llm_quota_exit(void)
         ngx_delete_posted_event(&ngx_http_llm_admit_event);
     }
 
+    if (ngx_http_llm_retry_event.timer_set) {
+        ngx_del_timer(&ngx_http_llm_retry_event);
+    }
+
+    if (ngx_http_llm_sweep.event.timer_set) {
+        ngx_del_timer(&ngx_http_llm_sweep.event);
+    }
+
+    ngx_http_llm_sweep_end(NULL);
+
+    n = 0;
+
     for (rec = ngx_http_llm_records; rec; rec = rnext) {
         rnext = rec->next;
 
@@ -975,6 +1431,7 @@ ngx_http_llm_quota_exit(void)
                       "tenant %V, %V, %V tokens, %V micro-dollars",
                       &rec->tenant, &rec->f[0], &rec->f[1], &rec->f[2]);
         ngx_free(rec);
+        n++;
     }
 
     ngx_http_llm_records = NULL;
@@ -983,18 +1440,16 @@ ngx_http_llm_quota_exit(void)
     for (pd = ngx_http_llm_pending; pd; pd = next) {
         next = pd->next;
 
-        for (i = 11; i + 2 < (ngx_uint_t) pd->argc; i += 7) {
-            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                          "llm: exiting with an unrecorded settlement: "
-                          "%*s, %*s, %*s tokens, %*s micro-dollars",
-                          pd->argvlen[3], pd->argv[3],
-                          pd->argvlen[i], pd->argv[i],
-                          pd->argvlen[i + 1], pd->argv[i + 1],
-                          pd->argvlen[i + 2], pd->argv[i + 2]);
-        }
-
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "llm: exiting with %ui unrecorded settlements",
+                      pd->n);
+        ngx_http_llm_settle_lost(pd, "exiting");
+        n += pd->n;
         ngx_free(pd);
     }
+
+    ngx_http_llm_metrics_count(
+        "llm_settlements_dropped_total{reason=\"exit\"}", (int64_t) n);
 
     ngx_http_llm_pending = NULL;
     ngx_http_llm_pending_last = &ngx_http_llm_pending;
@@ -1007,21 +1462,289 @@ ngx_http_llm_quota_exit(void)
 void
 ngx_http_llm_quota_load(void)
 {
-    size_t       argvlen[3];
-    const char  *argv[3];
+    size_t                   argvlen[3];
+    const char              *argv[3];
+    ngx_http_llm_script_t  **sc;
 
     argv[0] = "SCRIPT";
     argvlen[0] = 6;
     argv[1] = "LOAD";
     argvlen[1] = 4;
 
-    argv[2] = ngx_http_llm_admit_script.source;
-    argvlen[2] = ngx_strlen(argv[2]);
-    (void) ngx_http_llm_redis_command(3, argv, argvlen, NULL, NULL);
+    for (sc = ngx_http_llm_scripts; *sc; sc++) {
+        argv[2] = (*sc)->source;
+        argvlen[2] = ngx_strlen(argv[2]);
+        (void) ngx_http_llm_redis_command(3, argv, argvlen, NULL, NULL);
+    }
+}
 
-    argv[2] = ngx_http_llm_settle_script.source;
-    argvlen[2] = ngx_strlen(argv[2]);
-    (void) ngx_http_llm_redis_command(3, argv, argvlen, NULL, NULL);
+
+/*
+ * The sweeper, a chain of small commands, each sent from the reply of the
+ * one before: the lock, a SCAN page of tenants' in-flight hashes, then
+ * sweep.lua over each of them, one HSCAN step per call
+ */
+
+static void
+ngx_http_llm_sweep_start(ngx_event_t *ev)
+{
+    size_t       argvlen[7];
+    const char  *argv[7];
+
+    ngx_add_timer(&ngx_http_llm_sweep.event, NGX_HTTP_LLM_SWEEP_INTERVAL);
+
+    if (ngx_http_llm_sweep.running || !ngx_http_llm_redis_ready()) {
+        return;
+    }
+
+    ngx_http_llm_sweep.lock_len =
+        ngx_sprintf(ngx_http_llm_sweep.lock, "%08xD-%P",
+                    ngx_http_llm_node_rand, ngx_pid)
+        - ngx_http_llm_sweep.lock;
+
+    argv[0] = "SET";
+    argvlen[0] = 3;
+    argv[1] = "llm:sweep:lock";
+    argvlen[1] = sizeof("llm:sweep:lock") - 1;
+    argv[2] = (char *) ngx_http_llm_sweep.lock;
+    argvlen[2] = ngx_http_llm_sweep.lock_len;
+    argv[3] = "NX";
+    argvlen[3] = 2;
+    argv[4] = "PX";
+    argvlen[4] = 2;
+    argv[5] = "55000";          /* a little under the interval */
+    argvlen[5] = 5;
+
+    if (ngx_http_llm_redis_command(6, argv, argvlen,
+                                   ngx_http_llm_sweep_locked, NULL)
+        != NULL)
+    {
+        ngx_http_llm_sweep.running = 1;
+    }
+}
+
+
+static void
+ngx_http_llm_sweep_locked(redisReply *reply, void *data)
+{
+    if (reply == NULL || reply->type != REDIS_REPLY_STATUS) {
+        /* another worker sweeps this minute, or Redis failed */
+        ngx_http_llm_sweep_end(NULL);
+        return;
+    }
+
+    ngx_memcpy(ngx_http_llm_sweep.scan, "0", 2);
+    ngx_http_llm_sweep_scan();
+}
+
+
+static void
+ngx_http_llm_sweep_scan(void)
+{
+    size_t       argvlen[6];
+    const char  *argv[6];
+
+    argv[0] = "SCAN";
+    argvlen[0] = 4;
+    argv[1] = (char *) ngx_http_llm_sweep.scan;
+    argvlen[1] = ngx_strlen(ngx_http_llm_sweep.scan);
+    argv[2] = "MATCH";
+    argvlen[2] = 5;
+    argv[3] = "llm:{*}:inflight";
+    argvlen[3] = sizeof("llm:{*}:inflight") - 1;
+    argv[4] = "COUNT";
+    argvlen[4] = 5;
+    argv[5] = NGX_HTTP_LLM_SWEEP_COUNT;
+    argvlen[5] = sizeof(NGX_HTTP_LLM_SWEEP_COUNT) - 1;
+
+    if (ngx_http_llm_redis_command(6, argv, argvlen,
+                                   ngx_http_llm_sweep_scanned, NULL)
+        == NULL)
+    {
+        ngx_http_llm_sweep_end("redis is not available");
+    }
+}
+
+
+static void
+ngx_http_llm_sweep_scanned(redisReply *reply, void *data)
+{
+    u_char      *p;
+    size_t       size;
+    ngx_uint_t   i;
+    redisReply  *keys, *k;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[0]->len > NGX_INT64_LEN
+        || reply->element[1]->type != REDIS_REPLY_ARRAY)
+    {
+        ngx_http_llm_sweep_end("SCAN failed");
+        return;
+    }
+
+    ngx_memcpy(ngx_http_llm_sweep.scan, reply->element[0]->str,
+               reply->element[0]->len);
+    ngx_http_llm_sweep.scan[reply->element[0]->len] = '\0';
+
+    keys = reply->element[1];
+    size = keys->elements * sizeof(ngx_str_t);
+
+    for (i = 0; i < keys->elements; i++) {
+        size += keys->element[i]->len;
+    }
+
+    ngx_free(ngx_http_llm_sweep.keys);
+
+    ngx_http_llm_sweep.keys = ngx_alloc(size ? size : 1, ngx_cycle->log);
+    if (ngx_http_llm_sweep.keys == NULL) {
+        ngx_http_llm_sweep_end("no memory");
+        return;
+    }
+
+    p = (u_char *) (ngx_http_llm_sweep.keys + keys->elements);
+    ngx_http_llm_sweep.nkeys = 0;
+
+    for (i = 0; i < keys->elements; i++) {
+        k = keys->element[i];
+
+        if (k->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        ngx_http_llm_sweep.keys[ngx_http_llm_sweep.nkeys].data = p;
+        ngx_http_llm_sweep.keys[ngx_http_llm_sweep.nkeys].len = k->len;
+        p = ngx_cpymem(p, k->str, k->len);
+        ngx_http_llm_sweep.nkeys++;
+    }
+
+    ngx_http_llm_sweep.key = 0;
+    ngx_memcpy(ngx_http_llm_sweep.hscan, "0", 2);
+
+    ngx_http_llm_sweep_next();
+}
+
+
+/* one HSCAN step of the current key, or the next key, or the next page */
+
+static void
+ngx_http_llm_sweep_next(void)
+{
+    size_t       argvlen[7];
+    ngx_str_t   *key;
+    const char  *argv[7];
+    u_char       life[NGX_INT_T_LEN];
+
+    if (ngx_http_llm_sweep.key == ngx_http_llm_sweep.nkeys) {
+        if (ngx_strcmp(ngx_http_llm_sweep.scan, "0") == 0) {
+            ngx_http_llm_sweep_end(NULL);
+            return;
+        }
+
+        ngx_http_llm_sweep_scan();
+        return;
+    }
+
+    key = &ngx_http_llm_sweep.keys[ngx_http_llm_sweep.key];
+
+    ngx_http_llm_evalsha(argv, argvlen, &ngx_http_llm_sweep_script, "1");
+    argv[3] = (char *) key->data;
+    argvlen[3] = key->len;
+    argv[4] = (char *) ngx_http_llm_sweep.hscan;
+    argvlen[4] = ngx_strlen(ngx_http_llm_sweep.hscan);
+    argv[5] = NGX_HTTP_LLM_SWEEP_COUNT;
+    argvlen[5] = sizeof(NGX_HTTP_LLM_SWEEP_COUNT) - 1;
+    argv[6] = (char *) life;
+    argvlen[6] = ngx_sprintf(life, "%ui",
+                             (ngx_uint_t) NGX_HTTP_LLM_SWEEP_LEGACY) - life;
+
+    if (ngx_http_llm_redis_command(7, argv, argvlen,
+                                   ngx_http_llm_sweep_swept, NULL)
+        == NULL)
+    {
+        ngx_http_llm_sweep_end("redis is not available");
+    }
+}
+
+
+static void
+ngx_http_llm_sweep_swept(redisReply *reply, void *data)
+{
+    ngx_uint_t   transient;
+    redisReply  *c;
+
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_llm_count_error("sweep",
+                                 ngx_http_llm_redis_error(reply, &transient));
+
+        if (ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+            ngx_http_llm_quota_load();
+        }
+    }
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 3
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[0]->len > NGX_INT64_LEN
+        || reply->element[1]->type != REDIS_REPLY_INTEGER
+        || reply->element[2]->type != REDIS_REPLY_INTEGER)
+    {
+        ngx_http_llm_sweep_end(reply && reply->type == REDIS_REPLY_ERROR
+                               ? reply->str : "sweep.lua failed");
+        return;
+    }
+
+    if (reply->element[1]->integer > 0) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "llm: sweeper released %L reservations past their "
+                      "deadline in \"%V\"", reply->element[1]->integer,
+                      &ngx_http_llm_sweep.keys[ngx_http_llm_sweep.key]);
+        ngx_http_llm_metrics_count("llm_reservations_swept_total",
+                                   reply->element[1]->integer);
+    }
+
+    if (reply->element[2]->integer > 0) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "llm: sweeper deleted %L in-flight records of \"%V\" "
+                      "that could not be read", reply->element[2]->integer,
+                      &ngx_http_llm_sweep.keys[ngx_http_llm_sweep.key]);
+        ngx_http_llm_metrics_count(
+            "llm_inflight_malformed_total{script=\"sweep\"}",
+            reply->element[2]->integer);
+    }
+
+    c = reply->element[0];
+
+    if (c->len == 1 && c->str[0] == '0') {
+        ngx_http_llm_sweep.key++;
+        ngx_memcpy(ngx_http_llm_sweep.hscan, "0", 2);
+
+    } else {
+        ngx_memcpy(ngx_http_llm_sweep.hscan, c->str, c->len);
+        ngx_http_llm_sweep.hscan[c->len] = '\0';
+    }
+
+    ngx_http_llm_sweep_next();
+}
+
+
+static void
+ngx_http_llm_sweep_end(const char *why)
+{
+    if (why && ngx_http_llm_sweep.running) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "llm: sweep stopped: %s", why);
+    }
+
+    ngx_http_llm_sweep.running = 0;
+
+    if (ngx_http_llm_sweep.keys) {
+        ngx_free(ngx_http_llm_sweep.keys);
+        ngx_http_llm_sweep.keys = NULL;
+    }
+
+    ngx_http_llm_sweep.nkeys = 0;
 }
 
 

@@ -44,6 +44,9 @@ static void ngx_http_llm_redis_add_write(void *data);
 static void ngx_http_llm_redis_del_write(void *data);
 static void ngx_http_llm_redis_cleanup(void *data);
 static void ngx_http_llm_redis_flush(ngx_event_t *ev);
+static void ngx_http_llm_redis_reset_handler(ngx_event_t *ev);
+static void ngx_http_llm_redis_info(redisAsyncContext *ac, void *reply,
+    void *privdata);
 
 
 static ngx_http_llm_redis_conf_t  *ngx_http_llm_redis_conf;
@@ -55,6 +58,8 @@ static ngx_log_t                  *ngx_http_llm_redis_log;
 static ngx_uint_t                  ngx_http_llm_redis_up;
 static ngx_event_t                 ngx_http_llm_redis_flush_event;
 static ngx_uint_t                  ngx_http_llm_redis_flushing;
+static ngx_event_t                 ngx_http_llm_redis_reset_event;
+static const char                 *ngx_http_llm_redis_reset_why;
 
 
 ngx_int_t
@@ -72,6 +77,11 @@ ngx_http_llm_redis_init(ngx_cycle_t *cycle, ngx_http_llm_redis_conf_t *conf)
     ngx_http_llm_redis_flush_event.data = &ngx_http_llm_timer_conn;
     ngx_http_llm_redis_retry_event.cancelable = 1;
 
+    ngx_http_llm_redis_reset_event.handler =
+        ngx_http_llm_redis_reset_handler;
+    ngx_http_llm_redis_reset_event.log = cycle->log;
+    ngx_http_llm_redis_reset_event.data = &ngx_http_llm_timer_conn;
+
     ngx_http_llm_redis_backoff = NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
 
     /* a Redis that is down must not keep the worker from starting */
@@ -88,6 +98,10 @@ ngx_http_llm_redis_exit(ngx_cycle_t *cycle)
 
     if (ngx_http_llm_redis_retry_event.timer_set) {
         ngx_del_timer(&ngx_http_llm_redis_retry_event);
+    }
+
+    if (ngx_http_llm_redis_reset_event.posted) {
+        ngx_delete_posted_event(&ngx_http_llm_redis_reset_event);
     }
 
     /* no reconnect from the disconnect callback on the way out */
@@ -218,6 +232,30 @@ ngx_http_llm_redis_timeout(ngx_event_t *ev)
 }
 
 
+/*
+ * The connection is dropped and made again at the end of this turn: not
+ * from inside the reply callback that found it had to be
+ */
+
+void
+ngx_http_llm_redis_reset(const char *why)
+{
+    if (ngx_http_llm_redis_reset_event.posted) {
+        return;
+    }
+
+    ngx_http_llm_redis_reset_why = why;
+    ngx_post_event(&ngx_http_llm_redis_reset_event, &ngx_posted_events);
+}
+
+
+static void
+ngx_http_llm_redis_reset_handler(ngx_event_t *ev)
+{
+    ngx_http_llm_redis_drop(ngx_http_llm_redis_reset_why);
+}
+
+
 static void
 ngx_http_llm_redis_drop(const char *why)
 {
@@ -342,6 +380,9 @@ ngx_http_llm_redis_on_connect(const redisAsyncContext *ac, int status)
     ngx_http_llm_redis_up = 1;
     ngx_http_llm_redis_backoff = NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
 
+    (void) redisAsyncCommand(ngx_http_llm_redis_ac, ngx_http_llm_redis_info,
+                             NULL, "INFO server");
+
     ngx_http_llm_quota_load();
     ngx_http_llm_quota_flush();
 
@@ -378,6 +419,53 @@ ngx_http_llm_redis_setup_reply(redisAsyncContext *ac, void *reply,
     if (rr && rr->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, ngx_http_llm_redis_log, 0,
                       "llm: redis %s failed: %s", (char *) privdata, rr->str);
+    }
+}
+
+
+/*
+ * What the scripts need: Redis 5.0 (writes after TIME and HSCAN, which
+ * older versions refuse in scripts unless told to replicate effects) and
+ * no cluster (one connection follows no MOVED or ASK)
+ */
+
+static void
+ngx_http_llm_redis_info(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    char        *v, *mode;
+    ngx_int_t    major;
+    redisReply  *rr = reply;
+
+    if (rr == NULL || rr->type != REDIS_REPLY_STRING) {
+        return;
+    }
+
+    v = ngx_strstr(rr->str, "redis_version:");
+
+    if (v == NULL) {
+        ngx_log_error(NGX_LOG_ERR, ngx_http_llm_redis_log, 0,
+                      "llm: redis did not say its version; the quota "
+                      "scripts need 5.0 or later");
+        return;
+    }
+
+    v += sizeof("redis_version:") - 1;
+    major = ngx_atoi((u_char *) v, strcspn(v, "."));
+
+    if (major < 5) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_http_llm_redis_log, 0,
+                      "llm: redis %*s is too old: the quota, settlement "
+                      "and sweep scripts need 5.0 or later (writes after "
+                      "TIME, HSCAN in scripts)", strcspn(v, "\r\n"), v);
+    }
+
+    mode = ngx_strstr(rr->str, "redis_mode:cluster");
+
+    if (mode) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_http_llm_redis_log, 0,
+                      "llm: redis runs as a cluster, which the gateway "
+                      "does not support: tenants whose keys live on "
+                      "another node get errors");
     }
 }
 

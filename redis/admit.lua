@@ -14,23 +14,45 @@
 -- KEYS[1] llm:{t}:win          HASH r:<sec>, t:<sec>
 -- KEYS[2] llm:{t}:spend:d:<yyyymmdd>  HASH reserved, settled (micro-dollars)
 -- KEYS[3] llm:{t}:spend:m:<yyyymm>    HASH reserved, settled
--- KEYS[4] llm:{t}:inflight     HASH id -> "tokens:cost:admitted_ms", the
---                              reservation settle.lua releases
+-- KEYS[4] llm:{t}:inflight     HASH id ->
+--                              "tokens:cost:admitted_ms:deadline_ms:day",
+--                              the reservation settle.lua releases, or
+--                              sweep.lua once the deadline has passed
 -- ARGV: rpm, tpm, budget_day, budget_month (0 = no limit), day_ttl,
---       month_ttl, n, then n times: id, tokens, cost
+--       month_ttl, n, then n times: id, tokens, cost, life_ms (the
+--       longest the request can take)
+--
+-- Numbers are written with '%.0f': Lua's own tostring() would write
+-- 1e+14, which neither HINCRBY nor settle.lua can read.
 --
 -- Returns one answer per request: {0, now, rpm_left, rpm_reset_ms,
 -- tpm_left, tpm_reset_ms, day_spent, month_spent} when admitted (spent:
 -- micro-dollars settled and reserved, this request's reservation included;
 -- 0 without a budget), {1, what, retry_after_ms} on a
 -- rate limit (what: rpm|tpm|tpm_request) and {2, what, 0} on a budget
--- (what: day|month).
+-- (what: day|month); {3, 'invalid', 0} for a reservation that is not a
+-- whole number from 0 to 1e13 (the gateway's own bound, so that the sum
+-- of a batch of 128 is still exact in a double).
 
 local rpm = tonumber(ARGV[1])
 local tpm = tonumber(ARGV[2])
 local bday = tonumber(ARGV[3])
 local bmonth = tonumber(ARGV[4])
 local n = tonumber(ARGV[7])
+local day = string.match(KEYS[2], ':(%d+)$') or ''
+
+-- a whole number from 0 to 1e13, or nil
+local function int(v)
+    v = tonumber(v)
+    if v and v == math.floor(v) and v >= 0 and v <= 1e13 then
+        return v
+    end
+    return nil
+end
+
+local function fmt(v)
+    return string.format('%.0f', v)
+end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -47,8 +69,8 @@ if rpm > 0 or tpm > 0 then
     for i = 1, #all, 2 do
         local kind, s = string.match(all[i], '^(%a):(%d+)$')
         s = tonumber(s)
-        local v = tonumber(all[i + 1])
-        if s < oldest then
+        local v = tonumber(all[i + 1]) or 0
+        if not s or s < oldest then
             gone[#gone + 1] = all[i]
         elseif kind == 'r' then
             rb[#rb + 1] = {s, v}
@@ -97,12 +119,16 @@ local out, held = {}, {}
 local radd, tadd, csum = 0, 0, 0
 
 for i = 0, n - 1 do
-    local id = ARGV[8 + i * 3]
-    local tokens = tonumber(ARGV[9 + i * 3])
-    local cost = tonumber(ARGV[10 + i * 3])
+    local id = ARGV[8 + i * 4]
+    local tokens = int(ARGV[9 + i * 4])
+    local cost = int(ARGV[10 + i * 4])
+    local life = int(ARGV[11 + i * 4]) or 0
     local res
 
-    if rpm > 0 and rcount + radd >= rpm then
+    if not tokens or not cost then
+        res = {3, 'invalid', 0}
+
+    elseif rpm > 0 and rcount + radd >= rpm then
         res = {1, 'rpm', wait(rb, rcount + radd - rpm + 1)}
 
     elseif tpm > 0 and tokens > tpm then
@@ -124,7 +150,8 @@ for i = 0, n - 1 do
         mspent = mspent + cost
         csum = csum + cost
         held[#held + 1] = id
-        held[#held + 1] = tokens .. ':' .. cost .. ':' .. now
+        held[#held + 1] = fmt(tokens) .. ':' .. fmt(cost) .. ':' .. fmt(now)
+                          .. ':' .. fmt(now + life) .. ':' .. day
         res = {0, now,
                rpm > 0 and rpm - rcount - radd or -1,
                #rb > 0 and reset(rb) or (sec + 61) * 1000 - now,
@@ -136,7 +163,8 @@ for i = 0, n - 1 do
     out[i + 1] = res
 end
 
--- what the admitted requests reserved, written once
+-- what the admitted requests reserved, written once; the in-flight
+-- records last, so that a record implies its reservation
 
 if #gone > 0 then
     redis.call('HDEL', KEYS[1], unpack(gone))
@@ -144,16 +172,16 @@ end
 
 if #held > 0 then
     if rpm > 0 or tpm > 0 then
-        redis.call('HINCRBY', KEYS[1], 'r:' .. sec, radd)
-        redis.call('HINCRBY', KEYS[1], 't:' .. sec, tadd)
+        redis.call('HINCRBY', KEYS[1], 'r:' .. fmt(sec), fmt(radd))
+        redis.call('HINCRBY', KEYS[1], 't:' .. fmt(sec), fmt(tadd))
         redis.call('PEXPIRE', KEYS[1], 62000)
     end
+    redis.call('HINCRBY', KEYS[2], 'reserved', fmt(csum))
+    redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
+    redis.call('HINCRBY', KEYS[3], 'reserved', fmt(csum))
+    redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]))
     redis.call('HSET', KEYS[4], unpack(held))
     redis.call('EXPIRE', KEYS[4], 172800)
-    redis.call('HINCRBY', KEYS[2], 'reserved', csum)
-    redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
-    redis.call('HINCRBY', KEYS[3], 'reserved', csum)
-    redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]))
 end
 
 return out

@@ -5,29 +5,73 @@
 --
 -- KEYS[1] llm:{t}:win            KEYS[2] llm:{t}:spend:d:<day>
 -- KEYS[3] llm:{t}:spend:m:<month>  KEYS[4] llm:{t}:usage:<day>
--- KEYS[5] llm:{t}:settled:<day>  ids of unmetered requests already recorded
+-- KEYS[5] llm:{t}:settled:<day>  ids of requests settled without an
+--                                in-flight record
 -- KEYS[6] llm:{t}:inflight
+-- KEYS[7] llm:{t}:swept:<day>    ids whose records sweep.lua released
+--                                (named after KEYS[6] when not given)
 -- ARGV: usage_ttl, n, then n times: id, used_tokens, cost,
 --       record_prefix ("<model>|<backend>"), prompt, completion,
---       mode ("m": admitted by admit.lua, "u": served unmetered; a "c"
---       after it: answered from the response cache)
+--       mode ("m": admitted by admit.lua, "u": served unmetered, "k":
+--       the admission's reply was lost, so it may have been recorded; a
+--       "c" after it: answered from the response cache)
 --
 -- A metered request's reservation is read from the in-flight record
 -- admit.lua wrote, so a request whose admission was refused or never ran
 -- releases nothing, and a command sent twice (a retry after a lost reply)
--- counts each request once.
+-- counts each request once.  A cost written with an exponent (1e+14, by
+-- an older admit.lua) is not read: its HINCRBY failed, so it reserved
+-- nothing.  A request that outlived its record (the sweeper released it)
+-- is still charged.  A record that cannot be read releases nothing but
+-- does not stop the others: its request is still charged, and its id is
+-- returned.  The in-flight records are deleted last, after every write
+-- that can fail.
+--
+-- Returns the number of requests settled, or {settled, malformed, id of
+-- each malformed record...} when some records could not be read.
 
 local n = tonumber(ARGV[2])
-local metered, unmetered, valid = {}, {}, {}
+local swept = KEYS[7] or (string.sub(KEYS[6], 1, -9) .. 'swept:'
+                          .. (string.match(KEYS[2], ':(%d+)$') or ''))
+local metered, unmetered, valid, bad = {}, {}, {}, {}
+
+-- a whole number a double holds exactly, or nil
+local function int(v)
+    v = tonumber(v)
+    if v and v == math.floor(v) and v > -9007199254740992
+       and v < 9007199254740992
+    then
+        return v
+    end
+    return nil
+end
+
+local function fmt(v)
+    return string.format('%.0f', v)
+end
+
+-- a key of the wrong type would fail a write halfway: fail before any
+
+for _, k in ipairs({ KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
+                     swept })
+do
+    local want = (k == KEYS[5] or k == swept) and 'set' or 'hash'
+    local ty = redis.call('TYPE', k)['ok']
+    if ty ~= 'none' and ty ~= want then
+        return redis.error_reply('WRONGTYPE ' .. k .. ' is a ' .. ty)
+    end
+end
 
 for i = 0, n - 1 do
     local b = 3 + i * 7
-    local r = { id = ARGV[b], utok = tonumber(ARGV[b + 1]),
-                cost = tonumber(ARGV[b + 2]), prefix = ARGV[b + 3],
-                prompt = tonumber(ARGV[b + 4]),
-                completion = tonumber(ARGV[b + 5]), rtok = 0, rcost = 0,
-                cached = string.sub(ARGV[b + 6], 2, 2) == 'c' }
-    if string.sub(ARGV[b + 6], 1, 1) == 'u' then
+    local mode = ARGV[b + 6]
+    local r = { id = ARGV[b], utok = int(ARGV[b + 1]) or 0,
+                cost = int(ARGV[b + 2]) or 0, prefix = ARGV[b + 3],
+                prompt = int(ARGV[b + 4]) or 0,
+                completion = int(ARGV[b + 5]) or 0, rtok = 0, rcost = 0,
+                kind = string.sub(mode, 1, 1),
+                cached = string.sub(mode, 2, 2) == 'c' }
+    if r.kind == 'u' then
         unmetered[#unmetered + 1] = r
     else
         metered[#metered + 1] = r
@@ -40,34 +84,43 @@ local function ids(list)
     return out
 end
 
+-- reservations: a record present is released; one whose reply was lost
+-- and that was never recorded is settled like an unmetered request
+
+local done, seen, late = {}, {}, {}
+
 if #metered > 0 then
     local held = redis.call('HMGET', KEYS[6], unpack(ids(metered)))
-    local done = {}
     for i, r in ipairs(metered) do
         if held[i] then
-            local a, b, c = string.match(held[i], '^(%d+):(%d+):(%d+)$')
-            r.rtok, r.rcost, r.admitted = tonumber(a), tonumber(b), c
+            local a, b, c = string.match(held[i],
+                                         '^([^:]+):(-?%d+):(-?%d+)')
+            a, b, c = int(a), int(b), int(c)
+            if a and b and c then
+                r.rtok, r.rcost, r.admitted = a, b, c
+            else
+                bad[#bad + 1] = r.id
+            end
             done[#done + 1] = r.id
             valid[#valid + 1] = r
+            if r.kind == 'k' then
+                seen[#seen + 1] = r.id
+            end
+        elseif r.kind == 'k' and (r.cost ~= 0 or r.utok ~= 0) then
+            -- never recorded, yet served: as if unmetered (a 503 that
+            -- used nothing is not a request to record)
+            unmetered[#unmetered + 1] = r
+        elseif redis.call('SISMEMBER', swept, r.id) == 1 then
+            late[#late + 1] = r.id
+            valid[#valid + 1] = r
         end
-    end
-    if #done > 0 then
-        redis.call('HDEL', KEYS[6], unpack(done))
     end
 end
 
-if #unmetered > 0 then
-    local seen = redis.call('SMISMEMBER', KEYS[5], unpack(ids(unmetered)))
-    local new = {}
-    for i, r in ipairs(unmetered) do
-        if seen[i] == 0 then
-            new[#new + 1] = r.id
-            valid[#valid + 1] = r
-        end
-    end
-    if #new > 0 then
-        redis.call('SADD', KEYS[5], unpack(new))
-        redis.call('EXPIRE', KEYS[5], 172800)
+for _, r in ipairs(unmetered) do
+    if redis.call('SISMEMBER', KEYS[5], r.id) == 0 then
+        seen[#seen + 1] = r.id
+        valid[#valid + 1] = r
     end
 end
 
@@ -81,16 +134,17 @@ local t = redis.call('TIME')
 local oldest = tonumber(t[1]) - 60
 local delta = {}
 for _, r in ipairs(valid) do
-    if r.rtok > 0 and r.admitted then
-        local s = math.floor(tonumber(r.admitted) / 1000)
+    if r.rtok ~= 0 and r.admitted then
+        local s = math.floor(r.admitted / 1000)
         if s >= oldest then
             delta[s] = (delta[s] or 0) + r.utok - r.rtok
         end
     end
 end
 for s, d in pairs(delta) do
-    if d ~= 0 and redis.call('HEXISTS', KEYS[1], 't:' .. s) == 1 then
-        redis.call('HINCRBY', KEYS[1], 't:' .. s, d)
+    local f = 't:' .. fmt(s)
+    if d ~= 0 and redis.call('HEXISTS', KEYS[1], f) == 1 then
+        redis.call('HINCRBY', KEYS[1], f, fmt(d))
     end
 end
 
@@ -115,21 +169,42 @@ end
 
 for _, k in ipairs({ KEYS[2], KEYS[3] }) do
     if rcost ~= 0 then
-        redis.call('HINCRBY', k, 'reserved', -rcost)
+        redis.call('HINCRBY', k, 'reserved', fmt(-rcost))
     end
-    redis.call('HINCRBY', k, 'settled', cost)
+    redis.call('HINCRBY', k, 'settled', fmt(cost))
 end
 
 for prefix, u in pairs(rec) do
     local p = prefix .. '|'
-    redis.call('HINCRBY', KEYS[4], p .. 'requests', u[1])
-    redis.call('HINCRBY', KEYS[4], p .. 'prompt_tokens', u[2])
-    redis.call('HINCRBY', KEYS[4], p .. 'completion_tokens', u[3])
-    redis.call('HINCRBY', KEYS[4], p .. 'cost_micro_usd', u[4])
+    redis.call('HINCRBY', KEYS[4], p .. 'requests', fmt(u[1]))
+    redis.call('HINCRBY', KEYS[4], p .. 'prompt_tokens', fmt(u[2]))
+    redis.call('HINCRBY', KEYS[4], p .. 'completion_tokens', fmt(u[3]))
+    redis.call('HINCRBY', KEYS[4], p .. 'cost_micro_usd', fmt(u[4]))
     if u[5] > 0 then
-        redis.call('HINCRBY', KEYS[4], p .. 'cached', u[5])
+        redis.call('HINCRBY', KEYS[4], p .. 'cached', fmt(u[5]))
     end
 end
 redis.call('EXPIRE', KEYS[4], tonumber(ARGV[1]))
 
-return #valid
+if #seen > 0 then
+    redis.call('SADD', KEYS[5], unpack(seen))
+    redis.call('EXPIRE', KEYS[5], 172800)
+end
+
+if #late > 0 then
+    redis.call('SREM', swept, unpack(late))
+end
+
+if #done > 0 then
+    redis.call('HDEL', KEYS[6], unpack(done))
+end
+
+if #bad == 0 then
+    return #valid
+end
+
+local out = {#valid, #bad}
+for i, id in ipairs(bad) do
+    out[i + 2] = id
+end
+return out
