@@ -1,7 +1,7 @@
 # What the relay reads reaches the tenant's spend and usage records: the
-# usage at the end of an answer too large to keep (H3), and, once
-# settlement uses them (the TODO blocks), the reservation for an answer
-# whose usage is lost and the token estimate of a cut stream (M5).
+# usage at the end of an answer too large to keep (H3), the reservation
+# for an answer whose usage is lost (H3), and the token estimate of a cut
+# stream (M5).
 use strict;
 use warnings;
 use FindBin;
@@ -61,12 +61,8 @@ $t->add_tenant($rp, 'lost', 'sk-lost');
 ($st) = chat('sk-lost', { size => 200 * 1024, no_usage => JSON::PP::true });
 is($st, 200, 'H3: an answer over the limit without usage');
 
-TODO: {
-    local $TODO = 'needs the settlement change that charges ctx->usage_lost';
-
-    cmp_ok(settled('lost'), '>=', 100 * 2,
-        'H3: an answer without readable usage is charged its reservation');
-}
+cmp_ok(settled('lost'), '>=', 100 * 2,
+    'H3: an answer without readable usage is charged its reservation');
 
 my $d = sub {
     'data: ' . encode_json({ choices => [{ index => 0, delta => $_[0] }] }) . "\n\n";
@@ -78,12 +74,8 @@ $t->add_tenant($rp, 'cut', 'sk-cut');
 ] }, stream => JSON::PP::true);
 is($st, 200, 'M5: a stream cut without usage');
 
-TODO: {
-    local $TODO = 'needs the settlement change that reads ctx->stream_tokens';
-
-    is(completion_tokens('cut'), 18,
-        'M5: a cut stream is charged the tokens estimated from all its deltas');
-}
+is(completion_tokens('cut'), 18,
+    'M5: a cut stream is charged the tokens estimated from all its deltas');
 
 $t->cleanup;
 done_testing;

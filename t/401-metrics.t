@@ -67,19 +67,30 @@ for (1 .. 2) {
     is($c, 415, 'wrong content type: 415');
 }
 
-# the cache: one miss, then hits, one at a time
-for (1 .. 4) {
+# the cache: one miss, then hits, one at a time; the entry is written
+# after the first answer went out, so the hits wait for it
+parallel_requests([req('sk-a', chat('mixtral-8x7b', 'cached', temperature => 0))]);
+ok(wait_until(sub { my $k = $t->redis_cli($rp, 'KEYS', 'llm:cache:*');
+                    defined $k && $k =~ /llm:cache:/ }, 5), 'the miss is stored');
+for (1 .. 3) {
     parallel_requests([req('sk-a', chat('mixtral-8x7b', 'cached', temperature => 0))]);
 }
 
-my ($code, $h, $body) = http_request($gw, 'GET', '/metrics');
+my $total = 54 + 4 + 2;
+
+# counters move in the log phase, which runs after the answer went out
+my ($code, $h, $body);
+wait_until(sub {
+    ($code, $h, $body) = http_request($gw, 'GET', '/metrics');
+    my $m = eval { parse_prometheus($body) } or return 0;
+    return sum_of($m, 'llm_requests_total') >= $total;
+}, 5);
 is($code, 200, '/metrics: 200');
 like($h->{'content-type'}, qr{^text/plain; version=0\.0\.4}, 'Prometheus content type');
 my $m = eval { parse_prometheus($body) };
 ok($m, 'the output parses') or diag($@);
 $m //= { samples => [], types => {} };
 
-my $total = 54 + 4 + 2;
 is(sum_of($m, 'llm_requests_total'), $total, "llm_requests_total sums to the $total requests sent");
 is(sum_of($m, 'llm_requests_total', status => 200), 45 + 4, '... of which 49 with 200');
 is(sum_of($m, 'llm_requests_total', model => 'mixtral-8x22b'), 10, 'by model');
