@@ -15,6 +15,7 @@ static ngx_int_t ngx_http_llm_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_str_t *ngx_http_llm_nginx_error(ngx_http_request_t *r);
 static ngx_str_t *ngx_http_llm_status_json(ngx_uint_t status);
+static ngx_uint_t ngx_http_llm_has_error_page(ngx_http_request_t *r);
 static ngx_int_t ngx_http_llm_error_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_llm_error_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
@@ -464,7 +465,8 @@ static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 /*
  * nginx's own error pages, in OpenAI's format, for the statuses that
  * nginx answers by itself: bad or oversized request lines and headers
- * (494 goes out as 400), timeouts, oversized bodies.
+ * (494 goes out as 400), oversized bodies.  A 408 has none: nginx closes
+ * the connection without an answer.
  */
 
 #define ngx_http_llm_error_page(message, type, code)                          \
@@ -474,9 +476,6 @@ static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 static ngx_str_t  ngx_http_llm_error_400 = ngx_http_llm_error_page(
     "The request could not be read: it is malformed, or its request line "
     "or headers are too large.", "invalid_request_error", "bad_request");
-static ngx_str_t  ngx_http_llm_error_408 = ngx_http_llm_error_page(
-    "The request took too long to arrive.", "invalid_request_error",
-    "request_timeout");
 static ngx_str_t  ngx_http_llm_error_413 = ngx_http_llm_error_page(
     "The request body is too large.", "invalid_request_error",
     "request_too_large");
@@ -563,10 +562,14 @@ ngx_http_llm_nginx_error(ngx_http_request_t *r)
 {
     ngx_http_llm_loc_conf_t  *llcf;
 
-    /* error_page answers are the operator's; so are subrequests */
+    /*
+     * error_page answers are the operator's; so are subrequests.  nginx
+     * sets r->error_page whenever error pages are in scope, whether one
+     * matches or not: the status itself is looked up.
+     */
 
     if (r->err_status == 0
-        || r->error_page
+        || (r->error_page && ngx_http_llm_has_error_page(r))
         || r != r->main
         || r->headers_out.content_type.len != sizeof("text/html") - 1
         || ngx_strncmp(r->headers_out.content_type.data, "text/html",
@@ -591,6 +594,39 @@ ngx_http_llm_nginx_error(ngx_http_request_t *r)
 }
 
 
+/* an error_page of this location for the status, 494 sent as 400 */
+
+static ngx_uint_t
+ngx_http_llm_has_error_page(ngx_http_request_t *r)
+{
+    ngx_int_t                  status;
+    ngx_uint_t                 i;
+    ngx_http_err_page_t       *err_page;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->error_pages == NULL) {
+        return 0;
+    }
+
+    status = (ngx_int_t) r->err_status;
+    err_page = clcf->error_pages->elts;
+
+    for (i = 0; i < clcf->error_pages->nelts; i++) {
+        if (err_page[i].status == status
+            || err_page[i].status == (ngx_int_t) r->headers_out.status
+            || (status == NGX_HTTP_BAD_REQUEST
+                && err_page[i].status == NGX_HTTP_REQUEST_HEADER_TOO_LARGE))
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 static ngx_str_t *
 ngx_http_llm_status_json(ngx_uint_t status)
 {
@@ -598,9 +634,6 @@ ngx_http_llm_status_json(ngx_uint_t status)
 
     case NGX_HTTP_BAD_REQUEST:
         return &ngx_http_llm_error_400;
-
-    case NGX_HTTP_REQUEST_TIME_OUT:
-        return &ngx_http_llm_error_408;
 
     case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
         return &ngx_http_llm_error_413;
@@ -1948,7 +1981,7 @@ ngx_http_llm_key_policy(ngx_conf_t *cf, ngx_http_llm_key_t *key)
     int64_t                *usd;
     ngx_str_t              *value, v, *list;
     ngx_int_t              *n;
-    ngx_uint_t              i, unlimited;
+    ngx_uint_t              i, j, unlimited;
     ngx_http_llm_tenant_t   t;
 
     value = cf->args->elts;
@@ -1980,6 +2013,17 @@ ngx_http_llm_key_policy(ngx_conf_t *cf, ngx_http_llm_key_t *key)
         len = p - value[i].data;
         v.data = p + 1;
         v.len = value[i].len - len - 1;
+
+        for (j = 3; j < i; j++) {
+            if (value[j].len > len && value[j].data[len] == '='
+                && ngx_strncmp(value[j].data, value[i].data, len) == 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"llm_api_key\" parameter \"%*s\" is "
+                                   "duplicate", len, value[i].data);
+                return NGX_CONF_ERROR;
+            }
+        }
 
 #define ngx_http_llm_param(name)                                              \
         (len == sizeof(name) - 1 && ngx_strncmp(value[i].data, name, len) == 0)

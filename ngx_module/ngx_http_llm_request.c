@@ -25,11 +25,76 @@
 /* OpenAI's most choices for n; vLLM's best_of has no limit of its own */
 #define NGX_HTTP_LLM_MAX_CHOICES     128
 
+/*
+ * The largest integer forwarded as such: cJSON prints a number with 15
+ * significant digits when that reads back close enough, so from 1e15 on
+ * an integer may reach the backend as 9e+15, not the validated value.
+ */
+#define NGX_HTTP_LLM_MAX_INT         999999999999999.0
+
+
+/*
+ * Members the gateway refuses, since it forwards the rest untouched:
+ * - a backend's own name for a bound on generation, which it reads
+ *   before (or instead of) max_tokens and n, so that the reservation
+ *   would not cover what it generates;
+ * - members that change the price of the request: the gateway charges
+ *   from its own price table for the model it chose, so a dearer tier,
+ *   other output modalities, tools the provider bills apart, or other
+ *   models and providers to fall back to would go unbilled.
+ * vLLM's min_tokens is not here: vLLM refuses it above max_tokens.
+ */
+
+typedef struct {
+    const char                *name;
+    const char                *hint;
+} ngx_http_llm_refused_t;
+
+
+static ngx_http_llm_refused_t  ngx_http_llm_refused[] = {
+
+    /* llama.cpp's llama-server: read before max_tokens */
+    { "n_predict", "Use 'max_tokens' instead." },
+
+    /* llama.cpp's llama-server: read before n */
+    { "n_cmpl", "Use 'n' instead." },
+
+    /* TGI and Hugging Face's generate parameters */
+    { "max_new_tokens", "Use 'max_tokens' instead." },
+
+    /*
+     * Ollama's native API, in "options"; its OpenAI endpoint maps
+     * max_tokens to num_predict itself (see ngx_http_llm_check_refused())
+     */
+    { "num_predict", "Use 'max_tokens' instead." },
+
+    /* OpenAI: audio output is billed apart (modalities: see below) */
+    { "audio", "The gateway bills text output only." },
+
+    /* OpenAI: web search is billed per call */
+    { "web_search_options", "The gateway does not bill web search." },
+
+    /* OpenRouter: fallback models, possibly dearer than the one chosen */
+    { "models", "Name one model in 'model'." },
+
+    /* OpenRouter: web search and other plugins, billed apart */
+    { "plugins", "The gateway does not bill plugins." },
+
+    /* OpenRouter: provider routing, which may choose a dearer provider */
+    { "provider", "The gateway chooses the provider." },
+
+    { NULL, NULL }
+};
+
 
 static ngx_int_t ngx_http_llm_check_messages(cJSON *messages,
     ngx_http_llm_error_t *err);
 static ngx_int_t ngx_http_llm_check_fields(cJSON *json,
     ngx_http_llm_error_t *err);
+static ngx_int_t ngx_http_llm_check_refused(cJSON *json,
+    ngx_http_llm_error_t *err);
+static void ngx_http_llm_unsupported(ngx_http_llm_error_t *err,
+    const char *param, const char *hint);
 static ngx_int_t ngx_http_llm_choice_tokens(ngx_http_llm_ctx_t *ctx,
     ngx_uint_t routed, ngx_http_llm_error_t *err);
 static ngx_int_t ngx_http_llm_too_large(ngx_http_llm_ctx_t *ctx,
@@ -336,6 +401,10 @@ ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len,
         return NGX_ERROR;
     }
 
+    if (ngx_http_llm_check_refused(json, err) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     item = cJSON_GetObjectItemCaseSensitive(json, "messages");
 
     if (ngx_http_llm_check_messages(item, err) != NGX_OK) {
@@ -390,7 +459,21 @@ static ngx_int_t
 ngx_http_llm_check_fields(cJSON *json, ngx_http_llm_error_t *err)
 {
     cJSON       *item, *el;
+    ngx_uint_t   i;
     const char  *bad;
+
+    /* integers and their least values; n and best_of are below */
+
+    static const struct {
+        const char  *name;
+        double       min;
+    } ints[] = {
+        { "max_tokens", 1 },
+        { "max_completion_tokens", 1 },
+        { "seed", -NGX_HTTP_LLM_MAX_INT },
+        { "top_logprobs", 0 },
+        { NULL, 0 }
+    };
 
     bad = NULL;
 
@@ -406,20 +489,15 @@ ngx_http_llm_check_fields(cJSON *json, ngx_http_llm_error_t *err)
         goto type;
     }
 
-    item = cJSON_GetObjectItemCaseSensitive(json, "max_tokens");
-    if (item && !cJSON_IsNull(item)
-        && (!ngx_http_llm_is_int(item) || item->valuedouble < 1))
-    {
-        bad = "max_tokens";
-        goto range;
-    }
+    for (i = 0; ints[i].name; i++) {
+        item = cJSON_GetObjectItemCaseSensitive(json, ints[i].name);
 
-    item = cJSON_GetObjectItemCaseSensitive(json, "max_completion_tokens");
-    if (item && !cJSON_IsNull(item)
-        && (!ngx_http_llm_is_int(item) || item->valuedouble < 1))
-    {
-        bad = "max_completion_tokens";
-        goto range;
+        if (item && !cJSON_IsNull(item)
+            && (!ngx_http_llm_is_int(item) || item->valuedouble < ints[i].min))
+        {
+            bad = ints[i].name;
+            goto range;
+        }
     }
 
     item = cJSON_GetObjectItemCaseSensitive(json, "temperature");
@@ -480,11 +558,6 @@ ngx_http_llm_check_fields(cJSON *json, ngx_http_llm_error_t *err)
         return NGX_ERROR;
     }
 
-    item = cJSON_GetObjectItemCaseSensitive(json, "seed");
-    if (item && !cJSON_IsNull(item) && !ngx_http_llm_is_int(item)) {
-        bad = "seed";
-        goto type;
-    }
 
     item = cJSON_GetObjectItemCaseSensitive(json, "stop");
     if (item && !cJSON_IsNull(item) && !cJSON_IsString(item)) {
@@ -702,6 +775,85 @@ bad_content:
 }
 
 
+static ngx_int_t
+ngx_http_llm_check_refused(cJSON *json, ngx_http_llm_error_t *err)
+{
+    cJSON                   *item, *el;
+    ngx_http_llm_refused_t  *f;
+
+    for (f = ngx_http_llm_refused; f->name; f++) {
+        item = cJSON_GetObjectItemCaseSensitive(json, f->name);
+
+        if (item && !cJSON_IsNull(item)) {
+            ngx_http_llm_unsupported(err, f->name, f->hint);
+            return NGX_ERROR;
+        }
+    }
+
+    /* Ollama's native bound, should a backend read "options" */
+
+    item = cJSON_GetObjectItemCaseSensitive(json, "options");
+    el = cJSON_GetObjectItemCaseSensitive(item, "num_predict");
+
+    if (el && !cJSON_IsNull(el)) {
+        ngx_http_llm_unsupported(err, "options.num_predict",
+                                 "Use 'max_tokens' instead.");
+        return NGX_ERROR;
+    }
+
+    /* OpenAI: "flex", "priority", "scale" tiers have prices of their own */
+
+    item = cJSON_GetObjectItemCaseSensitive(json, "service_tier");
+
+    if (item && !cJSON_IsNull(item)
+        && !(cJSON_IsString(item)
+             && (ngx_strcmp(item->valuestring, "auto") == 0
+                 || ngx_strcmp(item->valuestring, "default") == 0)))
+    {
+        ngx_http_llm_unsupported(err, "service_tier",
+                                 "Only \"auto\" and \"default\" are "
+                                 "supported.");
+        return NGX_ERROR;
+    }
+
+    /* OpenAI: audio output is billed apart */
+
+    item = cJSON_GetObjectItemCaseSensitive(json, "modalities");
+
+    if (item && !cJSON_IsNull(item)) {
+        if (!cJSON_IsArray(item)) {
+            goto modalities;
+        }
+
+        cJSON_ArrayForEach(el, item) {
+            if (!cJSON_IsString(el) || ngx_strcmp(el->valuestring, "text") != 0)
+            {
+                goto modalities;
+            }
+        }
+    }
+
+    return NGX_OK;
+
+modalities:
+
+    ngx_http_llm_unsupported(err, "modalities",
+                             "Only [\"text\"] is supported.");
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_llm_unsupported(ngx_http_llm_error_t *err, const char *param,
+    const char *hint)
+{
+    ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST, "invalid_request_error",
+                           "unsupported_parameter", param,
+                           "Unsupported parameter: '%s' is not supported "
+                           "by this gateway. %s", param, hint);
+}
+
+
 /* n and best_of: absent, null, or 1 to NGX_HTTP_LLM_MAX_CHOICES */
 
 static ngx_int_t
@@ -726,7 +878,8 @@ ngx_http_llm_is_int(cJSON *item)
 
     /* the range first: converting a double out of it is undefined */
 
-    return d > -9.0e15 && d < 9.0e15 && d == (double) (int64_t) d;
+    return d >= -NGX_HTTP_LLM_MAX_INT && d <= NGX_HTTP_LLM_MAX_INT
+           && d == (double) (int64_t) d;
 }
 
 
@@ -852,11 +1005,11 @@ ngx_http_llm_choice_tokens(ngx_http_llm_ctx_t *ctx, ngx_uint_t routed,
     cap = (t && t->max_tokens > 0) ? t->max_tokens : 0;
     defaulted = 0;
 
-    if (asked == 0 && ctx->conf->quota && t) {
+    if (asked == 0 && t && (ctx->conf->quota || cap)) {
         /*
-         * a quota is only exact with a bound on the answer: the backend
-         * is told the tenant's cap, shared by the choices, or the
-         * location's default
+         * a quota is only exact with a bound on the answer, and a cap
+         * only holds with one: the backend is told the tenant's cap,
+         * shared by the choices, or the location's default
          */
 
         asked = cap ? cap / choices : (int64_t) ctx->conf->default_max_tokens;
@@ -873,11 +1026,16 @@ ngx_http_llm_choice_tokens(ngx_http_llm_ctx_t *ctx, ngx_uint_t routed,
         }
     }
 
-    /* asked < 9e15 and choices <= 128: the product fits, checked anyway */
+    /* asked < 1e15 and choices <= 128: the product fits, checked anyway */
 
-    if (asked > INT64_MAX / choices
-        || (cap && asked * choices > cap))
-    {
+    if (asked > INT64_MAX / choices) {
+        ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
+                               "invalid_request_error", "invalid_value",
+                               param, "%s is too large: %L.", param, asked);
+        return NGX_ERROR;
+    }
+
+    if (cap && asked * choices > cap) {
         if (choices == 1) {
             ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
                                    "invalid_request_error", "invalid_value",

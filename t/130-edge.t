@@ -60,20 +60,7 @@ sub code_of { my $j = json_of($_[0]); $j && $j->{error} ? $j->{error}{code} // '
 # a raw request, answered within a bound or not at all
 sub raw {
     my ($port, $data, %o) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
-        Timeout => 5) or die "connect: $!";
-    print $s $data;
-    my $raw = '';
-    my $sel = IO::Select->new($s);
-    my $end = time + ($o{timeout} // 10);
-    while (time < $end) {
-        last unless $sel->can_read($end - time);
-        my $n = sysread($s, my $buf, 65536);
-        last unless $n;
-        $raw .= $buf;
-    }
-    close $s;
-    return LLMTest::parse_response($raw);
+    return LLMTest::raw_request($port, $data, timeout => $o{timeout} // 10);
 }
 
 sub is_openai_error {

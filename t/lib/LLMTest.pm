@@ -327,8 +327,6 @@ $SIG{INT} = $SIG{TERM} = sub { exit 1 };
 sub http_request {
     my ($port, $method, $path, $headers, $body, %o) = @_;
     $headers //= {};
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
-        Timeout => 5) or die "connect $port: $!";
     my $req = "$method $path HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
     if (defined $body && !exists $headers->{'Transfer-Encoding'}) {
         $req .= "Content-Length: " . length($body) . "\r\n";
@@ -336,6 +334,14 @@ sub http_request {
     $req .= "$_: $headers->{$_}\r\n" for sort keys %$headers;
     $req .= "\r\n";
     $req .= $body if defined $body;
+    return raw_request($port, $req, %o);
+}
+
+# sends bytes as they are; returns what http_request() returns
+sub raw_request {
+    my ($port, $req, %o) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+        Timeout => 5) or die "connect $port: $!";
     print $s $req;
     my $raw = '';
     my $sel = IO::Select->new($s);
