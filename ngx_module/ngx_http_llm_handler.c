@@ -275,8 +275,12 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
 
-    rc = ctx->body_too_large ? NGX_DECLINED
-                             : ngx_http_llm_read_body(r, &ctx->body_in);
+    /*
+     * a body the filter found too large never gets here: nginx finalizes
+     * the request with the filter's 413 instead of calling this handler
+     */
+
+    rc = ngx_http_llm_read_body(r, &ctx->body_in);
 
     if (rc == NGX_DECLINED) {
         ngx_http_finalize_request(r,

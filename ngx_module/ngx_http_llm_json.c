@@ -311,8 +311,14 @@ ngx_http_llm_json_string(u_char *p, u_char *last)
 
         switch (*p) {
 
-        case '"': case '\\': case '/': case 'b': case 'f': case 'n':
-        case 'r': case 't':
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
             p++;
             continue;
 

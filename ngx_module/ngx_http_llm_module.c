@@ -548,7 +548,6 @@ ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
                   "client intended to send a body larger than "
                   "llm_max_request_body");
 
-    ctx->body_too_large = 1;
     r->lingering_close = 1;
 
     return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
