@@ -9,6 +9,14 @@
 #include "ngx_http_llm.h"
 
 
+/* the filter of nginx's own errors, per request */
+
+typedef struct {
+    ngx_str_t                  *json;          /* the page to send */
+    unsigned                    sent:1;
+} ngx_http_llm_error_ctx_t;
+
+
 static ngx_int_t ngx_http_llm_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_llm_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_llm_body_filter(ngx_http_request_t *r,
@@ -392,6 +400,44 @@ ngx_module_t  ngx_http_llm_module = {
 };
 
 
+/*
+ * A module of its own for the filter of nginx's own errors, only for its
+ * request context (ngx_http_llm_error_ctx_t): those errors come before the gateway's context exists
+ * (or in requests that never get one), and the gateway's slot must hold
+ * nothing else.
+ */
+
+static ngx_http_module_t  ngx_http_llm_error_filter_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_llm_error_filter_module = {
+    NGX_MODULE_V1,
+    &ngx_http_llm_error_filter_module_ctx, /* module context */
+    NULL,                                  /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
 enum {
     NGX_HTTP_LLM_VAR_MODEL = 0,
     NGX_HTTP_LLM_VAR_BACKEND,
@@ -486,8 +532,6 @@ static ngx_str_t  ngx_http_llm_error_500 = ngx_http_llm_error_page(
     "The server had an error while processing your request.",
     "server_error", "internal_error");
 
-/* its address marks a response whose body the body filter replaces */
-static u_char  ngx_http_llm_error_type[] = "application/json";
 
 
 static ngx_int_t
@@ -652,13 +696,21 @@ ngx_http_llm_status_json(ngx_uint_t status)
 static ngx_int_t
 ngx_http_llm_error_header_filter(ngx_http_request_t *r)
 {
-    ngx_str_t  *json;
+    ngx_str_t                 *json;
+    ngx_http_llm_error_ctx_t  *ctx;
 
     json = ngx_http_llm_nginx_error(r);
 
     if (json) {
-        r->headers_out.content_type.data = ngx_http_llm_error_type;
-        r->headers_out.content_type.len = sizeof(ngx_http_llm_error_type) - 1;
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_error_ctx_t));
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->json = json;
+        ngx_http_set_ctx(r, ctx, ngx_http_llm_error_filter_module);
+
+        ngx_str_set(&r->headers_out.content_type, "application/json");
         r->headers_out.content_type_len = r->headers_out.content_type.len;
         r->headers_out.content_type_lowcase = NULL;
         r->headers_out.content_length_n = json->len;
@@ -678,12 +730,14 @@ ngx_http_llm_error_header_filter(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_llm_error_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    ngx_str_t    *json;
-    ngx_buf_t    *b;
-    ngx_uint_t    last;
-    ngx_chain_t  *cl, out;
+    ngx_buf_t                 *b;
+    ngx_uint_t                 last;
+    ngx_chain_t               *cl, out;
+    ngx_http_llm_error_ctx_t  *ctx;
 
-    if (r->headers_out.content_type.data != ngx_http_llm_error_type) {
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_error_filter_module);
+
+    if (ctx == NULL || ctx->sent) {
         return ngx_http_next_body_filter(r, in);
     }
 
@@ -701,21 +755,14 @@ ngx_http_llm_error_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return NGX_OK;
     }
 
-    /* the header filter marked only statuses that have a page */
-
-    json = ngx_http_llm_status_json(r->headers_out.status);
-    if (json == NULL) {
-        return NGX_ERROR;
-    }
-
     b = ngx_calloc_buf(r->pool);
     if (b == NULL) {
         return NGX_ERROR;
     }
 
     b->memory = 1;
-    b->pos = json->data;
-    b->last = json->data + json->len;
+    b->pos = ctx->json->data;
+    b->last = ctx->json->data + ctx->json->len;
     b->last_buf = 1;
     b->last_in_chain = 1;
 
@@ -723,7 +770,7 @@ ngx_http_llm_error_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     out.next = NULL;
 
     /* once: a later empty last buffer must not bring a second copy */
-    ngx_str_set(&r->headers_out.content_type, "application/json");
+    ctx->sent = 1;
 
     return ngx_http_next_body_filter(r, &out);
 }

@@ -137,6 +137,22 @@ unlike($h->{'content-type'} // '', qr{json},
 like($h->{'content-type'} // '', qr{^application/json},
     'nginx errors: error_page 414 only: a too large header still gets JSON');
 
+# the charset filter, after the error filter, rewrites content_type: the
+# page must not depend on its address
+
+my $cs = $t->start_nginx(
+    http => $models,
+    server => 'charset utf-8; charset_types application/json;
+               location /v1/ { llm_gateway; }');
+
+($st, $h, $b) = raw($cs, $big);
+is($st, 400, 'nginx errors: with a charset: too large header gets 400');
+$j = json_of($b);
+is($j && $j->{error}{code}, 'bad_request',
+    'nginx errors: a later filter rewriting content_type: still the JSON');
+is($h->{'content-length'}, length $b,
+    'nginx errors: with a charset: the length is the JSON\'s');
+
 # ---------------------------------------------------------------- cap
 
 # a tenant's cap without llm_quota: in Redis, and given with a static key
