@@ -402,9 +402,9 @@ ngx_module_t  ngx_http_llm_module = {
 
 /*
  * A module of its own for the filter of nginx's own errors, only for its
- * request context (ngx_http_llm_error_ctx_t): those errors come before the gateway's context exists
- * (or in requests that never get one), and the gateway's slot must hold
- * nothing else.
+ * request context (ngx_http_llm_error_ctx_t): those errors come before
+ * the gateway's context exists (or in requests that never get one), and
+ * the gateway's slot must hold nothing else.
  */
 
 static ngx_http_module_t  ngx_http_llm_error_filter_module_ctx = {
