@@ -1213,6 +1213,14 @@ ngx_http_llm_cache_send(ngx_http_llm_ctx_t *ctx)
 
     for (i = 0; ctx->cache_replay; i++) {
 
+        /* what the client could not take before, first */
+
+        if ((ctx->busy || c->buffered)
+            && ngx_http_llm_out_flush(ctx, 0) == NGX_ERROR)
+        {
+            return NGX_ERROR;
+        }
+
         if (ctx->busy || c->buffered) {
             clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
@@ -1960,7 +1968,7 @@ ngx_http_llm_cache_produce(ngx_http_llm_ctx_t *ctx,
 
     while (ngx_http_llm_cache_queued(ctx) < limit) {
 
-        pc = &pin->choice[rp->choice];
+        pc = (rp->choice < pin->nchoices) ? &pin->choice[rp->choice] : NULL;
 
         switch (rp->stage) {
 
