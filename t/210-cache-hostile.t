@@ -163,6 +163,20 @@ sub send_request {
     is($mst, 200, 'H5: a request sent while it is worked on, to the same '
        . 'worker, is answered promptly too');
 
+    # the canonical form is the one entries were stored under before
+    require Digest::SHA;
+    my $str = sub { my ($tag, $v) = @_; $tag . length($v) . ":$v" };
+    my $canon = $str->('m', 'mixtral-8x7b') . '{'
+        . $str->('k', 'messages') . '[{' . $str->('k', 'content')
+        . $str->('s', $text) . $str->('k', 'role') . $str->('s', 'user')
+        . '}]' . $str->('k', 'metadata') . '{'
+        . join('', map { $str->('k', $_) . 'n0;' } sort @keys) . '}'
+        . $str->('k', 'temperature') . 'n0;}';
+    is($t->redis_cli($rp, 'EXISTS', 'llm:cache:a:{'
+                     . Digest::SHA::sha256_hex($canon) . '}'), 1,
+       'H5: the key of the large object is the one of the same canonical '
+       . 'form as before');
+
     # the same object in ascending order has the same key
     my $before = upstream();
     ($st, $hd) = http_request($gw, 'POST', '/v1/chat/completions', \%h,
@@ -311,6 +325,17 @@ sub read_all {
     }
     is($ok, $M3_READERS, 'M3: every slow reader gets its replay whole and '
        . 'correct, with usage and [DONE]');
+
+    # readers that go away in the middle of their replays
+    @s = map { slow_socket() } 1 .. 4;
+    my $i = 0;
+    send_request($_, encode_json($i++ % 2 ? $stream : $plain)) for @s;
+    first_bytes($_) for @s;
+    close $_ for @s;
+    sleep 0.5;
+    ($st, $h, $b) = post($stream);
+    is(normal($b), $fast, 'M3: after readers left in the middle of their '
+       . 'replays, the entry replays as before');
 
     # JSON replays, slowly read
     $base = LLMTest::rss_kb($pid);
