@@ -121,19 +121,19 @@ typedef struct {
  */
 
 typedef struct {
-    ngx_queue_t                 queue;
-    ngx_uint_t                  refs;
-    ngx_str_t                   key;
-    u_char                     *json;
-    size_t                      len;
-    cJSON                      *doc;        /* NULL: not parsed */
+    ngx_queue_t                    queue;
+    ngx_uint_t                     refs;
+    ngx_str_t                      key;
+    u_char                        *json;
+    size_t                         len;
+    cJSON                         *doc;        /* NULL: not parsed */
     ngx_http_llm_cache_pchoice_t  *choice;
-    ngx_uint_t                  nchoices;
-    u_char                     *extra;      /* model and fingerprint */
-    size_t                      extra_len;
-    u_char                     *usage;      /* printed; NULL: none */
-    size_t                      usage_len;
-    u_char                      data[1];    /* the key, then the entry */
+    ngx_uint_t                     nchoices;
+    u_char                        *extra;      /* model and fingerprint */
+    size_t                         extra_len;
+    u_char                        *usage;      /* printed; NULL: none */
+    size_t                         usage_len;
+    u_char                         data[1];    /* the key, then the entry */
 } ngx_http_llm_cache_pin_t;
 
 
