@@ -18,8 +18,8 @@ use LLMTest;
 my $H5_KEYS = 100_000;
 
 # bytes of tool-call arguments for M4, and per delta
-my $M4_ARGS = 1_000_000;
-my $M4_DELTA = 10;
+my $M4_ARGS = 3_000_000;
+my $M4_DELTA = 60;
 
 # bytes of the entry of M3, and its slow readers
 my $M3_SIZE = 2_000_000;
