@@ -211,6 +211,7 @@ typedef enum {
 typedef struct ngx_http_llm_redis_cmd_s  ngx_http_llm_redis_cmd_t;
 typedef struct ngx_http_llm_admit_batch_s  ngx_http_llm_admit_batch_t;
 typedef struct ngx_http_llm_cache_asm_s  ngx_http_llm_cache_asm_t;
+typedef struct ngx_http_llm_cache_replay_s  ngx_http_llm_cache_replay_t;
 
 typedef void (*ngx_http_llm_redis_pt)(redisReply *reply, void *data);
 
@@ -310,6 +311,7 @@ typedef struct {
     ngx_msec_t                  cache_since;
     ngx_msec_t                  cache_poll;
     int64_t                     cache_cost;    /* the entry's first cost */
+    ngx_http_llm_cache_replay_t *cache_replay; /* a hit being written */
 
     /* output to the client: our own buffers, recycled */
     ngx_chain_t                *out;

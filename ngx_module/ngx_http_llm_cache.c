@@ -28,8 +28,31 @@
 
 #define NGX_HTTP_LLM_CACHE_MAGIC     "LLMC1 "
 
+#define NGX_HTTP_LLM_CACHE_BURST     65536   /* replay bytes queued at most */
+#define NGX_HTTP_LLM_CACHE_BURSTS    16      /* per write event */
+#define NGX_HTTP_LLM_CACHE_SLICE     8192    /* of JSON, copied as it is */
+
+#define NGX_HTTP_LLM_REPLAY_ROLE     0
+#define NGX_HTTP_LLM_REPLAY_CONTENT  1
+#define NGX_HTTP_LLM_REPLAY_TOOLS    2
+#define NGX_HTTP_LLM_REPLAY_FINISH   3
+#define NGX_HTTP_LLM_REPLAY_USAGE    4
+#define NGX_HTTP_LLM_REPLAY_DONE     5
+
 #define ngx_http_llm_cache_lit(ctx, s)                                        \
     ngx_http_llm_out(ctx, (u_char *) s, sizeof(s) - 1)
+
+
+#define NGX_HTTP_LLM_CACHE_TOOLS     65      /* tool calls per choice */
+
+
+/* a tool call's arguments, grown as their deltas arrive */
+
+typedef struct {
+    u_char                     *data;
+    size_t                      len;
+    size_t                      size;
+} ngx_http_llm_cache_args_t;
 
 
 typedef struct {
@@ -37,6 +60,7 @@ typedef struct {
     size_t                      len;
     size_t                      size;
     cJSON                      *tool_calls;
+    ngx_http_llm_cache_args_t  *args;       /* per tool call, or NULL */
     cJSON                      *finish;     /* a string, duplicated */
     unsigned                    seen:1;
 } ngx_http_llm_cache_choice_t;
@@ -79,6 +103,52 @@ typedef struct {
 } ngx_http_llm_canon_t;
 
 
+/* a choice of an entry, as a stream replay writes it */
+
+typedef struct {
+    ngx_int_t                   index;
+    u_char                     *content;    /* NULL: none */
+    size_t                      content_len;
+    u_char                     *tools;      /* printed; NULL: none */
+    size_t                      tools_len;
+    char                       *finish;
+} ngx_http_llm_cache_pchoice_t;
+
+
+/*
+ * An entry being replayed, shared by all its replays in the worker and
+ * freed with the last one; parsed for stream replays.
+ */
+
+typedef struct {
+    ngx_queue_t                    queue;
+    ngx_uint_t                     refs;
+    ngx_str_t                      key;
+    u_char                        *json;
+    size_t                         len;
+    cJSON                         *doc;        /* NULL: not parsed */
+    ngx_http_llm_cache_pchoice_t  *choice;
+    ngx_uint_t                     nchoices;
+    u_char                        *extra;      /* model and fingerprint */
+    size_t                         extra_len;
+    u_char                        *usage;      /* printed; NULL: none */
+    size_t                         usage_len;
+    u_char                         data[1];    /* the key, then the entry */
+} ngx_http_llm_cache_pin_t;
+
+
+/* where a hit's replay stands */
+
+struct ngx_http_llm_cache_replay_s {
+    ngx_http_llm_cache_pin_t   *pin;
+    ngx_str_t                   head;       /* of each chunk */
+    ngx_uint_t                  choice;
+    ngx_uint_t                  stage;
+    size_t                      pos;        /* in the JSON, content, tools */
+    unsigned                    sse:1;
+};
+
+
 /* a hit, as read from its entry */
 
 typedef struct {
@@ -100,7 +170,7 @@ static ngx_int_t ngx_http_llm_canon_str(ngx_http_llm_canon_t *c,
     u_char tag, u_char *s, size_t len);
 static ngx_int_t ngx_http_llm_canon_reserve(ngx_http_llm_canon_t *c,
     size_t n);
-static ngx_int_t ngx_http_llm_cache_cmp(const void *a, const void *b);
+static void ngx_http_llm_cache_sort(cJSON **a, cJSON **tmp, ngx_uint_t n);
 static ngx_uint_t ngx_http_llm_cache_control(ngx_http_request_t *r,
     const char *directive);
 static ngx_int_t ngx_http_llm_cache_get(ngx_http_llm_ctx_t *ctx);
@@ -117,6 +187,16 @@ static ngx_int_t ngx_http_llm_cache_parse(u_char *p, size_t len,
     ngx_http_llm_cache_entry_t *e);
 static void ngx_http_llm_cache_hit(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_cache_entry_t *e);
+static void ngx_http_llm_cache_writer(ngx_http_request_t *r);
+static ngx_int_t ngx_http_llm_cache_send(ngx_http_llm_ctx_t *ctx);
+static void ngx_http_llm_cache_replay_end(ngx_http_llm_ctx_t *ctx);
+static size_t ngx_http_llm_cache_queued(ngx_http_llm_ctx_t *ctx);
+static ngx_http_llm_cache_pin_t *ngx_http_llm_cache_pin(
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_cache_entry_t *e,
+    ngx_uint_t parse);
+static void ngx_http_llm_cache_unpin(ngx_http_llm_cache_pin_t *pin);
+static ngx_int_t ngx_http_llm_cache_pin_parse(ngx_http_llm_cache_pin_t *pin);
+static void ngx_http_llm_cache_pin_unparse(ngx_http_llm_cache_pin_t *pin);
 static ngx_int_t ngx_http_llm_cache_json(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_cache_entry_t *e, u_char *id);
 static ngx_int_t ngx_http_llm_cache_replay(ngx_http_llm_ctx_t *ctx,
@@ -129,24 +209,26 @@ static ngx_int_t ngx_http_llm_cache_memo_out(ngx_http_llm_ctx_t *ctx,
 static u_char *ngx_http_llm_cache_event_end(u_char *p, u_char *last);
 static ngx_int_t ngx_http_llm_cache_sse(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_cache_entry_t *e, u_char *id, time_t now);
+static ngx_int_t ngx_http_llm_cache_produce(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_cache_replay_t *rp, size_t limit);
 static ngx_int_t ngx_http_llm_cache_chunk(ngx_http_llm_ctx_t *ctx,
     ngx_str_t *head, ngx_int_t index, const char *delta,
     u_char *text, size_t len, const char *tail, const char *finish);
 static ngx_int_t ngx_http_llm_cache_out_string(ngx_http_llm_ctx_t *ctx,
     u_char *p, size_t len);
-static ngx_int_t ngx_http_llm_cache_out_json(ngx_http_llm_ctx_t *ctx,
-    cJSON *item);
 static cJSON *ngx_http_llm_cache_assemble(ngx_http_llm_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_cache_append(ngx_http_llm_cache_asm_t *a,
     ngx_http_llm_cache_choice_t *ch, const char *s);
 static void ngx_http_llm_cache_merge_tools(ngx_http_llm_cache_asm_t *a,
     ngx_http_llm_cache_choice_t *ch, cJSON *calls);
+static ngx_int_t ngx_http_llm_cache_set_args(ngx_http_llm_cache_choice_t *ch);
 static void ngx_http_llm_cache_asm_free(ngx_http_llm_cache_asm_t *a);
 static void ngx_http_llm_cache_done(ngx_http_llm_ctx_t *ctx, u_char *entry,
     size_t len);
 
 
 static ngx_queue_t  ngx_http_llm_cache_waiters;
+static ngx_queue_t  ngx_http_llm_cache_pins;
 static ngx_uint_t   ngx_http_llm_cache_seq;
 static u_char      *ngx_http_llm_canon_buf;
 static size_t       ngx_http_llm_canon_size;
@@ -159,6 +241,7 @@ void
 ngx_http_llm_cache_init(void)
 {
     ngx_queue_init(&ngx_http_llm_cache_waiters);
+    ngx_queue_init(&ngx_http_llm_cache_pins);
 }
 
 
@@ -454,7 +537,7 @@ ngx_http_llm_canon_object(ngx_http_llm_canon_t *c, cJSON *item,
 {
     ngx_int_t   rc;
     ngx_uint_t  n, i;
-    cJSON      *child, **a, *stack[32];
+    cJSON      *child, **a, *stack[64];
 
     n = 0;
 
@@ -462,7 +545,10 @@ ngx_http_llm_canon_object(ngx_http_llm_canon_t *c, cJSON *item,
         n++;
     }
 
-    a = (n <= 32) ? stack : ngx_alloc(n * sizeof(cJSON *), ngx_cycle->log);
+    /* the members, and as many again for the sort */
+
+    a = (n <= 32) ? stack : ngx_alloc(2 * n * sizeof(cJSON *),
+                                      ngx_cycle->log);
     if (a == NULL) {
         return NGX_ERROR;
     }
@@ -490,7 +576,7 @@ ngx_http_llm_canon_object(ngx_http_llm_canon_t *c, cJSON *item,
     /* a stable sort: duplicate keys keep the order the backend sees */
 
     if (n > 1) {
-        ngx_sort(a, n, sizeof(cJSON *), ngx_http_llm_cache_cmp);
+        ngx_http_llm_cache_sort(a, a + n, n);
     }
 
     rc = ngx_http_llm_canon_str(c, '{', NULL, 0);
@@ -575,13 +661,52 @@ ngx_http_llm_canon_reserve(ngx_http_llm_canon_t *c, size_t n)
 }
 
 
-static ngx_int_t
-ngx_http_llm_cache_cmp(const void *a, const void *b)
-{
-    const cJSON  *x = *(const cJSON **) a;
-    const cJSON  *y = *(const cJSON **) b;
+/*
+ * A bottom-up merge sort by key, stable as the insertion sort of
+ * ngx_sort() was, so the canonical form stays the same; but O(n log n):
+ * a client chooses how many members an object has.  tmp holds n.
+ */
 
-    return strcmp(x->string, y->string);
+static void
+ngx_http_llm_cache_sort(cJSON **a, cJSON **tmp, ngx_uint_t n)
+{
+    cJSON      **src, **dst, **t;
+    ngx_uint_t   w, lo, mid, hi, i, j, k;
+
+    src = a;
+    dst = tmp;
+
+    for (w = 1; w < n; w *= 2) {
+
+        for (lo = 0; lo < n; lo += 2 * w) {
+            mid = ngx_min(lo + w, n);
+            hi = ngx_min(lo + 2 * w, n);
+
+            i = lo;
+            j = mid;
+
+            for (k = lo; k < hi; k++) {
+                /* on equal keys the left run goes first */
+                if (i < mid
+                    && (j == hi || strcmp(src[i]->string, src[j]->string)
+                                   <= 0))
+                {
+                    dst[k] = src[i++];
+
+                } else {
+                    dst[k] = src[j++];
+                }
+            }
+        }
+
+        t = src;
+        src = dst;
+        dst = t;
+    }
+
+    if (src != a) {
+        ngx_memcpy(a, src, n * sizeof(cJSON *));
+    }
 }
 
 
@@ -1020,7 +1145,15 @@ ngx_http_llm_cache_hit(ngx_http_llm_ctx_t *ctx,
         goto done;
     }
 
-    rc = ngx_http_llm_out_flush(ctx, 1);
+    r->write_event_handler = ngx_http_llm_cache_writer;
+
+    rc = ngx_http_llm_cache_send(ctx);
+
+    if (rc == NGX_AGAIN) {
+        /* the rest as the client takes it */
+        ngx_http_run_posted_requests(c);
+        return;
+    }
 
 done:
 
@@ -1029,33 +1162,426 @@ done:
 }
 
 
+/* the client's socket can take more of a replay */
+
+static void
+ngx_http_llm_cache_writer(ngx_http_request_t *r)
+{
+    ngx_int_t            rc;
+    ngx_connection_t    *c;
+    ngx_http_llm_ctx_t  *ctx;
+
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
+
+    if (c->write->timedout) {
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
+                      "client timed out");
+        c->timedout = 1;
+        ngx_http_llm_finalize(ctx, NGX_HTTP_REQUEST_TIME_OUT);
+        return;
+    }
+
+    rc = ngx_http_llm_cache_send(ctx);
+
+    if (rc != NGX_AGAIN) {
+        ngx_http_llm_finalize(ctx, rc);
+    }
+}
+
+
+/*
+ * Writes a replay a burst at a time, the next one only once the client
+ * has taken the last: a slow reader holds a burst, never a whole replay.
+ * NGX_AGAIN: the rest follows in the write handler; otherwise the code
+ * to finalize the request with.
+ */
+
+static ngx_int_t
+ngx_http_llm_cache_send(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_int_t                  rc;
+    ngx_uint_t                 i;
+    ngx_event_t               *wev;
+    ngx_connection_t          *c;
+    ngx_http_request_t        *r;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    r = ctx->request;
+    c = r->connection;
+    wev = c->write;
+
+    for (i = 0; ctx->cache_replay; i++) {
+
+        /* what the client could not take before, first */
+
+        if ((ctx->busy || c->buffered)
+            && ngx_http_llm_out_flush(ctx, 0) == NGX_ERROR)
+        {
+            return NGX_ERROR;
+        }
+
+        if (ctx->busy || c->buffered) {
+            clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+            if (!wev->delayed) {
+                ngx_add_timer(wev, clcf->send_timeout);
+            }
+
+            if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            return NGX_AGAIN;
+        }
+
+        if (wev->timer_set) {
+            ngx_del_timer(wev);
+        }
+
+        if (i == NGX_HTTP_LLM_CACHE_BURSTS) {
+            /* a fast client: the worker's other connections go first */
+            ngx_post_event(wev, &ngx_posted_events);
+            return NGX_AGAIN;
+        }
+
+        rc = ngx_http_llm_cache_produce(ctx, ctx->cache_replay,
+                                        NGX_HTTP_LLM_CACHE_BURST);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_DONE) {
+            ngx_http_llm_cache_replay_end(ctx);
+            break;
+        }
+
+        if (ngx_http_llm_out_flush(ctx, 0) == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+    }
+
+    rc = ngx_http_llm_out_flush(ctx, 1);
+
+    /* what is left of the last burst, nginx's writer sends */
+
+    return (rc == NGX_AGAIN) ? NGX_OK : rc;
+}
+
+
+static void
+ngx_http_llm_cache_replay_end(ngx_http_llm_ctx_t *ctx)
+{
+    if (ctx->cache_replay) {
+        ngx_http_llm_cache_unpin(ctx->cache_replay->pin);
+        ctx->cache_replay = NULL;
+    }
+}
+
+
+/* bytes written for the client and not yet passed to nginx */
+
+static size_t
+ngx_http_llm_cache_queued(ngx_http_llm_ctx_t *ctx)
+{
+    size_t        size;
+    ngx_chain_t  *cl;
+
+    size = 0;
+
+    for (cl = ctx->out; cl; cl = cl->next) {
+        size += cl->buf->last - cl->buf->pos;
+    }
+
+    return size;
+}
+
+
+/*
+ * The entry of a replay, shared by every replay of it in the worker, so
+ * that many slow readers of one large entry hold one copy of it.  A
+ * stream replay needs it parsed: that is done once too.
+ */
+
+static ngx_http_llm_cache_pin_t *
+ngx_http_llm_cache_pin(ngx_http_llm_ctx_t *ctx, ngx_http_llm_cache_entry_t *e,
+    ngx_uint_t parse)
+{
+    ngx_queue_t               *q;
+    ngx_http_llm_cache_pin_t  *pin;
+
+    for (q = ngx_queue_head(&ngx_http_llm_cache_pins);
+         q != ngx_queue_sentinel(&ngx_http_llm_cache_pins);
+         q = ngx_queue_next(q))
+    {
+        pin = ngx_queue_data(q, ngx_http_llm_cache_pin_t, queue);
+
+        if (pin->len == e->len
+            && pin->key.len == ctx->cache_key.len
+            && ngx_memcmp(pin->key.data, ctx->cache_key.data, pin->key.len)
+               == 0
+            && ngx_memcmp(pin->json, e->json, e->len) == 0)
+        {
+            goto found;
+        }
+    }
+
+    pin = ngx_alloc(offsetof(ngx_http_llm_cache_pin_t, data)
+                    + ctx->cache_key.len + e->len, ngx_cycle->log);
+    if (pin == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(pin, offsetof(ngx_http_llm_cache_pin_t, data));
+
+    pin->key.data = pin->data;
+    pin->key.len = ctx->cache_key.len;
+    pin->json = ngx_cpymem(pin->data, ctx->cache_key.data, pin->key.len);
+    pin->len = e->len;
+    ngx_memcpy(pin->json, e->json, e->len);
+
+    ngx_queue_insert_head(&ngx_http_llm_cache_pins, &pin->queue);
+
+found:
+
+    if (parse && pin->doc == NULL
+        && ngx_http_llm_cache_pin_parse(pin) != NGX_OK)
+    {
+        if (pin->refs == 0) {
+            ngx_queue_remove(&pin->queue);
+            ngx_free(pin);
+        }
+
+        return NULL;
+    }
+
+    pin->refs++;
+
+    return pin;
+}
+
+
+static void
+ngx_http_llm_cache_unpin(ngx_http_llm_cache_pin_t *pin)
+{
+    if (--pin->refs) {
+        return;
+    }
+
+    ngx_queue_remove(&pin->queue);
+    ngx_http_llm_cache_pin_unparse(pin);
+    ngx_free(pin);
+}
+
+
+/*
+ * What a stream replay needs, per choice: its index, content, tool calls
+ * (numbered from 0, and printed) and finish reason; the model and
+ * fingerprint for every chunk's head; the usage, printed.
+ */
+
+static ngx_int_t
+ngx_http_llm_cache_pin_parse(ngx_http_llm_cache_pin_t *pin)
+{
+    char                          *m, *f;
+    cJSON                         *choices, *ch, *msg, *item, *call;
+    u_char                        *p;
+    size_t                         len;
+    ngx_int_t                      index, k;
+    ngx_uint_t                     n;
+    ngx_http_llm_cache_pchoice_t  *pc;
+
+    pin->doc = cJSON_ParseWithLength((char *) pin->json, pin->len);
+    if (pin->doc == NULL) {
+        return NGX_ERROR;
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(pin->doc, "model");
+    msg = cJSON_GetObjectItemCaseSensitive(pin->doc, "system_fingerprint");
+
+    m = cJSON_IsString(item) ? cJSON_PrintUnformatted(item) : NULL;
+    f = cJSON_IsString(msg) ? cJSON_PrintUnformatted(msg) : NULL;
+
+    len = (m ? ngx_strlen(m) + 9 : 0) + (f ? ngx_strlen(f) + 22 : 0);
+
+    pin->extra = ngx_alloc(len + 1, ngx_cycle->log);
+
+    if (pin->extra) {
+        p = pin->extra;
+
+        if (m) {
+            p = ngx_sprintf(p, ",\"model\":%s", m);
+        }
+
+        if (f) {
+            p = ngx_sprintf(p, ",\"system_fingerprint\":%s", f);
+        }
+
+        pin->extra_len = p - pin->extra;
+    }
+
+    cJSON_free(m);
+    cJSON_free(f);
+
+    if (pin->extra == NULL) {
+        goto failed;
+    }
+
+    choices = cJSON_GetObjectItemCaseSensitive(pin->doc, "choices");
+    n = 0;
+
+    cJSON_ArrayForEach(ch, choices) {
+        n++;
+    }
+
+    if (n) {
+        pin->choice = ngx_alloc(n * sizeof(ngx_http_llm_cache_pchoice_t),
+                                ngx_cycle->log);
+        if (pin->choice == NULL) {
+            goto failed;
+        }
+    }
+
+    index = 0;
+
+    cJSON_ArrayForEach(ch, choices) {
+
+        pc = &pin->choice[pin->nchoices++];
+        ngx_memzero(pc, sizeof(ngx_http_llm_cache_pchoice_t));
+
+        item = cJSON_GetObjectItemCaseSensitive(ch, "index");
+        if (cJSON_IsNumber(item)) {
+            index = (ngx_int_t) item->valuedouble;
+        }
+
+        pc->index = index++;
+
+        msg = cJSON_GetObjectItemCaseSensitive(ch, "message");
+
+        item = cJSON_GetObjectItemCaseSensitive(msg, "content");
+        if (cJSON_IsString(item)) {
+            pc->content = (u_char *) item->valuestring;
+            pc->content_len = ngx_strlen(item->valuestring);
+        }
+
+        item = cJSON_GetObjectItemCaseSensitive(msg, "tool_calls");
+
+        if (cJSON_IsArray(item) && cJSON_GetArraySize(item) > 0) {
+            k = 0;
+
+            cJSON_ArrayForEach(call, item) {
+                cJSON_DeleteItemFromObjectCaseSensitive(call, "index");
+                cJSON_AddNumberToObject(call, "index", (double) k++);
+            }
+
+            pc->tools = (u_char *) cJSON_PrintUnformatted(item);
+            if (pc->tools == NULL) {
+                goto failed;
+            }
+
+            pc->tools_len = ngx_strlen(pc->tools);
+        }
+
+        item = cJSON_GetObjectItemCaseSensitive(ch, "finish_reason");
+        pc->finish = cJSON_IsString(item) ? item->valuestring : "stop";
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(pin->doc, "usage");
+
+    if (cJSON_IsObject(item)) {
+        pin->usage = (u_char *) cJSON_PrintUnformatted(item);
+        if (pin->usage == NULL) {
+            goto failed;
+        }
+
+        pin->usage_len = ngx_strlen(pin->usage);
+    }
+
+    return NGX_OK;
+
+failed:
+
+    ngx_http_llm_cache_pin_unparse(pin);
+
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_llm_cache_pin_unparse(ngx_http_llm_cache_pin_t *pin)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < pin->nchoices; i++) {
+        cJSON_free(pin->choice[i].tools);
+    }
+
+    if (pin->choice) {
+        ngx_free(pin->choice);
+    }
+
+    if (pin->extra) {
+        ngx_free(pin->extra);
+    }
+
+    cJSON_free(pin->usage);
+    cJSON_Delete(pin->doc);
+
+    pin->doc = NULL;
+    pin->choice = NULL;
+    pin->nchoices = 0;
+    pin->extra = NULL;
+    pin->extra_len = 0;
+    pin->usage = NULL;
+    pin->usage_len = 0;
+}
+
+
 static ngx_int_t
 ngx_http_llm_cache_json(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_cache_entry_t *e, u_char *id)
 {
-    u_char              *p;
-    ngx_http_request_t  *r;
-    u_char               head[128];
+    u_char                       *p, *q;
+    ngx_http_request_t           *r;
+    ngx_http_llm_cache_replay_t  *rp;
+    u_char                        head[128];
 
     r = ctx->request;
 
     p = ngx_sprintf(head, "{\"id\":\"%s\",\"object\":\"chat.completion\","
-                    "\"created\":%T,", id, ngx_time());
+                    "\"created\":%T", id, ngx_time());
 
-    /* the stored object, from its first key on */
+    /* the stored object follows from its first key on, if it has one */
+
+    for (q = e->json + 1; *q == ' ' || *q == '\t' || *q == '\r'
+                          || *q == '\n'; q++)
+    {
+        /* void */
+    }
+
+    if (*q != '}') {
+        *p++ = ',';
+    }
 
     r->headers_out.content_length_n = (p - head) + (e->len - 1) + 1;
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
 
-    if (ngx_http_llm_out(ctx, head, p - head) != NGX_OK
-        || ngx_http_llm_out(ctx, e->json + 1, e->len - 1) != NGX_OK
-        || ngx_http_llm_out(ctx, (u_char *) "\n", 1) != NGX_OK)
-    {
+    rp = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_cache_replay_t));
+    if (rp == NULL) {
         return NGX_ERROR;
     }
 
-    return NGX_OK;
+    rp->pin = ngx_http_llm_cache_pin(ctx, e, 0);
+    if (rp->pin == NULL) {
+        return NGX_ERROR;
+    }
+
+    rp->pos = 1;
+    ctx->cache_replay = rp;
+
+    return ngx_http_llm_out(ctx, head, p - head);
 }
 
 
@@ -1116,6 +1642,8 @@ ngx_http_llm_cache_replay(ngx_http_llm_ctx_t *ctx,
         r->headers_out.content_length_n -= m->usage_end - m->usage_start;
     }
 
+    /* a small entry: written at once, with nothing to replay after */
+
     return ngx_http_llm_cache_memo_out(ctx, m, id, now);
 }
 
@@ -1148,8 +1676,18 @@ ngx_http_llm_cache_memo(ngx_http_llm_ctx_t *ctx,
     ctx->out_last = &ctx->out;
     ctx->client_usage = 1;
 
+    /* an entry this small is replayed whole, at once */
+
     rc = ngx_http_llm_cache_sse(ctx, e, (u_char *) NGX_HTTP_LLM_MEMO_ID,
                                 NGX_HTTP_LLM_MEMO_TIME);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_llm_cache_produce(ctx, ctx->cache_replay,
+                                        NGX_MAX_SIZE_T_VALUE);
+        rc = (rc == NGX_DONE) ? NGX_OK : NGX_ERROR;
+    }
+
+    ngx_http_llm_cache_replay_end(ctx);
 
     chain = ctx->out;
     ctx->out = out;
@@ -1345,180 +1883,205 @@ ngx_http_llm_cache_memo_out(ngx_http_llm_ctx_t *ctx,
 }
 
 
+/* a stream replay of the entry, to be produced burst by burst */
+
 static ngx_int_t
 ngx_http_llm_cache_sse(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_cache_entry_t *e, u_char *id, time_t now)
 {
-    char                *fin;
-    cJSON               *json, *choices, *ch, *msg, *item, *calls, *call;
-    size_t               len, n;
-    u_char              *p, *text;
-    ngx_int_t            rc, index, k;
-    ngx_str_t            head;
-    ngx_http_request_t  *r;
+    u_char                       *p;
+    ngx_http_request_t           *r;
+    ngx_http_llm_cache_pin_t     *pin;
+    ngx_http_llm_cache_replay_t  *rp;
 
     r = ctx->request;
 
-    json = cJSON_ParseWithLength((char *) e->json, e->len);
-    if (json == NULL) {
+    rp = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_cache_replay_t));
+    if (rp == NULL) {
         return NGX_ERROR;
     }
 
-    rc = NGX_ERROR;
-
-    head.data = ngx_pnalloc(r->pool, 512);
-    if (head.data == NULL) {
-        goto failed;
+    pin = ngx_http_llm_cache_pin(ctx, e, 1);
+    if (pin == NULL) {
+        return NGX_ERROR;
     }
 
-    p = ngx_snprintf(head.data, 256, "data: {\"id\":\"%s\",\"object\":"
-                     "\"chat.completion.chunk\",\"created\":%T",
-                     id, now);
-    head.len = p - head.data;
+    rp->pin = pin;
+    rp->sse = 1;
+    rp->stage = pin->nchoices ? NGX_HTTP_LLM_REPLAY_ROLE
+                              : NGX_HTTP_LLM_REPLAY_USAGE;
+    ctx->cache_replay = rp;
 
-    /* the head carries model and fingerprint: printed once, reused */
+    /* the head carries model and fingerprint: made once, reused */
 
-    item = cJSON_GetObjectItemCaseSensitive(json, "model");
-    msg = cJSON_GetObjectItemCaseSensitive(json, "system_fingerprint");
-
-    {
-        char  *m, *f;
-
-        m = cJSON_IsString(item) ? cJSON_PrintUnformatted(item) : NULL;
-        f = cJSON_IsString(msg) ? cJSON_PrintUnformatted(msg) : NULL;
-
-        len = (m ? ngx_strlen(m) + 9 : 0) + (f ? ngx_strlen(f) + 22 : 0);
-
-        if (len + head.len > 512) {
-            p = ngx_pnalloc(r->pool, head.len + len);
-            if (p == NULL) {
-                cJSON_free(m);
-                cJSON_free(f);
-                goto failed;
-            }
-
-            ngx_memcpy(p, head.data, head.len);
-            head.data = p;
-        }
-
-        p = head.data + head.len;
-
-        if (m) {
-            p = ngx_sprintf(p, ",\"model\":%s", m);
-            cJSON_free(m);
-        }
-
-        if (f) {
-            p = ngx_sprintf(p, ",\"system_fingerprint\":%s", f);
-            cJSON_free(f);
-        }
-
-        head.len = p - head.data;
+    rp->head.data = ngx_pnalloc(r->pool, 160 + pin->extra_len);
+    if (rp->head.data == NULL) {
+        return NGX_ERROR;
     }
 
-    choices = cJSON_GetObjectItemCaseSensitive(json, "choices");
-    index = 0;
+    p = ngx_snprintf(rp->head.data, 160, "data: {\"id\":\"%s\",\"object\":"
+                     "\"chat.completion.chunk\",\"created\":%T", id, now);
+    p = ngx_cpymem(p, pin->extra, pin->extra_len);
+    rp->head.len = p - rp->head.data;
 
-    cJSON_ArrayForEach(ch, choices) {
+    return NGX_OK;
+}
 
-        item = cJSON_GetObjectItemCaseSensitive(ch, "index");
-        if (cJSON_IsNumber(item)) {
-            index = (ngx_int_t) item->valuedouble;
-        }
 
-        msg = cJSON_GetObjectItemCaseSensitive(ch, "message");
+/*
+ * The next events of a replay, until limit bytes wait to be sent.
+ * NGX_DONE: the replay is all written.
+ */
 
-        if (ngx_http_llm_cache_chunk(ctx, &head, index,
-                                     "{\"role\":\"assistant\",\"content\":",
-                                     (u_char *) "", 0, "}", NULL)
-            != NGX_OK)
-        {
-            goto failed;
-        }
+static ngx_int_t
+ngx_http_llm_cache_produce(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_cache_replay_t *rp, size_t limit)
+{
+    size_t                         n, len;
+    u_char                        *text;
+    ngx_int_t                      rc;
+    ngx_http_llm_cache_pin_t      *pin;
+    ngx_http_llm_cache_pchoice_t  *pc;
 
-        item = cJSON_GetObjectItemCaseSensitive(msg, "content");
+    pin = rp->pin;
 
-        if (cJSON_IsString(item)) {
-            text = (u_char *) item->valuestring;
-            len = ngx_strlen(item->valuestring);
+    if (!rp->sse) {
+        /* JSON: the stored object as it is, then a line end */
 
-            while (len) {
-                n = ngx_min(len, NGX_HTTP_LLM_CACHE_PIECE);
-
-                /* never split a UTF-8 sequence */
-                while (n < len && (text[n] & 0xc0) == 0x80) {
-                    n++;
-                }
-
-                if (ngx_http_llm_cache_chunk(ctx, &head, index,
-                                             "{\"content\":", text, n, "}",
-                                             NULL)
-                    != NGX_OK)
-                {
-                    goto failed;
-                }
-
-                text += n;
-                len -= n;
-            }
-        }
-
-        calls = cJSON_GetObjectItemCaseSensitive(msg, "tool_calls");
-
-        if (cJSON_IsArray(calls) && cJSON_GetArraySize(calls) > 0) {
-            k = 0;
-
-            cJSON_ArrayForEach(call, calls) {
-                cJSON_DeleteItemFromObjectCaseSensitive(call, "index");
-                cJSON_AddNumberToObject(call, "index", (double) k++);
+        while (rp->pos < pin->len) {
+            if (ngx_http_llm_cache_queued(ctx) >= limit) {
+                return NGX_OK;
             }
 
-            if (ngx_http_llm_cache_chunk(ctx, &head, index, NULL, NULL, 0,
-                                         NULL, NULL)
-                != NGX_OK
-                || ngx_http_llm_cache_lit(ctx, "{\"tool_calls\":") != NGX_OK
-                || ngx_http_llm_cache_out_json(ctx, calls) != NGX_OK
-                || ngx_http_llm_cache_lit(ctx, "},\"logprobs\":null,"
-                                          "\"finish_reason\":null}]}\n\n")
-                   != NGX_OK)
+            n = ngx_min(pin->len - rp->pos, NGX_HTTP_LLM_CACHE_SLICE);
+
+            if (ngx_http_llm_out(ctx, pin->json + rp->pos, n) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            rp->pos += n;
+        }
+
+        return ngx_http_llm_cache_lit(ctx, "\n") == NGX_OK ? NGX_DONE
+                                                           : NGX_ERROR;
+    }
+
+    while (ngx_http_llm_cache_queued(ctx) < limit) {
+
+        pc = (rp->choice < pin->nchoices) ? &pin->choice[rp->choice] : NULL;
+
+        switch (rp->stage) {
+
+        case NGX_HTTP_LLM_REPLAY_ROLE:
+            rc = ngx_http_llm_cache_chunk(ctx, &rp->head, pc->index,
+                                          "{\"role\":\"assistant\","
+                                          "\"content\":",
+                                          (u_char *) "", 0, "}", NULL);
+            rp->stage = NGX_HTTP_LLM_REPLAY_CONTENT;
+            rp->pos = 0;
+            break;
+
+        case NGX_HTTP_LLM_REPLAY_CONTENT:
+            if (rp->pos == pc->content_len) {
+                rc = NGX_OK;
+                rp->stage = NGX_HTTP_LLM_REPLAY_TOOLS;
+                rp->pos = 0;
+                break;
+            }
+
+            text = pc->content + rp->pos;
+            len = pc->content_len - rp->pos;
+            n = ngx_min(len, NGX_HTTP_LLM_CACHE_PIECE);
+
+            /* never split a UTF-8 sequence */
+            while (n < len && (text[n] & 0xc0) == 0x80) {
+                n++;
+            }
+
+            rc = ngx_http_llm_cache_chunk(ctx, &rp->head, pc->index,
+                                          "{\"content\":", text, n, "}",
+                                          NULL);
+            rp->pos += n;
+            break;
+
+        case NGX_HTTP_LLM_REPLAY_TOOLS:
+            if (pc->tools == NULL) {
+                rc = NGX_OK;
+                rp->stage = NGX_HTTP_LLM_REPLAY_FINISH;
+                break;
+            }
+
+            rc = NGX_OK;
+
+            if (rp->pos == 0
+                && (ngx_http_llm_cache_chunk(ctx, &rp->head, pc->index,
+                                             NULL, NULL, 0, NULL, NULL)
+                    != NGX_OK
+                    || ngx_http_llm_cache_lit(ctx, "{\"tool_calls\":")
+                       != NGX_OK))
             {
-                goto failed;
+                rc = NGX_ERROR;
+                break;
             }
+
+            /* one event, however long, written a slice at a time */
+
+            n = ngx_min(pc->tools_len - rp->pos, NGX_HTTP_LLM_CACHE_SLICE);
+
+            if (ngx_http_llm_out(ctx, pc->tools + rp->pos, n) != NGX_OK) {
+                rc = NGX_ERROR;
+                break;
+            }
+
+            rp->pos += n;
+
+            if (rp->pos == pc->tools_len) {
+                rc = ngx_http_llm_cache_lit(ctx, "},\"logprobs\":null,"
+                                            "\"finish_reason\":null}]}\n\n");
+                rp->stage = NGX_HTTP_LLM_REPLAY_FINISH;
+            }
+
+            break;
+
+        case NGX_HTTP_LLM_REPLAY_FINISH:
+            rc = ngx_http_llm_cache_chunk(ctx, &rp->head, pc->index, "{}",
+                                          NULL, 0, NULL, pc->finish);
+
+            rp->stage = (++rp->choice < pin->nchoices)
+                        ? NGX_HTTP_LLM_REPLAY_ROLE
+                        : NGX_HTTP_LLM_REPLAY_USAGE;
+            break;
+
+        case NGX_HTTP_LLM_REPLAY_USAGE:
+            rc = NGX_OK;
+
+            if (ctx->client_usage && pin->usage
+                && (ngx_http_llm_out(ctx, rp->head.data, rp->head.len)
+                    != NGX_OK
+                    || ngx_http_llm_cache_lit(ctx, ",\"choices\":[],"
+                                              "\"usage\":")
+                       != NGX_OK
+                    || ngx_http_llm_out(ctx, pin->usage, pin->usage_len)
+                       != NGX_OK
+                    || ngx_http_llm_cache_lit(ctx, "}\n\n") != NGX_OK))
+            {
+                rc = NGX_ERROR;
+            }
+
+            rp->stage = NGX_HTTP_LLM_REPLAY_DONE;
+            break;
+
+        default: /* NGX_HTTP_LLM_REPLAY_DONE */
+            return ngx_http_llm_cache_lit(ctx, "data: [DONE]\n\n") == NGX_OK
+                   ? NGX_DONE : NGX_ERROR;
         }
 
-        item = cJSON_GetObjectItemCaseSensitive(ch, "finish_reason");
-        fin = cJSON_IsString(item) ? item->valuestring : "stop";
-
-        if (ngx_http_llm_cache_chunk(ctx, &head, index, "{}", NULL, 0, NULL,
-                                     fin)
-            != NGX_OK)
-        {
-            goto failed;
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
         }
-
-        index++;
     }
 
-    item = cJSON_GetObjectItemCaseSensitive(json, "usage");
-
-    if (ctx->client_usage && cJSON_IsObject(item)) {
-        if (ngx_http_llm_out(ctx, head.data, head.len) != NGX_OK
-            || ngx_http_llm_cache_lit(ctx, ",\"choices\":[],\"usage\":")
-               != NGX_OK
-            || ngx_http_llm_cache_out_json(ctx, item) != NGX_OK
-            || ngx_http_llm_cache_lit(ctx, "}\n\n") != NGX_OK)
-        {
-            goto failed;
-        }
-    }
-
-    rc = ngx_http_llm_cache_lit(ctx, "data: [DONE]\n\n");
-
-failed:
-
-    cJSON_Delete(json);
-
-    return rc;
+    return NGX_OK;
 }
 
 
@@ -1644,25 +2207,6 @@ ngx_http_llm_cache_out_string(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
     }
 
     return ngx_http_llm_out(ctx, (u_char *) "\"", 1);
-}
-
-
-static ngx_int_t
-ngx_http_llm_cache_out_json(ngx_http_llm_ctx_t *ctx, cJSON *item)
-{
-    char       *s;
-    ngx_int_t   rc;
-
-    s = cJSON_PrintUnformatted(item);
-    if (s == NULL) {
-        return NGX_ERROR;
-    }
-
-    rc = ngx_http_llm_out(ctx, (u_char *) s, ngx_strlen(s));
-
-    cJSON_free(s);
-
-    return rc;
 }
 
 
@@ -1802,20 +2346,28 @@ ngx_http_llm_cache_append(ngx_http_llm_cache_asm_t *a,
 }
 
 
-/* tool calls arrive in pieces by index: the arguments are concatenated */
+/*
+ * Tool calls arrive in pieces by index.  The arguments are appended to a
+ * buffer of their own, doubled as it fills, and set in the call once the
+ * stream is complete: a call of many deltas costs linear time.
+ */
 
 static void
 ngx_http_llm_cache_merge_tools(ngx_http_llm_cache_asm_t *a,
     ngx_http_llm_cache_choice_t *ch, cJSON *calls)
 {
-    char        *s;
-    cJSON       *call, *have, *item, *fn, *hfn, *args, *hargs;
-    size_t       len;
-    ngx_int_t    index;
+    cJSON                      *call, *have, *item, *fn, *args, *hargs;
+    size_t                      len;
+    ngx_int_t                   index;
+    ngx_http_llm_cache_args_t  *buf;
 
     if (ch->tool_calls == NULL) {
         ch->tool_calls = cJSON_CreateArray();
-        if (ch->tool_calls == NULL) {
+        ch->args = ngx_calloc(NGX_HTTP_LLM_CACHE_TOOLS
+                              * sizeof(ngx_http_llm_cache_args_t),
+                              ngx_cycle->log);
+
+        if (ch->tool_calls == NULL || ch->args == NULL) {
             a->broken = 1;
             return;
         }
@@ -1826,7 +2378,7 @@ ngx_http_llm_cache_merge_tools(ngx_http_llm_cache_asm_t *a,
         item = cJSON_GetObjectItemCaseSensitive(call, "index");
         index = cJSON_IsNumber(item) ? (ngx_int_t) item->valuedouble : 0;
 
-        if (index < 0 || index > 64) {
+        if (index < 0 || index >= NGX_HTTP_LLM_CACHE_TOOLS) {
             a->broken = 1;
             return;
         }
@@ -1848,13 +2400,16 @@ ngx_http_llm_cache_merge_tools(ngx_http_llm_cache_asm_t *a,
             cJSON_DeleteItemFromObjectCaseSensitive(have, "index");
             cJSON_AddItemToArray(ch->tool_calls, have);
             a->size += 64;
+
+            /* the first piece of the arguments, if any, stays in the call */
             continue;
         }
 
         fn = cJSON_GetObjectItemCaseSensitive(call, "function");
         args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
-        hfn = cJSON_GetObjectItemCaseSensitive(have, "function");
-        hargs = cJSON_GetObjectItemCaseSensitive(hfn, "arguments");
+        hargs = cJSON_GetObjectItemCaseSensitive(
+                    cJSON_GetObjectItemCaseSensitive(have, "function"),
+                    "arguments");
 
         if (!cJSON_IsString(args)) {
             continue;
@@ -1865,22 +2420,72 @@ ngx_http_llm_cache_merge_tools(ngx_http_llm_cache_asm_t *a,
             return;
         }
 
-        len = ngx_strlen(hargs->valuestring) + ngx_strlen(args->valuestring);
+        buf = &ch->args[index];
+        len = ngx_strlen(args->valuestring);
 
-        s = ngx_alloc(len + 1, ngx_cycle->log);
-        if (s == NULL) {
+        if (buf->data == NULL) {
+            /* the first piece, from the call, starts the buffer */
+            buf->len = ngx_strlen(hargs->valuestring);
+
+            if (ngx_http_llm_grow(&buf->data, &buf->size, 0,
+                                  buf->len + len + 1, (size_t) -1)
+                != NGX_OK)
+            {
+                a->broken = 1;
+                return;
+            }
+
+            ngx_memcpy(buf->data, hargs->valuestring, buf->len);
+
+        } else if (ngx_http_llm_grow(&buf->data, &buf->size, buf->len,
+                                     buf->len + len + 1, (size_t) -1)
+                   != NGX_OK)
+        {
             a->broken = 1;
             return;
         }
 
-        ngx_sprintf((u_char *) s, "%s%s%Z", hargs->valuestring,
-                    args->valuestring);
+        ngx_memcpy(buf->data + buf->len, args->valuestring, len);
+        buf->len += len;
+        buf->data[buf->len] = '\0';
 
-        cJSON_SetValuestring(hargs, s);
-        ngx_free(s);
-
-        a->size += ngx_strlen(args->valuestring);
+        a->size += len;
     }
+}
+
+
+/* the arguments of each call of a choice, put in place once */
+
+static ngx_int_t
+ngx_http_llm_cache_set_args(ngx_http_llm_cache_choice_t *ch)
+{
+    int     i, n;
+    cJSON  *call, *args;
+
+    n = cJSON_GetArraySize(ch->tool_calls);
+
+    for (i = 0; i < n && i < NGX_HTTP_LLM_CACHE_TOOLS; i++) {
+
+        if (ch->args[i].data == NULL) {
+            continue;
+        }
+
+        call = cJSON_GetArrayItem(ch->tool_calls, i);
+        args = cJSON_GetObjectItemCaseSensitive(
+                   cJSON_GetObjectItemCaseSensitive(call, "function"),
+                   "arguments");
+
+        if (!cJSON_IsString(args)
+            || cJSON_SetValuestring(args, (char *) ch->args[i].data) == NULL)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_free(ch->args[i].data);
+        ch->args[i].data = NULL;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -1945,6 +2550,11 @@ ngx_http_llm_cache_assemble(ngx_http_llm_ctx_t *ctx)
         }
 
         if (c->tool_calls) {
+            if (ngx_http_llm_cache_set_args(c) != NGX_OK) {
+                cJSON_Delete(doc);
+                return NULL;
+            }
+
             cJSON_AddItemToObject(msg, "tool_calls",
                                   cJSON_Duplicate(c->tool_calls, 1));
         }
@@ -2159,6 +2769,7 @@ void
 ngx_http_llm_cache_cleanup(ngx_http_llm_ctx_t *ctx)
 {
     ngx_http_llm_cache_unwait(ctx);
+    ngx_http_llm_cache_replay_end(ctx);
 
     if (ctx->cache_leader && !ctx->cache_done) {
         ngx_http_llm_cache_done(ctx, NULL, 0);
@@ -2174,7 +2785,7 @@ ngx_http_llm_cache_cleanup(ngx_http_llm_ctx_t *ctx)
 static void
 ngx_http_llm_cache_asm_free(ngx_http_llm_cache_asm_t *a)
 {
-    ngx_uint_t  i;
+    ngx_uint_t  i, k;
 
     for (i = 0; i < NGX_HTTP_LLM_CACHE_CHOICES; i++) {
         if (a->choice[i].content) {
@@ -2183,6 +2794,16 @@ ngx_http_llm_cache_asm_free(ngx_http_llm_cache_asm_t *a)
 
         if (a->choice[i].tool_calls) {
             cJSON_Delete(a->choice[i].tool_calls);
+        }
+
+        if (a->choice[i].args) {
+            for (k = 0; k < NGX_HTTP_LLM_CACHE_TOOLS; k++) {
+                if (a->choice[i].args[k].data) {
+                    ngx_free(a->choice[i].args[k].data);
+                }
+            }
+
+            ngx_free(a->choice[i].args);
         }
 
         if (a->choice[i].finish) {
