@@ -13,9 +13,10 @@ use Socket qw(PF_INET SOCK_STREAM SOL_SOCKET SO_RCVBUF IPPROTO_TCP
 use Time::HiRes qw(sleep);
 use LLMTest;
 
-# members of the one large object of H5; request parsing limits members
-# per object, so this stays within them (and within 1 MB)
-my $H5_KEYS = 100_000;
+# members of the large object of H5: the attack's 100000, which request
+# parsing now refuses at once, and the most it accepts in one object
+my $H5_ATTACK = 100_000;
+my $H5_KEYS = 1024;
 
 # bytes of tool-call arguments for M4, and per delta
 my $M4_ARGS = 3_000_000;
@@ -117,14 +118,50 @@ sub send_request {
 
 # ------------------------------------------------------------------- H5
 
-{
-    # four letters from a to z: the keys in descending order
+# four letters from a to z: N keys in descending order
+sub h5_keys {
+    my ($n) = @_;
     my @keys;
-    for my $i (reverse 0 .. $H5_KEYS - 1) {
+    for my $i (reverse 0 .. $n - 1) {
         my ($k, $v) = ('', $i);
         for (1 .. 4) { $k = chr(97 + $v % 26) . $k; $v = int($v / 26) }
         push @keys, $k;
     }
+    return @keys;
+}
+
+{
+    # the attack itself: refused while parsing, before any sort
+    my @keys = h5_keys($H5_ATTACK);
+    my $obj = '{' . join(',', map { "\"$_\":0" } @keys) . '}';
+    my $body = '{"model":"mixtral-8x7b","temperature":0,'
+        . '"messages":[{"role":"user","content":"' . uniq() . '"}],'
+        . '"metadata":' . $obj . '}';
+    my $s = slow_socket();
+    send_request($s, $body);
+    sleep 0.5;
+    my ($mst) = http_request($gw, 'GET', '/v1/models',
+                             { Authorization => 'Bearer sk-a' }, undef,
+                             timeout => $PROMPT);
+    my $raw = '';
+    my $sel = IO::Select->new($s);
+    my $end = time + $PROMPT;
+    while (time < $end && $sel->can_read($end - time)) {
+        sysread($s, my $buf, 65536) or last;
+        $raw .= $buf;
+    }
+    close $s;
+    my ($st, undef, $b) = LLMTest::parse_response($raw);
+    is($st, 400, "H5: one object of $H5_ATTACK keys in descending order "
+       . "is refused promptly");
+    like((json_of($b) // {})->{error}{param} // '', qr/^metadata/,
+         'H5: the refusal names the object');
+    is($mst, 200, 'H5: a request sent beside it, to the same worker, is '
+       . 'answered promptly');
+}
+
+{
+    my @keys = h5_keys($H5_KEYS);
 
     my $text = uniq();
     my $json = sub {
@@ -145,7 +182,8 @@ sub send_request {
     my $s = slow_socket();
     send_request($s, $desc);
     sleep 1;
-    my ($mst) = http_request($gw, 'GET', '/v1/models', {}, undef,
+    my ($mst) = http_request($gw, 'GET', '/v1/models',
+                             { Authorization => 'Bearer sk-a' }, undef,
                              timeout => $PROMPT);
     my $raw = '';
     my $sel = IO::Select->new($s);
