@@ -281,8 +281,12 @@ http {
 }
 EOF
     /usr/sbin/nginx -t -q -p "$STATE" -c "$STATE/nginx.conf" -e "$STATE/logs/error.log"
-    /usr/sbin/nginx -p "$STATE" -c "$STATE/nginx.conf" -e "$STATE/logs/error.log"
-    wait_http "http://127.0.0.1:$port/metrics" 10 || true
+    /usr/sbin/nginx -p "$STATE" -c "$STATE/nginx.conf" -e "$STATE/logs/error.log" \
+        || { tail -20 "$STATE/logs/error.log" >&2; die "nginx did not start"; }
+    if ! wait_http "http://127.0.0.1:$port/metrics" 10; then
+        tail -20 "$STATE/logs/error.log" >&2
+        die "the gateway does not answer on 127.0.0.1:$port"
+    fi
     cat <<EOF
 
 nginx-llm-gateway is up on http://127.0.0.1:$port (logs in $STATE/logs)
@@ -297,18 +301,33 @@ Stop everything with: ./config.sh stop
 EOF
 }
 
+# Stops one process that run started, by its pid file, and waits until it
+# is gone, so that a run that follows finds its ports free.  The pid is
+# read once: nginx removes its own file as it exits.
+stop_one() {    # name signal
+    local f=$STATE/$1.pid pid i
+    pid=$(cat "$f" 2>/dev/null) || return 0
+    rm -f "$f"
+    [[ $pid =~ ^[0-9]+$ ]] || return 0
+    kill "-$2" "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    # its children first: nginx's workers outlive a killed master
+    pkill -KILL -P "$pid" 2>/dev/null || true
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
 stop() {
-    local f pid
-    if [[ -f $STATE/nginx.pid ]]; then
-        /usr/sbin/nginx -p "$STATE" -c "$STATE/nginx.conf" -s quit 2>/dev/null || true
-    fi
+    local f
+    # every one of them, whatever happened to the others
     for f in nginx tiny-8x7b tiny-8x22b redis; do
-        [[ -f $STATE/$f.pid ]] || continue
-        pid=$(cat "$STATE/$f.pid")
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-        rm -f "$STATE/$f.pid"
+        if [[ $f == nginx ]]; then
+            stop_one "$f" QUIT || true
+        else
+            stop_one "$f" TERM || true
+        fi
     done
     say "stopped"
 }

@@ -215,8 +215,9 @@ EOF
     if ($ENV{LLM_PRELOAD}) {
         $env{LD_PRELOAD} = $ENV{LLM_PRELOAD};
     }
-    my @cmd = ('/usr/sbin/nginx', '-p', $prefix, '-c', "$prefix/nginx.conf",
-        '-e', "$prefix/logs/error.log");
+    # NGINX_BIN: the nginx a module built with NGINX_SRC= belongs to
+    my @cmd = ($ENV{NGINX_BIN} // '/usr/sbin/nginx', '-p', $prefix,
+        '-c', "$prefix/nginx.conf", '-e', "$prefix/logs/error.log");
 
     if ($o{expect_fail}) {
         my $out = `LD_PRELOAD='@{[$env{LD_PRELOAD} // '']}' @cmd -t 2>&1`;
