@@ -24,7 +24,8 @@ CC=${FUZZ_CC:-clang}
 san=("-fsanitize=address,undefined" -fno-sanitize-recover=all
     -fno-omit-frame-pointer)
 WRAP=(ngx_http_llm_redis_command ngx_http_llm_redis_ready
-    ngx_http_llm_redis_cancel ngx_http_llm_run ngx_http_llm_fail
+    ngx_http_llm_redis_cancel ngx_http_llm_redis_reset
+    ngx_http_llm_run ngx_http_llm_fail
     ngx_http_llm_finalize ngx_http_run_posted_requests
     ngx_http_finalize_request)
 

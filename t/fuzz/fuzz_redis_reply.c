@@ -111,6 +111,18 @@ ngx_http_llm_fuzz_answer(ngx_http_llm_fuzz_in_t *in)
         /* the end of the event-loop turn: batches go out */
         ngx_http_llm_fuzz_run_posted();
 
+        if (ngx_http_llm_fuzz_redis_reset) {
+            /* a reset connection fails what waited on it */
+            ngx_http_llm_fuzz_redis_reset = 0;
+
+            while ((cmd = ngx_http_llm_fuzz_next_cmd()) != NULL) {
+                cmd->pending = 0;
+                cmd->handler(NULL, cmd->data);
+            }
+
+            continue;
+        }
+
         cmd = ngx_http_llm_fuzz_next_cmd();
 
         if (cmd == NULL) {
@@ -201,6 +213,8 @@ ngx_http_llm_fuzz_auth_flow(ngx_pool_t *pool, ngx_http_llm_fuzz_in_t *in,
         if (k == NULL) {
             abort();
         }
+
+        ngx_memzero(k, sizeof(ngx_http_llm_key_t));
 
         ngx_http_llm_sha256_hex(key + sizeof("Bearer ") - 1,
                                 ngx_strlen(key) - (sizeof("Bearer ") - 1),
@@ -396,6 +410,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     ngx_http_llm_fuzz_redis_up = 1;
+    ngx_http_llm_fuzz_redis_reset = 0;
     ngx_http_llm_fuzz_ncmds = 0;
     ngx_http_llm_fuzz_no_tenant = 0;
 

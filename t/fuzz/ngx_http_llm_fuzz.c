@@ -17,12 +17,15 @@ ngx_http_llm_main_conf_t   ngx_http_llm_fuzz_main_conf;
 ngx_http_llm_model_t      *ngx_http_llm_fuzz_models;
 
 ngx_uint_t                 ngx_http_llm_fuzz_redis_up;
+ngx_uint_t                 ngx_http_llm_fuzz_redis_reset;
 ngx_http_llm_fuzz_cmd_t    ngx_http_llm_fuzz_cmds[NGX_HTTP_LLM_FUZZ_CMDS];
 ngx_uint_t                 ngx_http_llm_fuzz_ncmds;
 
 static ngx_cycle_t         ngx_http_llm_fuzz_cycle;
 static ngx_log_t           ngx_http_llm_fuzz_log;
 static ngx_open_file_t     ngx_http_llm_fuzz_log_file;
+static ngx_http_conf_ctx_t  ngx_http_llm_fuzz_http_ctx;
+static void                *ngx_http_llm_fuzz_http_main[1];
 
 
 static void ngx_http_llm_fuzz_backend(ngx_http_llm_model_t *m,
@@ -56,6 +59,25 @@ ngx_http_llm_fuzz_init(void)
 
     ngx_http_llm_fuzz_cycle.log = &ngx_http_llm_fuzz_log;
     ngx_cycle = &ngx_http_llm_fuzz_cycle;
+
+    /*
+     * ngx_http_cycle_get_module_main_conf() finds the main conf through
+     * the http block's context, at ngx_http_module's index
+     */
+
+    if (ngx_preinit_modules() != NGX_OK) {
+        abort();
+    }
+
+    ngx_http_llm_fuzz_cycle.conf_ctx = calloc(ngx_max_module, sizeof(void *));
+    if (ngx_http_llm_fuzz_cycle.conf_ctx == NULL) {
+        abort();
+    }
+
+    ngx_http_llm_fuzz_http_ctx.main_conf = ngx_http_llm_fuzz_http_main;
+    ngx_http_llm_fuzz_http_main[0] = &ngx_http_llm_fuzz_main_conf;
+    ngx_http_llm_fuzz_cycle.conf_ctx[ngx_http_module.index] =
+        (void *) &ngx_http_llm_fuzz_http_ctx;
 
     ngx_queue_init(&ngx_posted_events);
     ngx_queue_init(&ngx_posted_next_events);
@@ -445,6 +467,7 @@ ngx_http_llm_redis_cmd_t *__wrap_ngx_http_llm_redis_command(int argc,
     void *data);
 ngx_uint_t __wrap_ngx_http_llm_redis_ready(void);
 void __wrap_ngx_http_llm_redis_cancel(ngx_http_llm_redis_cmd_t *cmd);
+void __wrap_ngx_http_llm_redis_reset(const char *why);
 void __wrap_ngx_http_llm_run(ngx_http_llm_ctx_t *ctx);
 void __wrap_ngx_http_llm_fail(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
@@ -493,6 +516,15 @@ void
 __wrap_ngx_http_llm_redis_cancel(ngx_http_llm_redis_cmd_t *cmd)
 {
     ((ngx_http_llm_fuzz_cmd_t *) cmd)->pending = 0;
+}
+
+
+/* the connection is dropped: the target fails what waits, later */
+
+void
+__wrap_ngx_http_llm_redis_reset(const char *why)
+{
+    ngx_http_llm_fuzz_redis_reset = 1;
 }
 
 

@@ -81,6 +81,7 @@ typedef struct {
 extern ngx_http_llm_main_conf_t  ngx_http_llm_fuzz_main_conf;
 extern ngx_http_llm_model_t     *ngx_http_llm_fuzz_models;  /* 2 */
 extern ngx_uint_t                ngx_http_llm_fuzz_redis_up;
+extern ngx_uint_t                ngx_http_llm_fuzz_redis_reset;
 extern ngx_http_llm_fuzz_cmd_t   ngx_http_llm_fuzz_cmds[];
 extern ngx_uint_t                ngx_http_llm_fuzz_ncmds;
 
