@@ -14,7 +14,7 @@
 
 /* ---------------------------------------------------------- adapter
  * Every call into the module is here.  If the parser's interface
- * changes (an event type, comments handed on), adapt these three.
+ * changes (an event type, comments handed on), adapt these.
  */
 
 typedef struct {
@@ -27,6 +27,22 @@ typedef struct {
 
 static ngx_int_t ngx_http_llm_fuzz_event(void *data, u_char *payload,
     size_t len);
+static ngx_int_t ngx_http_llm_fuzz_comment(void *data, u_char *p,
+    size_t len);
+
+
+static void
+ngx_http_llm_fuzz_sse_init(ngx_http_llm_sse_t *sse)
+{
+    ngx_memzero(sse, sizeof(ngx_http_llm_sse_t));
+
+    /*
+     * once the parser hands on comment lines (the relay's change), they
+     * are part of what every split must agree on:
+     *
+     * sse->comment = ngx_http_llm_fuzz_comment;
+     */
+}
 
 
 static ngx_int_t
@@ -61,17 +77,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 
-/* the events as one record: the length of each, then its bytes */
+/* what came out as one record: per item its tag, length and bytes */
 
 static ngx_int_t
-ngx_http_llm_fuzz_event(void *data, u_char *payload, size_t len)
+ngx_http_llm_fuzz_record(ngx_http_llm_fuzz_events_t *ev, u_char tag,
+    u_char *payload, size_t len)
 {
-    ngx_http_llm_fuzz_events_t *ev = data;
-
     u_char  *nb;
     size_t   need;
 
-    need = ev->len + len + NGX_SIZE_T_LEN + 2;
+    need = ev->len + len + NGX_SIZE_T_LEN + 3;
 
     if (need > ev->size) {
         ev->size = ngx_max(need, 2 * ev->size);
@@ -84,7 +99,7 @@ ngx_http_llm_fuzz_event(void *data, u_char *payload, size_t len)
         ev->buf = nb;
     }
 
-    ev->len = ngx_sprintf(ev->buf + ev->len, "%uz:", len) - ev->buf;
+    ev->len = ngx_sprintf(ev->buf + ev->len, "%c%uz:", tag, len) - ev->buf;
 
     if (len) {
         ngx_memcpy(ev->buf + ev->len, payload, len);
@@ -98,6 +113,20 @@ ngx_http_llm_fuzz_event(void *data, u_char *payload, size_t len)
 }
 
 
+static ngx_int_t
+ngx_http_llm_fuzz_event(void *data, u_char *payload, size_t len)
+{
+    return ngx_http_llm_fuzz_record(data, 'e', payload, len);
+}
+
+
+static ngx_int_t
+ngx_http_llm_fuzz_comment(void *data, u_char *p, size_t len)
+{
+    return ngx_http_llm_fuzz_record(data, 'c', p, len);
+}
+
+
 /* one pass over the stream: step 0 means pieces from the hash */
 
 static ngx_int_t
@@ -108,7 +137,7 @@ ngx_http_llm_fuzz_pass(u_char *p, size_t size, size_t step, uint32_t seed,
     ngx_int_t            rc;
     ngx_http_llm_sse_t   sse;
 
-    ngx_memzero(&sse, sizeof(ngx_http_llm_sse_t));
+    ngx_http_llm_fuzz_sse_init(&sse);
     ngx_memzero(ev, sizeof(ngx_http_llm_fuzz_events_t));
 
     rc = NGX_OK;
