@@ -10,6 +10,10 @@
 #   ./config.sh stop      stop what run started
 #   ./config.sh test      run the whole test suite (plain, then sanitizers)
 #   ./config.sh bench     run the benchmarks in bench/
+#   ./config.sh fuzz [SECONDS] [TARGET]  build the libFuzzer targets of
+#                         t/fuzz/ (clang, ASan+UBSan, into build-fuzz/) and
+#                         run each for SECONDS (default 60; FUZZ_RUNS=N:
+#                         N executions instead); non-zero exit on a crash
 #   ./config.sh route-eval [args] [set.tsv]  the router's offline evaluation
 #                         on bench/routing/prompts.tsv or another labelled set
 #                         (bench/route-eval.c)
@@ -22,7 +26,8 @@ NODE_DIR=$ROOT/node_modules
 
 APT_PACKAGES=(nginx nginx-dev libcurl4-openssl-dev libcjson-dev libhiredis-dev
     libssl-dev redis-server redis-tools wrk cmake g++ gcc make pkg-config git
-    perl libjson-pp-perl curl ca-certificates procps openssl)
+    perl libjson-pp-perl curl ca-certificates procps openssl
+    clang libclang-rt-14-dev)
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'config.sh: %s\n' "$*" >&2; exit 1; }
@@ -352,6 +357,53 @@ route_eval() {
     "$ROOT/build/route-eval" "$@" ${file:+"$file"}
 }
 
+# ---------------------------------------------------------------- fuzz
+fuzz() {   # [seconds] [target]
+    local secs=${1:-60} only=${2:-} out=$ROOT/build-fuzz t rc=0 len log
+    local runs execs speed crashed dict
+    [[ $secs =~ ^[0-9]+$ ]] || die "fuzz: SECONDS must be a number"
+    "$ROOT/t/fuzz/build.sh" "$ROOT" "$out" ${only:+"$only"} \
+        || die "fuzz: build failed"
+    printf '%-16s %12s %10s %8s\n' target executions exec/s crashes
+    for t in "$out"/bin/fuzz_*; do
+        t=$(basename "$t")
+        [[ -z $only || $t == "$only" ]] || continue
+        [[ -d $ROOT/t/fuzz/corpus/$t ]] || die "fuzz: no t/fuzz/corpus/$t"
+        # the options libFuzzer (and OSS-Fuzz) read from TARGET.options
+        len=$(sed -n 's/^max_len *= *//p' "$ROOT/t/fuzz/$t.options" \
+            2>/dev/null)
+        rm -rf "$out/crashes/$t"
+        mkdir -p "$out/corpus/$t" "$out/crashes/$t"
+        log=$out/$t.log
+        runs=(-max_total_time="$secs")
+        [[ -n ${FUZZ_RUNS:-} ]] && runs=(-runs="$FUZZ_RUNS")
+        dict=()
+        [[ -f $ROOT/t/fuzz/$t.dict ]] && dict=(-dict="$ROOT/t/fuzz/$t.dict")
+        crashed=0
+        "$out/bin/$t" "${runs[@]}" ${len:+-max_len="$len"} -timeout=10 \
+            -rss_limit_mb=2048 -print_final_stats=1 \
+            -artifact_prefix="$out/crashes/$t/" \
+            "${dict[@]}" \
+            "$out/corpus/$t" "$ROOT/t/fuzz/corpus/$t" >"$log" 2>&1 \
+            || crashed=1
+        execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+        speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
+        if ((crashed)) || compgen -G "$out/crashes/$t/*" >/dev/null; then
+            crashed=$(find "$out/crashes/$t" -type f | wc -l)
+            ((crashed)) || crashed=1
+            rc=1
+        fi
+        printf '%-16s %12s %10s %8s\n' "$t" "${execs:-?}" "${speed:-?}" \
+            "$crashed"
+        if ((crashed)); then
+            grep -E 'invariant broken|runtime error|ERROR: |SUMMARY' -A1 \
+                "$log" | head -20 >&2
+            say "$t: log $log, inputs in $out/crashes/$t/"
+        fi
+    done
+    return $rc
+}
+
 test_suite() {
     deps
     build
@@ -375,6 +427,11 @@ test_suite() {
         fi
         rm -rf "$san"
     fi
+    # every parser under libFuzzer for a short while: a crash fails
+    if [[ ${LLM_NO_FUZZ:-0} != 1 ]]; then
+        say "fuzz targets, ${LLM_FUZZ_SECONDS:-30} s each"
+        fuzz "${LLM_FUZZ_SECONDS:-30}" || rc=1
+    fi
     return $rc
 }
 
@@ -388,5 +445,6 @@ case ${1:-} in
     test) test_suite ;;
     bench) deps; build; exec "$ROOT/bench/run.sh" ;;
     route-eval) shift; route_eval "$@" ;;
-    *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    fuzz) shift; deps; fuzz "$@" ;;
+    *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
