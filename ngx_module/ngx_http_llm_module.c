@@ -1796,7 +1796,9 @@ ngx_http_llm_parse_micro(u_char *p, u_char *last, ngx_uint_t *value)
             continue;
         }
 
-        if (*p < '0' || *p > '9' || digits > 12) {
+        /* twelve digits at most: scaled to micro-dollars, below 2^63 */
+
+        if (*p < '0' || *p > '9' || digits > 11) {
             return NGX_ERROR;
         }
 

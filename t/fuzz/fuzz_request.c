@@ -23,15 +23,8 @@
 
 #include "ngx_http_llm_fuzz.h"
 
-/* the body writer is static in the proxy's file */
-#include "../../ngx_module/ngx_http_llm_proxy.c"
-
-
 /* ---------------------------------------------------------- adapter
- * Every call into the module is here.  When ngx_http_llm_upstream_body()
- * (strict input) lands, ngx_http_llm_fuzz_body() becomes that one call,
- * ngx_http_llm_fuzz_prepare() whatever it needs first (or nothing), and
- * the #include above goes.
+ * Every call into the module is here.
  */
 
 static ngx_int_t
@@ -53,7 +46,7 @@ ngx_http_llm_fuzz_policy(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
 static ngx_int_t
 ngx_http_llm_fuzz_prepare(ngx_http_llm_ctx_t *ctx)
 {
-    return ngx_http_llm_proxy_body(ctx);
+    return NGX_OK;
 }
 
 
@@ -62,13 +55,7 @@ static u_char *
 ngx_http_llm_fuzz_body(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b,
     size_t *len)
 {
-    if (ngx_http_llm_proxy_request(ctx, b) != NGX_OK) {
-        return NULL;
-    }
-
-    *len = ctx->upstream_body_len;
-
-    return (u_char *) ctx->upstream_body;
+    return ngx_http_llm_upstream_body(ctx, b, len);
 }
 
 

@@ -36,12 +36,9 @@ ngx_http_llm_fuzz_sse_init(ngx_http_llm_sse_t *sse)
 {
     ngx_memzero(sse, sizeof(ngx_http_llm_sse_t));
 
-    /*
-     * once the parser hands on comment lines (the relay's change), they
-     * are part of what every split must agree on:
-     *
-     * sse->comment = ngx_http_llm_fuzz_comment;
-     */
+    /* comment lines are handed on too: every split must agree on them */
+
+    sse->comment = ngx_http_llm_fuzz_comment;
 }
 
 
