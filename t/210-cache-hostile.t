@@ -118,6 +118,29 @@ sub send_request {
 
 # ------------------------------------------------------------------- H5
 
+# a large request, and once it is in, a small one beside it on the same
+# worker: the large one's status, the small one's, the large one's
+# headers and body
+sub beside {
+    my ($body, $wait) = @_;
+    my $s = slow_socket();
+    send_request($s, $body);
+    sleep $wait;
+    my ($mst) = http_request($gw, 'GET', '/v1/models',
+                             { Authorization => 'Bearer sk-a' }, undef,
+                             timeout => $PROMPT);
+    my $raw = '';
+    my $sel = IO::Select->new($s);
+    my $end = time + $PROMPT;
+    while (time < $end && $sel->can_read($end - time)) {
+        sysread($s, my $buf, 65536) or last;
+        $raw .= $buf;
+    }
+    close $s;
+    my ($st, $hd, $b) = LLMTest::parse_response($raw);
+    return ($st, $mst, $hd, $b);
+}
+
 # four letters from a to z: N keys in descending order
 sub h5_keys {
     my ($n) = @_;
@@ -137,21 +160,7 @@ sub h5_keys {
     my $body = '{"model":"mixtral-8x7b","temperature":0,'
         . '"messages":[{"role":"user","content":"' . uniq() . '"}],'
         . '"metadata":' . $obj . '}';
-    my $s = slow_socket();
-    send_request($s, $body);
-    sleep 0.5;
-    my ($mst) = http_request($gw, 'GET', '/v1/models',
-                             { Authorization => 'Bearer sk-a' }, undef,
-                             timeout => $PROMPT);
-    my $raw = '';
-    my $sel = IO::Select->new($s);
-    my $end = time + $PROMPT;
-    while (time < $end && $sel->can_read($end - time)) {
-        sysread($s, my $buf, 65536) or last;
-        $raw .= $buf;
-    }
-    close $s;
-    my ($st, undef, $b) = LLMTest::parse_response($raw);
+    my ($st, $mst, undef, $b) = beside($body, 0.5);
     is($st, 400, "H5: one object of $H5_ATTACK keys in descending order "
        . "is refused promptly");
     like((json_of($b) // {})->{error}{param} // '', qr/^metadata/,
@@ -178,22 +187,7 @@ sub h5_keys {
     my %h = ('Content-Type' => 'application/json',
              Authorization => 'Bearer sk-a');
 
-    # the large request, and once it is in, a small one beside it
-    my $s = slow_socket();
-    send_request($s, $desc);
-    sleep 1;
-    my ($mst) = http_request($gw, 'GET', '/v1/models',
-                             { Authorization => 'Bearer sk-a' }, undef,
-                             timeout => $PROMPT);
-    my $raw = '';
-    my $sel = IO::Select->new($s);
-    my $end = time + $PROMPT;
-    while (time < $end && $sel->can_read($end - time)) {
-        sysread($s, my $buf, 65536) or last;
-        $raw .= $buf;
-    }
-    close $s;
-    my ($st, $hd) = LLMTest::parse_response($raw);
+    my ($st, $mst, $hd) = beside($desc, 1);
 
     is($st, 200, "H5: a cacheable request with one object of "
        . "$H5_KEYS keys in descending order is answered promptly");
