@@ -138,6 +138,18 @@ is(redis('SISMEMBER', 'llm:{w}:swept:19700101', 'aged'), 1,
 is(redis('HEXISTS', 'llm:{w}:inflight', 'young'), 1,
     'L: a malformed record of unknown age is kept a day');
 
+# ---------------------------------------------------------------- empty
+
+# an event of one empty data line (no buffer behind it: UBSan watches)
+my $c = encode_json({ id => 'x', object => 'chat.completion.chunk', created => 1,
+    model => 'plain', choices => [{ index => 0, delta => { content => 'hi' },
+    finish_reason => undef }] });
+my ($est, undef, $eb) = chat('sk-a', 'plain',
+    { pieces => ["data:\n\n", "data: $c\n\n", "data:\n\n", "data: [DONE]\n\n"],
+      gap_ms => 10 }, stream => JSON::PP::true);
+is($est, 200, 'L3: a stream with events of an empty data line');
+like($eb, qr/"content":"hi".*data: \[DONE\]/s, 'L3: is relayed whole');
+
 # ---------------------------------------------------------------- exit
 
 # settlements queued while Redis is away are sent by the exiting worker
