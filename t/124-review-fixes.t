@@ -60,7 +60,7 @@ sub chat {
         encode_json({ model => $model, messages => [{ role => 'user',
             content => 'MOCK:' . encode_json($knobs // {}) }], %o }));
 }
-sub spend { redis('HGET', "llm:{$_[0]}:spend:d:$day", $_[1]) // 0 }
+sub spend { redis('HGET', "llm:{$_[0]}:spend:d:$day", $_[1]) || 0 }
 sub usage_sum {
     my ($tenant, $what) = @_;
     my %u = split /\n/, redis('HGETALL', "llm:{$tenant}:usage:$day") // '';
@@ -178,6 +178,45 @@ $t->start_redis(port => $rp);
 ok(wait_until(sub { usage_sum('x', 'requests') == 1 }, 15),
     'M2: an exiting worker sends the settlements it queued once Redis is back');
 unlike($t->error_log($gw2), qr/unrecorded settlement/, 'M2: none is lost');
+
+# ---------------------------------------------------------------- bound
+
+# Redis takes the commands but answers none for a while: the settlements
+# awaiting its reply count against llm_settle_queue too
+$t->stop_nginx($gw2);
+my $gw3 = $t->start_nginx(
+    http => "llm_redis 127.0.0.1:$rp timeout=20s;
+             llm_settle_queue 128;
+             llm_model plain { backend http://127.0.0.1:$up/v1 price=1/1; }",
+    server => 'location /v1/ { llm_gateway; llm_auth on; llm_quota on; }
+               location = /metrics { llm_metrics; }',
+);
+$t->add_tenant($rp, 'q', 'sk-q', rpm => 100000);
+sub metric3 {
+    my ($series) = @_;
+    my (undef, undef, $b) = http_request($gw3, 'GET', '/metrics');
+    return $b =~ /^\Q$series\E (\d+)$/m ? $1 : 0;
+}
+my $pause = fork // die "fork: $!";
+if ($pause == 0) {
+    select(undef, undef, undef, 0.8);
+    $t->redis_cli($rp, 'CLIENT', 'PAUSE', 4000);
+    POSIX::_exit(0);
+}
+my @slow = map { [$gw3, 'POST', '/v1/chat/completions',
+    { 'Content-Type' => 'application/json', Authorization => 'Bearer sk-q' },
+    encode_json({ model => 'plain', messages => [{ role => 'user',
+        content => 'MOCK:' . encode_json({ latency_ms => 1500 }) }] })] } 1 .. 300;
+my @res = parallel_requests(\@slow, timeout => 30);
+waitpid($pause, 0);
+is(scalar(grep { $_->[0] == 200 } @res), 300, '300 admitted and served');
+my $full;
+ok(wait_until(sub {
+    $full = metric3('llm_settlements_dropped_total{reason="queue_full"}');
+    usage_sum('q', 'requests') + $full == 300 }, 15),
+    'M2: every settlement is recorded or dropped');
+cmp_ok($full, '>=', 300 - 2 * 128,
+    "M2: settlements awaiting Redis's reply are bounded too: $full dropped");
 
 $t->cleanup;
 done_testing;
