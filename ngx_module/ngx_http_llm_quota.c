@@ -148,6 +148,7 @@ struct ngx_http_llm_record_s {
 #define NGX_HTTP_LLM_SWEEP_COUNT     "100"
 
 
+static ngx_int_t ngx_http_llm_settle_try(ngx_http_llm_pending_t *pd);
 static void ngx_http_llm_settle_send(ngx_http_llm_pending_t *pd);
 static void ngx_http_llm_settle_queue(ngx_http_llm_pending_t *pd);
 static void ngx_http_llm_settle_lost(ngx_http_llm_pending_t *pd,
@@ -1371,24 +1372,38 @@ ngx_http_llm_settle_lost(ngx_http_llm_pending_t *pd, const char *why)
  * llm_settle_queue settlements: past that, the next wait in the queue
  */
 
-static void
-ngx_http_llm_settle_send(ngx_http_llm_pending_t *pd)
+static ngx_int_t
+ngx_http_llm_settle_try(ngx_http_llm_pending_t *pd)
 {
     ngx_http_llm_main_conf_t  *lmcf;
 
     lmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle, ngx_http_llm_module);
 
-    if ((ngx_http_llm_sent_n == 0
-         || ngx_http_llm_sent_n + pd->n <= lmcf->settle_queue)
-        && ngx_http_llm_redis_command(pd->argc, pd->argv, pd->argvlen,
-                                      ngx_http_llm_settle_reply, pd)
-           != NULL)
+    if (ngx_http_llm_sent_n
+        && ngx_http_llm_sent_n + pd->n > lmcf->settle_queue)
     {
-        ngx_http_llm_sent_n += pd->n;
-        return;
+        return NGX_DECLINED;
     }
 
-    ngx_http_llm_settle_queue(pd);
+    if (ngx_http_llm_redis_command(pd->argc, pd->argv, pd->argvlen,
+                                   ngx_http_llm_settle_reply, pd)
+        == NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_llm_sent_n += pd->n;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_settle_send(ngx_http_llm_pending_t *pd)
+{
+    if (ngx_http_llm_settle_try(pd) != NGX_OK) {
+        ngx_http_llm_settle_queue(pd);
+    }
 }
 
 
@@ -1544,22 +1559,29 @@ ngx_http_llm_settle_retry(ngx_event_t *ev)
 }
 
 
-/* Redis is back, or took a pause: send what waited */
+/*
+ * Redis is back, took a pause, or answered: send what waited, oldest
+ * first, while there is room among the commands in flight
+ */
 
 void
 ngx_http_llm_quota_flush(void)
 {
-    ngx_http_llm_pending_t  *pd, *next;
+    ngx_http_llm_pending_t  *pd;
 
-    pd = ngx_http_llm_pending;
+    while (ngx_http_llm_pending) {
+        pd = ngx_http_llm_pending;
 
-    ngx_http_llm_pending = NULL;
-    ngx_http_llm_pending_last = &ngx_http_llm_pending;
-    ngx_http_llm_pending_n = 0;
+        if (ngx_http_llm_settle_try(pd) != NGX_OK) {
+            return;
+        }
 
-    for ( /* void */ ; pd; pd = next) {
-        next = pd->next;
-        ngx_http_llm_settle_send(pd);
+        ngx_http_llm_pending = pd->next;
+        ngx_http_llm_pending_n -= pd->n;
+
+        if (ngx_http_llm_pending == NULL) {
+            ngx_http_llm_pending_last = &ngx_http_llm_pending;
+        }
     }
 }
 
