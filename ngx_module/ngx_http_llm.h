@@ -298,6 +298,12 @@ typedef struct {
     ngx_int_t                   prompt_tokens;
     ngx_int_t                   completion_tokens;
 
+    /* what the attempts that failed over consumed, charged at the end */
+    int64_t                     lost_prompt;
+    int64_t                     lost_completion;
+    int64_t                     lost_cost;
+    size_t                      attempt_bytes; /* of a 200 answer */
+
     ngx_http_llm_sse_t          sse;
 
     /* response cache */
@@ -367,6 +373,7 @@ typedef struct {
     unsigned                    usage_lost:1;      /* answer, no usage */
     unsigned                    admit_unknown:1;   /* reply was lost */
     unsigned                    list_models:1;     /* GET /v1/models */
+    unsigned                    attempt_billed:1;  /* in lost_* */
 } ngx_http_llm_ctx_t;
 
 
@@ -426,6 +433,7 @@ ngx_int_t ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
 void ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_quota_cancel(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_usage_abandon(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
     int64_t *completion, int64_t *cost);
 int64_t ngx_http_llm_cost(int64_t prompt, int64_t completion,
@@ -459,6 +467,7 @@ void ngx_http_llm_backend_exit_process(ngx_http_llm_main_conf_t *lmcf);
 void ngx_http_llm_backend_done(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_backend_ok(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_backend_failed(ngx_http_llm_ctx_t *ctx);
+ngx_uint_t ngx_http_llm_backend_answered(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_backend_cool(ngx_http_llm_ctx_t *ctx, ngx_msec_t ms);
 ngx_uint_t ngx_http_llm_backend_state(ngx_http_llm_main_conf_t *lmcf,
     ngx_http_llm_backend_t *b);

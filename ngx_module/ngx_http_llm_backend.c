@@ -34,6 +34,7 @@ typedef struct {
     ngx_atomic_t                opened;         /* wall clock, ms */
     ngx_atomic_t                probe;          /* the prober's pid */
     ngx_atomic_t                cool_until;     /* wall clock, ms */
+    ngx_atomic_t                answered;       /* wall clock, ms */
     ngx_atomic_int_t            outstanding[NGX_HTTP_LLM_SLOTS];
     u_char                      key[1];
 } ngx_http_llm_health_t;
@@ -545,6 +546,7 @@ ngx_http_llm_backend_ok(ngx_http_llm_ctx_t *ctx)
     }
 
     h->failures = 0;
+    h->answered = ngx_http_llm_now();
 
     if (h->state != NGX_HTTP_LLM_CLOSED) {
         h->state = NGX_HTTP_LLM_CLOSED;
@@ -599,6 +601,29 @@ ngx_http_llm_backend_failed(ngx_http_llm_ctx_t *ctx)
                       "%uA failures", &ctx->backend->url,
                       lmcf->breaker_cooldown, n);
     }
+}
+
+
+/*
+ * A non-streamed attempt timed out before its answer: a backend that
+ * answered another request meanwhile is busy generating, not broken
+ */
+
+ngx_uint_t
+ngx_http_llm_backend_answered(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_msec_t              since;
+    ngx_http_llm_health_t  *h;
+
+    h = ctx->backend->health;
+
+    if (h == NULL) {
+        return 1;
+    }
+
+    since = ngx_http_llm_now() - (ngx_current_msec - ctx->attempt_start);
+
+    return (ngx_msec_int_t) ((ngx_msec_t) h->answered - since) >= 0;
 }
 
 

@@ -211,6 +211,15 @@ ngx_http_llm_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp,
 
     if (what == CURL_POLL_REMOVE) {
         if (c) {
+            /*
+             * curl 7.88 to 8.1 close a socket that never connected (a
+             * connect timeout) before they say so: epoll dropped it
+             */
+            if (fcntl(s, F_GETFD) == -1 && ngx_errno == NGX_EBADF) {
+                c->read->active = 0;
+                c->write->active = 0;
+            }
+
             ngx_http_llm_release_connection(c);
             curl_multi_assign(ngx_http_llm_multi, s, NULL);
         }

@@ -345,6 +345,9 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
     ctx->headers_done = 0;
     ctx->discard = 0;
     ctx->first_byte = 0;
+    ctx->reached_backend = 0;      /* an earlier attempt's is in lost_* */
+    ctx->attempt_billed = 0;
+    ctx->attempt_bytes = 0;
     ctx->errlen = 0;
     ctx->tail_len = 0;
     ctx->mask_carry_len = 0;
@@ -439,9 +442,10 @@ ngx_http_llm_proxy_done(ngx_http_llm_ctx_t *ctx, CURLcode rc)
         /*
          * a non-streamed request that timed out after the backend got it,
          * before a byte of the answer, was most likely still being
-         * generated: that says nothing about the backend's health, and
-         * another backend would only generate it again, at the tenant's
-         * cost
+         * generated: another backend would only generate it again, at the
+         * tenant's cost.  It counts against the backend's health only if
+         * the backend answered nothing else meanwhile (then it is hung,
+         * not busy).
          */
 
         if (ctx->fail == NGX_HTTP_LLM_FAIL_TIMEOUT
@@ -449,9 +453,15 @@ ngx_http_llm_proxy_done(ngx_http_llm_ctx_t *ctx, CURLcode rc)
             && !ctx->first_byte
             && ctx->reached_backend)
         {
+            if (!ngx_http_llm_backend_answered(ctx)) {
+                ngx_http_llm_backend_failed(ctx);
+            }
+
             ngx_http_llm_proxy_fail(ctx);
             goto done;
         }
+
+        ngx_http_llm_usage_abandon(ctx);
 
         /*
          * a 429 cools the backend down for everyone until its Retry-After;
@@ -1313,6 +1323,8 @@ ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n, void *data)
         return CURL_WRITEFUNC_PAUSE;
     }
 
+    ctx->attempt_bytes += len;     /* a paused piece comes again */
+
     ngx_add_timer(&ctx->timer, ctx->conf->idle_timeout);
 
     /*
@@ -1848,6 +1860,10 @@ ngx_http_llm_proxy_tail(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
         }
 
         ctx->tail_len = 0;
+    }
+
+    if (len == 0) {
+        return NGX_OK;             /* p may be NULL */
     }
 
     if (len >= NGX_HTTP_LLM_TAIL_SIZE) {

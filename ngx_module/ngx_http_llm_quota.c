@@ -127,6 +127,13 @@ struct ngx_http_llm_record_s {
 #define NGX_HTTP_LLM_RETRY_MAX     10000
 
 /*
+ * A worker that exits (reload, graceful stop) with settlements still for
+ * Redis stays up to 10 s more to send them, looking every 250 ms
+ */
+#define NGX_HTTP_LLM_EXIT_GRACE    10000
+#define NGX_HTTP_LLM_GRACE_TICK    250
+
+/*
  * The sweeper: every minute, one worker of all gateways (the holder of a
  * Redis lock) releases the reservations whose request can no longer be
  * running.  A request's deadline is written at admission: its location's
@@ -141,10 +148,12 @@ struct ngx_http_llm_record_s {
 #define NGX_HTTP_LLM_SWEEP_COUNT     "100"
 
 
+static ngx_int_t ngx_http_llm_settle_try(ngx_http_llm_pending_t *pd);
 static void ngx_http_llm_settle_send(ngx_http_llm_pending_t *pd);
 static void ngx_http_llm_settle_queue(ngx_http_llm_pending_t *pd);
 static void ngx_http_llm_settle_lost(ngx_http_llm_pending_t *pd,
     const char *why);
+static void ngx_http_llm_settle_grace(ngx_event_t *ev);
 
 
 static ngx_uint_t               ngx_http_llm_request_seq;
@@ -160,6 +169,9 @@ static ngx_http_llm_pending_t **ngx_http_llm_pending_last =
 static ngx_uint_t               ngx_http_llm_pending_n;
 static ngx_event_t              ngx_http_llm_retry_event;
 static ngx_msec_t               ngx_http_llm_retry_backoff;
+static ngx_uint_t               ngx_http_llm_sent_n;   /* awaiting reply */
+static ngx_event_t              ngx_http_llm_grace_event;
+static ngx_msec_t               ngx_http_llm_grace_end;
 
 /* the sweeper's walk: a SCAN over tenants, an HSCAN step per call */
 
@@ -202,6 +214,10 @@ ngx_http_llm_quota_init(void)
     ngx_http_llm_sweep.event.handler = ngx_http_llm_sweep_start;
     ngx_http_llm_sweep.event.data = &ngx_http_llm_timer_conn;
     ngx_http_llm_sweep.event.cancelable = 1;
+
+    /* not cancelable: it is what keeps an exiting worker up */
+    ngx_http_llm_grace_event.handler = ngx_http_llm_settle_grace;
+    ngx_http_llm_grace_event.data = &ngx_http_llm_timer_conn;
 }
 
 
@@ -349,17 +365,24 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
     time_t                   now;
     ngx_tm_t                 tm;
     ngx_uint_t               i, price_in, price_out;
+    ngx_http_llm_model_t    *m;
     ngx_http_llm_backend_t  *b;
 
-    /* the worst case is priced at the dearest backend we may fail over to */
+    /*
+     * the worst case is priced at the dearest backend we may fail over
+     * to, the fallback model's included
+     */
 
     price_in = 0;
     price_out = 0;
-    b = ctx->model->backends.elts;
 
-    for (i = 0; i < ctx->model->backends.nelts; i++) {
-        price_in = ngx_max(price_in, b[i].price_in);
-        price_out = ngx_max(price_out, b[i].price_out);
+    for (m = ctx->model; m; m = (m == ctx->model) ? m->fallback : NULL) {
+        b = m->backends.elts;
+
+        for (i = 0; i < m->backends.nelts; i++) {
+            price_in = ngx_max(price_in, b[i].price_in);
+            price_out = ngx_max(price_out, b[i].price_out);
+        }
     }
 
     /* a reservation that cannot be represented is refused, not wrapped */
@@ -909,7 +932,16 @@ ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
  *   a 200 answer without usage (too large,  the reservation: prompt
  *   cut, unparsable)                        estimate + max_tokens
  *
- * Costs are at the price of the backend that answered.
+ * plus, for every attempt that failed over after the backend got the
+ * request (see ngx_http_llm_usage_abandon()):
+ *
+ *   an error status                         0
+ *   no answer (cut, timed out)              the prompt estimate
+ *   a 200 answer cut before its end         the prompt estimate + a token
+ *                                           per 4 bytes received, at most
+ *                                           max_tokens
+ *
+ * Costs are at the price of the backend of each attempt.
  */
 
 void
@@ -942,10 +974,11 @@ ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
 
     /* a first byte means the body was handed over, whoever says so */
 
-    if (b == NULL || !(ctx->reached_backend || ctx->first_byte)
+    if (b == NULL || ctx->attempt_billed
+        || !(ctx->reached_backend || ctx->first_byte)
         || (ctx->upstream_status && ctx->upstream_status != NGX_HTTP_OK))
     {
-        return;
+        goto lost;
     }
 
     if (!ctx->first_byte) {
@@ -972,6 +1005,60 @@ ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
     *completion = ngx_min(ngx_max(*completion, 0), NGX_HTTP_LLM_AMOUNT_MAX);
     *cost = ngx_http_llm_cost(*prompt, *completion, b->price_in,
                               b->price_out);
+
+lost:
+
+    /* each is at most AMOUNT_MAX: the sums cannot overflow */
+
+    *prompt = ngx_min(*prompt + ctx->lost_prompt, NGX_HTTP_LLM_AMOUNT_MAX);
+    *completion = ngx_min(*completion + ctx->lost_completion,
+                          NGX_HTTP_LLM_AMOUNT_MAX);
+    *cost = ngx_min(*cost + ctx->lost_cost, NGX_HTTP_LLM_AMOUNT_MAX);
+}
+
+
+/*
+ * An attempt fails over: what it consumed on its backend is added to the
+ * request's charge now, at that backend's prices (the next attempt may
+ * be on another one)
+ */
+
+void
+ngx_http_llm_usage_abandon(ngx_http_llm_ctx_t *ctx)
+{
+    int64_t                  prompt, completion;
+    ngx_http_llm_backend_t  *b;
+
+    b = ctx->backend;
+
+    if (b == NULL || ctx->attempt_billed
+        || !(ctx->reached_backend || ctx->first_byte)
+        || ctx->discard
+        || (ctx->upstream_status && ctx->upstream_status != NGX_HTTP_OK))
+    {
+        return;
+    }
+
+    ctx->attempt_billed = 1;
+
+    prompt = ngx_min(ngx_max(ctx->prompt_estimate, 0),
+                     NGX_HTTP_LLM_AMOUNT_MAX);
+    completion = 0;
+
+    if (ctx->first_byte && ctx->upstream_status == NGX_HTTP_OK) {
+        completion = (int64_t) (ctx->attempt_bytes / 4 + 1);
+        completion = ngx_min(completion, ngx_max(ctx->max_tokens, 0));
+        completion = ngx_min(completion, NGX_HTTP_LLM_AMOUNT_MAX);
+    }
+
+    ctx->lost_prompt = ngx_min(ctx->lost_prompt + prompt,
+                               NGX_HTTP_LLM_AMOUNT_MAX);
+    ctx->lost_completion = ngx_min(ctx->lost_completion + completion,
+                                   NGX_HTTP_LLM_AMOUNT_MAX);
+    ctx->lost_cost = ngx_min(ctx->lost_cost
+                             + ngx_http_llm_cost(prompt, completion,
+                                                 b->price_in, b->price_out),
+                             NGX_HTTP_LLM_AMOUNT_MAX);
 }
 
 
@@ -1197,6 +1284,19 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
 #undef ngx_http_llm_argv
 
             ngx_http_llm_settle_send(pd);
+
+        } else {
+            for (rec = group; rec; rec = rec->next) {
+                ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                              "llm: settlement lost (no memory): tenant "
+                              "%V, %V, %V tokens, %V micro-dollars",
+                              &rec->tenant, &rec->f[0], &rec->f[1],
+                              &rec->f[2]);
+            }
+
+            ngx_http_llm_metrics_count(
+                "llm_settlements_dropped_total{reason=\"no_memory\"}",
+                (int64_t) n);
         }
 
         while (group) {
@@ -1225,6 +1325,11 @@ ngx_http_llm_settle_queue(ngx_http_llm_pending_t *pd)
     *ngx_http_llm_pending_last = pd;
     ngx_http_llm_pending_last = &pd->next;
     ngx_http_llm_pending_n += pd->n;
+
+    if (!ngx_http_llm_grace_event.timer_set) {
+        ngx_http_llm_grace_event.log = ngx_cycle->log;
+        ngx_add_timer(&ngx_http_llm_grace_event, NGX_HTTP_LLM_GRACE_TICK);
+    }
 
     while (ngx_http_llm_pending_n > lmcf->settle_queue
            && ngx_http_llm_pending != pd)
@@ -1262,17 +1367,43 @@ ngx_http_llm_settle_lost(ngx_http_llm_pending_t *pd, const char *why)
 }
 
 
+/*
+ * Commands sent and awaiting their reply are bounded too, by
+ * llm_settle_queue settlements: past that, the next wait in the queue
+ */
+
+static ngx_int_t
+ngx_http_llm_settle_try(ngx_http_llm_pending_t *pd)
+{
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle, ngx_http_llm_module);
+
+    if (ngx_http_llm_sent_n
+        && ngx_http_llm_sent_n + pd->n > lmcf->settle_queue)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_llm_redis_command(pd->argc, pd->argv, pd->argvlen,
+                                   ngx_http_llm_settle_reply, pd)
+        == NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_llm_sent_n += pd->n;
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_llm_settle_send(ngx_http_llm_pending_t *pd)
 {
-    if (ngx_http_llm_redis_command(pd->argc, pd->argv, pd->argvlen,
-                                   ngx_http_llm_settle_reply, pd)
-        != NULL)
-    {
-        return;
+    if (ngx_http_llm_settle_try(pd) != NGX_OK) {
+        ngx_http_llm_settle_queue(pd);
     }
-
-    ngx_http_llm_settle_queue(pd);
 }
 
 
@@ -1285,6 +1416,8 @@ ngx_http_llm_settle_reply(redisReply *reply, void *data)
     ngx_uint_t    transient;
     const char   *error;
     redisReply   *r;
+
+    ngx_http_llm_sent_n -= pd->n;
 
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         error = ngx_http_llm_redis_error(reply, &transient);
@@ -1362,6 +1495,58 @@ ngx_http_llm_settle_reply(redisReply *reply, void *data)
     }
 
     ngx_free(pd);
+
+    /* what waited for room among the commands in flight */
+
+    if (ngx_http_llm_pending && ngx_http_llm_redis_ready()
+        && !ngx_http_llm_retry_event.timer_set)
+    {
+        ngx_http_llm_quota_flush();
+    }
+}
+
+
+/*
+ * Runs while settlements wait for Redis; in an exiting worker, for at
+ * most NGX_HTTP_LLM_EXIT_GRACE, sending them as soon as Redis is back.
+ * Past that, ngx_http_llm_quota_exit() says what is lost.
+ */
+
+static void
+ngx_http_llm_settle_grace(ngx_event_t *ev)
+{
+    if (ngx_http_llm_pending == NULL && ngx_http_llm_sent_n == 0
+        && ngx_http_llm_records == NULL)
+    {
+        return;
+    }
+
+    if (ngx_exiting) {
+        if (ngx_http_llm_grace_end == 0) {
+            ngx_http_llm_grace_end = ngx_current_msec
+                                     + NGX_HTTP_LLM_EXIT_GRACE;
+
+            ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                          "llm: exiting with %ui settlements for redis, "
+                          "waiting up to %Mms",
+                          ngx_http_llm_pending_n + ngx_http_llm_sent_n,
+                          (ngx_msec_t) NGX_HTTP_LLM_EXIT_GRACE);
+        }
+
+        if ((ngx_msec_int_t) (ngx_current_msec - ngx_http_llm_grace_end)
+            >= 0)
+        {
+            return;
+        }
+
+        if (ngx_http_llm_pending && ngx_http_llm_redis_ready()
+            && ngx_http_llm_sent_n == 0)
+        {
+            ngx_http_llm_quota_flush();
+        }
+    }
+
+    ngx_add_timer(ev, NGX_HTTP_LLM_GRACE_TICK);
 }
 
 
@@ -1374,22 +1559,29 @@ ngx_http_llm_settle_retry(ngx_event_t *ev)
 }
 
 
-/* Redis is back, or took a pause: send what waited */
+/*
+ * Redis is back, took a pause, or answered: send what waited, oldest
+ * first, while there is room among the commands in flight
+ */
 
 void
 ngx_http_llm_quota_flush(void)
 {
-    ngx_http_llm_pending_t  *pd, *next;
+    ngx_http_llm_pending_t  *pd;
 
-    pd = ngx_http_llm_pending;
+    while (ngx_http_llm_pending) {
+        pd = ngx_http_llm_pending;
 
-    ngx_http_llm_pending = NULL;
-    ngx_http_llm_pending_last = &ngx_http_llm_pending;
-    ngx_http_llm_pending_n = 0;
+        if (ngx_http_llm_settle_try(pd) != NGX_OK) {
+            return;
+        }
 
-    for ( /* void */ ; pd; pd = next) {
-        next = pd->next;
-        ngx_http_llm_settle_send(pd);
+        ngx_http_llm_pending = pd->next;
+        ngx_http_llm_pending_n -= pd->n;
+
+        if (ngx_http_llm_pending == NULL) {
+            ngx_http_llm_pending_last = &ngx_http_llm_pending;
+        }
     }
 }
 
@@ -1417,6 +1609,10 @@ ngx_http_llm_quota_exit(void)
 
     if (ngx_http_llm_sweep.event.timer_set) {
         ngx_del_timer(&ngx_http_llm_sweep.event);
+    }
+
+    if (ngx_http_llm_grace_event.timer_set) {
+        ngx_del_timer(&ngx_http_llm_grace_event);
     }
 
     ngx_http_llm_sweep_end(NULL);
@@ -1490,6 +1686,12 @@ ngx_http_llm_sweep_start(ngx_event_t *ev)
 {
     size_t       argvlen[7];
     const char  *argv[7];
+
+    /* a worker on its way out leaves the sweeping to the others */
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
 
     ngx_add_timer(&ngx_http_llm_sweep.event, NGX_HTTP_LLM_SWEEP_INTERVAL);
 
@@ -1635,6 +1837,11 @@ ngx_http_llm_sweep_next(void)
     ngx_str_t   *key;
     const char  *argv[7];
     u_char       life[NGX_INT_T_LEN];
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        ngx_http_llm_sweep_end("the worker is exiting");
+        return;
+    }
 
     if (ngx_http_llm_sweep.key == ngx_http_llm_sweep.nkeys) {
         if (ngx_strcmp(ngx_http_llm_sweep.scan, "0") == 0) {

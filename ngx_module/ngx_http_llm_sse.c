@@ -136,7 +136,9 @@ ngx_http_llm_sse_line(ngx_http_llm_sse_t *sse, u_char *p, size_t len,
         }
 
         sse->has_data = 0;
-        rc = handler(data, sse->data, sse->data_len);
+        /* an event of empty "data:" lines has no buffer yet */
+        rc = handler(data, sse->data_len ? sse->data : (u_char *) "",
+                     sse->data_len);
         sse->data_len = 0;
 
         return rc;

@@ -22,7 +22,9 @@
 -- counts each request once.  A cost written with an exponent (1e+14, by
 -- an older admit.lua) is not read: its HINCRBY failed, so it reserved
 -- nothing.  A request that outlived its record (the sweeper released it)
--- is still charged.  A record that cannot be read releases nothing but
+-- is still charged.  A spend key that expired is written again with the
+-- TTL admit.lua gives it, and no reservation is taken off it.  A record
+-- that cannot be read releases nothing but
 -- does not stop the others: its request is still charged, and its id is
 -- returned.  The in-flight records are deleted last, after every write
 -- that can fail.
@@ -167,11 +169,18 @@ for _, r in ipairs(valid) do
     end
 end
 
-for _, k in ipairs({ KEYS[2], KEYS[3] }) do
-    if rcost ~= 0 then
+-- a spend key that expired (a settlement after its day) has no
+-- reservation left to release, and the one written again gets the TTL
+-- admit.lua gives it
+for i, k in ipairs({ KEYS[2], KEYS[3] }) do
+    local exists = redis.call('EXISTS', k) == 1
+    if rcost ~= 0 and exists then
         redis.call('HINCRBY', k, 'reserved', fmt(-rcost))
     end
     redis.call('HINCRBY', k, 'settled', fmt(cost))
+    if redis.call('TTL', k) < 0 then
+        redis.call('EXPIRE', k, i == 1 and 172800 or 5356800)
+    end
 end
 
 for prefix, u in pairs(rec) do

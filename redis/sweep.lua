@@ -15,13 +15,22 @@
 -- deadline has passed is deleted and its cost taken off `reserved` of
 -- its day and month, if those still exist.  One that cannot be read (a
 -- cost with an exponent, which an older admit.lua wrote when its HINCRBY
--- failed, so nothing was reserved) is deleted and counted: it can
--- release nothing.
+-- failed, so nothing was reserved) can release nothing: it is deleted
+-- and counted once its request cannot be running (its admission time
+-- plus life_ms if that can be read, else a day after the sweeper first
+-- saw it, noted in llm:{t}:malformed), and its id goes to swept:<day>
+-- like the others, so that a late settlement still charges.
 --
 -- Returns {next_cursor, released, malformed}.
 
 local prefix = string.sub(KEYS[1], 1, -9)        -- "llm:{t}:"
 local life = tonumber(ARGV[3]) or 0
+local marks = prefix .. 'malformed'               -- id: first seen, ms
+local legacy = 86400000
+
+local function fmt(v)
+    return string.format('%.0f', v)
+end
 
 local function int(v)
     v = tonumber(v)
@@ -72,8 +81,26 @@ for i = 1, #r[2], 2 do
     a, b, c, d = int(a), int(b), int(c), int(d)
 
     if not (a and b and c) then
-        malformed = malformed + 1
-        gone[#gone + 1] = r[2][i]
+        -- kept until its request cannot be running, then released like
+        -- the others (it reserved nothing we can read), so that its
+        -- settlement still charges
+        local id = r[2][i]
+        local at = int(string.match(v, '^[^:]*:[^:]*:(-?%d+)'))
+        local dead = at and at + life
+        if not dead then
+            redis.call('HSETNX', marks, id, fmt(now))
+            redis.call('PEXPIRE', marks, 2 * legacy)
+            dead = (int(redis.call('HGET', marks, id)) or now) + legacy
+        end
+        if dead < now then
+            malformed = malformed + 1
+            gone[#gone + 1] = id
+            day = string.match(v, ':(%d%d%d%d%d%d%d%d)$')
+                  or civil(at or now)
+            swept[day] = swept[day] or {}
+            table.insert(swept[day], id)
+            redis.call('HDEL', marks, id)
+        end
 
     elseif (d or c + life) < now then
         released = released + 1
@@ -94,7 +121,7 @@ local months = {}
 for day, cost in pairs(release) do
     local k = prefix .. 'spend:d:' .. day
     if redis.call('EXISTS', k) == 1 then
-        redis.call('HINCRBY', k, 'reserved', string.format('%.0f', -cost))
+        redis.call('HINCRBY', k, 'reserved', fmt(-cost))
     end
     local m = string.sub(day, 1, 6)
     months[m] = (months[m] or 0) + cost
@@ -103,7 +130,7 @@ end
 for m, cost in pairs(months) do
     local k = prefix .. 'spend:m:' .. m
     if redis.call('EXISTS', k) == 1 then
-        redis.call('HINCRBY', k, 'reserved', string.format('%.0f', -cost))
+        redis.call('HINCRBY', k, 'reserved', fmt(-cost))
     end
 end
 

@@ -11,6 +11,7 @@ use Test::More;
 use IO::Socket::INET;
 use IO::Select;
 use Time::HiRes qw(time);
+use POSIX ();
 use LLMTest;
 
 my $KEY = 'sk-relay-0123456789abcdef-secret';
@@ -146,11 +147,21 @@ $t->mock_reset($up);
 is($st, 200, 'H4: a non-streamed generation longer than llm_first_byte_timeout is served');
 is($t->mock_stats($up)->{requests}, 1, 'H4: by the first backend, no failover');
 
+# the backend is busy, not hung: it answers others meanwhile (one of the
+# two short requests goes to it, the other to the idle second backend)
 $t->mock_reset($up);
+my $busy = fork // die "fork: $!";
+if ($busy == 0) {
+    select(undef, undef, undef, 0.3);
+    parallel_requests([map { [$gw, 'POST', '/v1/chat/completions', \%json,
+                              body_for('gen', { latency_ms => 200 })] } 1 .. 2]);
+    POSIX::_exit(0);
+}
 ($st, $h, $b) = chat('gen', { latency_ms => 4000 });
+waitpid($busy, 0);
 is($st, 504, 'H4: a generation over llm_generation_timeout gets 504');
 is((json_of($b) // {})->{error}{code}, 'gateway_timeout', 'H4: in OpenAI\'s error format');
-is($t->mock_stats($up)->{requests}, 1, 'H4: a generation that timed out does not fail over');
+is($t->mock_stats($up)->{requests}, 3, 'H4: a generation that timed out does not fail over');
 unlike($t->error_log($gw), qr/circuit open/,
     'H4: a generation that timed out does not count toward the breaker');
 

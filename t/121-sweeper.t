@@ -24,7 +24,7 @@ redis('HSET', 'llm:{s}:inflight',
     'old', "100:700:" . ($now - 7200000) . ':' . ($now - 3600000) . ":$day",
     'fresh', "10:70:$now:" . ($now + 600000) . ":$day",
     'legacy', '5:30:1000',
-    'bad', 'zzz');
+    'bad', 'zzz:zzz:1000');
 redis('HSET', "llm:{s}:spend:d:$day", 'reserved', 770);
 redis('HSET', "llm:{s}:spend:m:$month", 'reserved', 770);
 
