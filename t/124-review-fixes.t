@@ -132,11 +132,11 @@ is(redis('HGET', "llm:{t}:spend:d:$day", 'reserved') // '', '',
 # ---------------------------------------------------------------- sweep
 
 ok(wait_until(sub { !redis('HEXISTS', 'llm:{w}:inflight', 'aged') }, 10),
-    'L: the sweeper deletes a malformed record once it is old enough');
+    'C1: the sweeper deletes a malformed record once it is old enough');
 is(redis('SISMEMBER', 'llm:{w}:swept:19700101', 'aged'), 1,
-    'L: and remembers it as swept, so that its settlement still charges');
+    'C1: and remembers it as swept, so that its settlement still charges');
 is(redis('HEXISTS', 'llm:{w}:inflight', 'young'), 1,
-    'L: a malformed record of unknown age is kept a day');
+    'C1: a malformed record of unknown age is kept a day');
 
 # ---------------------------------------------------------------- empty
 
