@@ -26,6 +26,13 @@
 /* the end of a non-streamed body too large to keep, read for its usage */
 #define NGX_HTTP_LLM_TAIL_SIZE         (64 * 1024)
 
+/* the media type of a stream of server-sent events */
+#define NGX_HTTP_LLM_SSE_TYPE          "text/event-stream"
+
+/* a Redis command argument that is a string literal, without its NUL */
+#define ngx_http_llm_arg_lit(argv, argvlen, i, s)                             \
+    ((argv)[i] = (s), (argvlen)[i] = sizeof(s) - 1)
+
 
 /* what a hosted provider wants that the OpenAI API does not say */
 typedef struct {
@@ -550,6 +557,9 @@ void ngx_http_llm_proxy_done(ngx_http_llm_ctx_t *ctx, CURLcode rc);
 void ngx_http_llm_proxy_writer(ngx_http_request_t *r);
 void ngx_http_llm_proxy_cleanup(ngx_http_llm_ctx_t *ctx);
 ngx_int_t ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len);
+/* a string literal to the client, without its NUL */
+#define ngx_http_llm_out_lit(ctx, s)                                          \
+    ngx_http_llm_out(ctx, (u_char *) s, sizeof(s) - 1)
 ngx_int_t ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last);
 ngx_int_t ngx_http_llm_grow(u_char **buf, size_t *size, size_t len,
     size_t need, size_t max);

@@ -202,14 +202,11 @@ ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
     ngx_memcpy(p, "llm:key:", sizeof("llm:key:") - 1);
     ngx_memcpy(p + sizeof("llm:key:") - 1, ctx->key_hash, 64);
 
-    argv[0] = "HMGET";
-    argvlen[0] = 5;
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "HMGET");
     argv[1] = (char *) p;
     argvlen[1] = sizeof("llm:key:") - 1 + 64;
-    argv[2] = "tenant";
-    argvlen[2] = 6;
-    argv[3] = "revoked";
-    argvlen[3] = 7;
+    ngx_http_llm_arg_lit(argv, argvlen, 2, "tenant");
+    ngx_http_llm_arg_lit(argv, argvlen, 3, "revoked");
 
     ctx->redis = ngx_http_llm_redis_command(4, argv, argvlen,
                                             ngx_http_llm_auth_key_reply, ctx);
@@ -373,8 +370,7 @@ ngx_http_llm_auth_fetch_tenant(ngx_http_llm_ctx_t *ctx, ngx_str_t *id)
 
     ctx->tenant_id = *id;
 
-    argv[0] = "HGETALL";
-    argvlen[0] = 7;
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "HGETALL");
     argv[1] = (char *) p;
     argvlen[1] = sizeof("llm:tenant:") - 1 + id->len;
 

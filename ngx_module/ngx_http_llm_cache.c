@@ -39,9 +39,6 @@
 #define NGX_HTTP_LLM_REPLAY_USAGE    4
 #define NGX_HTTP_LLM_REPLAY_DONE     5
 
-#define ngx_http_llm_cache_lit(ctx, s)                                        \
-    ngx_http_llm_out(ctx, (u_char *) s, sizeof(s) - 1)
-
 
 #define NGX_HTTP_LLM_CACHE_TOOLS     65      /* tool calls per choice */
 
@@ -777,8 +774,7 @@ ngx_http_llm_cache_get(ngx_http_llm_ctx_t *ctx)
     size_t       argvlen[2];
     const char  *argv[2];
 
-    argv[0] = "GET";
-    argvlen[0] = 3;
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "GET");
     argv[1] = (char *) ctx->cache_key.data;
     argvlen[1] = ctx->cache_key.len;
 
@@ -839,9 +835,10 @@ ngx_http_llm_cache_lock(ngx_http_llm_ctx_t *ctx)
     size_t       argvlen[7];
     const char  *argv[7];
 
-    argv[0] = "EVAL";
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "EVAL");
     argv[1] = ngx_http_llm_lua_cache_lock;
-    argv[2] = "2";
+    argvlen[1] = sizeof(ngx_http_llm_lua_cache_lock) - 1;
+    ngx_http_llm_arg_lit(argv, argvlen, 2, "2");
     argv[3] = (char *) ctx->cache_key.data;
     argvlen[3] = ctx->cache_key.len;
     argv[4] = (char *) ctx->cache_lock.data;
@@ -850,10 +847,6 @@ ngx_http_llm_cache_lock(ngx_http_llm_ctx_t *ctx)
     argvlen[5] = sizeof(ctx->cache_token);
     argv[6] = (char *) ttl;
     argvlen[6] = ngx_sprintf(ttl, "%M", ctx->conf->cache_lock_timeout) - ttl;
-
-    argvlen[0] = 4;
-    argvlen[1] = sizeof(ngx_http_llm_lua_cache_lock) - 1;
-    argvlen[2] = 1;
 
     ctx->redis = ngx_http_llm_redis_command(7, argv, argvlen,
                                             ngx_http_llm_cache_lock_reply,
@@ -1603,7 +1596,7 @@ ngx_http_llm_cache_replay(ngx_http_llm_ctx_t *ctx,
     r = ctx->request;
     now = ngx_time();
 
-    ngx_str_set(&r->headers_out.content_type, "text/event-stream");
+    ngx_str_set(&r->headers_out.content_type, NGX_HTTP_LLM_SSE_TYPE);
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_length_n = -1;
 
@@ -1962,7 +1955,7 @@ ngx_http_llm_cache_produce(ngx_http_llm_ctx_t *ctx,
             rp->pos += n;
         }
 
-        return ngx_http_llm_cache_lit(ctx, "\n") == NGX_OK ? NGX_DONE
+        return ngx_http_llm_out_lit(ctx, "\n") == NGX_OK ? NGX_DONE
                                                            : NGX_ERROR;
     }
 
@@ -2017,7 +2010,7 @@ ngx_http_llm_cache_produce(ngx_http_llm_ctx_t *ctx,
                 && (ngx_http_llm_cache_chunk(ctx, &rp->head, pc->index,
                                              NULL, NULL, 0, NULL, NULL)
                     != NGX_OK
-                    || ngx_http_llm_cache_lit(ctx, "{\"tool_calls\":")
+                    || ngx_http_llm_out_lit(ctx, "{\"tool_calls\":")
                        != NGX_OK))
             {
                 rc = NGX_ERROR;
@@ -2036,7 +2029,7 @@ ngx_http_llm_cache_produce(ngx_http_llm_ctx_t *ctx,
             rp->pos += n;
 
             if (rp->pos == pc->tools_len) {
-                rc = ngx_http_llm_cache_lit(ctx, "},\"logprobs\":null,"
+                rc = ngx_http_llm_out_lit(ctx, "},\"logprobs\":null,"
                                             "\"finish_reason\":null}]}\n\n");
                 rp->stage = NGX_HTTP_LLM_REPLAY_FINISH;
             }
@@ -2058,12 +2051,12 @@ ngx_http_llm_cache_produce(ngx_http_llm_ctx_t *ctx,
             if (ctx->client_usage && pin->usage
                 && (ngx_http_llm_out(ctx, rp->head.data, rp->head.len)
                     != NGX_OK
-                    || ngx_http_llm_cache_lit(ctx, ",\"choices\":[],"
+                    || ngx_http_llm_out_lit(ctx, ",\"choices\":[],"
                                               "\"usage\":")
                        != NGX_OK
                     || ngx_http_llm_out(ctx, pin->usage, pin->usage_len)
                        != NGX_OK
-                    || ngx_http_llm_cache_lit(ctx, "}\n\n") != NGX_OK))
+                    || ngx_http_llm_out_lit(ctx, "}\n\n") != NGX_OK))
             {
                 rc = NGX_ERROR;
             }
@@ -2072,7 +2065,7 @@ ngx_http_llm_cache_produce(ngx_http_llm_ctx_t *ctx,
             break;
 
         default: /* NGX_HTTP_LLM_REPLAY_DONE */
-            return ngx_http_llm_cache_lit(ctx, "data: [DONE]\n\n") == NGX_OK
+            return ngx_http_llm_out_lit(ctx, "data: [DONE]\n\n") == NGX_OK
                    ? NGX_DONE : NGX_ERROR;
         }
 
@@ -2125,14 +2118,14 @@ ngx_http_llm_cache_chunk(ngx_http_llm_ctx_t *ctx, ngx_str_t *head,
         return NGX_ERROR;
     }
 
-    if (ngx_http_llm_cache_lit(ctx, ",\"logprobs\":null,\"finish_reason\":")
+    if (ngx_http_llm_out_lit(ctx, ",\"logprobs\":null,\"finish_reason\":")
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
     if (finish == NULL) {
-        return ngx_http_llm_cache_lit(ctx, "null}]}\n\n");
+        return ngx_http_llm_out_lit(ctx, "null}]}\n\n");
     }
 
     if (ngx_http_llm_cache_out_string(ctx, (u_char *) finish,
@@ -2142,7 +2135,7 @@ ngx_http_llm_cache_chunk(ngx_http_llm_ctx_t *ctx, ngx_str_t *head,
         return NGX_ERROR;
     }
 
-    return ngx_http_llm_cache_lit(ctx, "}]}\n\n");
+    return ngx_http_llm_out_lit(ctx, "}]}\n\n");
 }
 
 
@@ -2154,7 +2147,7 @@ ngx_http_llm_cache_out_string(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
     u_char   *last, *start;
     u_char    esc[8];
 
-    if (ngx_http_llm_out(ctx, (u_char *) "\"", 1) != NGX_OK) {
+    if (ngx_http_llm_out_lit(ctx, "\"") != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -2206,7 +2199,7 @@ ngx_http_llm_cache_out_string(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
         return NGX_ERROR;
     }
 
-    return ngx_http_llm_out(ctx, (u_char *) "\"", 1);
+    return ngx_http_llm_out_lit(ctx, "\"");
 }
 
 
@@ -2720,14 +2713,12 @@ ngx_http_llm_cache_done(ngx_http_llm_ctx_t *ctx, u_char *entry, size_t len)
             return;
         }
 
-        argv[0] = "SET";
-        argvlen[0] = 3;
+        ngx_http_llm_arg_lit(argv, argvlen, 0, "SET");
         argv[1] = (char *) ctx->cache_key.data;
         argvlen[1] = ctx->cache_key.len;
         argv[2] = (char *) entry;
         argvlen[2] = len;
-        argv[3] = "PX";
-        argvlen[3] = 2;
+        ngx_http_llm_arg_lit(argv, argvlen, 3, "PX");
         argv[4] = (char *) ttl;
         argvlen[4] = ngx_sprintf(ttl, "%M", ctx->conf->cache_ttl) - ttl;
 
@@ -2735,12 +2726,10 @@ ngx_http_llm_cache_done(ngx_http_llm_ctx_t *ctx, u_char *entry, size_t len)
         return;
     }
 
-    argv[0] = "EVAL";
-    argvlen[0] = 4;
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "EVAL");
     argv[1] = ngx_http_llm_lua_cache_done;
     argvlen[1] = sizeof(ngx_http_llm_lua_cache_done) - 1;
-    argv[2] = "2";
-    argvlen[2] = 1;
+    ngx_http_llm_arg_lit(argv, argvlen, 2, "2");
     argv[3] = (char *) ctx->cache_key.data;
     argvlen[3] = ctx->cache_key.len;
     argv[4] = (char *) ctx->cache_lock.data;
