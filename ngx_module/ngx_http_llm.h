@@ -145,6 +145,7 @@ typedef struct {
     ngx_msec_t                  auth_cache_ttl;
     ngx_http_llm_router_t      *router;
     ngx_shm_zone_t             *metrics;
+    size_t                      metrics_size;    /* llm_metrics_zone */
     ngx_shm_zone_t             *health;
     ngx_str_t                   ssl_trusted;     /* CA file, NUL */
     ngx_flag_t                  ssl_verify;
@@ -482,6 +483,8 @@ ngx_uint_t ngx_http_llm_backend_state(ngx_http_llm_main_conf_t *lmcf,
 /* ngx_http_llm_metrics.c */
 char *ngx_http_llm_metrics_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_llm_metrics_init_conf(ngx_conf_t *cf,
+    ngx_http_llm_main_conf_t *lmcf);
 ngx_int_t ngx_http_llm_metrics_log(ngx_http_request_t *r);
 void ngx_http_llm_metrics_request(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
