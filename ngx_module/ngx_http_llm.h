@@ -26,8 +26,15 @@
 /* the end of a non-streamed body too large to keep, read for its usage */
 #define NGX_HTTP_LLM_TAIL_SIZE         (64 * 1024)
 
+/* a SHA-256 digest in hex: key hashes and cache keys are written so */
+#define NGX_HTTP_LLM_SHA256_HEX_LEN    64
+
 /* the media type of a stream of server-sent events */
 #define NGX_HTTP_LLM_SSE_TYPE          "text/event-stream"
+
+/* p and len are exactly the string literal s */
+#define ngx_http_llm_is_lit(p, len, s)                                        \
+    ((len) == sizeof(s) - 1 && ngx_strncmp(p, s, sizeof(s) - 1) == 0)
 
 /* a Redis command argument that is a string literal, without its NUL */
 #define ngx_http_llm_arg_lit(argv, argvlen, i, s)                             \
@@ -94,7 +101,7 @@ typedef struct {
 
 /* a static key from the configuration, known by its SHA-256 */
 typedef struct {
-    u_char                      hash[64];
+    u_char                      hash[NGX_HTTP_LLM_SHA256_HEX_LEN];
     ngx_str_t                   tenant;
     struct ngx_http_llm_tenant_s *policy;   /* NULL: from Redis */
 } ngx_http_llm_key_t;
@@ -248,7 +255,7 @@ typedef struct {
     ngx_http_llm_phase_e        phase;
 
     /* tenant and quota */
-    u_char                      key_hash[64];
+    u_char                      key_hash[NGX_HTTP_LLM_SHA256_HEX_LEN];
     ngx_str_t                   tenant_id;
     ngx_http_llm_tenant_t      *tenant;
     ngx_http_llm_redis_cmd_t   *redis;         /* command in flight */

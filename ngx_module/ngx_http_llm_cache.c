@@ -28,6 +28,10 @@
 
 #define NGX_HTTP_LLM_CACHE_MAGIC     "LLMC1 "
 
+/* what every replayed chunk's head gets after its id, when the answer had it */
+#define NGX_HTTP_LLM_PIN_MODEL       ",\"model\":"
+#define NGX_HTTP_LLM_PIN_FP          ",\"system_fingerprint\":"
+
 #define NGX_HTTP_LLM_CACHE_BURST     65536   /* replay bytes queued at most */
 #define NGX_HTTP_LLM_CACHE_BURSTS    16      /* per write event */
 #define NGX_HTTP_LLM_CACHE_SLICE     8192    /* of JSON, copied as it is */
@@ -383,7 +387,7 @@ ngx_http_llm_cache_key(ngx_http_llm_ctx_t *ctx)
     ngx_str_t              scope;
     ngx_http_request_t    *r;
     ngx_http_llm_canon_t   c;
-    u_char                 hex[64];
+    u_char                 hex[NGX_HTTP_LLM_SHA256_HEX_LEN];
 
     r = ctx->request;
 
@@ -419,7 +423,8 @@ ngx_http_llm_cache_key(ngx_http_llm_ctx_t *ctx)
         ngx_str_set(&scope, "-");
     }
 
-    len = sizeof("llm:cache::{}:lock") - 1 + scope.len + 64;
+    len = sizeof("llm:cache::{}:lock") - 1 + scope.len
+          + NGX_HTTP_LLM_SHA256_HEX_LEN;
 
     p = ngx_pnalloc(r->pool, len + 1);
     if (p == NULL) {
@@ -427,7 +432,8 @@ ngx_http_llm_cache_key(ngx_http_llm_ctx_t *ctx)
     }
 
     ctx->cache_key.data = p;
-    p = ngx_sprintf(p, "llm:cache:%V:{%*s}", &scope, (size_t) 64, hex);
+    p = ngx_sprintf(p, "llm:cache:%V:{%*s}", &scope,
+                    (size_t) NGX_HTTP_LLM_SHA256_HEX_LEN, hex);
     ctx->cache_key.len = p - ctx->cache_key.data;
 
     ctx->cache_lock.data = ctx->cache_key.data;
@@ -1378,7 +1384,7 @@ static ngx_int_t
 ngx_http_llm_cache_pin_parse(ngx_http_llm_cache_pin_t *pin)
 {
     char                          *m, *f;
-    cJSON                         *choices, *ch, *msg, *item, *call;
+    cJSON                         *choices, *ch, *msg, *item, *call, *fp;
     u_char                        *p;
     size_t                         len;
     ngx_int_t                      index, k;
@@ -1391,12 +1397,13 @@ ngx_http_llm_cache_pin_parse(ngx_http_llm_cache_pin_t *pin)
     }
 
     item = cJSON_GetObjectItemCaseSensitive(pin->doc, "model");
-    msg = cJSON_GetObjectItemCaseSensitive(pin->doc, "system_fingerprint");
+    fp = cJSON_GetObjectItemCaseSensitive(pin->doc, "system_fingerprint");
 
     m = cJSON_IsString(item) ? cJSON_PrintUnformatted(item) : NULL;
-    f = cJSON_IsString(msg) ? cJSON_PrintUnformatted(msg) : NULL;
+    f = cJSON_IsString(fp) ? cJSON_PrintUnformatted(fp) : NULL;
 
-    len = (m ? ngx_strlen(m) + 9 : 0) + (f ? ngx_strlen(f) + 22 : 0);
+    len = (m ? sizeof(NGX_HTTP_LLM_PIN_MODEL) - 1 + ngx_strlen(m) : 0)
+          + (f ? sizeof(NGX_HTTP_LLM_PIN_FP) - 1 + ngx_strlen(f) : 0);
 
     pin->extra = ngx_alloc(len + 1, ngx_cycle->log);
 
@@ -1404,11 +1411,11 @@ ngx_http_llm_cache_pin_parse(ngx_http_llm_cache_pin_t *pin)
         p = pin->extra;
 
         if (m) {
-            p = ngx_sprintf(p, ",\"model\":%s", m);
+            p = ngx_sprintf(p, NGX_HTTP_LLM_PIN_MODEL "%s", m);
         }
 
         if (f) {
-            p = ngx_sprintf(p, ",\"system_fingerprint\":%s", f);
+            p = ngx_sprintf(p, NGX_HTTP_LLM_PIN_FP "%s", f);
         }
 
         pin->extra_len = p - pin->extra;

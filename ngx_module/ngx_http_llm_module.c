@@ -1984,11 +1984,11 @@ ngx_http_llm_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    if (value[1].len != 64) {
+    if (value[1].len != NGX_HTTP_LLM_SHA256_HEX_LEN) {
         goto invalid;
     }
 
-    for (i = 0; i < 64; i++) {
+    for (i = 0; i < NGX_HTTP_LLM_SHA256_HEX_LEN; i++) {
         if (!((value[1].data[i] >= '0' && value[1].data[i] <= '9')
               || (value[1].data[i] >= 'a' && value[1].data[i] <= 'f')))
         {
@@ -2009,7 +2009,7 @@ ngx_http_llm_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    ngx_memcpy(key->hash, value[1].data, 64);
+    ngx_memcpy(key->hash, value[1].data, NGX_HTTP_LLM_SHA256_HEX_LEN);
     key->tenant = value[2];
     key->policy = NULL;
 

@@ -1483,7 +1483,7 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
     cJSON      *json, *usage, *choices;
     ngx_int_t   rc;
 
-    if (len == 6 && ngx_strncmp(payload, "[DONE]", 6) == 0) {
+    if (ngx_http_llm_is_lit(payload, len, "[DONE]")) {
         ctx->done_seen = 1;
         return ngx_http_llm_out_lit(ctx, "data: [DONE]\n\n");
     }
@@ -1662,14 +1662,13 @@ ngx_http_llm_proxy_count(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
 
         p = ngx_http_llm_json_space(p + 1, last);
 
-        is_content = (klen == 7 && ngx_strncmp(key, "content", 7) == 0);
+        is_content = ngx_http_llm_is_lit(key, klen, "content");
 
         if (!(is_content
-              || (klen == 17 && ngx_strncmp(key, "reasoning_content", 17)
-                                == 0)
-              || (klen == 9 && ngx_strncmp(key, "reasoning", 9) == 0)
-              || (klen == 9 && ngx_strncmp(key, "arguments", 9) == 0)
-              || (klen == 7 && ngx_strncmp(key, "refusal", 7) == 0)))
+              || ngx_http_llm_is_lit(key, klen, "reasoning_content")
+              || ngx_http_llm_is_lit(key, klen, "reasoning")
+              || ngx_http_llm_is_lit(key, klen, "arguments")
+              || ngx_http_llm_is_lit(key, klen, "refusal")))
         {
             continue;
         }
