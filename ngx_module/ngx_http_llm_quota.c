@@ -31,6 +31,17 @@
 /* settle.lua's ARGV per request */
 #define NGX_HTTP_LLM_SETTLE_FIELDS  7
 
+/* the spend keys' periods, UTC: yyyymmdd, and its head yyyymm */
+#define NGX_HTTP_LLM_DAY_LEN        (sizeof("yyyymmdd") - 1)
+#define NGX_HTTP_LLM_MONTH_LEN      (sizeof("yyyymm") - 1)
+
+/*
+ * An x-ratelimit-* header: room for the longest name with its NUL, and for
+ * a value, a count or a reset such as "12345m59s", with its NUL
+ */
+#define NGX_HTTP_LLM_LIMIT_NAME     48
+#define NGX_HTTP_LLM_LIMIT_VALUE    (NGX_INT64_LEN + 8)
+
 
 typedef struct {
     const char                 *source;
@@ -138,7 +149,8 @@ struct ngx_http_llm_record_s {
 
 /* "%08xD-%P-%ui-%M" and the day, yyyymmdd */
 #define NGX_HTTP_LLM_REQUEST_ID_LEN                                           \
-    (sizeof("ffffffff---") - 1 + NGX_INT64_LEN + 2 * NGX_INT_T_LEN + 8)
+    (sizeof("ffffffff---") - 1 + NGX_INT64_LEN + 2 * NGX_INT_T_LEN          \
+     + NGX_HTTP_LLM_DAY_LEN)
 
 /* transient settlement errors are retried after 250 ms, up to 10 s */
 #define NGX_HTTP_LLM_RETRY_MIN     250
@@ -446,7 +458,7 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
         ctx->key_day.len = p - ctx->key_day.data;
 
         ctx->key_month.data = ctx->key_day.data;
-        ctx->key_month.len = 6;
+        ctx->key_month.len = NGX_HTTP_LLM_MONTH_LEN;
     }
 
     /* the id and day also serve an unmetered request's usage record */
@@ -515,7 +527,8 @@ ngx_http_llm_same_batch(ngx_http_llm_ctx_t *a, ngx_http_llm_ctx_t *b)
 
     return x->id.len == y->id.len
            && ngx_strncmp(x->id.data, y->id.data, x->id.len) == 0
-           && ngx_strncmp(a->key_day.data, b->key_day.data, 8) == 0
+           && ngx_strncmp(a->key_day.data, b->key_day.data,
+                          NGX_HTTP_LLM_DAY_LEN) == 0
            && x->rpm == y->rpm && x->tpm == y->tpm
            && x->budget_day == y->budget_day
            && x->budget_month == y->budget_month;
@@ -668,7 +681,7 @@ ngx_http_llm_admit_done(ngx_http_llm_admit_batch_t *batch, redisReply *reply,
 
     retry = reply
             && reply->type == REDIS_REPLY_ERROR
-            && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0;
+            && ngx_strncmp(reply->str, "NOSCRIPT", sizeof("NOSCRIPT") - 1) == 0;
 
     if (reply && reply->type == REDIS_REPLY_ERROR && !retry) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -824,28 +837,34 @@ static void
 ngx_http_llm_limit_headers(ngx_http_request_t *r, const char *what,
     ngx_int_t limit, long long left, long long reset)
 {
-    u_char  *p;
+    u_char  *n, *v;
 
     /* three header names, then three values, all NUL-terminated */
 
-    p = ngx_pnalloc(r->pool, 3 * 48 + 3 * (NGX_INT64_LEN + 8));
-    if (p == NULL) {
+    n = ngx_pnalloc(r->pool, 3 * NGX_HTTP_LLM_LIMIT_NAME
+                             + 3 * NGX_HTTP_LLM_LIMIT_VALUE);
+    if (n == NULL) {
         return;
     }
 
-    *ngx_sprintf(p, "x-ratelimit-limit-%s", what) = '\0';
-    *ngx_sprintf(p + 48, "x-ratelimit-remaining-%s", what) = '\0';
-    *ngx_sprintf(p + 96, "x-ratelimit-reset-%s", what) = '\0';
+    v = n + 3 * NGX_HTTP_LLM_LIMIT_NAME;
 
-    *ngx_sprintf(p + 144, "%i", limit) = '\0';
-    *ngx_sprintf(p + 144 + NGX_INT64_LEN + 8, "%L", left) = '\0';
-    ngx_http_llm_reset_value(p + 144 + 2 * (NGX_INT64_LEN + 8), reset);
+    *ngx_sprintf(n, "x-ratelimit-limit-%s", what) = '\0';
+    *ngx_sprintf(n + NGX_HTTP_LLM_LIMIT_NAME, "x-ratelimit-remaining-%s",
+                 what) = '\0';
+    *ngx_sprintf(n + 2 * NGX_HTTP_LLM_LIMIT_NAME, "x-ratelimit-reset-%s",
+                 what) = '\0';
 
-    (void) ngx_http_llm_add_header(r, (char *) p, (char *) p + 144);
-    (void) ngx_http_llm_add_header(r, (char *) p + 48,
-                                   (char *) p + 144 + NGX_INT64_LEN + 8);
-    (void) ngx_http_llm_add_header(r, (char *) p + 96,
-                               (char *) p + 144 + 2 * (NGX_INT64_LEN + 8));
+    *ngx_sprintf(v, "%i", limit) = '\0';
+    *ngx_sprintf(v + NGX_HTTP_LLM_LIMIT_VALUE, "%L", left) = '\0';
+    ngx_http_llm_reset_value(v + 2 * NGX_HTTP_LLM_LIMIT_VALUE, reset);
+
+    (void) ngx_http_llm_add_header(r, (char *) n, (char *) v);
+    (void) ngx_http_llm_add_header(r, (char *) n + NGX_HTTP_LLM_LIMIT_NAME,
+                                   (char *) v + NGX_HTTP_LLM_LIMIT_VALUE);
+    (void) ngx_http_llm_add_header(r,
+                                   (char *) n + 2 * NGX_HTTP_LLM_LIMIT_NAME,
+                                   (char *) v + 2 * NGX_HTTP_LLM_LIMIT_VALUE);
 }
 
 
@@ -1236,7 +1255,8 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
             if (rec->tenant.len == first->tenant.len
                 && ngx_strncmp(rec->tenant.data, first->tenant.data,
                                rec->tenant.len) == 0
-                && ngx_strncmp(rec->day.data, first->day.data, 8) == 0)
+                && ngx_strncmp(rec->day.data, first->day.data,
+                               NGX_HTTP_LLM_DAY_LEN) == 0)
             {
                 *rp = rec->next;
                 rec->next = group;
@@ -1254,7 +1274,8 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
         size = sizeof(ngx_http_llm_pending_t)
                + argc * (sizeof(char *) + sizeof(size_t))
                + NGX_HTTP_LLM_SETTLE_KEYS
-                 * (sizeof("llm:{}:spend:d:") + first->tenant.len + 8)
+                 * (sizeof("llm:{}:spend:d:") + first->tenant.len
+                    + NGX_HTTP_LLM_DAY_LEN)
                + 2 * NGX_INT_T_LEN;
 
         for (rec = group; rec; rec = rec->next) {
@@ -1901,7 +1922,7 @@ ngx_http_llm_sweep_swept(redisReply *reply, void *data)
         ngx_http_llm_count_error("sweep",
                                  ngx_http_llm_redis_error(reply, &transient));
 
-        if (ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+        if (ngx_strncmp(reply->str, "NOSCRIPT", sizeof("NOSCRIPT") - 1) == 0) {
             ngx_http_llm_quota_load();
         }
     }
