@@ -26,6 +26,20 @@
 /* the end of a non-streamed body too large to keep, read for its usage */
 #define NGX_HTTP_LLM_TAIL_SIZE         (64 * 1024)
 
+/* a SHA-256 digest in hex: key hashes and cache keys are written so */
+#define NGX_HTTP_LLM_SHA256_HEX_LEN    64
+
+/* the media type of a stream of server-sent events */
+#define NGX_HTTP_LLM_SSE_TYPE          "text/event-stream"
+
+/* p and len are exactly the string literal s */
+#define ngx_http_llm_is_lit(p, len, s)                                        \
+    ((len) == sizeof(s) - 1 && ngx_strncmp(p, s, sizeof(s) - 1) == 0)
+
+/* a Redis command argument that is a string literal, without its NUL */
+#define ngx_http_llm_arg_lit(argv, argvlen, i, s)                             \
+    ((argv)[i] = (s), (argvlen)[i] = sizeof(s) - 1)
+
 
 /* what a hosted provider wants that the OpenAI API does not say */
 typedef struct {
@@ -87,7 +101,7 @@ typedef struct {
 
 /* a static key from the configuration, known by its SHA-256 */
 typedef struct {
-    u_char                      hash[64];
+    u_char                      hash[NGX_HTTP_LLM_SHA256_HEX_LEN];
     ngx_str_t                   tenant;
     struct ngx_http_llm_tenant_s *policy;   /* NULL: from Redis */
 } ngx_http_llm_key_t;
@@ -138,6 +152,7 @@ typedef struct {
     ngx_msec_t                  auth_cache_ttl;
     ngx_http_llm_router_t      *router;
     ngx_shm_zone_t             *metrics;
+    size_t                      metrics_size;    /* llm_metrics_zone */
     ngx_shm_zone_t             *health;
     ngx_str_t                   ssl_trusted;     /* CA file, NUL */
     ngx_flag_t                  ssl_verify;
@@ -240,7 +255,7 @@ typedef struct {
     ngx_http_llm_phase_e        phase;
 
     /* tenant and quota */
-    u_char                      key_hash[64];
+    u_char                      key_hash[NGX_HTTP_LLM_SHA256_HEX_LEN];
     ngx_str_t                   tenant_id;
     ngx_http_llm_tenant_t      *tenant;
     ngx_http_llm_redis_cmd_t   *redis;         /* command in flight */
@@ -475,6 +490,8 @@ ngx_uint_t ngx_http_llm_backend_state(ngx_http_llm_main_conf_t *lmcf,
 /* ngx_http_llm_metrics.c */
 char *ngx_http_llm_metrics_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_llm_metrics_init_conf(ngx_conf_t *cf,
+    ngx_http_llm_main_conf_t *lmcf);
 ngx_int_t ngx_http_llm_metrics_log(ngx_http_request_t *r);
 void ngx_http_llm_metrics_request(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
@@ -550,6 +567,9 @@ void ngx_http_llm_proxy_done(ngx_http_llm_ctx_t *ctx, CURLcode rc);
 void ngx_http_llm_proxy_writer(ngx_http_request_t *r);
 void ngx_http_llm_proxy_cleanup(ngx_http_llm_ctx_t *ctx);
 ngx_int_t ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len);
+/* a string literal to the client, without its NUL */
+#define ngx_http_llm_out_lit(ctx, s)                                          \
+    ngx_http_llm_out(ctx, (u_char *) s, sizeof(s) - 1)
 ngx_int_t ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last);
 ngx_int_t ngx_http_llm_grow(u_char **buf, size_t *size, size_t len,
     size_t need, size_t max);

@@ -27,7 +27,7 @@
 
 
 typedef struct {
-    u_char                      hash[64];
+    u_char                      hash[NGX_HTTP_LLM_SHA256_HEX_LEN];
     ngx_msec_t                  expires;
     ngx_uint_t                  state;
     ngx_http_llm_tenant_t      *tenant;     /* one malloc()ed block */
@@ -170,7 +170,10 @@ ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
     key = lmcf->keys.elts;
 
     for (i = 0; i < lmcf->keys.nelts; i++) {
-        if (ngx_memcmp(key[i].hash, ctx->key_hash, 64) != 0) {
+        if (ngx_memcmp(key[i].hash, ctx->key_hash,
+                       NGX_HTTP_LLM_SHA256_HEX_LEN)
+            != 0)
+        {
             continue;
         }
 
@@ -194,22 +197,21 @@ ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
         return NGX_ERROR;
     }
 
-    p = ngx_pnalloc(r->pool, sizeof("llm:key:") - 1 + 64);
+    p = ngx_pnalloc(r->pool,
+                    sizeof("llm:key:") - 1 + NGX_HTTP_LLM_SHA256_HEX_LEN);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
     ngx_memcpy(p, "llm:key:", sizeof("llm:key:") - 1);
-    ngx_memcpy(p + sizeof("llm:key:") - 1, ctx->key_hash, 64);
+    ngx_memcpy(p + sizeof("llm:key:") - 1, ctx->key_hash,
+               NGX_HTTP_LLM_SHA256_HEX_LEN);
 
-    argv[0] = "HMGET";
-    argvlen[0] = 5;
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "HMGET");
     argv[1] = (char *) p;
-    argvlen[1] = sizeof("llm:key:") - 1 + 64;
-    argv[2] = "tenant";
-    argvlen[2] = 6;
-    argv[3] = "revoked";
-    argvlen[3] = 7;
+    argvlen[1] = sizeof("llm:key:") - 1 + NGX_HTTP_LLM_SHA256_HEX_LEN;
+    ngx_http_llm_arg_lit(argv, argvlen, 2, "tenant");
+    ngx_http_llm_arg_lit(argv, argvlen, 3, "revoked");
 
     ctx->redis = ngx_http_llm_redis_command(4, argv, argvlen,
                                             ngx_http_llm_auth_key_reply, ctx);
@@ -373,8 +375,7 @@ ngx_http_llm_auth_fetch_tenant(ngx_http_llm_ctx_t *ctx, ngx_str_t *id)
 
     ctx->tenant_id = *id;
 
-    argv[0] = "HGETALL";
-    argvlen[0] = 7;
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "HGETALL");
     argv[1] = (char *) p;
     argvlen[1] = sizeof("llm:tenant:") - 1 + id->len;
 
@@ -400,7 +401,7 @@ ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data)
 
     if (reply
         && reply->type == REDIS_REPLY_ERROR
-        && ngx_strncmp(reply->str, "WRONGTYPE", 9) == 0)
+        && ngx_strncmp(reply->str, "WRONGTYPE", sizeof("WRONGTYPE") - 1) == 0)
     {
         ngx_http_llm_auth_no_tenant(ctx, "not a hash", &err);
         ngx_http_llm_fail(ctx, &err);
@@ -537,7 +538,7 @@ ngx_http_llm_auth_slot(u_char *hex, ngx_uint_t negative)
     slot = ngx_http_llm_auth_bucket(hex, negative);
 
     if (slot->state == NGX_HTTP_LLM_AUTH_EMPTY
-        || ngx_memcmp(slot->hash, hex, 64) != 0)
+        || ngx_memcmp(slot->hash, hex, NGX_HTTP_LLM_SHA256_HEX_LEN) != 0)
     {
         return NULL;
     }
@@ -598,7 +599,7 @@ ngx_http_llm_auth_store(u_char *hex, ngx_uint_t state,
         ngx_free(slot->tenant);
     }
 
-    ngx_memcpy(slot->hash, hex, 64);
+    ngx_memcpy(slot->hash, hex, NGX_HTTP_LLM_SHA256_HEX_LEN);
     slot->state = state;
     slot->tenant = copy;
     slot->expires = ngx_current_msec + ttl;
@@ -639,8 +640,7 @@ ngx_http_llm_tenant_parse(ngx_http_llm_tenant_t *t, redisReply *reply)
 
         n = NULL;
 
-#define ngx_http_llm_field(name)                                              \
-        (f.len == sizeof(name) - 1 && ngx_strncmp(f.data, name, f.len) == 0)
+#define ngx_http_llm_field(name)  ngx_http_llm_is_lit(f.data, f.len, name)
 
         if (ngx_http_llm_field("created")) {
             created = 1;
@@ -683,12 +683,11 @@ ngx_http_llm_tenant_parse(ngx_http_llm_tenant_t *t, redisReply *reply)
             t->force_model = v;
 
         } else if (ngx_http_llm_field("cache")) {
-            t->cache = (v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0)
+            t->cache = ngx_http_llm_is_lit(v.data, v.len, "off")
                        ? NGX_HTTP_LLM_CACHE_OFF
-                       : (v.len == 3 && ngx_strncmp(v.data, "any", 3) == 0)
+                       : ngx_http_llm_is_lit(v.data, v.len, "any")
                        ? NGX_HTTP_LLM_CACHE_ANY
-                       : (v.len == 13
-                          && ngx_strncmp(v.data, "deterministic", 13) == 0)
+                       : ngx_http_llm_is_lit(v.data, v.len, "deterministic")
                        ? NGX_HTTP_LLM_CACHE_DETERMINISTIC : 0;
 
             if (t->cache == 0) {

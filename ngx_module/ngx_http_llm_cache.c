@@ -28,6 +28,10 @@
 
 #define NGX_HTTP_LLM_CACHE_MAGIC     "LLMC1 "
 
+/* what every replayed chunk's head gets after its id, when the answer had it */
+#define NGX_HTTP_LLM_PIN_MODEL       ",\"model\":"
+#define NGX_HTTP_LLM_PIN_FP          ",\"system_fingerprint\":"
+
 #define NGX_HTTP_LLM_CACHE_BURST     65536   /* replay bytes queued at most */
 #define NGX_HTTP_LLM_CACHE_BURSTS    16      /* per write event */
 #define NGX_HTTP_LLM_CACHE_SLICE     8192    /* of JSON, copied as it is */
@@ -38,9 +42,6 @@
 #define NGX_HTTP_LLM_REPLAY_FINISH   3
 #define NGX_HTTP_LLM_REPLAY_USAGE    4
 #define NGX_HTTP_LLM_REPLAY_DONE     5
-
-#define ngx_http_llm_cache_lit(ctx, s)                                        \
-    ngx_http_llm_out(ctx, (u_char *) s, sizeof(s) - 1)
 
 
 #define NGX_HTTP_LLM_CACHE_TOOLS     65      /* tool calls per choice */
@@ -386,7 +387,7 @@ ngx_http_llm_cache_key(ngx_http_llm_ctx_t *ctx)
     ngx_str_t              scope;
     ngx_http_request_t    *r;
     ngx_http_llm_canon_t   c;
-    u_char                 hex[64];
+    u_char                 hex[NGX_HTTP_LLM_SHA256_HEX_LEN];
 
     r = ctx->request;
 
@@ -422,7 +423,8 @@ ngx_http_llm_cache_key(ngx_http_llm_ctx_t *ctx)
         ngx_str_set(&scope, "-");
     }
 
-    len = sizeof("llm:cache::{}:lock") - 1 + scope.len + 64;
+    len = sizeof("llm:cache::{}:lock") - 1 + scope.len
+          + NGX_HTTP_LLM_SHA256_HEX_LEN;
 
     p = ngx_pnalloc(r->pool, len + 1);
     if (p == NULL) {
@@ -430,7 +432,8 @@ ngx_http_llm_cache_key(ngx_http_llm_ctx_t *ctx)
     }
 
     ctx->cache_key.data = p;
-    p = ngx_sprintf(p, "llm:cache:%V:{%*s}", &scope, (size_t) 64, hex);
+    p = ngx_sprintf(p, "llm:cache:%V:{%*s}", &scope,
+                    (size_t) NGX_HTTP_LLM_SHA256_HEX_LEN, hex);
     ctx->cache_key.len = p - ctx->cache_key.data;
 
     ctx->cache_lock.data = ctx->cache_key.data;
@@ -777,8 +780,7 @@ ngx_http_llm_cache_get(ngx_http_llm_ctx_t *ctx)
     size_t       argvlen[2];
     const char  *argv[2];
 
-    argv[0] = "GET";
-    argvlen[0] = 3;
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "GET");
     argv[1] = (char *) ctx->cache_key.data;
     argvlen[1] = ctx->cache_key.len;
 
@@ -839,9 +841,10 @@ ngx_http_llm_cache_lock(ngx_http_llm_ctx_t *ctx)
     size_t       argvlen[7];
     const char  *argv[7];
 
-    argv[0] = "EVAL";
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "EVAL");
     argv[1] = ngx_http_llm_lua_cache_lock;
-    argv[2] = "2";
+    argvlen[1] = sizeof(ngx_http_llm_lua_cache_lock) - 1;
+    ngx_http_llm_arg_lit(argv, argvlen, 2, "2");
     argv[3] = (char *) ctx->cache_key.data;
     argvlen[3] = ctx->cache_key.len;
     argv[4] = (char *) ctx->cache_lock.data;
@@ -850,10 +853,6 @@ ngx_http_llm_cache_lock(ngx_http_llm_ctx_t *ctx)
     argvlen[5] = sizeof(ctx->cache_token);
     argv[6] = (char *) ttl;
     argvlen[6] = ngx_sprintf(ttl, "%M", ctx->conf->cache_lock_timeout) - ttl;
-
-    argvlen[0] = 4;
-    argvlen[1] = sizeof(ngx_http_llm_lua_cache_lock) - 1;
-    argvlen[2] = 1;
 
     ctx->redis = ngx_http_llm_redis_command(7, argv, argvlen,
                                             ngx_http_llm_cache_lock_reply,
@@ -1385,7 +1384,7 @@ static ngx_int_t
 ngx_http_llm_cache_pin_parse(ngx_http_llm_cache_pin_t *pin)
 {
     char                          *m, *f;
-    cJSON                         *choices, *ch, *msg, *item, *call;
+    cJSON                         *choices, *ch, *msg, *item, *call, *fp;
     u_char                        *p;
     size_t                         len;
     ngx_int_t                      index, k;
@@ -1398,12 +1397,13 @@ ngx_http_llm_cache_pin_parse(ngx_http_llm_cache_pin_t *pin)
     }
 
     item = cJSON_GetObjectItemCaseSensitive(pin->doc, "model");
-    msg = cJSON_GetObjectItemCaseSensitive(pin->doc, "system_fingerprint");
+    fp = cJSON_GetObjectItemCaseSensitive(pin->doc, "system_fingerprint");
 
     m = cJSON_IsString(item) ? cJSON_PrintUnformatted(item) : NULL;
-    f = cJSON_IsString(msg) ? cJSON_PrintUnformatted(msg) : NULL;
+    f = cJSON_IsString(fp) ? cJSON_PrintUnformatted(fp) : NULL;
 
-    len = (m ? ngx_strlen(m) + 9 : 0) + (f ? ngx_strlen(f) + 22 : 0);
+    len = (m ? sizeof(NGX_HTTP_LLM_PIN_MODEL) - 1 + ngx_strlen(m) : 0)
+          + (f ? sizeof(NGX_HTTP_LLM_PIN_FP) - 1 + ngx_strlen(f) : 0);
 
     pin->extra = ngx_alloc(len + 1, ngx_cycle->log);
 
@@ -1411,11 +1411,11 @@ ngx_http_llm_cache_pin_parse(ngx_http_llm_cache_pin_t *pin)
         p = pin->extra;
 
         if (m) {
-            p = ngx_sprintf(p, ",\"model\":%s", m);
+            p = ngx_sprintf(p, NGX_HTTP_LLM_PIN_MODEL "%s", m);
         }
 
         if (f) {
-            p = ngx_sprintf(p, ",\"system_fingerprint\":%s", f);
+            p = ngx_sprintf(p, NGX_HTTP_LLM_PIN_FP "%s", f);
         }
 
         pin->extra_len = p - pin->extra;
@@ -1603,7 +1603,7 @@ ngx_http_llm_cache_replay(ngx_http_llm_ctx_t *ctx,
     r = ctx->request;
     now = ngx_time();
 
-    ngx_str_set(&r->headers_out.content_type, "text/event-stream");
+    ngx_str_set(&r->headers_out.content_type, NGX_HTTP_LLM_SSE_TYPE);
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_length_n = -1;
 
@@ -1962,7 +1962,7 @@ ngx_http_llm_cache_produce(ngx_http_llm_ctx_t *ctx,
             rp->pos += n;
         }
 
-        return ngx_http_llm_cache_lit(ctx, "\n") == NGX_OK ? NGX_DONE
+        return ngx_http_llm_out_lit(ctx, "\n") == NGX_OK ? NGX_DONE
                                                            : NGX_ERROR;
     }
 
@@ -2017,7 +2017,7 @@ ngx_http_llm_cache_produce(ngx_http_llm_ctx_t *ctx,
                 && (ngx_http_llm_cache_chunk(ctx, &rp->head, pc->index,
                                              NULL, NULL, 0, NULL, NULL)
                     != NGX_OK
-                    || ngx_http_llm_cache_lit(ctx, "{\"tool_calls\":")
+                    || ngx_http_llm_out_lit(ctx, "{\"tool_calls\":")
                        != NGX_OK))
             {
                 rc = NGX_ERROR;
@@ -2036,7 +2036,7 @@ ngx_http_llm_cache_produce(ngx_http_llm_ctx_t *ctx,
             rp->pos += n;
 
             if (rp->pos == pc->tools_len) {
-                rc = ngx_http_llm_cache_lit(ctx, "},\"logprobs\":null,"
+                rc = ngx_http_llm_out_lit(ctx, "},\"logprobs\":null,"
                                             "\"finish_reason\":null}]}\n\n");
                 rp->stage = NGX_HTTP_LLM_REPLAY_FINISH;
             }
@@ -2058,12 +2058,12 @@ ngx_http_llm_cache_produce(ngx_http_llm_ctx_t *ctx,
             if (ctx->client_usage && pin->usage
                 && (ngx_http_llm_out(ctx, rp->head.data, rp->head.len)
                     != NGX_OK
-                    || ngx_http_llm_cache_lit(ctx, ",\"choices\":[],"
+                    || ngx_http_llm_out_lit(ctx, ",\"choices\":[],"
                                               "\"usage\":")
                        != NGX_OK
                     || ngx_http_llm_out(ctx, pin->usage, pin->usage_len)
                        != NGX_OK
-                    || ngx_http_llm_cache_lit(ctx, "}\n\n") != NGX_OK))
+                    || ngx_http_llm_out_lit(ctx, "}\n\n") != NGX_OK))
             {
                 rc = NGX_ERROR;
             }
@@ -2072,7 +2072,7 @@ ngx_http_llm_cache_produce(ngx_http_llm_ctx_t *ctx,
             break;
 
         default: /* NGX_HTTP_LLM_REPLAY_DONE */
-            return ngx_http_llm_cache_lit(ctx, "data: [DONE]\n\n") == NGX_OK
+            return ngx_http_llm_out_lit(ctx, "data: [DONE]\n\n") == NGX_OK
                    ? NGX_DONE : NGX_ERROR;
         }
 
@@ -2125,14 +2125,14 @@ ngx_http_llm_cache_chunk(ngx_http_llm_ctx_t *ctx, ngx_str_t *head,
         return NGX_ERROR;
     }
 
-    if (ngx_http_llm_cache_lit(ctx, ",\"logprobs\":null,\"finish_reason\":")
+    if (ngx_http_llm_out_lit(ctx, ",\"logprobs\":null,\"finish_reason\":")
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
     if (finish == NULL) {
-        return ngx_http_llm_cache_lit(ctx, "null}]}\n\n");
+        return ngx_http_llm_out_lit(ctx, "null}]}\n\n");
     }
 
     if (ngx_http_llm_cache_out_string(ctx, (u_char *) finish,
@@ -2142,7 +2142,7 @@ ngx_http_llm_cache_chunk(ngx_http_llm_ctx_t *ctx, ngx_str_t *head,
         return NGX_ERROR;
     }
 
-    return ngx_http_llm_cache_lit(ctx, "}]}\n\n");
+    return ngx_http_llm_out_lit(ctx, "}]}\n\n");
 }
 
 
@@ -2154,7 +2154,7 @@ ngx_http_llm_cache_out_string(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
     u_char   *last, *start;
     u_char    esc[8];
 
-    if (ngx_http_llm_out(ctx, (u_char *) "\"", 1) != NGX_OK) {
+    if (ngx_http_llm_out_lit(ctx, "\"") != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -2206,7 +2206,7 @@ ngx_http_llm_cache_out_string(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
         return NGX_ERROR;
     }
 
-    return ngx_http_llm_out(ctx, (u_char *) "\"", 1);
+    return ngx_http_llm_out_lit(ctx, "\"");
 }
 
 
@@ -2720,14 +2720,12 @@ ngx_http_llm_cache_done(ngx_http_llm_ctx_t *ctx, u_char *entry, size_t len)
             return;
         }
 
-        argv[0] = "SET";
-        argvlen[0] = 3;
+        ngx_http_llm_arg_lit(argv, argvlen, 0, "SET");
         argv[1] = (char *) ctx->cache_key.data;
         argvlen[1] = ctx->cache_key.len;
         argv[2] = (char *) entry;
         argvlen[2] = len;
-        argv[3] = "PX";
-        argvlen[3] = 2;
+        ngx_http_llm_arg_lit(argv, argvlen, 3, "PX");
         argv[4] = (char *) ttl;
         argvlen[4] = ngx_sprintf(ttl, "%M", ctx->conf->cache_ttl) - ttl;
 
@@ -2735,12 +2733,10 @@ ngx_http_llm_cache_done(ngx_http_llm_ctx_t *ctx, u_char *entry, size_t len)
         return;
     }
 
-    argv[0] = "EVAL";
-    argvlen[0] = 4;
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "EVAL");
     argv[1] = ngx_http_llm_lua_cache_done;
     argvlen[1] = sizeof(ngx_http_llm_lua_cache_done) - 1;
-    argv[2] = "2";
-    argvlen[2] = 1;
+    ngx_http_llm_arg_lit(argv, argvlen, 2, "2");
     argv[3] = (char *) ctx->cache_key.data;
     argvlen[3] = ctx->cache_key.len;
     argv[4] = (char *) ctx->cache_lock.data;

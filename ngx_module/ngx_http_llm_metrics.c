@@ -13,7 +13,10 @@
 #include "ngx_http_llm.h"
 
 
+/* llm_metrics_zone's default: room for about ten thousand series */
 #define NGX_HTTP_LLM_METRICS_SIZE  (8 * 1024 * 1024)
+/* the least a slab pool works in, as limit_req_zone asks */
+#define NGX_HTTP_LLM_METRICS_MIN   (8 * ngx_pagesize)
 #define NGX_HTTP_LLM_BUCKETS       14
 #define NGX_HTTP_LLM_KEY_MAX       512
 
@@ -101,7 +104,10 @@ static ngx_http_llm_metric_t  ngx_http_llm_metrics[] = {
 };
 
 
-/* llm_metrics: this location shows the metrics; the zone exists from now */
+/*
+ * llm_metrics: this location shows the metrics; the zone exists from now,
+ * sized when the http block ends, as llm_metrics_zone may come later
+ */
 
 char *
 ngx_http_llm_metrics_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -115,8 +121,7 @@ ngx_http_llm_metrics_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (lmcf->metrics == NULL) {
         ngx_str_set(&name, "llm_metrics");
 
-        lmcf->metrics = ngx_shared_memory_add(cf, &name,
-                                              NGX_HTTP_LLM_METRICS_SIZE,
+        lmcf->metrics = ngx_shared_memory_add(cf, &name, 0,
                                               &ngx_http_llm_module);
         if (lmcf->metrics == NULL) {
             return NGX_CONF_ERROR;
@@ -127,6 +132,41 @@ ngx_http_llm_metrics_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_llm_metrics_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* llm_metrics_zone, or its default, once the http block is read */
+
+char *
+ngx_http_llm_metrics_init_conf(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf)
+{
+    ngx_str_t  name;
+
+    ngx_conf_init_size_value(lmcf->metrics_size, NGX_HTTP_LLM_METRICS_SIZE);
+
+    if (lmcf->metrics_size < (size_t) NGX_HTTP_LLM_METRICS_MIN) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_metrics_zone\" must be at least %uzk",
+                           (size_t) NGX_HTTP_LLM_METRICS_MIN / 1024);
+        return NGX_CONF_ERROR;
+    }
+
+    if (lmcf->metrics == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    /* the zone was added with no size: this gives it its size */
+
+    ngx_str_set(&name, "llm_metrics");
+
+    if (ngx_shared_memory_add(cf, &name, lmcf->metrics_size,
+                              &ngx_http_llm_module)
+        == NULL)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }

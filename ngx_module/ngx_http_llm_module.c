@@ -225,6 +225,13 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       0,
       NULL },
 
+    { ngx_string("llm_metrics_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_llm_main_conf_t, metrics_size),
+      NULL },
+
     { ngx_string("llm_gateway"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_llm_gateway,
@@ -932,6 +939,7 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
     lmcf->breaker_cooldown = NGX_CONF_UNSET_MSEC;
     lmcf->cache_local_ttl = NGX_CONF_UNSET_MSEC;
     lmcf->settle_queue = NGX_CONF_UNSET_UINT;
+    lmcf->metrics_size = NGX_CONF_UNSET_SIZE;
 
     return lmcf;
 }
@@ -957,6 +965,10 @@ ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
     if (lmcf->settle_queue < 128) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"llm_settle_queue\" must be at least 128");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_llm_metrics_init_conf(cf, lmcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -1972,11 +1984,11 @@ ngx_http_llm_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    if (value[1].len != 64) {
+    if (value[1].len != NGX_HTTP_LLM_SHA256_HEX_LEN) {
         goto invalid;
     }
 
-    for (i = 0; i < 64; i++) {
+    for (i = 0; i < NGX_HTTP_LLM_SHA256_HEX_LEN; i++) {
         if (!((value[1].data[i] >= '0' && value[1].data[i] <= '9')
               || (value[1].data[i] >= 'a' && value[1].data[i] <= 'f')))
         {
@@ -1997,7 +2009,7 @@ ngx_http_llm_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    ngx_memcpy(key->hash, value[1].data, 64);
+    ngx_memcpy(key->hash, value[1].data, NGX_HTTP_LLM_SHA256_HEX_LEN);
     key->tenant = value[2];
     key->policy = NULL;
 

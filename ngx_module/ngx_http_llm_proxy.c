@@ -43,6 +43,7 @@ static size_t ngx_http_llm_proxy_header_cb(char *buf, size_t size,
 static size_t ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n,
     void *data);
 static ngx_int_t ngx_http_llm_proxy_send_header(ngx_http_llm_ctx_t *ctx);
+static ngx_uint_t ngx_http_llm_proxy_sse_type(ngx_http_llm_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_proxy_event(void *data, u_char *payload,
     size_t len);
 static ngx_int_t ngx_http_llm_proxy_comment(void *data, u_char *p,
@@ -221,7 +222,7 @@ ngx_http_llm_proxy_request(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b)
     h = h ? curl_slist_append(h, "Expect:") : NULL;
 
     if (h && ctx->stream) {
-        h = curl_slist_append(h, "Accept: text/event-stream");
+        h = curl_slist_append(h, "Accept: " NGX_HTTP_LLM_SSE_TYPE);
     }
 
     if (h && b->auth.len) {
@@ -655,9 +656,9 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
         /* the JSON ends in a newline; the event adds its own */
 
         if (p == NULL
-            || ngx_http_llm_out(ctx, (u_char *) "data: ", 6) != NGX_OK
+            || ngx_http_llm_out_lit(ctx, "data: ") != NGX_OK
             || ngx_http_llm_out(ctx, p, len - 1) != NGX_OK
-            || ngx_http_llm_out(ctx, (u_char *) "\n\n", 2) != NGX_OK)
+            || ngx_http_llm_out_lit(ctx, "\n\n") != NGX_OK)
         {
             ngx_http_llm_finalize(ctx, NGX_ERROR);
             return;
@@ -1335,9 +1336,7 @@ ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n, void *data)
 
     if (!ctx->headers_sent && !ctx->holding
         && (ctx->conf->cost_header || ctx->upstream_status != NGX_HTTP_OK)
-        && !(ctx->content_type.len >= 17
-             && ngx_strncasecmp(ctx->content_type.data,
-                                (u_char *) "text/event-stream", 17) == 0))
+        && !ngx_http_llm_proxy_sse_type(ctx))
     {
         ctx->holding = 1;
     }
@@ -1409,6 +1408,19 @@ ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n, void *data)
 }
 
 
+/* the upstream answers with server-sent events; parameters may follow */
+
+static ngx_uint_t
+ngx_http_llm_proxy_sse_type(ngx_http_llm_ctx_t *ctx)
+{
+    return ctx->content_type.len >= sizeof(NGX_HTTP_LLM_SSE_TYPE) - 1
+           && ngx_strncasecmp(ctx->content_type.data,
+                              (u_char *) NGX_HTTP_LLM_SSE_TYPE,
+                              sizeof(NGX_HTTP_LLM_SSE_TYPE) - 1)
+              == 0;
+}
+
+
 static ngx_int_t
 ngx_http_llm_proxy_send_header(ngx_http_llm_ctx_t *ctx)
 {
@@ -1420,10 +1432,7 @@ ngx_http_llm_proxy_send_header(ngx_http_llm_ctx_t *ctx)
     ctx->headers_sent = 1;
 
     ctx->sse_mode = ctx->upstream_status == NGX_HTTP_OK
-                    && ctx->content_type.len >= 17
-                    && ngx_strncasecmp(ctx->content_type.data,
-                                       (u_char *) "text/event-stream", 17)
-                       == 0;
+                    && ngx_http_llm_proxy_sse_type(ctx);
 
     ctx->sse.comment = ngx_http_llm_proxy_comment;
 
@@ -1474,9 +1483,9 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
     cJSON      *json, *usage, *choices;
     ngx_int_t   rc;
 
-    if (len == 6 && ngx_strncmp(payload, "[DONE]", 6) == 0) {
+    if (ngx_http_llm_is_lit(payload, len, "[DONE]")) {
         ctx->done_seen = 1;
-        return ngx_http_llm_out(ctx, (u_char *) "data: [DONE]\n\n", 14);
+        return ngx_http_llm_out_lit(ctx, "data: [DONE]\n\n");
     }
 
     ngx_http_llm_proxy_mask(ctx, payload, len);
@@ -1567,9 +1576,9 @@ ngx_http_llm_proxy_data(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
     for ( ;; ) {
         nl = ngx_strlchr(p, last, '\n');
 
-        if (ngx_http_llm_out(ctx, (u_char *) "data: ", 6) != NGX_OK
+        if (ngx_http_llm_out_lit(ctx, "data: ") != NGX_OK
             || ngx_http_llm_out(ctx, p, (nl ? nl : last) - p) != NGX_OK
-            || ngx_http_llm_out(ctx, (u_char *) "\n", 1) != NGX_OK)
+            || ngx_http_llm_out_lit(ctx, "\n") != NGX_OK)
         {
             return NGX_ERROR;
         }
@@ -1581,7 +1590,7 @@ ngx_http_llm_proxy_data(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
         p = nl + 1;
     }
 
-    return ngx_http_llm_out(ctx, (u_char *) "\n", 1);
+    return ngx_http_llm_out_lit(ctx, "\n");
 }
 
 
@@ -1600,7 +1609,7 @@ ngx_http_llm_proxy_comment(void *data, u_char *p, size_t len)
     ngx_http_llm_proxy_mask(ctx, p, len);
 
     if (ngx_http_llm_out(ctx, p, len) != NGX_OK
-        || ngx_http_llm_out(ctx, (u_char *) "\n\n", 2) != NGX_OK)
+        || ngx_http_llm_out_lit(ctx, "\n\n") != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -1653,14 +1662,13 @@ ngx_http_llm_proxy_count(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
 
         p = ngx_http_llm_json_space(p + 1, last);
 
-        is_content = (klen == 7 && ngx_strncmp(key, "content", 7) == 0);
+        is_content = ngx_http_llm_is_lit(key, klen, "content");
 
         if (!(is_content
-              || (klen == 17 && ngx_strncmp(key, "reasoning_content", 17)
-                                == 0)
-              || (klen == 9 && ngx_strncmp(key, "reasoning", 9) == 0)
-              || (klen == 9 && ngx_strncmp(key, "arguments", 9) == 0)
-              || (klen == 7 && ngx_strncmp(key, "refusal", 7) == 0)))
+              || ngx_http_llm_is_lit(key, klen, "reasoning_content")
+              || ngx_http_llm_is_lit(key, klen, "reasoning")
+              || ngx_http_llm_is_lit(key, klen, "arguments")
+              || ngx_http_llm_is_lit(key, klen, "refusal")))
         {
             continue;
         }

@@ -14,9 +14,38 @@
 #include <openssl/sha.h>
 
 
+/*
+ * The most requests one admission or settlement script call carries: it
+ * bounds the argv built on the stack and the time Redis spends in one call
+ */
+#define NGX_HTTP_LLM_BATCH_MAX     128
+
+/* admit.lua's keys, its ARGV before the requests, and ARGV per request */
+#define NGX_HTTP_LLM_ADMIT_KEYS    4
+#define NGX_HTTP_LLM_ADMIT_ARGS    (3 + NGX_HTTP_LLM_ADMIT_KEYS + 7)
+#define NGX_HTTP_LLM_ADMIT_FIELDS  4
+
+/* the length of a SHA1 in hex, as EVALSHA takes it */
+#define NGX_HTTP_LLM_SHA1_HEX_LEN  (2 * SHA_DIGEST_LENGTH)
+
+/* settle.lua's ARGV per request */
+#define NGX_HTTP_LLM_SETTLE_FIELDS  7
+
+/* the spend keys' periods, UTC: yyyymmdd, and its head yyyymm */
+#define NGX_HTTP_LLM_DAY_LEN        (sizeof("yyyymmdd") - 1)
+#define NGX_HTTP_LLM_MONTH_LEN      (sizeof("yyyymm") - 1)
+
+/*
+ * An x-ratelimit-* header: room for the longest name with its NUL, and for
+ * a value, a count or a reset such as "12345m59s", with its NUL
+ */
+#define NGX_HTTP_LLM_LIMIT_NAME     48
+#define NGX_HTTP_LLM_LIMIT_VALUE    (NGX_INT64_LEN + 8)
+
+
 typedef struct {
     const char                 *source;
-    u_char                      sha[41];
+    u_char                      sha[NGX_HTTP_LLM_SHA1_HEX_LEN + 1];
 } ngx_http_llm_script_t;
 
 
@@ -108,7 +137,7 @@ struct ngx_http_llm_record_s {
     ngx_str_t                   tenant;
     ngx_str_t                   day;
     ngx_str_t                   month;
-    ngx_str_t                   f[7];   /* the script's per-request ARGV */
+    ngx_str_t                   f[NGX_HTTP_LLM_SETTLE_FIELDS];
 };
 
 
@@ -120,7 +149,8 @@ struct ngx_http_llm_record_s {
 
 /* "%08xD-%P-%ui-%M" and the day, yyyymmdd */
 #define NGX_HTTP_LLM_REQUEST_ID_LEN                                           \
-    (sizeof("ffffffff---") - 1 + NGX_INT64_LEN + 2 * NGX_INT_T_LEN + 8)
+    (sizeof("ffffffff---") - 1 + NGX_INT64_LEN + 2 * NGX_INT_T_LEN          \
+     + NGX_HTTP_LLM_DAY_LEN)
 
 /* transient settlement errors are retried after 250 ms, up to 10 s */
 #define NGX_HTTP_LLM_RETRY_MIN     250
@@ -227,10 +257,9 @@ static void
 ngx_http_llm_evalsha(const char **argv, size_t *argvlen,
     ngx_http_llm_script_t *script, const char *nkeys)
 {
-    argv[0] = "EVALSHA";
-    argvlen[0] = sizeof("EVALSHA") - 1;
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "EVALSHA");
     argv[1] = (char *) script->sha;
-    argvlen[1] = 40;
+    argvlen[1] = NGX_HTTP_LLM_SHA1_HEX_LEN;
     argv[2] = nkeys;
     argvlen[2] = ngx_strlen(nkeys);
 }
@@ -429,7 +458,7 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
         ctx->key_day.len = p - ctx->key_day.data;
 
         ctx->key_month.data = ctx->key_day.data;
-        ctx->key_month.len = 6;
+        ctx->key_month.len = NGX_HTTP_LLM_MONTH_LEN;
     }
 
     /* the id and day also serve an unmetered request's usage record */
@@ -498,7 +527,8 @@ ngx_http_llm_same_batch(ngx_http_llm_ctx_t *a, ngx_http_llm_ctx_t *b)
 
     return x->id.len == y->id.len
            && ngx_strncmp(x->id.data, y->id.data, x->id.len) == 0
-           && ngx_strncmp(a->key_day.data, b->key_day.data, 8) == 0
+           && ngx_strncmp(a->key_day.data, b->key_day.data,
+                          NGX_HTTP_LLM_DAY_LEN) == 0
            && x->rpm == y->rpm && x->tpm == y->tpm
            && x->budget_day == y->budget_day
            && x->budget_month == y->budget_month;
@@ -511,11 +541,15 @@ static void
 ngx_http_llm_admit_flush(ngx_event_t *ev)
 {
     u_char                      *p;
-    size_t                       size, argvlen[3 + 6 + 7 + 4 * 128];
+    size_t                       size, argvlen[NGX_HTTP_LLM_ADMIT_ARGS
+                                              + NGX_HTTP_LLM_ADMIT_FIELDS
+                                                * NGX_HTTP_LLM_BATCH_MAX];
     ngx_uint_t                   n, i, argc;
     ngx_msec_t                   life;
     ngx_queue_t                 *q, *next;
-    const char                  *argv[3 + 6 + 7 + 4 * 128];
+    const char                  *argv[NGX_HTTP_LLM_ADMIT_ARGS
+                                      + NGX_HTTP_LLM_ADMIT_FIELDS
+                                        * NGX_HTTP_LLM_BATCH_MAX];
     ngx_http_llm_ctx_t          *first, *ctx;
     ngx_http_llm_tenant_t       *t;
     ngx_http_llm_admit_batch_t  *batch;
@@ -526,17 +560,19 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
         first = ngx_queue_data(q, ngx_http_llm_ctx_t, admit_link);
         t = first->tenant;
 
-        batch = ngx_alloc(sizeof(ngx_http_llm_admit_batch_t)
-                          + 128 * sizeof(ngx_http_llm_ctx_t *)
-                          + 6 * (t->id.len + 32) + 7 * NGX_INT64_LEN
-                          + 128 * (NGX_HTTP_LLM_REQUEST_ID_LEN
-                                   + 3 * NGX_INT64_LEN),
-                          ngx_cycle->log);
+        size = sizeof(ngx_http_llm_admit_batch_t)
+               + NGX_HTTP_LLM_BATCH_MAX * (sizeof(ngx_http_llm_ctx_t *)
+                                           + NGX_HTTP_LLM_REQUEST_ID_LEN
+                                           + 3 * NGX_INT64_LEN)
+               + 6 * (t->id.len + 32) + 7 * NGX_INT64_LEN;
+
+        batch = ngx_alloc(size, ngx_cycle->log);
 
         n = 0;
 
         for (q = ngx_queue_head(&ngx_http_llm_admit_queue);
-             q != ngx_queue_sentinel(&ngx_http_llm_admit_queue) && n < 128;
+             q != ngx_queue_sentinel(&ngx_http_llm_admit_queue)
+             && n < NGX_HTTP_LLM_BATCH_MAX;
              q = next)
         {
             next = ngx_queue_next(q);
@@ -564,7 +600,7 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
         }
 
         batch->n = n;
-        p = (u_char *) &batch->ctx[128];
+        p = (u_char *) &batch->ctx[NGX_HTTP_LLM_BATCH_MAX];
 
         ngx_http_llm_evalsha(argv, argvlen, &ngx_http_llm_admit_script, "4");
         argc = 3;
@@ -645,7 +681,7 @@ ngx_http_llm_admit_done(ngx_http_llm_admit_batch_t *batch, redisReply *reply,
 
     retry = reply
             && reply->type == REDIS_REPLY_ERROR
-            && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0;
+            && ngx_strncmp(reply->str, "NOSCRIPT", sizeof("NOSCRIPT") - 1) == 0;
 
     if (reply && reply->type == REDIS_REPLY_ERROR && !retry) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -801,28 +837,34 @@ static void
 ngx_http_llm_limit_headers(ngx_http_request_t *r, const char *what,
     ngx_int_t limit, long long left, long long reset)
 {
-    u_char  *p;
+    u_char  *n, *v;
 
     /* three header names, then three values, all NUL-terminated */
 
-    p = ngx_pnalloc(r->pool, 3 * 48 + 3 * (NGX_INT64_LEN + 8));
-    if (p == NULL) {
+    n = ngx_pnalloc(r->pool, 3 * NGX_HTTP_LLM_LIMIT_NAME
+                             + 3 * NGX_HTTP_LLM_LIMIT_VALUE);
+    if (n == NULL) {
         return;
     }
 
-    *ngx_sprintf(p, "x-ratelimit-limit-%s", what) = '\0';
-    *ngx_sprintf(p + 48, "x-ratelimit-remaining-%s", what) = '\0';
-    *ngx_sprintf(p + 96, "x-ratelimit-reset-%s", what) = '\0';
+    v = n + 3 * NGX_HTTP_LLM_LIMIT_NAME;
 
-    *ngx_sprintf(p + 144, "%i", limit) = '\0';
-    *ngx_sprintf(p + 144 + NGX_INT64_LEN + 8, "%L", left) = '\0';
-    ngx_http_llm_reset_value(p + 144 + 2 * (NGX_INT64_LEN + 8), reset);
+    *ngx_sprintf(n, "x-ratelimit-limit-%s", what) = '\0';
+    *ngx_sprintf(n + NGX_HTTP_LLM_LIMIT_NAME, "x-ratelimit-remaining-%s",
+                 what) = '\0';
+    *ngx_sprintf(n + 2 * NGX_HTTP_LLM_LIMIT_NAME, "x-ratelimit-reset-%s",
+                 what) = '\0';
 
-    (void) ngx_http_llm_add_header(r, (char *) p, (char *) p + 144);
-    (void) ngx_http_llm_add_header(r, (char *) p + 48,
-                                   (char *) p + 144 + NGX_INT64_LEN + 8);
-    (void) ngx_http_llm_add_header(r, (char *) p + 96,
-                               (char *) p + 144 + 2 * (NGX_INT64_LEN + 8));
+    *ngx_sprintf(v, "%i", limit) = '\0';
+    *ngx_sprintf(v + NGX_HTTP_LLM_LIMIT_VALUE, "%L", left) = '\0';
+    ngx_http_llm_reset_value(v + 2 * NGX_HTTP_LLM_LIMIT_VALUE, reset);
+
+    (void) ngx_http_llm_add_header(r, (char *) n, (char *) v);
+    (void) ngx_http_llm_add_header(r, (char *) n + NGX_HTTP_LLM_LIMIT_NAME,
+                                   (char *) v + NGX_HTTP_LLM_LIMIT_VALUE);
+    (void) ngx_http_llm_add_header(r,
+                                   (char *) n + 2 * NGX_HTTP_LLM_LIMIT_NAME,
+                                   (char *) v + 2 * NGX_HTTP_LLM_LIMIT_VALUE);
 }
 
 
@@ -1074,7 +1116,7 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
     u_char                  *p, *last;
     size_t                   size;
     int64_t                  prompt, completion, cost;
-    ngx_str_t                f[7], *t, empty;
+    ngx_str_t                f[NGX_HTTP_LLM_SETTLE_FIELDS], *t, empty;
     ngx_uint_t               i, hit;
     ngx_http_llm_record_t   *rec;
     ngx_http_llm_backend_t  *b;
@@ -1160,7 +1202,7 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
     rec->month.len = ctx->key_month.len;
     p = ngx_cpymem(p, ctx->key_month.data, ctx->key_month.len);
 
-    for (i = 0; i < 7; i++) {
+    for (i = 0; i < NGX_HTTP_LLM_SETTLE_FIELDS; i++) {
         rec->f[i].data = p;
         rec->f[i].len = f[i].len;
         p = ngx_cpymem(p, f[i].data, f[i].len);
@@ -1196,7 +1238,7 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
 
     while (ngx_http_llm_records) {
 
-        /* take the first record and up to 127 more with the same keys */
+        /* take the first record and more with the same keys, to a batch */
 
         first = ngx_http_llm_records;
         ngx_http_llm_records = first->next;
@@ -1204,13 +1246,17 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
         group = first;
         n = 1;
 
-        for (rp = &ngx_http_llm_records; *rp && n < 128; /* void */) {
+        for (rp = &ngx_http_llm_records;
+             *rp && n < NGX_HTTP_LLM_BATCH_MAX;
+             /* void */)
+        {
             rec = *rp;
 
             if (rec->tenant.len == first->tenant.len
                 && ngx_strncmp(rec->tenant.data, first->tenant.data,
                                rec->tenant.len) == 0
-                && ngx_strncmp(rec->day.data, first->day.data, 8) == 0)
+                && ngx_strncmp(rec->day.data, first->day.data,
+                               NGX_HTTP_LLM_DAY_LEN) == 0)
             {
                 *rp = rec->next;
                 rec->next = group;
@@ -1224,15 +1270,16 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
 
         ngx_http_llm_records_n -= n;
 
-        argc = NGX_HTTP_LLM_SETTLE_ARGS + 7 * n;
+        argc = NGX_HTTP_LLM_SETTLE_ARGS + NGX_HTTP_LLM_SETTLE_FIELDS * n;
         size = sizeof(ngx_http_llm_pending_t)
                + argc * (sizeof(char *) + sizeof(size_t))
                + NGX_HTTP_LLM_SETTLE_KEYS
-                 * (sizeof("llm:{}:spend:d:") + first->tenant.len + 8)
+                 * (sizeof("llm:{}:spend:d:") + first->tenant.len
+                    + NGX_HTTP_LLM_DAY_LEN)
                + 2 * NGX_INT_T_LEN;
 
         for (rec = group; rec; rec = rec->next) {
-            for (i = 0; i < 7; i++) {
+            for (i = 0; i < NGX_HTTP_LLM_SETTLE_FIELDS; i++) {
                 size += rec->f[i].len;
             }
         }
@@ -1276,7 +1323,7 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
             ngx_http_llm_argv("%ui", n);
 
             for (rec = group; rec; rec = rec->next) {
-                for (i = 0; i < 7; i++) {
+                for (i = 0; i < NGX_HTTP_LLM_SETTLE_FIELDS; i++) {
                     ngx_http_llm_argv("%V", &rec->f[i]);
                 }
             }
@@ -1354,7 +1401,8 @@ ngx_http_llm_settle_lost(ngx_http_llm_pending_t *pd, const char *why)
 {
     ngx_uint_t  i;
 
-    for (i = NGX_HTTP_LLM_SETTLE_ARGS; i + 2 < (ngx_uint_t) pd->argc; i += 7)
+    for (i = NGX_HTTP_LLM_SETTLE_ARGS; i + 2 < (ngx_uint_t) pd->argc;
+         i += NGX_HTTP_LLM_SETTLE_FIELDS)
     {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "llm: settlement lost (%s): %*s, %*s, %*s tokens, "
@@ -1662,10 +1710,8 @@ ngx_http_llm_quota_load(void)
     const char              *argv[3];
     ngx_http_llm_script_t  **sc;
 
-    argv[0] = "SCRIPT";
-    argvlen[0] = 6;
-    argv[1] = "LOAD";
-    argvlen[1] = 4;
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "SCRIPT");
+    ngx_http_llm_arg_lit(argv, argvlen, 1, "LOAD");
 
     for (sc = ngx_http_llm_scripts; *sc; sc++) {
         argv[2] = (*sc)->source;
@@ -1704,18 +1750,14 @@ ngx_http_llm_sweep_start(ngx_event_t *ev)
                     ngx_http_llm_node_rand, ngx_pid)
         - ngx_http_llm_sweep.lock;
 
-    argv[0] = "SET";
-    argvlen[0] = 3;
-    argv[1] = "llm:sweep:lock";
-    argvlen[1] = sizeof("llm:sweep:lock") - 1;
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "SET");
+    ngx_http_llm_arg_lit(argv, argvlen, 1, "llm:sweep:lock");
     argv[2] = (char *) ngx_http_llm_sweep.lock;
     argvlen[2] = ngx_http_llm_sweep.lock_len;
-    argv[3] = "NX";
-    argvlen[3] = 2;
-    argv[4] = "PX";
-    argvlen[4] = 2;
-    argv[5] = "55000";          /* a little under the interval */
-    argvlen[5] = 5;
+    ngx_http_llm_arg_lit(argv, argvlen, 3, "NX");
+    ngx_http_llm_arg_lit(argv, argvlen, 4, "PX");
+    /* a little under the interval */
+    ngx_http_llm_arg_lit(argv, argvlen, 5, "55000");
 
     if (ngx_http_llm_redis_command(6, argv, argvlen,
                                    ngx_http_llm_sweep_locked, NULL)
@@ -1746,18 +1788,13 @@ ngx_http_llm_sweep_scan(void)
     size_t       argvlen[6];
     const char  *argv[6];
 
-    argv[0] = "SCAN";
-    argvlen[0] = 4;
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "SCAN");
     argv[1] = (char *) ngx_http_llm_sweep.scan;
     argvlen[1] = ngx_strlen(ngx_http_llm_sweep.scan);
-    argv[2] = "MATCH";
-    argvlen[2] = 5;
-    argv[3] = "llm:{*}:inflight";
-    argvlen[3] = sizeof("llm:{*}:inflight") - 1;
-    argv[4] = "COUNT";
-    argvlen[4] = 5;
-    argv[5] = NGX_HTTP_LLM_SWEEP_COUNT;
-    argvlen[5] = sizeof(NGX_HTTP_LLM_SWEEP_COUNT) - 1;
+    ngx_http_llm_arg_lit(argv, argvlen, 2, "MATCH");
+    ngx_http_llm_arg_lit(argv, argvlen, 3, "llm:{*}:inflight");
+    ngx_http_llm_arg_lit(argv, argvlen, 4, "COUNT");
+    ngx_http_llm_arg_lit(argv, argvlen, 5, NGX_HTTP_LLM_SWEEP_COUNT);
 
     if (ngx_http_llm_redis_command(6, argv, argvlen,
                                    ngx_http_llm_sweep_scanned, NULL)
@@ -1885,7 +1922,7 @@ ngx_http_llm_sweep_swept(redisReply *reply, void *data)
         ngx_http_llm_count_error("sweep",
                                  ngx_http_llm_redis_error(reply, &transient));
 
-        if (ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+        if (ngx_strncmp(reply->str, "NOSCRIPT", sizeof("NOSCRIPT") - 1) == 0) {
             ngx_http_llm_quota_load();
         }
     }

@@ -335,8 +335,7 @@ ngx_http_llm_redis_connect(void)
     /* queued ahead of everything else, so they run first */
 
     if (conf->password.len) {
-        argv[0] = "AUTH";
-        argvlen[0] = 4;
+        ngx_http_llm_arg_lit(argv, argvlen, 0, "AUTH");
         argv[1] = (const char *) conf->password.data;
         argvlen[1] = conf->password.len;
 
@@ -349,8 +348,7 @@ ngx_http_llm_redis_connect(void)
 
         n = ngx_sprintf(buf, "%ui", conf->db) - buf;
 
-        argv[0] = "SELECT";
-        argvlen[0] = 6;
+        ngx_http_llm_arg_lit(argv, argvlen, 0, "SELECT");
         argv[1] = (const char *) buf;
         argvlen[1] = n;
 
