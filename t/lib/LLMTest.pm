@@ -455,12 +455,13 @@ sub chat_body {
 
 # a JSON POST as a parallel_requests() row; a ref body is sent encoded.
 # opts: key (sent as "Authorization: Bearer KEY"), auth (the Authorization
-# header as it is), headers (more headers)
+# header as it is), headers (more headers, over those)
 sub post_request {
     my ($port, $path, $body, %o) = @_;
-    my %h = ('Content-Type' => 'application/json', %{ $o{headers} // {} });
+    my %h = ('Content-Type' => 'application/json');
     $h{Authorization} = "Bearer $o{key}" if defined $o{key};
     $h{Authorization} = $o{auth} if defined $o{auth};
+    %h = (%h, %{ $o{headers} // {} });
     $body = encode_json($body) if ref $body;
     return [$port, 'POST', $path, \%h, $body];
 }
