@@ -25,58 +25,50 @@ llm_model disconnect { backend http://127.0.0.1:$up/disconnect/v1; }
 EOF2
     server => 'location /v1/ { llm_gateway; llm_first_byte_timeout 500ms; llm_idle_timeout 500ms; }',
 );
-my %json = ('Content-Type' => 'application/json');
 
-sub chat {
-    my ($model, %o) = @_;
-    my $body = encode_json({ model => $model,
-        messages => [{ role => 'user', content => 'hi' }], %o });
-    return http_request($gw, 'POST', '/v1/chat/completions', \%json, $body);
-}
-
-my ($st, $h, $b) = chat('down-first');
+my ($st, $h, $b) = chat($gw, model => 'down-first');
 is($st, 200, 'first backend refused: second serves');
 is($t->mock_stats($up)->{last_body}{model}, 'b', 'second backend got its model id');
 like($t->access_log($gw), qr/model=down-first backend=127\.0\.0\.1:$up /, 'log names the serving backend');
 
-($st, $h, $b) = chat('all-down');
+($st, $h, $b) = chat($gw, model => 'all-down');
 is($st, 502, 'all down: 502');
 is(json_of($b)->{error}{code}, 'bad_gateway', 'all down: JSON error');
 
 $t->mock_reset($up);
-($st) = chat('s503-first');
+($st) = chat($gw, model => 's503-first');
 is($st, 200, '503 fails over');
 is($t->mock_stats($up)->{requests}, 2, 'both backends were asked');
 
-($st) = chat('s429-first');
+($st) = chat($gw, model => 's429-first');
 is($st, 200, '429 fails over');
 
-($st, $h, $b) = chat('all-429');
+($st, $h, $b) = chat($gw, model => 'all-429');
 is($st, 429, 'all rate limited: 429');
 is($h->{'retry-after'}, '7', 'Retry-After passed on');
 is(json_of($b)->{error}{code}, 'rate_limit_exceeded', '429 JSON');
 
-($st, $h, $b) = chat('all-503');
+($st, $h, $b) = chat($gw, model => 'all-503');
 is($st, 502, 'all 503: 502');
 like(json_of($b)->{error}{message}, qr/503/, 'names the upstream status');
 
 $t->mock_reset($up);
-($st, $h, $b) = chat('s400');
+($st, $h, $b) = chat($gw, model => 's400');
 is($st, 400, 'a 4xx is the client\'s: passed through, no failover');
 is($t->mock_stats($up)->{requests}, 1, 'no second attempt on 400');
 
 # the first-byte timeout is a stream's; a non-streamed answer has
 # llm_generation_timeout (t/030-relay.t)
 my $t0 = time;
-($st) = chat('slow-first', stream => JSON::PP::true);
+($st) = chat($gw, model => 'slow-first', stream => JSON::PP::true);
 is($st, 200, 'first-byte timeout fails over');
 cmp_ok(time - $t0, '<', 2.5, 'within the first byte timeout');
 
-($st, $h, $b) = chat('slow', stream => JSON::PP::true);
+($st, $h, $b) = chat($gw, model => 'slow', stream => JSON::PP::true);
 is($st, 504, 'first-byte timeout: 504');
 is(json_of($b)->{error}{code}, 'gateway_timeout', '504 JSON');
 
-($st, $h, $b) = chat('stall', stream => JSON::PP::true, messages => [{ role => 'user', content => 'MOCK:{"tokens":10}' }]);
+($st, $h, $b) = chat($gw, model => 'stall', stream => JSON::PP::true, messages => [{ role => 'user', content => 'MOCK:{"tokens":10}' }]);
 is($st, 200, 'stall mid-stream: headers were sent');
 my @ev = sse_events($b);
 my $last = json_of($ev[-1]);
@@ -84,11 +76,11 @@ ok($last && $last->{error}, 'stall mid-stream ends with an SSE error event') or 
 ok(!(grep { $_ eq '[DONE]' } @ev), 'no [DONE] after an error');
 ok((grep { /t0 / } @ev), 'tokens before the stall arrived');
 
-($st, $h, $b) = chat('disconnect', stream => JSON::PP::true);
+($st, $h, $b) = chat($gw, model => 'disconnect', stream => JSON::PP::true);
 @ev = sse_events($b);
 ok(json_of($ev[-1])->{error}, 'upstream disconnect mid-stream: SSE error event');
 
-($st, $h, $b) = chat('disconnect');
+($st, $h, $b) = chat($gw, model => 'disconnect');
 ok(!json_of($b), 'non-stream cut short: truncated, never passed off as complete');
 
 $t->cleanup;

@@ -37,7 +37,6 @@ my $gw = $t->start_nginx(
                location /any/v1/ { llm_gateway; llm_media_urls http https private; }',
 );
 
-my %json = ('Content-Type' => 'application/json');
 my $msgs = '"messages":[{"role":"user","content":"hi"}]';
 my $m = '"model":"mixtral-8x7b"';
 
@@ -92,13 +91,6 @@ sub strict_decode {
     return (undef, "unparsable: $@") unless defined $v || !$@;
     return (undef, $dup) if defined $dup;
     return ($v, undef);
-}
-
-sub post {
-    my ($path, $body, $key) = @_;
-    my %h = %json;
-    $h{Authorization} = "Bearer $key" if $key;
-    return http_request($gw, 'POST', $path, \%h, $body);
 }
 
 # [description, body, status, code, param, message pattern, path]
@@ -243,7 +235,7 @@ my @cases = (
 
 for my $c (@cases) {
     my ($name, $body, $want, $code, $param, $msg, $prefix) = @$c;
-    my ($st, $h, $b) = post(($prefix // '') . '/v1/chat/completions', $body);
+    my ($st, $h, $b) = post($gw, ($prefix // '') . '/v1/chat/completions', $body);
     is($st, $want, "$name: $want") or diag(substr($b, 0, 300));
     next if $want == 200;
     my $e = (json_of($b) // {})->{error} // {};
@@ -302,7 +294,7 @@ my @principle = (
 for my $c (@principle) {
     my ($name, $key, $body, $want, $check, $msg) = @$c;
     reset_bodies();
-    my ($st, $h, $b) = post('/q/v1/chat/completions', $body, $key);
+    my ($st, $h, $b) = post($gw, '/q/v1/chat/completions', $body, key => $key);
     is($st, $want, "$name: $want") or diag(substr($b, 0, 300));
     like((json_of($b) // {})->{error}{message} // '', $msg, "$name: message") if $msg;
     next unless $check;
@@ -316,19 +308,19 @@ for my $c (@principle) {
 # the tenant's max_n
 {
     $t->add_tenant($rp, 'maxn', 'sk-maxn', max_n => 2, created => time);
-    my ($st, $h, $b) = post('/q/v1/chat/completions', qq({$m,$msgs,"n":3}), 'sk-maxn');
+    my ($st, $h, $b) = post($gw, '/q/v1/chat/completions', qq({$m,$msgs,"n":3}), key => 'sk-maxn');
     is($st, 400, 'H2: n over the tenant max_n is refused');
     is((json_of($b) // {})->{error}{param}, 'n', 'H2: the max_n refusal names n');
 }
 
 # H1 on the wire: no copy survives to the backend
 reset_bodies();
-post('/v1/chat/completions', qq({$m,"max_tokens":1,$msgs,"max_tokens":48}));
+post($gw, '/v1/chat/completions', qq({$m,"max_tokens":1,$msgs,"max_tokens":48}));
 is(scalar(bodies()), 0, 'H1: a body with a duplicate never reaches the backend');
 
 # M10: OpenRouter's usage is always asked for
 reset_bodies();
-my ($st) = post('/v1/chat/completions',
+my ($st) = post($gw, '/v1/chat/completions',
     qq({"model":"orouter",$msgs,"stream":true,"usage":{"include":false}}));
 is($st, 200, 'M10: a client usage opt-out is served');
 my ($v, $dup) = strict_decode((bodies())[0] // '');
@@ -348,7 +340,7 @@ for my $bad (['ftp', qr/invalid value "ftp" in "llm_media_urls"/],
 }
 
 # still alive
-($st) = post('/v1/chat/completions', qq({$m,$msgs}));
+($st) = post($gw, '/v1/chat/completions', qq({$m,$msgs}));
 is($st, 200, 'gateway still serves');
 
 $t->cleanup;

@@ -38,31 +38,24 @@ my $gw = $t->start_nginx(
                    llm_max_response_body 64k;
                }',
 );
-my %json = ('Content-Type' => 'application/json');
-
-sub body_for {
-    my ($model, $knobs, %o) = @_;
-    return encode_json({ model => $model,
-        messages => [{ role => 'user', content => 'MOCK:' . encode_json($knobs) }], %o });
-}
 
 my $requests = 0;
 
-sub chat {
+# a request to model with the mock's knobs, counted for last_log()
+sub ask {
     my ($model, $knobs, %o) = @_;
     $requests++;
-    my $path = delete $o{path} // '/v1/chat/completions';
-    return http_request($gw, 'POST', $path, \%json, body_for($model, $knobs, %o));
+    return chat($gw, model => $model, knobs => $knobs, %o);
 }
 
 sub stream {
-    return chat(@_, stream => JSON::PP::true);
+    return ask(@_, stream => JSON::PP::true);
 }
 
 # the response exactly as it came, head included
 sub raw_chat {
     my ($model, $knobs, $path) = @_;
-    my $body = body_for($model, $knobs);
+    my $body = LLMTest::chat_body(model => $model, knobs => $knobs);
     $path //= '/v1/chat/completions';
     $requests++;
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $gw) or die;
@@ -79,12 +72,6 @@ sub raw_chat {
     }
     close $s;
     return $raw;
-}
-
-# the content of a chunk, '' when it is none
-sub content_of {
-    my $j = json_of($_[0] // '');
-    return ref $j eq 'HASH' ? $j->{choices}[0]{delta}{content} // '' : '';
 }
 
 # what a request logs at its end may come after its response
@@ -110,12 +97,12 @@ sub delta {
 # ---------------------------------------------------------------- H3
 
 my $size = 200 * 1024;
-my ($st, $h, $b) = chat('mixtral-8x7b', { size => $size, completion_tokens => 4242 });
+my ($st, $h, $b) = ask('mixtral-8x7b', { size => $size, completion_tokens => 4242 });
 is($st, 200, 'H3: an answer over llm_max_response_body is served');
 is(length((json_of($b) // {})->{choices}[0]{message}{content} // ''), $size, 'H3: and arrives whole');
 like(last_log(), qr/ctok=4242 /, 'H3: its usage is read from the end of the body');
 
-($st, $h, $b) = chat('mixtral-8x7b', { size => $size, completion_tokens => 4343 },
+($st, $h, $b) = ask('mixtral-8x7b', { size => $size, completion_tokens => 4343 },
     path => '/cost/v1/chat/completions');
 is($st, 200, 'H3: an answer over the limit, held for the cost header, is served');
 like(last_log(), qr/ctok=4343 /, 'H3: its usage is read from the end too');
@@ -127,23 +114,23 @@ like($raw, qr/\r\n0\r\nx-llm-cost-usd: 0\.008697\r\n\r\n\z/i,
 
 # a text that looks like usage near the end is inside a string: escaped
 my $decoy = ('x' x $size) . '"usage":{"prompt_tokens":1,"completion_tokens":1}}';
-($st, $h, $b) = chat('mixtral-8x7b', { texts => [$decoy], completion_tokens => 777 });
+($st, $h, $b) = ask('mixtral-8x7b', { texts => [$decoy], completion_tokens => 777 });
 is($st, 200, 'H3: an answer ending in a text that looks like usage');
 like(last_log(), qr/ctok=777 /, 'H3: the top-level usage is read, not the text');
 
-($st, $h, $b) = chat('mixtral-8x7b', { size => $size, no_usage => JSON::PP::true });
+($st, $h, $b) = ask('mixtral-8x7b', { size => $size, no_usage => JSON::PP::true });
 is($st, 200, 'H3: an answer over the limit without usage is served');
 my $lost = qr/the usage of backend "[^"]+"'s answer could not be read/;
 is(logged($lost), 1, 'H3: an answer over the limit without usage is marked as unreadable');
 
-($st, $h, $b) = chat('mixtral-8x7b', { pieces => ['{"id":"x","choices":[{"message":'] });
+($st, $h, $b) = ask('mixtral-8x7b', { pieces => ['{"id":"x","choices":[{"message":'] });
 is($st, 200, 'H3: a broken JSON answer passes as it came');
 is(logged($lost, 2), 2, 'H3: a 200 answer that does not parse is marked as unreadable');
 
 # ---------------------------------------------------------------- H4
 
 $t->mock_reset($up);
-($st, $h, $b) = chat('gen', { latency_ms => 1000 });
+($st, $h, $b) = ask('gen', { latency_ms => 1000 });
 is($st, 200, 'H4: a non-streamed generation longer than llm_first_byte_timeout is served');
 is($t->mock_stats($up)->{requests}, 1, 'H4: by the first backend, no failover');
 
@@ -153,11 +140,11 @@ $t->mock_reset($up);
 my $busy = fork // die "fork: $!";
 if ($busy == 0) {
     select(undef, undef, undef, 0.3);
-    parallel_requests([map { [$gw, 'POST', '/v1/chat/completions', \%json,
-                              body_for('gen', { latency_ms => 200 })] } 1 .. 2]);
+    parallel_requests([map { chat_request($gw, model => 'gen',
+                              knobs => { latency_ms => 200 }) } 1 .. 2]);
     POSIX::_exit(0);
 }
-($st, $h, $b) = chat('gen', { latency_ms => 4000 });
+($st, $h, $b) = ask('gen', { latency_ms => 4000 });
 waitpid($busy, 0);
 is($st, 504, 'H4: a generation over llm_generation_timeout gets 504');
 is((json_of($b) // {})->{error}{code}, 'gateway_timeout', 'H4: in OpenAI\'s error format');
@@ -166,7 +153,7 @@ unlike($t->error_log($gw), qr/circuit open/,
     'H4: a generation that timed out does not count toward the breaker');
 
 $t->mock_reset($up);
-($st) = chat('gen', {});
+($st) = ask('gen', {});
 is($st, 200, 'H4: the backend still serves after the timeout');
 is($t->mock_stats($up)->{paths}{'/g1/v1/chat/completions'}, 1,
     'H4: its circuit is closed: the first backend serves');
@@ -236,19 +223,19 @@ like(last_log(), qr/ctok=2 /, 'L3: and still read');
 my ($k1, $k2) = (substr($KEY, 0, 13), substr($KEY, 13));
 my $stars = '*' x length $KEY;
 
-($st, $h, $b) = chat('keyed', { status => 400, content_type => 'text/event-stream',
+($st, $h, $b) = ask('keyed', { status => 400, content_type => 'text/event-stream',
     pieces => ['{"error":{"message":"bad key ' . $k1, $k2 . '","type":"x"}}'] });
 is($st, 400, 'L4: an SSE-typed error is passed on');
 unlike($b, qr/\Q$k1\E|\Q$k2\E/, 'L4: a key split across reads of an SSE-typed error is masked');
 like($b, qr/\Q$stars\E/, 'L4: masked in place');
 
-($st, $h, $b) = chat('keyed', { status => 400,
+($st, $h, $b) = ask('keyed', { status => 400,
     pieces => ['{"error":{"message":"' . ('y' x 70000), " $k1", $k2 . '","type":"x"}}'] });
 is($st, 400, 'L4: an error over the hold limit is passed on');
 is(length $b, 70000 + 1 + length($KEY) + 35, 'L4: whole');
 unlike($b, qr/\Q$k1\E|\Q$k2\E/, 'L4: a key split across reads of an error over the hold limit is masked');
 
-($st, $h, $b) = chat('keyed', { pieces => [
+($st, $h, $b) = ask('keyed', { pieces => [
     '{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"' . $k1,
     $k2 . '"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}'] });
 is($st, 200, 'L4: a 200 answer quoting the key');
@@ -258,12 +245,12 @@ unlike($b, qr/\Q$k1\E|\Q$k2\E/, 'L4: a key split across reads of a 200 answer is
 my @bits = ('{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"'
     . substr($KEY, 0, 5), substr($KEY, 5, 2), substr($KEY, 7, 1), substr($KEY, 8, 20),
     substr($KEY, 28) . " and $KEY again\"},\"finish_reason\":\"stop\"}]}");
-($st, $h, $b) = chat('keyed', { pieces => \@bits });
+($st, $h, $b) = ask('keyed', { pieces => \@bits });
 is($st, 200, 'L4: a 200 answer with the key in pieces shorter than it');
 is($b, join('', @bits) =~ s/\Q$KEY\E/$stars/gr,
     'L4: a key spread over several short reads is masked, the rest intact');
 
-($st, $h, $b) = chat('keyed', { pieces => [
+($st, $h, $b) = ask('keyed', { pieces => [
     '{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"' . $k1,
     $k2 . '"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}'] },
     path => '/cost/v1/chat/completions');
@@ -295,7 +282,7 @@ unlike($raw, qr/\x0b|X-Injected/, 'L5: a Retry-After with a control byte inside 
 
 # ---------------------------------------------------------------- L9
 
-($st) = chat('logged', { status => 500, content_type => 'text/plain',
+($st) = ask('logged', { status => 500, content_type => 'text/plain',
     pieces => ["upstream broke, key $KEY\nINJECTED line"] });
 is($st, 502, 'L9: a failing backend gives 502');
 my $log = $t->error_log($gw);

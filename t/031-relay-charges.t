@@ -22,14 +22,6 @@ my $gw = $t->start_nginx(
 );
 my $day = strftime('%Y%m%d', gmtime);
 
-sub chat {
-    my ($key, $knobs, %o) = @_;
-    my $body = encode_json({ model => 'mixtral-8x7b',
-        messages => [{ role => 'user', content => 'MOCK:' . encode_json($knobs) }], %o });
-    return http_request($gw, 'POST', '/v1/chat/completions',
-        { 'Content-Type' => 'application/json', Authorization => "Bearer $key" }, $body);
-}
-
 # micro-dollars settled, once the settlement is in
 sub settled {
     my ($tenant) = @_;
@@ -52,13 +44,13 @@ sub completion_tokens {
 
 # prices of 1/2 dollars per million tokens: 1 and 2 micro-dollars a token
 $t->add_tenant($rp, 'big', 'sk-big');
-my ($st) = chat('sk-big', { size => 200 * 1024, completion_tokens => 4242 });
+my ($st) = chat($gw, key => 'sk-big', knobs => { size => 200 * 1024, completion_tokens => 4242 });
 is($st, 200, 'H3: an answer over llm_max_response_body');
 is(settled('big'), 11 + 4242 * 2, 'H3: is charged the usage read from its end');
 is(completion_tokens('big'), 4242, 'H3: and its usage record has those tokens');
 
 $t->add_tenant($rp, 'lost', 'sk-lost');
-($st) = chat('sk-lost', { size => 200 * 1024, no_usage => JSON::PP::true });
+($st) = chat($gw, key => 'sk-lost', knobs => { size => 200 * 1024, no_usage => JSON::PP::true });
 is($st, 200, 'H3: an answer over the limit without usage');
 
 cmp_ok(settled('lost'), '>=', 100 * 2,
@@ -68,7 +60,7 @@ my $d = sub {
     'data: ' . encode_json({ choices => [{ index => 0, delta => $_[0] }] }) . "\n\n";
 };
 $t->add_tenant($rp, 'cut', 'sk-cut');
-($st) = chat('sk-cut', { cut => JSON::PP::true, pieces => [
+($st) = chat($gw, key => 'sk-cut', knobs => { cut => JSON::PP::true, pieces => [
     $d->({ reasoning_content => 'Let me think about it.' }),                # 6
     $d->({ content => 'Hello world, this is one delta of many tokens' }),   # 12
 ] }, stream => JSON::PP::true);

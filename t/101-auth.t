@@ -26,49 +26,39 @@ my $gw = $t->start_nginx(
 $t->add_tenant($rp, 'acme', 'sk-acme-1');
 $t->add_tenant($rp, 'statictenant', undef, max_tokens => 50);
 
-sub chat {
-    my ($key, %o) = @_;
-    my %h = ('Content-Type' => 'application/json');
-    $h{Authorization} = $key if defined $key;
-    my $path = delete $o{path} // '/v1/chat/completions';
-    my $body = encode_json({ model => 'mixtral-8x7b',
-        messages => [{ role => 'user', content => 'hi' }], %o });
-    return http_request($gw, 'POST', $path, \%h, $body);
-}
-
 sub denied {
     my ($name, $key) = @_;
-    my ($st, $h, $b) = chat($key);
+    my ($st, $h, $b) = chat($gw, auth => $key);
     is($st, 401, "$name: 401");
     is(json_of($b)->{error}{code}, 'invalid_api_key', "$name: invalid_api_key");
 }
 
-my ($st, $h, $b) = chat('Bearer sk-acme-1');
+my ($st, $h, $b) = chat($gw, auth => 'Bearer sk-acme-1');
 is($st, 200, 'valid key: 200');
 denied('missing', undef);
 denied('not bearer', 'Basic c2stYWNtZS0x');
 denied('empty bearer', 'Bearer ');
 denied('unknown', 'Bearer sk-nobody');
-($st) = chat(undef, path => '/open/v1/chat/completions');
+($st) = chat($gw, auth => undef, path => '/open/v1/chat/completions');
 is($st, 200, 'a location without llm_auth stays open');
 
 # static key, with its tenant's policy from Redis
-($st) = chat("Bearer $static");
+($st) = chat($gw, auth => "Bearer $static");
 is($st, 200, 'static key: 200');
-($st, $h, $b) = chat("Bearer $static", max_tokens => 500);
+($st, $h, $b) = chat($gw, auth => "Bearer $static", max_tokens => 500);
 is($st, 400, 'tenant max_tokens cap enforced');
 like(json_of($b)->{error}{message}, qr/50/, 'the cap is named');
 
 # revocation takes effect within the cache TTL
 $t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-acme-1'), 'revoked', 1);
 my $t0 = time;
-ok(wait_until(sub { (chat('Bearer sk-acme-1'))[0] == 401 }, 3), 'revoked key refused');
+ok(wait_until(sub { (chat($gw, auth => 'Bearer sk-acme-1'))[0] == 401 }, 3), 'revoked key refused');
 cmp_ok(time - $t0, '<', 1.6, 'within the 1 s cache TTL');
 
 # tenant policy: allowed models and the default model
 $t->add_tenant($rp, 'narrow', 'sk-narrow', models => 'mixtral-8x7b',
     default_model => 'mixtral-8x7b');
-($st, $h, $b) = chat('Bearer sk-narrow', model => 'mixtral-8x22b');
+($st, $h, $b) = chat($gw, auth => 'Bearer sk-narrow', model => 'mixtral-8x22b');
 is($st, 404, 'a model outside the tenant\'s list: 404');
 is(json_of($b)->{error}{code}, 'model_not_found', 'model_not_found');
 ($st, $h, $b) = http_request($gw, 'POST', '/v1/chat/completions',
@@ -100,10 +90,10 @@ is($t->redis_cli($rp, 'EXISTS', 'llm:tenant:acme'), '1', 'data intact');
 my $models = join(',', map { "model-$_" } 1 .. 9000) . ',mixtral-8x7b';
 cmp_ok(length $models, '>', 65536, 'tenant record over 64 KiB');
 $t->add_tenant($rp, 'big', 'sk-big', models => $models);
-($st) = chat('Bearer sk-big');
+($st) = chat($gw, auth => 'Bearer sk-big');
 is($st, 200, 'large reply parsed: the last allowed model is found');
 $t->add_tenant($rp, 'big2', 'sk-big2', models => join(',', map { "model-$_" } 1 .. 9000));
-($st) = chat('Bearer sk-big2');
+($st) = chat($gw, auth => 'Bearer sk-big2');
 is($st, 404, 'large reply parsed: a model not in it is refused');
 
 $t->cleanup;

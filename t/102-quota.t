@@ -19,26 +19,18 @@ my $gw = $t->start_nginx(
 );
 my $day = strftime('%Y%m%d', gmtime);
 
-sub chat {
-    my ($key, %o) = @_;
-    my $body = encode_json({ model => 'mixtral-8x7b',
-        messages => [{ role => 'user', content => delete $o{content} // 'hi' }], %o });
-    return http_request($gw, 'POST', '/v1/chat/completions',
-        { 'Content-Type' => 'application/json', Authorization => "Bearer $key" }, $body);
-}
-
 # requests per minute
 $t->add_tenant($rp, 'r', 'sk-r', rpm => 3);
 my @st;
 for (1 .. 3) {
-    my ($st, $h) = chat('sk-r');
+    my ($st, $h) = chat($gw, key => 'sk-r');
     push @st, $st;
     is($h->{'x-ratelimit-limit-requests'}, 3, "limit header ($_)");
     is($h->{'x-ratelimit-remaining-requests'}, 3 - $_, "remaining header ($_)");
     like($h->{'x-ratelimit-reset-requests'} // '', qr/^\d+(\.\d+)?m?s$|^\d+m\d+s$/, "reset header ($_)");
 }
 is("@st", '200 200 200', 'three requests admitted');
-my ($st, $h, $b) = chat('sk-r');
+my ($st, $h, $b) = chat($gw, key => 'sk-r');
 is($st, 429, 'fourth: 429');
 my $e = json_of($b)->{error};
 is($e->{code}, 'rate_limit_exceeded', 'rate_limit_exceeded');
@@ -48,33 +40,33 @@ cmp_ok($h->{'retry-after'}, '<=', 61, 'Retry-After at most a minute (and a one-s
 
 # tokens per minute: reservation is the prompt bound plus max_tokens
 $t->add_tenant($rp, 'tk', 'sk-tk', tpm => 500);
-($st, $h) = chat('sk-tk', max_tokens => 200);
+($st, $h) = chat($gw, key => 'sk-tk', max_tokens => 200);
 is($st, 200, 'tpm: first admitted');
 is($h->{'x-ratelimit-limit-tokens'}, 500, 'tokens limit header');
 cmp_ok($h->{'x-ratelimit-remaining-tokens'}, '<', 300, 'tokens remaining counts the reservation');
 # after settlement the mock used 11 prompt + 5 completion tokens
-ok(wait_until(sub { (chat('sk-tk', max_tokens => 200))[0] == 200 }, 2), 'settled: room again');
-($st, $h, $b) = chat('sk-tk', max_tokens => 480);
+ok(wait_until(sub { (chat($gw, key => 'sk-tk', max_tokens => 200))[0] == 200 }, 2), 'settled: room again');
+($st, $h, $b) = chat($gw, key => 'sk-tk', max_tokens => 480);
 is($st, 429, 'tpm exceeded: 429');
 is(json_of($b)->{error}{type}, 'tokens', 'type tokens');
 ok($h->{'retry-after'}, 'Retry-After on tpm');
-($st, $h, $b) = chat('sk-tk', max_tokens => 5000);
+($st, $h, $b) = chat($gw, key => 'sk-tk', max_tokens => 5000);
 is($st, 429, 'a request larger than the whole tpm: 429');
 like(json_of($b)->{error}{message}, qr/too large/i, 'says why');
 
 # daily budget in dollars: 200 tokens at $1.80/M cost 360 micro-dollars
 $t->add_tenant($rp, 'd', 'sk-d', budget_day_usd => '0.0005');
 my @big = (max_tokens => 200, content => 'MOCK:{"tokens":200}');
-($st) = chat('sk-d', @big);
+($st) = chat($gw, key => 'sk-d', @big);
 is($st, 200, 'budget: first admitted');
-($st, $h, $b) = chat('sk-d', @big);
+($st, $h, $b) = chat($gw, key => 'sk-d', @big);
 is($st, 429, 'budget: second refused (spent + its worst case > $0.0005)');
 is(json_of($b)->{error}{code}, 'insufficient_quota', 'insufficient_quota');
 cmp_ok($h->{'retry-after'}, '>', 0, 'Retry-After until midnight UTC');
 cmp_ok($h->{'retry-after'}, '<=', 86400, 'at most a day');
 
 $t->add_tenant($rp, 'm', 'sk-m', budget_month_usd => '0.0001');
-($st, $h, $b) = chat('sk-m');
+($st, $h, $b) = chat($gw, key => 'sk-m');
 is($st, 429, 'monthly budget smaller than one reservation: refused');
 is(json_of($b)->{error}{code}, 'insufficient_quota', 'monthly insufficient_quota');
 like(json_of($b)->{error}{message}, qr/monthly/, 'names the monthly budget');
@@ -94,10 +86,10 @@ is($u{"${p}cost_micro_usd"}, 367, 'usage: cost');
 
 # the default cap reached the backend
 $t->add_tenant($rp, 'cap', 'sk-cap', rpm => 100);
-chat('sk-cap');
+chat($gw, key => 'sk-cap');
 is($t->mock_stats($up)->{last_body}{max_tokens}, 100, 'llm_default_max_tokens sent upstream');
 $t->add_tenant($rp, 'cap2', 'sk-cap2', rpm => 100, max_tokens => 42);
-chat('sk-cap2');
+chat($gw, key => 'sk-cap2');
 is($t->mock_stats($up)->{last_body}{max_tokens}, 42, 'tenant max_tokens sent upstream');
 
 $t->cleanup;

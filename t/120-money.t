@@ -48,18 +48,7 @@ sub settled {
     wait_until(sub { (redis('HLEN', "llm:{$tenant}:inflight") // 1) == 0 }, 5);
     return spend($tenant, 'settled');
 }
-sub body {
-    my (%o) = @_;
-    my $content = delete $o{content} // 'hi';
-    return encode_json({ model => 'mixtral-8x7b',
-        messages => [{ role => 'user', content => $content }], %o });
-}
-sub post {
-    my ($key, $body, %o) = @_;
-    return http_request($gw, 'POST', $o{path} // '/v1/chat/completions',
-        { 'Content-Type' => 'application/json', Authorization => "Bearer $key" },
-        $body, %o);
-}
+sub body { LLMTest::chat_body(content => 'hi', @_) }
 # a request left running: the socket, read later
 sub start_post {
     my ($key, $body, $path) = @_;
@@ -82,7 +71,7 @@ sub finish_post {
 # ---------------------------------------------------------------- C1
 
 $t->add_tenant($rp, 'b', 'sk-b', budget_day_usd => 5);
-my ($st, $h, $b) = post('sk-b', body(max_tokens => 20000000000000));
+my ($st, $h, $b) = chat($gw, key => 'sk-b', max_tokens => 20000000000000);
 isnt($st, 200, "C1: max_tokens 2e13 against a budget-only tenant is refused ($st)");
 ok($st == 400 || $st == 429, 'C1: with 400 or 429');
 my $j = json_of($b) // {};
@@ -91,13 +80,13 @@ sleep 0.3;
 cmp_ok(spend('b', 'reserved') || 0, '>=', 0, 'C1: reserved never goes negative');
 cmp_ok(spend('b', 'settled') || 0, '>=', 0, 'C1: settled never goes negative');
 
-($st) = post('sk-b', body(max_tokens => 9000000000000));
+($st) = chat($gw, key => 'sk-b', max_tokens => 9000000000000);
 ok($st == 400 || $st == 429, "C1: a reservation of 9e12 tokens is refused too ($st)");
 cmp_ok(spend('b', 'reserved') || 0, '>=', 0, 'C1: reserved still not negative');
 
 # in-flight records the script cannot read do not lose their batch
 $t->add_tenant($rp, 'c', 'sk-c', budget_day_usd => 100);
-is((post('sk-c', body()))[0], 200, 'warm: the key is known');
+is((chat($gw, key => 'sk-c'))[0], 200, 'warm: the key is known');
 # the sweeper's first look, a second after the first admission, is past
 sleep 1.5;
 my $before = redis('HGET', "llm:{c}:usage:$day", 'mixtral-8x7b|127.0.0.1:' . $up . '|requests');
@@ -135,26 +124,26 @@ is(redis('HEXISTS', 'llm:{z}:inflight', 'neg'), 0, 'C1: the refused one reserved
 my $pid = $t->{redis}{$rp};
 $t->add_tenant($rp, 'd', 'sk-d', budget_day_usd => 10);
 $t->add_tenant($rp, 'e', 'sk-e', budget_day_usd => 10);
-is((post('sk-d', body()))[0], 200, 'warm d');
-is((post('sk-e', body(), path => '/open/v1/chat/completions'))[0], 200, 'warm e');
+is((chat($gw, key => 'sk-d'))[0], 200, 'warm d');
+is((chat($gw, key => 'sk-e', path => '/open/v1/chat/completions'))[0], 200, 'warm e');
 my $settled_e = settled('e');
 
 # Redis stops answering while the admission is in Redis' hands; it runs
 # the script once it wakes, after the gateway gave up on the reply
 kill 'STOP', $pid;
-my ($sd) = post('sk-d', body(), timeout => 5);
+my ($sd) = chat($gw, key => 'sk-d', timeout => 5);
 kill 'CONT', $pid;
 is($sd, 503, 'H6a: fail-closed: 503 while the admission reply is lost');
-ok(wait_until(sub { (post('sk-d', body()))[0] == 200 }, 8), 'd served again');
+ok(wait_until(sub { (chat($gw, key => 'sk-d'))[0] == 200 }, 8), 'd served again');
 ok(wait_until(sub { (redis('HLEN', 'llm:{d}:inflight') // 1) == 0 }, 5),
     'H6a: fail-closed: after Redis recovers, no reservation is left in flight');
 is(spend('d', 'reserved'), 0, 'H6a: fail-closed: reserved back to 0');
 
 kill 'STOP', $pid;
-my ($se) = post('sk-e', body(), path => '/open/v1/chat/completions', timeout => 5);
+my ($se) = chat($gw, key => 'sk-e', path => '/open/v1/chat/completions', timeout => 5);
 kill 'CONT', $pid;
 is($se, 200, 'H6a: fail-open: served while the admission reply is lost');
-ok(wait_until(sub { (post('sk-e', body(), path => '/open/v1/chat/completions'))[0] == 200
+ok(wait_until(sub { (chat($gw, key => 'sk-e', path => '/open/v1/chat/completions'))[0] == 200
                     && (redis('HLEN', 'llm:{e}:inflight') // 1) == 0 }, 8),
     'H6a: fail-open: after Redis recovers, no reservation is left in flight');
 is(spend('e', 'reserved'), 0, 'H6a: fail-open: reserved back to 0');
@@ -163,7 +152,7 @@ cmp_ok(spend('e', 'settled'), '>', $settled_e, 'H6a: fail-open: the answer is ch
 # ---------------------------------------------------------------- H6b
 
 $t->add_tenant($rp, 'f', 'sk-f', budget_day_usd => 10);
-is((post('sk-f', body()))[0], 200, 'warm f');
+is((chat($gw, key => 'sk-f'))[0], 200, 'warm f');
 my $settled_f = settled('f');
 my $s = start_post('sk-f', body(content => 'MOCK:{"latency_ms":800}'));
 ok(wait_until(sub { (redis('HLEN', 'llm:{f}:inflight') || 0) == 1 }, 5), 'f in flight');
@@ -183,11 +172,11 @@ cmp_ok(metric('llm_settlements_retried_total'), '>=', 1, 'H6b: retries are count
 # ---------------------------------------------------------------- H6c
 
 $t->add_tenant($rp, 'g', 'sk-g', budget_day_usd => 10);
-is((post('sk-g', body()))[0], 200, 'warm g');
+is((chat($gw, key => 'sk-g'))[0], 200, 'warm g');
 redis('DEL', "llm:{g}:usage:$day");
 redis('SET', "llm:{g}:usage:$day", 'not a hash');
 my $settled_g = settled('g');
-is((post('sk-g', body()))[0], 200, 'g answered');
+is((chat($gw, key => 'sk-g'))[0], 200, 'g answered');
 ok(wait_until(sub { metric('llm_settlements_dropped_total{reason="error"}') >= 1 }, 3),
     'H6c: a settlement the script refuses is counted as lost');
 is(redis('HLEN', 'llm:{g}:inflight'), 1,
@@ -201,9 +190,9 @@ redis('DEL', "llm:{g}:usage:$day", 'llm:{g}:inflight');
 
 # a non-streamed 200 cut before its usage: the reservation is charged
 $t->add_tenant($rp, 'h', 'sk-h', budget_day_usd => 10);
-is((post('sk-h', body()))[0], 200, 'warm h');
+is((chat($gw, key => 'sk-h'))[0], 200, 'warm h');
 my $settled_h = settled('h');
-post('sk-h', body(model => 'cut', max_tokens => 1000));
+chat($gw, key => 'sk-h', model => 'cut', max_tokens => 1000);
 ok(wait_until(sub { spend('h', 'settled') != $settled_h }, 3), 'the cut answer is settled');
 cmp_ok(spend('h', 'settled') - $settled_h, '>=', 1000,
     'H3/M5: a 200 answer whose usage cannot be read is charged its reservation');

@@ -29,13 +29,7 @@ sub metric {
     my (undef, undef, $b) = http_request($gw, 'GET', '/metrics');
     return $b =~ /^\Q$series\E (\d+)$/m ? $1 : 0;
 }
-sub body { encode_json({ model => 'mixtral-8x7b',
-    messages => [{ role => 'user', content => $_[0] // 'hi' }] }) }
-sub post {
-    return http_request($gw, 'POST', '/open/v1/chat/completions',
-        { 'Content-Type' => 'application/json', Authorization => 'Bearer sk-m' },
-        body());
-}
+my @open = (key => 'sk-m', path => '/open/v1/chat/completions');
 
 my ($bad, $out) = $t->start_nginx(expect_fail => 1,
     http => "llm_settle_queue 10;", server => '');
@@ -43,12 +37,10 @@ ok($bad, 'M2: llm_settle_queue below 128 is refused');
 like($out, qr/"llm_settle_queue" must be at least 128/, 'M2: naming the directive');
 
 $t->add_tenant($rp, 'm', 'sk-m', rpm => 100000);
-is((post())[0], 200, 'warm: the key is known');
+is((chat($gw, @open))[0], 200, 'warm: the key is known');
 my $dropped = metric('llm_settlements_dropped_total{reason="queue_full"}');
 $t->stop_redis($rp);
-my @reqs = map { [$gw, 'POST', '/open/v1/chat/completions',
-    { 'Content-Type' => 'application/json', Authorization => 'Bearer sk-m' },
-    body("q$_")] } 1 .. 300;
+my @reqs = map { chat_request($gw, @open, content => "q$_") } 1 .. 300;
 my @r = parallel_requests(\@reqs, timeout => 30);
 is(scalar(grep { $_->[0] == 200 } @r), 300, 'M2: 300 served unmetered while Redis is down');
 

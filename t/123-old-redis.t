@@ -22,16 +22,16 @@ my $gw = $t->start_nginx(
 );
 my $day = strftime('%Y%m%d', gmtime);
 my $field = "mixtral-8x7b|127.0.0.1:$up|requests";
-sub post {
-    return (http_request($gw, 'POST', '/v1/chat/completions',
-        { 'Content-Type' => 'application/json', Authorization => 'Bearer sk-o' },
-        '{"model":"mixtral-8x7b","messages":[{"role":"user","content":"hi"}]}'))[0];
+sub served {
+    return (post($gw, '/v1/chat/completions',
+        '{"model":"mixtral-8x7b","messages":[{"role":"user","content":"hi"}]}',
+        key => 'sk-o'))[0];
 }
 
 $t->add_tenant($rp, 'o', 'sk-o', budget_day_usd => 10);
-is(post(), 200, 'warm: the key is known');
+is(served(), 200, 'warm: the key is known');
 $t->stop_redis($rp);
-is(join(' ', map { post() } 1 .. 3), '200 200 200', 'served unmetered while Redis is down');
+is(join(' ', map { served() } 1 .. 3), '200 200 200', 'served unmetered while Redis is down');
 $t->start_redis(port => $rp, @old);
 ok(wait_until(sub { ($t->redis_cli($rp, 'HGET', "llm:{o}:usage:$day", $field) || 0) == 3 }, 10),
     'H6d: unmetered settlements are recorded by a Redis without SMISMEMBER');

@@ -53,13 +53,6 @@ my $day = strftime('%Y%m%d', gmtime);
 my $month = substr($day, 0, 6);
 
 sub redis { $t->redis_cli($rp, @_) }
-sub chat {
-    my ($key, $model, $knobs, %o) = @_;
-    return http_request($gw, 'POST', '/v1/chat/completions',
-        { 'Content-Type' => 'application/json', Authorization => "Bearer $key" },
-        encode_json({ model => $model, messages => [{ role => 'user',
-            content => 'MOCK:' . encode_json($knobs // {}) }], %o }));
-}
 sub spend { redis('HGET', "llm:{$_[0]}:spend:d:$day", $_[1]) || 0 }
 sub usage_sum {
     my ($tenant, $what) = @_;
@@ -74,7 +67,7 @@ $t->add_tenant($rp, 'a', 'sk-a', rpm => 100000);
 # ---------------------------------------------------------------- reset
 
 # attempt 1 reaches its backend (a 500), attempt 2 cannot even connect
-my ($st) = chat('sk-a', 'reset');
+my ($st) = chat($gw, key => 'sk-a', model => 'reset', knobs => {});
 is($st, 200, 'H4: a connect timeout after an attempt that reached a '
     . 'backend fails over (reached_backend is per attempt)');
 
@@ -82,7 +75,7 @@ is($st, 200, 'H4: a connect timeout after an attempt that reached a '
 
 # attempt 1 answers 200, then its body breaks; attempt 2 gets a 503
 $t->add_tenant($rp, 'l', 'sk-l', rpm => 100000);
-($st) = chat('sk-l', 'lost', { tokens => 200 }, max_tokens => 1000);
+($st) = chat($gw, key => 'sk-l', model => 'lost', knobs => { tokens => 200 }, max_tokens => 1000);
 is($st, 502, 'M5: a held answer cut, then a 503: the client gets 502');
 ok(wait_until(sub { spend('l', 'settled') > 0 }, 5),
     'M5: an attempt that failed over after generating is charged');
@@ -96,7 +89,7 @@ cmp_ok(usage_sum('l', 'completion_tokens'), '<=', 1000,
 
 # free model, dear fallback: 100 tokens at $1000/M are 100000 micro-dollars
 $t->add_tenant($rp, 'f', 'sk-f', budget_day_usd => '0.01');
-($st) = chat('sk-f', 'cheap', {}, max_tokens => 100);
+($st) = chat($gw, key => 'sk-f', model => 'cheap', knobs => {}, max_tokens => 100);
 is($st, 429, 'C1: the reservation is priced at the fallback model\'s '
     . 'backends too');
 
@@ -104,11 +97,11 @@ is($st, 429, 'C1: the reservation is priced at the fallback model\'s '
 
 # a backend that takes the body and never answers: two timeouts open it
 $t->add_tenant($rp, 'h', 'sk-h', rpm => 100000);
-is((chat('sk-h', 'hung', { latency_ms => 3000 }))[0], 504, 'H4: a hung backend: 504');
-is((chat('sk-h', 'hung', { latency_ms => 3000 }))[0], 504, 'H4: again');
+is((chat($gw, key => 'sk-h', model => 'hung', knobs => { latency_ms => 3000 }))[0], 504, 'H4: a hung backend: 504');
+is((chat($gw, key => 'sk-h', model => 'hung', knobs => { latency_ms => 3000 }))[0], 504, 'H4: again');
 like($t->error_log($gw), qr/backend "[^"]*" circuit open/,
     'H4: a hung backend is counted toward its breaker');
-is((chat('sk-h', 'hung', {}))[0], 503, 'H4: its circuit is open');
+is((chat($gw, key => 'sk-h', model => 'hung', knobs => {}))[0], 503, 'H4: its circuit is open');
 
 # ---------------------------------------------------------------- TTL
 
@@ -116,7 +109,7 @@ is((chat('sk-h', 'hung', {}))[0], 503, 'H4: its circuit is open');
 $t->add_tenant($rp, 't', 'sk-t', rpm => 100000);
 my $pid = fork // die "fork: $!";
 if ($pid == 0) {
-    chat('sk-t', 'plain', { latency_ms => 1500 });
+    chat($gw, key => 'sk-t', model => 'plain', knobs => { latency_ms => 1500 });
     POSIX::_exit(0);
 }
 ok(wait_until(sub { redis('EXISTS', "llm:{t}:spend:d:$day") }, 5), 'admitted');
@@ -144,7 +137,7 @@ is(redis('HEXISTS', 'llm:{w}:inflight', 'young'), 1,
 my $c = encode_json({ id => 'x', object => 'chat.completion.chunk', created => 1,
     model => 'plain', choices => [{ index => 0, delta => { content => 'hi' },
     finish_reason => undef }] });
-my ($est, undef, $eb) = chat('sk-a', 'plain',
+my ($est, undef, $eb) = chat($gw, key => 'sk-a', model => 'plain', knobs =>
     { pieces => ["data:\n\n", "data: $c\n\n", "data:\n\n", "data: [DONE]\n\n"],
       gap_ms => 10 }, stream => JSON::PP::true);
 is($est, 200, 'L3: a stream with events of an empty data line');

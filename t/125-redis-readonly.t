@@ -25,12 +25,12 @@ my $gw = $t->start_nginx(
 # the tenant lives on both, so that the replica keeps it after its sync
 $t->add_tenant($_, 'ro', 'sk-ro', rpm => 4) for $primary, $rp;
 
-sub chat {
+# the status of a chat request on path
+sub served {
     my ($path) = @_;
-    my ($st) = http_request($gw, 'POST', $path,
-        { 'Content-Type' => 'application/json', Authorization => 'Bearer sk-ro' },
-        '{"model":"mixtral-8x7b","max_tokens":8,'
-        . '"messages":[{"role":"user","content":"hi"}]}', timeout => 5);
+    my ($st) = post($gw, $path, '{"model":"mixtral-8x7b","max_tokens":8,'
+        . '"messages":[{"role":"user","content":"hi"}]}', key => 'sk-ro',
+        timeout => 5);
     return $st;
 }
 
@@ -41,27 +41,27 @@ sub readonly_errors {
     return $n;
 }
 
-is(chat('/v1/chat/completions'), 200, 'M1: served while the Redis is a primary');
+is(served('/v1/chat/completions'), 200, 'M1: served while the Redis is a primary');
 
 $t->redis_cli($rp, 'REPLICAOF', '127.0.0.1', $primary);
 ok(wait_until(sub { ($t->redis_cli($rp, 'INFO', 'replication') // '')
                     =~ /master_link_status:up/ }, 10), 'the Redis is a replica now');
 
-is(chat('/v1/chat/completions'), 503,
+is(served('/v1/chat/completions'), 503,
    'M1: fail-closed: an admission that Redis refuses (READONLY) is a 503');
 cmp_ok(readonly_errors(), '>=', 1, 'M1: the READONLY answer is counted');
 
-is(chat('/open/v1/chat/completions'), 200,
+is(served('/open/v1/chat/completions'), 200,
    'M1: fail-open: served without quota enforcement');
 like($t->error_log($gw), qr/served without quota enforcement/,
      'M1: and the unmetered request is logged');
 
 # promoted again: quotas are enforced, exactly, without a restart
 $t->redis_cli($rp, 'REPLICAOF', 'NO', 'ONE');
-ok(wait_until(sub { chat('/v1/chat/completions') == 200 }, 10),
+ok(wait_until(sub { served('/v1/chat/completions') == 200 }, 10),
    'M1: admissions work again once the Redis is a primary');
 
-my @st = map { chat('/v1/chat/completions') } 1 .. 6;
+my @st = map { served('/v1/chat/completions') } 1 .. 6;
 my $ok = grep { $_ == 200 } @st;
 my $limited = grep { $_ == 429 } @st;
 cmp_ok($ok, '<=', 3, "M1: the rpm of 4 holds again ($ok more admitted)");

@@ -36,16 +36,6 @@ my $gw = $t->start_nginx(
                location /plain/ { return 400; }',
 );
 
-sub chat {
-    my ($port, $key, %o) = @_;
-    my %h = ('Content-Type' => 'application/json');
-    $h{Authorization} = "Bearer $key" if defined $key;
-    my $model = delete $o{model} // 'mixtral-8x7b';
-    my $body = encode_json({ model => $model,
-        messages => [{ role => 'user', content => 'hi' }], %o });
-    return http_request($port, 'POST', '/v1/chat/completions', \%h, $body);
-}
-
 sub models {
     my ($port, $key, $path) = @_;
     my %h;
@@ -74,13 +64,13 @@ sub is_openai_error {
 
 # ---------------------------------------------------------------- M7
 
-my ($st, $h, $b) = chat($gw, $ghost);
+my ($st, $h, $b) = chat($gw, key => $ghost);
 is($st, 403, 'M7: a static key whose tenant hash is missing gets 403');
 is_openai_error($b, 'tenant_not_found', 'M7 static key');
 
 $t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-nohash'),
     tenant => 'nohash', revoked => 0);
-($st, $h, $b) = chat($gw, 'sk-edge-nohash');
+($st, $h, $b) = chat($gw, key => 'sk-edge-nohash');
 is($st, 403, 'M7: a key whose tenant hash is missing gets 403');
 is(code_of($b), 'tenant_not_found', 'M7: missing hash: tenant_not_found');
 
@@ -101,7 +91,7 @@ for my $case (
     $t->redis_cli($rp, 'HSET', "llm:tenant:$id", %f);
     $t->redis_cli($rp, 'HSET', "llm:key:" . sha256_hex("sk-$id"),
         tenant => $id, revoked => 0);
-    ($st, $h, $b) = chat($gw, "sk-$id");
+    ($st, $h, $b) = chat($gw, key => "sk-$id");
     is($st, 403, "M7: a tenant hash with $name gets 403, not unlimited");
     is(code_of($b), 'tenant_not_found', "M7: $name: tenant_not_found");
 }
@@ -109,12 +99,12 @@ for my $case (
 $t->redis_cli($rp, 'SET', 'llm:tenant:strx', 'created');
 $t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-strx'),
     tenant => 'strx', revoked => 0);
-($st, $h, $b) = chat($gw, 'sk-edge-strx');
+($st, $h, $b) = chat($gw, key => 'sk-edge-strx');
 is($st, 403, 'M7: a tenant key that is not a hash gets 403');
 
 # the negative entry is short: a repaired tenant works again soon
 $t->add_tenant($rp, 'nohash', undef, rpm => 100);
-ok(wait_until(sub { (chat($gw, 'sk-edge-nohash'))[0] == 200 }, 10),
+ok(wait_until(sub { (chat($gw, key => 'sk-edge-nohash'))[0] == 200 }, 10),
     'M7: once the tenant exists, its key works (the negative entry is brief)');
 ok(grep(/llm tenant "bad-no-created-field" refused: no "created" field/,
         $t->error_log($gw)),
@@ -122,10 +112,10 @@ ok(grep(/llm tenant "bad-no-created-field" refused: no "created" field/,
 
 # max_n: parsed like the other limits
 $t->add_tenant($rp, 'maxn', 'sk-edge-maxn', max_n => 2);
-($st) = chat($gw, 'sk-edge-maxn');
+($st) = chat($gw, key => 'sk-edge-maxn');
 is($st, 200, 'max_n parse: a tenant with max_n 2 is served');
 $t->add_tenant($rp, 'maxnbad', 'sk-edge-maxnbad', max_n => 'two');
-($st, $h, $b) = chat($gw, 'sk-edge-maxnbad');
+($st, $h, $b) = chat($gw, key => 'sk-edge-maxnbad');
 is($st, 403, 'max_n parse: a tenant whose max_n is not a number is refused');
 
 # ---------------------------------------------------------------- L2
@@ -133,12 +123,12 @@ is($st, 403, 'max_n parse: a tenant whose max_n is not a number is refused');
 $t->redis_cli($rp, 'HSET', 'llm:tenant:-', created => 1);
 $t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-dash'),
     tenant => '-', revoked => 0);
-($st, $h, $b) = chat($gw, 'sk-edge-dash');
+($st, $h, $b) = chat($gw, key => 'sk-edge-dash');
 is($st, 403, 'L2: a key of tenant "-" (the anonymous cache scope) is refused');
 is(code_of($b), 'tenant_not_found', 'L2: tenant "-": tenant_not_found');
 $t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-brace'),
     tenant => 'x}{y', revoked => 0);
-($st) = chat($gw, 'sk-edge-brace');
+($st) = chat($gw, key => 'sk-edge-brace');
 is($st, 403, 'L2: a tenant id llm-admin would refuse is refused');
 
 # ---------------------------------------------------------------- M8
@@ -159,14 +149,14 @@ my $with = try_nginx('a static key with limits, with llm_redis',
     server => 'location /v1/ { llm_gateway; llm_auth on; llm_quota on; }');
 SKIP: {
     skip 'the configuration was refused', 4 unless $with;
-    ($st, $h, $b) = chat($with, $cfg);
+    ($st, $h, $b) = chat($with, key => $cfg);
     is($st, 200, 'M8: a static key with its policy in config needs no tenant hash')
         or diag($b);
-    ($st, $h, $b) = chat($with, $cfg, max_tokens => 100);
+    ($st, $h, $b) = chat($with, key => $cfg, max_tokens => 100);
     is($st, 400, 'M8: its max_tokens from config is enforced');
-    ($st) = chat($with, 'sk-edge-rpm1');
+    ($st) = chat($with, key => 'sk-edge-rpm1');
     is($st, 200, 'M8: a static key with rpm=1: the first request');
-    ($st) = chat($with, 'sk-edge-rpm1');
+    ($st) = chat($with, key => 'sk-edge-rpm1');
     is($st, 429, 'M8: rpm from the directive is counted in Redis');
 }
 
@@ -181,19 +171,19 @@ my $nr = try_nginx('static keys with limits in config, without llm_redis',
     http => $nr_http, server => $nr_server);
 SKIP: {
     skip 'the configuration was refused', 9 unless $nr;
-    ($st, $h, $b) = chat($nr, $ok);
+    ($st, $h, $b) = chat($nr, key => $ok);
     is($st, 200, 'M8: a static key works without Redis') or diag($b);
-    ($st, $h, $b) = chat($nr, $narrow);
+    ($st, $h, $b) = chat($nr, key => $narrow);
     is($st, 200, 'M8: a static key with limits works without Redis') or diag($b);
-    ($st, $h, $b) = chat($nr, $narrow, max_tokens => 21);
+    ($st, $h, $b) = chat($nr, key => $narrow, max_tokens => 21);
     is($st, 400, 'M8: max_tokens from the directive is enforced without Redis');
-    ($st, $h, $b) = chat($nr, $narrow, model => 'mixtral-8x22b');
+    ($st, $h, $b) = chat($nr, key => $narrow, model => 'mixtral-8x22b');
     is($st, 404, 'M8: models from the directive are enforced without Redis');
     ($st, $h, $b) = http_request($nr, 'POST', '/v1/chat/completions',
         { 'Content-Type' => 'application/json', Authorization => "Bearer $narrow" },
         encode_json({ messages => [{ role => 'user', content => 'hi' }] }));
     is($st, 200, 'M8: default_model from the directive is used');
-    ($st) = chat($nr, 'sk-edge-unknown');
+    ($st) = chat($nr, key => 'sk-edge-unknown');
     is($st, 401, 'M8: an unknown key still gets 401 without Redis');
     my ($mst, $j, $ids) = models($nr, $narrow);
     is($mst, 200, 'L1: /v1/models with a static key without Redis');
@@ -276,7 +266,7 @@ is_deeply($ids, ['auto', 'mixtral-8x22b', 'mixtral-8x7b'],
 # a valid key, cached; then revoked in Redis: the worker keeps serving it
 # for llm_auth_cache_ttl, unless an unknown key evicts its entry
 $t->add_tenant($rp, 'l6', 'sk-edge-l6');
-($st) = chat($gw, 'sk-edge-l6');
+($st) = chat($gw, key => 'sk-edge-l6');
 is($st, 200, 'L6: a valid key');
 $t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-l6'), revoked => 1);
 my $slot = hex(substr(sha256_hex('sk-edge-l6'), 0, 8)) % 4096;
@@ -287,9 +277,9 @@ for my $i (1 .. 1_000_000) {
         last;
     }
 }
-($st) = chat($gw, $evil);
+($st) = chat($gw, key => $evil);
 is($st, 401, 'L6: an unknown key of the same cache slot gets 401');
-($st) = chat($gw, 'sk-edge-l6');
+($st) = chat($gw, key => 'sk-edge-l6');
 is($st, 200, 'L6: the unknown key did not evict the valid key (no Redis round trip)');
 
 # ---------------------------------------------------------------- L7

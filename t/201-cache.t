@@ -38,14 +38,12 @@ $t->add_tenant($rp, 'b', 'sk-b');
 my $n = 0;
 sub uniq { 'q' . ++$n . '-' . $$ }
 
-sub post {
+# a chat request: path is the location's prefix (/v1), key sk-a unless
+# given
+sub ask {
     my ($body, %o) = @_;
-    my $path = $o{path} // '/v1';
-    my %h = ('Content-Type' => 'application/json',
-             Authorization => 'Bearer ' . ($o{key} // 'sk-a'),
-             %{ $o{headers} // {} });
-    $body = encode_json($body) if ref $body;
-    return http_request($gw, 'POST', "$path/chat/completions", \%h, $body);
+    return post($gw, ($o{path} // '/v1') . '/chat/completions', $body,
+        key => $o{key} // 'sk-a', headers => $o{headers});
 }
 
 sub req {
@@ -56,30 +54,15 @@ sub req {
 
 sub upstream { $t->mock_stats($up)->{requests} }
 
-sub content_of {
-    my ($h, $b) = @_;
-    if (($h->{'content-type'} // '') =~ /event-stream/) {
-        my $c = '';
-        for my $e (sse_events($b)) {
-            next if $e eq '[DONE]';
-            my $j = json_of($e) or next;
-            $c .= $_->{delta}{content} // '' for @{ $j->{choices} || [] };
-        }
-        return $c;
-    }
-    my $j = json_of($b);
-    return $j ? $j->{choices}[0]{message}{content} : undef;
-}
-
 # ---------------------------------------------------------------- hit, miss
 
 my $q = uniq();
 my $before = upstream();
-my ($st, $h, $b) = post(req($q));
+my ($st, $h, $b) = ask(req($q));
 is($st, 200, 'miss: 200');
 is($h->{'x-llm-cache'}, 'MISS', 'miss: x-llm-cache MISS');
 my $first = json_of($b);
-($st, $h, $b) = post(req($q));
+($st, $h, $b) = ask(req($q));
 is($st, 200, 'hit: 200');
 is($h->{'x-llm-cache'}, 'HIT', 'hit: x-llm-cache HIT');
 is(upstream() - $before, 1, 'one upstream call for a miss and a hit');
@@ -99,16 +82,16 @@ is($h->{'content-length'}, length($b), 'hit: exact Content-Length');
 
 $q = uniq();
 $before = upstream();
-post(qq({"model":"mixtral-8x7b","temperature":0,"max_tokens":7,
+ask(qq({"model":"mixtral-8x7b","temperature":0,"max_tokens":7,
          "messages":[{"role":"user","content":"$q"}]}));
-($st, $h) = post(qq({  "messages" : [ { "content":"$q", "role" : "user" } ],
+($st, $h) = ask(qq({  "messages" : [ { "content":"$q", "role" : "user" } ],
     "max_tokens":7.0, "temperature" : 0.0,
     "model":"mixtral-8x7b", "user":"someone", "stream":false }));
 is($h->{'x-llm-cache'}, 'HIT', 'reordered keys, whitespace, 0.0 and user: HIT');
-($st, $h) = post(qq({"model":"mixtral-8x7b","temperature":0,"max_tokens":8,
+($st, $h) = ask(qq({"model":"mixtral-8x7b","temperature":0,"max_tokens":8,
          "messages":[{"role":"user","content":"$q"}]}));
 is($h->{'x-llm-cache'}, 'MISS', 'another max_tokens: MISS');
-($st, $h) = post(qq({"model":"mixtral-8x7b","temperature":0,"max_tokens":7,
+($st, $h) = ask(qq({"model":"mixtral-8x7b","temperature":0,"max_tokens":7,
          "messages":[{"role":"user","content":"$q "}]}));
 is($h->{'x-llm-cache'}, 'MISS', 'other message text: MISS');
 is(upstream() - $before, 3, 'three distinct requests, three upstream calls');
@@ -117,22 +100,22 @@ is(upstream() - $before, 3, 'three distinct requests, three upstream calls');
 # key order and number spelling do not matter; types and boundaries do
 $q = uniq();
 $before = upstream();
-post(qq({"model":"mixtral-8x7b","temperature":0,"top_p":0.5,"stop":["x","y"],
+ask(qq({"model":"mixtral-8x7b","temperature":0,"top_p":0.5,"stop":["x","y"],
          "tools":[{"type":"function","function":{"name":"f","parameters":{"a":1,"b":[true,null]}}}],
          "messages":[{"role":"user","content":"$q \xc3\xa9/"}]}));
-($st, $h) = post(qq({"messages":[{"content":"$q \\u00e9\\/","role":"user"}],
+($st, $h) = ask(qq({"messages":[{"content":"$q \\u00e9\\/","role":"user"}],
          "tools":[{"function":{"parameters":{"b":[true,null],"a":1e0},"name":"f"},"type":"function"}],
          "stop":["x","y"],"top_p":5e-1,"temperature":0,"model":"mixtral-8x7b"}));
 is($h->{'x-llm-cache'}, 'HIT', 'escapes, nested key order, 1e0 and 5e-1: HIT');
-($st, $h) = post(qq({"model":"mixtral-8x7b","temperature":0,"top_p":0.5,"stop":["x\\",\\"y"],
+($st, $h) = ask(qq({"model":"mixtral-8x7b","temperature":0,"top_p":0.5,"stop":["x\\",\\"y"],
          "tools":[{"type":"function","function":{"name":"f","parameters":{"a":1,"b":[true,null]}}}],
          "messages":[{"role":"user","content":"$q \xc3\xa9/"}]}));
 is($h->{'x-llm-cache'}, 'MISS', 'one stop string that spells two when joined: MISS');
-($st, $h) = post(qq({"model":"mixtral-8x7b","temperature":0,"top_p":0.5,"stop":["x","y"],
+($st, $h) = ask(qq({"model":"mixtral-8x7b","temperature":0,"top_p":0.5,"stop":["x","y"],
          "tools":[{"type":"function","function":{"name":"f","parameters":{"a":"1","b":[true,null]}}}],
          "messages":[{"role":"user","content":"$q \xc3\xa9/"}]}));
 is($h->{'x-llm-cache'}, 'MISS', 'a number turned string: MISS');
-($st, $h) = post(qq({"model":"mixtral-8x7b","temperature":0,"top_p":0.50000000000000011,"stop":["x","y"],
+($st, $h) = ask(qq({"model":"mixtral-8x7b","temperature":0,"top_p":0.50000000000000011,"stop":["x","y"],
          "tools":[{"type":"function","function":{"name":"f","parameters":{"a":1,"b":[true,null]}}}],
          "messages":[{"role":"user","content":"$q \xc3\xa9/"}]}));
 is($h->{'x-llm-cache'}, 'MISS', 'the next double after 0.5: MISS');
@@ -142,9 +125,9 @@ is(upstream() - $before, 4, 'four distinct requests, four upstream calls');
 
 $q = uniq();
 $before = upstream();
-($st, $h, $b) = post(req($q));
-my $want = content_of($h, $b);
-($st, $h, $b) = post(req($q, stream => JSON::PP::true()));
+($st, $h, $b) = ask(req($q));
+my $want = content_of($b, $h);
+($st, $h, $b) = ask(req($q, stream => JSON::PP::true()));
 is($h->{'x-llm-cache'}, 'HIT', 'stream after JSON: HIT');
 like($h->{'content-type'}, qr{^text/event-stream}, 'replay: event stream');
 my @ev = sse_events($b);
@@ -155,12 +138,12 @@ is($chunks[0]{choices}[0]{delta}{role}, 'assistant', 'role chunk first');
 is($chunks[-1]{choices}[0]{finish_reason}, 'stop', 'finish chunk last');
 is($chunks[0]{object}, 'chat.completion.chunk', 'chunk object');
 is(scalar(grep { $_->{usage} } @chunks), 0, 'no usage chunk unasked');
-is(content_of($h, $b), $want, 'replayed content equals the answer');
+is(content_of($b, $h), $want, 'replayed content equals the answer');
 my %ids = map { $_->{id} => 1 } @chunks;
 is(scalar(keys %ids), 1, 'one id across the replay');
 ok(!$ids{$first->{id}}, 'a fresh id');
 
-($st, $h, $b) = post(req($q, stream => JSON::PP::true(),
+($st, $h, $b) = ask(req($q, stream => JSON::PP::true(),
                          stream_options => { include_usage => JSON::PP::true() }));
 @chunks = map { json_of($_) } grep { $_ ne '[DONE]' } sse_events($b);
 ok($chunks[-1]{usage} && !@{ $chunks[-1]{choices} },
@@ -172,11 +155,11 @@ is(upstream() - $before, 1, 'stream replays took no upstream call');
 # events, with their own id and time, the usage event only when asked
 my @again;
 for my $usage (0, 1, 0) {
-    ($st, $h, $b) = post(req($q, stream => JSON::PP::true(),
+    ($st, $h, $b) = ask(req($q, stream => JSON::PP::true(),
         $usage ? (stream_options => { include_usage => JSON::PP::true() }) : ()));
     my @c = map { json_of($_) } grep { $_ ne '[DONE]' } sse_events($b);
     is(scalar(grep { $_->{usage} } @c), $usage, "replay again, include_usage=$usage");
-    is(content_of($h, $b), $want, "replay again, include_usage=$usage: content");
+    is(content_of($b, $h), $want, "replay again, include_usage=$usage: content");
     is((sse_events($b))[-1], '[DONE]', "replay again, include_usage=$usage: [DONE]");
     is($h->{'content-length'}, length($b), "replay again, include_usage=$usage: exact Content-Length");
     cmp_ok(abs($c[0]{created} - time), '<=', 5, 'its own created time');
@@ -189,26 +172,26 @@ is(scalar(keys %{{ map { $_ => 1 } @again }}), 3, 'a fresh id each time');
 my @qs = (uniq(), uniq());
 my %text = ($qs[0] => 'alpha beta', $qs[1] => 'gamma delt');
 for my $x (@qs) {
-    post(req("MOCK:{\"texts\":[\"$text{$x}\"],\"x\":\"$x\"}",
+    ask(req("MOCK:{\"texts\":[\"$text{$x}\"],\"x\":\"$x\"}",
              stream => JSON::PP::true()));
 }
 for my $round (1 .. 2) {
     for my $x (@qs) {
-        ($st, $h, $b) = post(req("MOCK:{\"texts\":[\"$text{$x}\"],\"x\":\"$x\"}",
+        ($st, $h, $b) = ask(req("MOCK:{\"texts\":[\"$text{$x}\"],\"x\":\"$x\"}",
                                  stream => JSON::PP::true()));
         is($h->{'x-llm-cache'}, 'HIT', "same-size entry $round: HIT");
-        is(content_of($h, $b), $text{$x}, "same-size entry $round: its own content");
+        is(content_of($b, $h), $text{$x}, "same-size entry $round: its own content");
     }
 }
 
 # a stream stored, then asked for as JSON
 $q = uniq();
 $before = upstream();
-($st, $h, $b) = post(req("MOCK:{\"tokens\":9,\"x\":\"$q\"}", stream => JSON::PP::true()));
+($st, $h, $b) = ask(req("MOCK:{\"tokens\":9,\"x\":\"$q\"}", stream => JSON::PP::true()));
 is($h->{'x-llm-cache'}, 'MISS', 'stream: MISS');
-$want = content_of($h, $b);
+$want = content_of($b, $h);
 is($want, join('', map { "t$_ " } 0 .. 8), 'streamed content');
-($st, $h, $b) = post(req("MOCK:{\"tokens\":9,\"x\":\"$q\"}"));
+($st, $h, $b) = ask(req("MOCK:{\"tokens\":9,\"x\":\"$q\"}"));
 is($h->{'x-llm-cache'}, 'HIT', 'JSON after a stream: HIT');
 my $j = json_of($b);
 is($j->{choices}[0]{message}{content}, $want, 'assembled stream as JSON');
@@ -219,85 +202,85 @@ is(upstream() - $before, 1, 'stream, then JSON: one upstream call');
 # ------------------------------------------------ what is cacheable at all
 
 $q = uniq();
-($st, $h) = post({ model => 'mixtral-8x7b', messages => [{ role => 'user', content => $q }] });
+($st, $h) = ask({ model => 'mixtral-8x7b', messages => [{ role => 'user', content => $q }] });
 is($h->{'x-llm-cache'}, 'BYPASS', 'no temperature: BYPASS');
-($st, $h) = post(req($q, temperature => 0.7));
+($st, $h) = ask(req($q, temperature => 0.7));
 is($h->{'x-llm-cache'}, 'BYPASS', 'temperature 0.7: BYPASS');
-post(req($q, temperature => 0.7, seed => 42));
-($st, $h) = post(req($q, temperature => 0.7, seed => 42));
+ask(req($q, temperature => 0.7, seed => 42));
+($st, $h) = ask(req($q, temperature => 0.7, seed => 42));
 is($h->{'x-llm-cache'}, 'HIT', 'a fixed seed is deterministic: HIT');
-($st, $h) = post({ model => 'mixtral-8x7b', messages => [{ role => 'user', content => $q }] },
+($st, $h) = ask({ model => 'mixtral-8x7b', messages => [{ role => 'user', content => $q }] },
                  path => '/any/v1');
 is($h->{'x-llm-cache'}, 'MISS', 'llm_cache_policy any: looked up');
-($st, $h) = post({ model => 'mixtral-8x7b', messages => [{ role => 'user', content => $q }] },
+($st, $h) = ask({ model => 'mixtral-8x7b', messages => [{ role => 'user', content => $q }] },
                  path => '/any/v1');
 is($h->{'x-llm-cache'}, 'HIT', 'llm_cache_policy any: HIT');
-($st, $h) = post(req($q), path => '/off/v1');
+($st, $h) = ask(req($q), path => '/off/v1');
 ok(!exists $h->{'x-llm-cache'}, 'llm_cache off: no header');
-($st, $h) = post(req($q, logprobs => JSON::PP::true()));
+($st, $h) = ask(req($q, logprobs => JSON::PP::true()));
 is($h->{'x-llm-cache'}, 'BYPASS', 'logprobs: BYPASS');
 
 # per tenant: "cache" in its hash overrides the location
 $t->add_tenant($rp, 'c', 'sk-c', cache => 'off');
-($st, $h) = post(req($q), key => 'sk-c');
+($st, $h) = ask(req($q), key => 'sk-c');
 is($h->{'x-llm-cache'}, 'BYPASS', 'tenant cache=off: BYPASS');
 $t->add_tenant($rp, 'd', 'sk-d', cache => 'any');
-post({ model => 'mixtral-8x7b', messages => [{ role => 'user', content => $q }] }, key => 'sk-d');
-($st, $h) = post({ model => 'mixtral-8x7b', messages => [{ role => 'user', content => $q }] },
+ask({ model => 'mixtral-8x7b', messages => [{ role => 'user', content => $q }] }, key => 'sk-d');
+($st, $h) = ask({ model => 'mixtral-8x7b', messages => [{ role => 'user', content => $q }] },
                  key => 'sk-d');
 is($h->{'x-llm-cache'}, 'HIT', 'tenant cache=any: HIT');
 
 # ------------------------------------------------------------------ isolation
 
 $q = uniq();
-($st, $h, $b) = post(req($q), key => 'sk-a');
+($st, $h, $b) = ask(req($q), key => 'sk-a');
 is($h->{'x-llm-cache'}, 'MISS', 'tenant a: MISS');
-($st, $h) = post(req($q), key => 'sk-b');
+($st, $h) = ask(req($q), key => 'sk-b');
 is($h->{'x-llm-cache'}, 'MISS', 'tenant b never sees a\'s entry');
-($st, $h) = post(req($q), key => 'sk-a');
+($st, $h) = ask(req($q), key => 'sk-a');
 is($h->{'x-llm-cache'}, 'HIT', 'tenant a: HIT');
 my @keys = grep { /\S/ } split /\n/, $t->redis_cli($rp, '--scan', '--pattern', 'llm:cache:*');
 ok((grep { /^llm:cache:a:\{[0-9a-f]{64}\}$/ } @keys), 'entries live under the tenant');
 ok(!(grep { /:lock$/ } @keys), 'no lock left behind');
 
-post(req($q), key => 'sk-a', path => '/shared/v1');
-($st, $h) = post(req($q), key => 'sk-b', path => '/shared/v1');
+ask(req($q), key => 'sk-a', path => '/shared/v1');
+($st, $h) = ask(req($q), key => 'sk-b', path => '/shared/v1');
 is($h->{'x-llm-cache'}, 'HIT', 'llm_cache_scope shared: b sees a\'s entry');
 
 # llm-admin cache purge: a tenant's entries go, the shared scope's stay
 my $admin = "$LLMTest::ROOT/redis/llm-admin -p $rp cache purge";
 like(`$admin --tenant a`, qr/^[1-9]\d* cached answers purged$/m, 'purge tenant a');
-($st, $h) = post(req($q), key => 'sk-a');
+($st, $h) = ask(req($q), key => 'sk-a');
 is($h->{'x-llm-cache'}, 'MISS', 'after the purge: MISS');
-($st, $h) = post(req($q), key => 'sk-b', path => '/shared/v1');
+($st, $h) = ask(req($q), key => 'sk-b', path => '/shared/v1');
 is($h->{'x-llm-cache'}, 'HIT', 'the shared scope was not purged');
 like(`$admin --shared`, qr/^[1-9]\d* cached answers purged$/m, 'purge the shared scope');
-($st, $h) = post(req($q), key => 'sk-b', path => '/shared/v1');
+($st, $h) = ask(req($q), key => 'sk-b', path => '/shared/v1');
 is($h->{'x-llm-cache'}, 'MISS', 'shared: MISS after its purge');
 
 # ---------------------------------------------------- never stored
 
 $q = uniq();
 $before = upstream();
-($st, $h) = post(req("MOCK:{\"status\":500,\"x\":\"$q\"}"));
+($st, $h) = ask(req("MOCK:{\"status\":500,\"x\":\"$q\"}"));
 is($st, 502, 'upstream error: 502');
-($st, $h) = post(req("MOCK:{\"status\":500,\"x\":\"$q\"}"));
+($st, $h) = ask(req("MOCK:{\"status\":500,\"x\":\"$q\"}"));
 is($h->{'x-llm-cache'}, 'MISS', 'an error is not stored');
-($st, $h) = post(req("MOCK:{\"status\":400,\"x\":\"$q\"}"));
-post(req("MOCK:{\"status\":400,\"x\":\"$q\"}"));
+($st, $h) = ask(req("MOCK:{\"status\":400,\"x\":\"$q\"}"));
+ask(req("MOCK:{\"status\":400,\"x\":\"$q\"}"));
 is(upstream() - $before, 4, 'errors went upstream every time');
 
 $q = uniq();
-($st, $h, $b) = post(req("MOCK:{\"disconnect_after\":3,\"x\":\"$q\"}",
+($st, $h, $b) = ask(req("MOCK:{\"disconnect_after\":3,\"x\":\"$q\"}",
                          stream => JSON::PP::true()));
 like($b, qr/"error"/, 'truncated stream ends in an error event');
-($st, $h) = post(req("MOCK:{\"disconnect_after\":3,\"x\":\"$q\"}",
+($st, $h) = ask(req("MOCK:{\"disconnect_after\":3,\"x\":\"$q\"}",
                      stream => JSON::PP::true()));
 is($h->{'x-llm-cache'}, 'MISS', 'a truncated stream is not stored');
 
 $q = uniq();
-($st, $h) = post(req("MOCK:{\"disconnect_after\":1,\"x\":\"$q\"}"));
-($st, $h) = post(req("MOCK:{\"disconnect_after\":1,\"x\":\"$q\"}"));
+($st, $h) = ask(req("MOCK:{\"disconnect_after\":1,\"x\":\"$q\"}"));
+($st, $h) = ask(req("MOCK:{\"disconnect_after\":1,\"x\":\"$q\"}"));
 is($h->{'x-llm-cache'}, 'MISS', 'a truncated JSON body is not stored');
 
 # a client that leaves mid-stream
@@ -314,37 +297,37 @@ $q = uniq();
     close $s;
 }
 select(undef, undef, undef, 1.5);
-($st, $h) = post(req("MOCK:{\"tokens\":20,\"pace_ms\":50,\"x\":\"$q\"}",
+($st, $h) = ask(req("MOCK:{\"tokens\":20,\"pace_ms\":50,\"x\":\"$q\"}",
                      stream => JSON::PP::true()));
 is($h->{'x-llm-cache'}, 'MISS', 'an aborted request is not stored');
-($st, $h) = post(req("MOCK:{\"tokens\":20,\"pace_ms\":50,\"x\":\"$q\"}"));
+($st, $h) = ask(req("MOCK:{\"tokens\":20,\"pace_ms\":50,\"x\":\"$q\"}"));
 is($h->{'x-llm-cache'}, 'HIT', 'the complete one after it is');
 
 # -------------------------------------------------------------- lifecycle
 
 $q = uniq();
-post(req($q), path => '/short/v1');
-($st, $h) = post(req($q), path => '/short/v1');
+ask(req($q), path => '/short/v1');
+($st, $h) = ask(req($q), path => '/short/v1');
 is($h->{'x-llm-cache'}, 'HIT', 'ttl 1s: HIT at once');
 select(undef, undef, undef, 1.3);
-($st, $h) = post(req($q), path => '/short/v1');
+($st, $h) = ask(req($q), path => '/short/v1');
 is($h->{'x-llm-cache'}, 'MISS', 'ttl 1s: MISS after 1.3 s');
 
 $q = uniq();
 $before = upstream();
-post(req($q));
-($st, $h) = post(req($q), headers => { 'Cache-Control' => 'no-cache' });
+ask(req($q));
+($st, $h) = ask(req($q), headers => { 'Cache-Control' => 'no-cache' });
 is($h->{'x-llm-cache'}, 'BYPASS', 'no-cache: BYPASS');
 is(upstream() - $before, 2, 'no-cache went upstream');
-($st, $h) = post(req($q), headers => { 'Cache-Control' => 'max-age=0, no-cache' });
+($st, $h) = ask(req($q), headers => { 'Cache-Control' => 'max-age=0, no-cache' });
 is($h->{'x-llm-cache'}, 'BYPASS', 'no-cache among other directives');
 
 $q = uniq();
-($st, $h) = post(req($q), headers => { 'Cache-Control' => 'no-store' });
+($st, $h) = ask(req($q), headers => { 'Cache-Control' => 'no-store' });
 is($h->{'x-llm-cache'}, 'MISS', 'no-store: looked up');
-($st, $h) = post(req($q));
+($st, $h) = ask(req($q));
 is($h->{'x-llm-cache'}, 'MISS', 'no-store: nothing stored');
-($st, $h) = post(req($q), headers => { 'Cache-Control' => 'no-store' });
+($st, $h) = ask(req($q), headers => { 'Cache-Control' => 'no-store' });
 is($h->{'x-llm-cache'}, 'HIT', 'no-store still reads a stored entry');
 
 # ------------------------------------------------------------- big entries
@@ -352,29 +335,29 @@ is($h->{'x-llm-cache'}, 'HIT', 'no-store still reads a stored entry');
 $q = uniq();
 my $size = 1536 * 1024;
 $before = upstream();
-($st, $h, $b) = post(req("MOCK:{\"size\":$size,\"x\":\"$q\"}"));
+($st, $h, $b) = ask(req("MOCK:{\"size\":$size,\"x\":\"$q\"}"));
 is($st, 200, '1.5 MiB answer');
-$want = content_of($h, $b);
+$want = content_of($b, $h);
 is(length($want), $size, '1.5 MiB of content');
-($st, $h, $b) = post(req("MOCK:{\"size\":$size,\"x\":\"$q\"}"));
+($st, $h, $b) = ask(req("MOCK:{\"size\":$size,\"x\":\"$q\"}"));
 is($h->{'x-llm-cache'}, 'HIT', '1.5 MiB entry: HIT');
-ok(content_of($h, $b) eq $want, '1.5 MiB entry: same content');
-($st, $h, $b) = post(req("MOCK:{\"size\":$size,\"x\":\"$q\"}", stream => JSON::PP::true()));
+ok(content_of($b, $h) eq $want, '1.5 MiB entry: same content');
+($st, $h, $b) = ask(req("MOCK:{\"size\":$size,\"x\":\"$q\"}", stream => JSON::PP::true()));
 is($h->{'x-llm-cache'}, 'HIT', '1.5 MiB entry replayed as a stream');
-ok(content_of($h, $b) eq $want, '1.5 MiB replay: same content');
+ok(content_of($b, $h) eq $want, '1.5 MiB replay: same content');
 is(upstream() - $before, 1, '1.5 MiB: one upstream call');
 
 $q = uniq();
-($st, $h, $b) = post(req("MOCK:{\"size\":$size,\"chunk\":4096,\"x\":\"$q\"}",
+($st, $h, $b) = ask(req("MOCK:{\"size\":$size,\"chunk\":4096,\"x\":\"$q\"}",
                          stream => JSON::PP::true()));
-($st, $h, $b) = post(req("MOCK:{\"size\":$size,\"chunk\":4096,\"x\":\"$q\"}"));
+($st, $h, $b) = ask(req("MOCK:{\"size\":$size,\"chunk\":4096,\"x\":\"$q\"}"));
 is($h->{'x-llm-cache'}, 'HIT', '1.5 MiB stream assembled and stored');
-is(length(content_of($h, $b) // ''), $size, 'assembled 1.5 MiB');
+is(length(content_of($b, $h) // ''), $size, 'assembled 1.5 MiB');
 
 $q = uniq();
-($st, $h, $b) = post(req("MOCK:{\"size\":5000000,\"x\":\"$q\"}"));
+($st, $h, $b) = ask(req("MOCK:{\"size\":5000000,\"x\":\"$q\"}"));
 is($st, 200, 'answer over llm_cache_max_entry served');
-($st, $h) = post(req("MOCK:{\"size\":5000000,\"x\":\"$q\"}"));
+($st, $h) = ask(req("MOCK:{\"size\":5000000,\"x\":\"$q\"}"));
 is($h->{'x-llm-cache'}, 'MISS', 'answer over llm_cache_max_entry not stored');
 
 # ------------------------------------------------------------- accounting
@@ -382,8 +365,8 @@ is($h->{'x-llm-cache'}, 'MISS', 'answer over llm_cache_max_entry not stored');
 my $day = strftime('%Y%m%d', gmtime);
 $t->add_tenant($rp, 'qa', 'sk-qa', rpm => 1000);
 $q = uniq();
-post(req($q), path => '/quota/v1', key => 'sk-qa');
-($st, $h) = post(req($q), path => '/quota/v1', key => 'sk-qa');
+ask(req($q), path => '/quota/v1', key => 'sk-qa');
+($st, $h) = ask(req($q), path => '/quota/v1', key => 'sk-qa');
 is($h->{'x-llm-cache'}, 'HIT', 'quota location: HIT');
 ok(defined $h->{'x-ratelimit-remaining-requests'}, 'a hit is admitted like any request');
 ok(wait_until(sub {
@@ -401,8 +384,8 @@ is($t->redis_cli($rp, 'HGET', "llm:{qa}:spend:d:$day", 'settled'), 16,
 
 $t->add_tenant($rp, 'qh', 'sk-qh', rpm => 1000);
 $q = uniq();
-post(req($q), path => '/half/v1', key => 'sk-qh');
-post(req($q), path => '/half/v1', key => 'sk-qh');
+ask(req($q), path => '/half/v1', key => 'sk-qh');
+ask(req($q), path => '/half/v1', key => 'sk-qh');
 ok(wait_until(sub {
     ($t->redis_cli($rp, 'HGET', "llm:{qh}:usage:$day", 'mixtral-8x7b|cache|cost_micro_usd') // '') eq '8'
 }, 3), 'llm_cache_charge 50: half of 16 micro-dollars');
@@ -411,8 +394,8 @@ is($t->redis_cli($rp, 'HGET', "llm:{qh}:spend:d:$day", 'settled'), 24, 'spend: 1
 # a hit refused by the rate limit is refused before the cache
 $t->add_tenant($rp, 'qr', 'sk-qr', rpm => 1);
 $q = uniq();
-post(req($q), path => '/quota/v1', key => 'sk-qr');
-($st) = post(req($q), path => '/quota/v1', key => 'sk-qr');
+ask(req($q), path => '/quota/v1', key => 'sk-qr');
+($st) = ask(req($q), path => '/quota/v1', key => 'sk-qr');
 is($st, 429, 'over rpm: 429 even with an entry');
 
 like($t->access_log($gw), qr/cache=HIT/, '$llm_cache_status in the log');

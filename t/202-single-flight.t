@@ -23,26 +23,11 @@ my $gw1 = $t->start_nginx(%conf);
 my $gw2 = $t->start_nginx(%conf);
 $t->add_tenant($rp, 'a', 'sk-a');
 
+# a parallel_requests() row of a cacheable chat request
 sub req {
     my ($port, $content, %o) = @_;
-    return [$port, 'POST', '/v1/chat/completions',
-        { 'Content-Type' => 'application/json', Authorization => 'Bearer sk-a' },
-        encode_json({ model => 'mixtral-8x7b', temperature => 0,
-            messages => [{ role => 'user', content => $content }], %o })];
-}
-
-sub content_of {
-    my ($h, $b) = @_;
-    if (($h->{'content-type'} // '') =~ /event-stream/) {
-        my $c = '';
-        for my $e (sse_events($b)) {
-            my $j = json_of($e) or next;
-            $c .= $_->{delta}{content} // '' for @{ $j->{choices} || [] };
-        }
-        return $c;
-    }
-    my $j = json_of($b);
-    return $j ? $j->{choices}[0]{message}{content} : '';
+    return chat_request($port, key => 'sk-a', temperature => 0,
+        content => $content, %o);
 }
 
 # --- 50 concurrent identical requests, two gateways, one upstream call
@@ -58,7 +43,7 @@ $cache{ $_->[1]{'x-llm-cache'} // 'none' }++ for @res;
 is($cache{MISS}, 1, 'one MISS: the leader');
 is($cache{HIT}, 49, '49 HITs: the followers');
 my %content;
-$content{ content_of($_->[1], $_->[2]) }++ for @res;
+$content{ content_of($_->[2], $_->[1]) }++ for @res;
 is_deeply([keys %content], ['t0 t1 t2 t3 t4 t5 '], 'everyone got the same answer');
 my @streams = grep { ($_->[1]{'content-type'} // '') =~ /event-stream/ } @res;
 is(scalar(@streams), 10, 'streamed followers got streams');

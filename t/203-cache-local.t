@@ -20,12 +20,10 @@ my $gw = $t->start_nginx(
     server => 'location /v1/ { llm_gateway; llm_cache on; }',
 );
 
-sub post {
+# a cacheable chat request
+sub ask {
     my ($text, %o) = @_;
-    return http_request($gw, 'POST', '/v1/chat/completions',
-        { 'Content-Type' => 'application/json' },
-        encode_json({ model => 'mixtral-8x7b', temperature => 0,
-                      messages => [{ role => 'user', content => $text }], %o }));
+    return chat($gw, temperature => 0, content => $text, %o);
 }
 
 sub flush_redis_cache {
@@ -34,50 +32,50 @@ sub flush_redis_cache {
     return scalar @k;
 }
 
-my ($st, $h, $b) = post('local one');
+my ($st, $h, $b) = ask('local one');
 is($h->{'x-llm-cache'}, 'MISS', 'MISS');
 my $want = json_of($b)->{choices}[0]{message}{content};
 ok(flush_redis_cache() >= 1, 'entry deleted from Redis');
-($st, $h, $b) = post('local one');
+($st, $h, $b) = ask('local one');
 is($h->{'x-llm-cache'}, 'HIT', 'still a HIT: the worker kept a copy');
 is(json_of($b)->{choices}[0]{message}{content}, $want, 'the copy is the answer');
-($st, $h, $b) = post('local one', stream => JSON::PP::true);
+($st, $h, $b) = ask('local one', stream => JSON::PP::true);
 is($h->{'x-llm-cache'}, 'HIT', 'the copy replays as a stream too');
 is((sse_events($b))[-1], '[DONE]', 'replay ends in [DONE]');
 sleep 1.7;
-($st, $h) = post('local one');
+($st, $h) = ask('local one');
 is($h->{'x-llm-cache'}, 'MISS', 'after llm_cache_local_ttl: gone with Redis\'s');
 
 # a Redis hit is copied as well
-post('local two');
-($st, $h) = post('local two');
+ask('local two');
+($st, $h) = ask('local two');
 is($h->{'x-llm-cache'}, 'HIT', 'HIT');
 flush_redis_cache();
-($st, $h) = post('local two');
+($st, $h) = ask('local two');
 is($h->{'x-llm-cache'}, 'HIT', 'HIT from the copy');
 
 # the budget: 256k, an entry at most an eighth of it
 my $big = 'MOCK:{"size":20000,"x":"big"}';
-post($big);
+ask($big);
 flush_redis_cache();
-($st, $h) = post($big);
+($st, $h) = ask($big);
 is($h->{'x-llm-cache'}, 'HIT', '20 kB entry kept');
 my $huge = 'MOCK:{"size":40000,"x":"huge"}';
-post($huge);
+ask($huge);
 flush_redis_cache();
-($st, $h) = post($huge);
+($st, $h) = ask($huge);
 is($h->{'x-llm-cache'}, 'MISS', 'an entry over an eighth of the budget is not kept');
-for my $i (1 .. 9) { post("MOCK:{\"size\":30000,\"x\":\"fill$i\"}") }
+for my $i (1 .. 9) { ask("MOCK:{\"size\":30000,\"x\":\"fill$i\"}") }
 flush_redis_cache();
-($st, $h) = post($big);
+($st, $h) = ask($big);
 is($h->{'x-llm-cache'}, 'MISS', 'least recently used entries make room');
-($st, $h) = post('MOCK:{"size":30000,"x":"fill9"}');
+($st, $h) = ask('MOCK:{"size":30000,"x":"fill9"}');
 is($h->{'x-llm-cache'}, 'HIT', 'recent entries stay');
 
 # Redis down: the cache is bypassed, copies included
-post('local three');
+ask('local three');
 $t->stop_redis($rp);
-($st, $h) = post('local three');
+($st, $h) = ask('local three');
 is($st, 200, 'Redis down: served');
 is($h->{'x-llm-cache'}, 'BYPASS', 'Redis down: BYPASS, even with a copy');
 

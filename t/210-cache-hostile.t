@@ -59,13 +59,11 @@ $t->add_tenant($rp, 'l11', 'sk-l11');
 my $n = 0;
 sub uniq { 'q' . ++$n . '-' . $$ }
 
-sub post {
+# a chat request, with key sk-a unless given
+sub ask {
     my ($body, %o) = @_;
-    my %h = ('Content-Type' => 'application/json',
-             Authorization => 'Bearer ' . ($o{key} // 'sk-a'));
-    $body = encode_json($body) if ref $body;
-    return http_request($gw, 'POST', '/v1/chat/completions', \%h, $body,
-                        timeout => $o{timeout} // 30);
+    return post($gw, '/v1/chat/completions', $body,
+        key => $o{key} // 'sk-a', timeout => $o{timeout} // 30);
 }
 
 sub req {
@@ -227,7 +225,7 @@ sub h5_keys {
     my $body = { model => 'tools', temperature => 0, stream => JSON::PP::true,
                  messages => [{ role => 'user', content => $mock }] };
 
-    my ($st, $h, $b) = post($body, timeout => $PROMPT);
+    my ($st, $h, $b) = ask($body, timeout => $PROMPT);
     is($st, 200, "M4: a stream with a tool call of "
        . int($M4_ARGS / $M4_DELTA) . " deltas is relayed promptly");
     is($h->{'x-llm-cache'}, 'MISS', 'M4: a miss');
@@ -242,7 +240,7 @@ sub h5_keys {
         . '"}';
 
     my $before = $t->mock_stats($tp)->{requests};
-    ($st, $h, $b) = post($body, timeout => $PROMPT);
+    ($st, $h, $b) = ask($body, timeout => $PROMPT);
     my $s = stream_of($b);
     is($h->{'x-llm-cache'}, 'HIT', 'M4: the stream was stored');
     is($t->mock_stats($tp)->{requests}, $before, 'M4: no backend request');
@@ -253,7 +251,7 @@ sub h5_keys {
     is($s->{bad}, 0, 'M4: every event is JSON');
 
     delete $body->{stream};
-    ($st, $h, $b) = post($body, timeout => $PROMPT);
+    ($st, $h, $b) = ask($body, timeout => $PROMPT);
     my $j = json_of($b);
     is($h->{'x-llm-cache'}, 'HIT', 'M4: the JSON form is a hit too');
     ok($j && $j->{choices}[0]{message}{tool_calls}[0]{function}{arguments}
@@ -304,7 +302,7 @@ sub read_all {
         { role => 'user', content => $text },
         { role => 'user', content => $mock }]);
 
-    my ($st, $h, $b) = post($plain);
+    my ($st, $h, $b) = ask($plain);
     is($st, 200, 'M3: a large answer');
     my $expect = json_of($b)->{choices}[0]{message}{content};
     is(length $expect, $M3_SIZE, "M3: of $M3_SIZE bytes");
@@ -313,7 +311,7 @@ sub read_all {
                    stream_options => { include_usage => JSON::PP::true } };
 
     # once fast, for the size of the replay and to warm the worker up
-    ($st, $h, $b) = post($stream);
+    ($st, $h, $b) = ask($stream);
     is($h->{'x-llm-cache'}, 'HIT', 'M3: the entry is stored');
     my $replay = length $b;
     my $fs = stream_of($b);
@@ -321,7 +319,7 @@ sub read_all {
        && $fs->{usage} && $fs->{finish} eq 'stop' && keys %{ $fs->{ids} } == 1,
        'M3: a fast replay is correct, with usage and [DONE]');
     my $fast = normal($b);
-    ($st, $h, $b) = post($plain);
+    ($st, $h, $b) = ask($plain);
     is(json_of($b) && json_of($b)->{choices}[0]{message}{content}, $expect,
        'M3: a fast JSON replay is correct');
 
@@ -365,7 +363,7 @@ sub read_all {
     first_bytes($_) for @s;
     close $_ for @s;
     sleep 0.5;
-    ($st, $h, $b) = post($stream);
+    ($st, $h, $b) = ask($stream);
     is(normal($b), $fast, 'M3: after readers left in the middle of their '
        . 'replays, the entry replays as before');
 
@@ -399,7 +397,7 @@ sub read_all {
 
 {
     my $body = req(uniq());
-    my ($st, $h, $b) = post($body, key => 'sk-l11');
+    my ($st, $h, $b) = ask($body, key => 'sk-l11');
     is($h->{'x-llm-cache'}, 'MISS', 'L11: a miss stores an entry');
 
     my @keys = grep { !/:lock$/ } split /\s+/,
@@ -407,14 +405,14 @@ sub read_all {
     is(scalar @keys, 1, 'L11: the entry is found');
     $t->redis_cli($rp, 'SET', $keys[0], "LLMC1 1 1 0\n{}");
 
-    ($st, $h, $b) = post($body, key => 'sk-l11');
+    ($st, $h, $b) = ask($body, key => 'sk-l11');
     is($h->{'x-llm-cache'}, 'HIT', 'L11: a hit on a stored {}');
     my $j = json_of($b);
     ok($j, 'L11: a stored {} is replayed as valid JSON');
     is($j && $j->{object}, 'chat.completion', 'L11: with its object');
     is($h->{'content-length'}, length $b, 'L11: and its Content-Length');
 
-    ($st, $h, $b) = post({ %$body, stream => JSON::PP::true },
+    ($st, $h, $b) = ask({ %$body, stream => JSON::PP::true },
                          key => 'sk-l11');
     my $s = stream_of($b);
     is($st, 200, 'L11: the stream replay of a stored {}');

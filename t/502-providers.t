@@ -62,12 +62,6 @@ my $gw = $t->start_nginx(
     server => 'location /v1/ { llm_gateway; }',
 );
 
-sub chat {
-    my ($port, $model, %o) = @_;
-    return http_request($port, 'POST', '/v1/chat/completions',
-        { 'Content-Type' => 'application/json', Authorization => 'Bearer sk-client-secret' },
-        encode_json({ model => $model, messages => [{ role => 'user', content => 'hi' }], %o }));
-}
 sub last_seen {
     my ($name) = @_;
     my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$fp") or return {};
@@ -77,7 +71,7 @@ sub last_seen {
 }
 
 for my $name (sort keys %p) {
-    my ($st, $h, $b) = chat($gw, "p-$name");
+    my ($st, $h, $b) = chat($gw, key => 'sk-client-secret', model => "p-$name");
     is($st, 200, "$name: plain answer") or diag($b);
     is(json_of($b)->{choices}[0]{message}{content}, "hello from $name", "$name: its content");
     my $seen = last_seen($name);
@@ -86,7 +80,7 @@ for my $name (sort keys %p) {
     is($seen->{headers}{authorization}, "Bearer $expect{$name}{key}", "$name: its own key, not the client's");
     is($seen->{body}{model}, $p{$name}, "$name: its model id");
 
-    ($st, $h, $b) = chat($gw, "p-$name", stream => JSON::PP::true);
+    ($st, $h, $b) = chat($gw, key => 'sk-client-secret', model => "p-$name", stream => JSON::PP::true);
     is($st, 200, "$name: stream") or diag($b);
     my @ev = sse_events($b);
     is($ev[-1], '[DONE]', "$name: stream ends in [DONE]");
@@ -131,18 +125,18 @@ ok(!(grep { index($all, $_->{key}) >= 0 } values %expect), 'no provider key in t
 }
 
 # the client's stream_options survive for providers that take them
-my ($st, $h, $b) = chat($gw, 'p-together', stream => JSON::PP::true,
+my ($st, $h, $b) = chat($gw, key => 'sk-client-secret', model => 'p-together', stream => JSON::PP::true,
     stream_options => { include_usage => JSON::PP::true });
 ok((grep { /"usage"/ } sse_events($b)), 'include_usage asked by the client: usage chunk kept');
 
 # certificate verification: without the test CA, no connection
 my $gw2 = $t->start_nginx(http => models(), server => 'location /v1/ { llm_gateway; }');
-($st, $h, $b) = chat($gw2, 'p-together');
+($st, $h, $b) = chat($gw2, key => 'sk-client-secret', model => 'p-together');
 is($st, 502, 'an unknown CA: 502');
 like($t->error_log($gw2), qr/failed: .*(certificate|SSL)/i, 'the log says why');
 my $gw3 = $t->start_nginx(http => "llm_ssl_verify off;\n" . models(),
     server => 'location /v1/ { llm_gateway; }');
-($st) = chat($gw3, 'p-together');
+($st) = chat($gw3, key => 'sk-client-secret', model => 'p-together');
 is($st, 200, 'llm_ssl_verify off: served');
 
 # configuration

@@ -18,13 +18,6 @@ my $gw = $t->start_nginx(
     server => 'location /v1/ { llm_gateway; }',
 );
 
-sub chat {
-    my ($model) = @_;
-    return http_request($gw, 'POST', '/v1/chat/completions',
-        { 'Content-Type' => 'application/json', Authorization => 'Bearer sk-client-own' },
-        encode_json({ model => $model, messages => [{ role => 'user', content => 'hi' }] }));
-}
-
 sub auth_headers {
     my @raw = @{ $t->mock_stats($up)->{last_raw_headers} || [] };
     my @auth;
@@ -34,12 +27,12 @@ sub auth_headers {
     return @auth;
 }
 
-my ($st) = chat('keyed');
+my ($st) = chat($gw, key => 'sk-client-own', model => 'keyed');
 is($st, 200, 'the second backend answered after the first one\'s 503');
 is_deeply([auth_headers()], ['Bearer sk-second-backend-key'],
     'the second backend saw its own key only');
 
-($st) = chat('open');
+($st) = chat($gw, key => 'sk-client-own', model => 'open');
 is($st, 200, 'a backend without a key');
 is_deeply([auth_headers()], [], 'gets no Authorization at all, not the client\'s');
 

@@ -28,12 +28,6 @@ sub body {
         messages => [{ role => 'user', content => $content // 'hi' }] });
 }
 
-sub chat {
-    my ($model, $content) = @_;
-    return http_request($gw, 'POST', '/v1/chat/completions',
-        { 'Content-Type' => 'application/json' }, body($model, $content));
-}
-
 sub hits { $t->mock_stats($_[0])->{paths}{"$_[1]/chat/completions"} // 0 }
 
 # a request left hanging in the worker, which is then killed
@@ -58,12 +52,12 @@ sub crash_during {
 }
 
 # --- outstanding counts: both backends equal, the first one wins ties
-my ($st) = chat('pair');
+my ($st) = chat($gw, model => 'pair');
 is($st, 200, 'pair: served');
 is(hits($up, '/a/v1'), 1, 'pair: equal load, the first backend');
 
 my $gone = crash_during('pair', $up, '/a/v1');
-($st) = chat('pair');
+($st) = chat($gw, model => 'pair');
 is($st, 200, 'pair: served after the crash');
 is(hits($up, '/a/v1'), 3, 'pair: the dead worker\'s request no longer counts on /a');
 is(hits($up, '/b/v1'), 0, 'pair: nothing sent to /b');
@@ -71,13 +65,13 @@ like($t->error_log($gw), qr/cleared the backend counts of gone process $gone/,
      'pair: the new worker said so');
 
 # --- a probe that dies with its worker
-($st) = chat('probe');
+($st) = chat($gw, model => 'probe');
 is($st, 200, 'probe: the spare answers while the first is down');
 like($t->error_log($gw), qr/circuit open/, 'probe: the circuit opened');
 $t->start_mock(port => $late);
 sleep 6.2;
 crash_during('probe', $late, '/v1');
-($st) = chat('probe');
+($st) = chat($gw, model => 'probe');
 is($st, 200, 'probe: served after the crash');
 is(hits($late, '/v1'), 2, 'probe: the next request probed the backend again');
 like($t->error_log($gw), qr/circuit closed/, 'probe: and closed its circuit');
@@ -85,14 +79,14 @@ like($t->error_log($gw), qr/circuit closed/, 'probe: and closed its circuit');
 # --- a reload keeps the circuits: open before, open after
 my $spare = hits($up, '/spare/v1');
 $t->stop_mock($late);
-($st) = chat('probe');
+($st) = chat($gw, model => 'probe');
 is(hits($up, '/spare/v1'), $spare + 1, 'reload: the first backend is down again');
 my ($old) = $t->worker_pids($gw);
 kill 'HUP', $t->{nginx}{$gw}{pid};
 ok(wait_until(sub { my @w = $t->worker_pids($gw); @w == 1 && $w[0] != $old }, 10),
    'reload: new worker');
 $t->start_mock(port => $late);
-($st) = chat('probe');
+($st) = chat($gw, model => 'probe');
 is(hits($up, '/spare/v1'), $spare + 2, 'reload: still open, the spare answers');
 is(hits($late, '/v1'), 0, 'reload: the open backend was not asked');
 

@@ -20,7 +20,8 @@ use Time::HiRes qw(sleep time);
 
 use Exporter 'import';
 our @EXPORT = qw(free_port http_request sse_events json_of wait_until
-    decode_json encode_json parallel_requests);
+    decode_json encode_json parallel_requests chat chat_request post
+    post_request content_of);
 
 our $ROOT = $ENV{LLM_ROOT} // abs_path(dirname(__FILE__) . '/../..');
 our $MODULE = $ENV{LLM_MODULE}
@@ -438,12 +439,87 @@ sub json_of {
     return $j;
 }
 
-# the body of a chat completion request
+# the body of a chat completion request: model (mixtral-8x7b), content
+# ('hello'), messages (instead of content), knobs (content "MOCK:<json>",
+# what the mock upstream obeys); every other option is a field of the body
 sub chat_body {
     my (%o) = @_;
+    my $model = delete $o{model} // 'mixtral-8x7b';
     my $content = delete $o{content} // 'hello';
-    return encode_json({ model => 'mixtral-8x7b',
-        messages => [{ role => 'user', content => $content }], %o });
+    $content = 'MOCK:' . encode_json(delete $o{knobs} // {})
+        if exists $o{knobs};
+    my $messages = delete $o{messages}
+        // [{ role => 'user', content => $content }];
+    return encode_json({ model => $model, messages => $messages, %o });
+}
+
+# a JSON POST as a parallel_requests() row; a ref body is sent encoded.
+# opts: key (sent as "Authorization: Bearer KEY"), auth (the Authorization
+# header as it is), headers (more headers, over those)
+sub post_request {
+    my ($port, $path, $body, %o) = @_;
+    my %h = ('Content-Type' => 'application/json');
+    $h{Authorization} = "Bearer $o{key}" if defined $o{key};
+    $h{Authorization} = $o{auth} if defined $o{auth};
+    %h = (%h, %{ $o{headers} // {} });
+    $body = encode_json($body) if ref $body;
+    return [$port, 'POST', $path, \%h, $body];
+}
+
+# the same POST sent; opts as post_request() and http_request() (timeout,
+# raw); returns (status, headers, body)
+sub post {
+    my ($port, $path, $body, %o) = @_;
+    my %req = map { exists $o{$_} ? ($_ => delete $o{$_}) : () }
+        qw(key auth headers);
+    return http_request(@{ post_request($port, $path, $body, %req) }, %o);
+}
+
+my @CHAT_OPTS = qw(path key auth headers timeout);
+
+# a chat completion request as a parallel_requests() row: path
+# (/v1/chat/completions) and the opts of post_request(); the rest builds
+# the body as chat_body() does, the content 'hi' unless given
+sub chat_request {
+    my ($port, %o) = @_;
+    my %req = map { exists $o{$_} ? ($_ => delete $o{$_}) : () } @CHAT_OPTS;
+    my $path = delete $req{path} // '/v1/chat/completions';
+    delete $req{timeout};
+    return post_request($port, $path, chat_body(content => 'hi', %o), %req);
+}
+
+# the same request sent, with an optional timeout; returns (status,
+# headers, body)
+sub chat {
+    my ($port, %o) = @_;
+    my $timeout = delete $o{timeout};
+    return http_request(@{ chat_request($port, %o) },
+        defined $timeout ? (timeout => $timeout) : ());
+}
+
+# the assistant text of an answer: the joined content deltas of every
+# choice when it is an event stream (by the headers, if given, else by its
+# look) or one chunk of one; the message's content when it is a whole
+# answer; undef when it is neither
+sub content_of {
+    my ($body, $headers) = @_;
+    $body //= '';
+    my $sse = $headers
+        ? ($headers->{'content-type'} // '') =~ /event-stream/
+        : $body =~ /\A(?:data|event|id|retry)?:/;
+    my @chunks = $sse ? sse_events($body) : ($body);
+    my ($text, $whole);
+    for my $e (@chunks) {
+        my $j = json_of($e);
+        next unless ref $j eq 'HASH';
+        my $choices = ref $j->{choices} eq 'ARRAY' ? $j->{choices} : [];
+        if (!$sse && $choices->[0] && exists $choices->[0]{message}) {
+            return $choices->[0]{message}{content};
+        }
+        $text .= $_->{delta}{content} // '' for @$choices;
+        $text //= '';
+    }
+    return $sse ? $text // '' : $text;
 }
 
 1;
