@@ -84,7 +84,7 @@ sub logged {
 # the access log line of the last request, once it is written
 sub last_log {
     my @l;
-    wait_until(sub { @l = split /\n/, $t->access_log($gw); @l >= $requests }, 3);
+    wait_until(sub { @l = split /\n/, $t->access_log($gw); @l >= $requests }, 10);
     return $l[-1] // '';
 }
 
