@@ -460,10 +460,12 @@ const char *ngx_http_llm_redis_error(redisReply *reply,
 void ngx_http_llm_cache_init(void);
 void ngx_http_llm_cache_exit(void);
 ngx_int_t ngx_http_llm_cache_lookup(ngx_http_llm_ctx_t *ctx);
-ngx_int_t ngx_http_llm_cache_begin(ngx_http_llm_ctx_t *ctx);
-void ngx_http_llm_cache_feed(ngx_http_llm_ctx_t *ctx, cJSON *chunk);
 void ngx_http_llm_cache_store(ngx_http_llm_ctx_t *ctx, cJSON *json);
 void ngx_http_llm_cache_cleanup(ngx_http_llm_ctx_t *ctx);
+
+/* ngx_http_llm_cache_asm.c */
+ngx_int_t ngx_http_llm_cache_begin(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_cache_feed(ngx_http_llm_ctx_t *ctx, cJSON *chunk);
 
 /* ngx_http_llm_cache_local.c */
 void ngx_http_llm_cache_local_init(size_t max, ngx_msec_t ttl);

@@ -18,8 +18,8 @@
 
 #include <math.h>
 
-/* the key is computed by a static function of the cache's file */
-#include "../../ngx_module/ngx_http_llm_cache.c"
+/* the key is computed with static functions of the cache key's file */
+#include "../../ngx_module/ngx_http_llm_cache_key.c"
 
 
 /* ---------------------------------------------------------- adapter */
@@ -34,7 +34,7 @@ ngx_http_llm_fuzz_parse(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
 
 
 /*
- * cache.c computes "NULL + 0" for a worker's first key, undefined behaviour
+ * cache_key.c computes "NULL + 0" for a worker's first key, undefined behaviour
  * that clang's UBSan stops on (harmless in practice, and gcc's does not
  * flag it): the canonical buffer is made once here, before any key.
  */
