@@ -401,8 +401,17 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
 {
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
+    ngx_http_llm_main_conf_t   *lmcf;
 
     ngx_http_llm_body_filter_init(cf);
+
+    /* the log phase only counts into llm_metrics' zone: none, no handler */
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_module);
+
+    if (lmcf->metrics == NULL) {
+        return NGX_OK;
+    }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
