@@ -420,15 +420,37 @@ extern ngx_connection_t  ngx_http_llm_timer_conn;
 /* ngx_http_llm_handler.c */
 ngx_int_t ngx_http_llm_handler(ngx_http_request_t *r);
 void ngx_http_llm_run(ngx_http_llm_ctx_t *ctx);
-void ngx_http_llm_fail(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err);
+void ngx_http_llm_body_filter_init(ngx_conf_t *cf);
+
+/* ngx_http_llm_output.c */
 void ngx_http_llm_finalize(ngx_http_llm_ctx_t *ctx, ngx_int_t rc);
-ngx_int_t ngx_http_llm_add_header(ngx_http_request_t *r, const char *key,
-    const char *value);
-ngx_table_elt_t *ngx_http_llm_last_header(ngx_http_request_t *r);
-ngx_int_t ngx_http_llm_push_header(ngx_list_t *list, const char *key,
-    const char *value);
 ngx_int_t ngx_http_llm_send_buf(ngx_http_request_t *r, ngx_buf_t *b,
     const char *type);
+ngx_int_t ngx_http_llm_add_header(ngx_http_request_t *r, const char *key,
+    const char *value);
+ngx_int_t ngx_http_llm_push_header(ngx_list_t *list, const char *key,
+    const char *value);
+ngx_table_elt_t *ngx_http_llm_last_header(ngx_http_request_t *r);
+ngx_int_t ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len);
+/* a string literal to the client, without its NUL */
+#define ngx_http_llm_out_lit(ctx, s)                                          \
+    ngx_http_llm_out(ctx, (u_char *) s, sizeof(s) - 1)
+ngx_int_t ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last);
+size_t ngx_http_llm_out_pending(ngx_http_llm_ctx_t *ctx);
+ngx_int_t ngx_http_llm_out_write(ngx_http_request_t *r);
+
+/* ngx_http_llm_error.c */
+void ngx_http_llm_set_error(ngx_http_llm_error_t *err, ngx_uint_t status,
+    const char *type, const char *code, const char *param,
+    const char *fmt, ...);
+u_char *ngx_http_llm_error_json(ngx_pool_t *pool, ngx_http_llm_error_t *err,
+    size_t *len);
+ngx_int_t ngx_http_llm_send_error(ngx_http_request_t *r,
+    ngx_http_llm_error_t *err);
+void ngx_http_llm_fail(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err);
+
+/* ngx_http_llm_variables.c */
+ngx_int_t ngx_http_llm_variables_add(ngx_conf_t *cf);
 
 /* ngx_http_llm_auth.c */
 ngx_int_t ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx,
@@ -522,13 +544,6 @@ int64_t ngx_http_llm_parse_usd(ngx_str_t *s);
 void ngx_http_llm_json_init(void);
 ngx_int_t ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p,
     size_t len, ngx_http_llm_error_t *err);
-void ngx_http_llm_set_error(ngx_http_llm_error_t *err, ngx_uint_t status,
-    const char *type, const char *code, const char *param,
-    const char *fmt, ...);
-ngx_int_t ngx_http_llm_send_error(ngx_http_request_t *r,
-    ngx_http_llm_error_t *err);
-u_char *ngx_http_llm_error_json(ngx_pool_t *pool, ngx_http_llm_error_t *err,
-    size_t *len);
 ngx_http_llm_model_t *ngx_http_llm_find_model(ngx_http_request_t *r,
     ngx_str_t *name);
 
@@ -568,11 +583,6 @@ ngx_int_t ngx_http_llm_proxy_start(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_proxy_done(ngx_http_llm_ctx_t *ctx, CURLcode rc);
 void ngx_http_llm_proxy_writer(ngx_http_request_t *r);
 void ngx_http_llm_proxy_cleanup(ngx_http_llm_ctx_t *ctx);
-ngx_int_t ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len);
-/* a string literal to the client, without its NUL */
-#define ngx_http_llm_out_lit(ctx, s)                                          \
-    ngx_http_llm_out(ctx, (u_char *) s, sizeof(s) - 1)
-ngx_int_t ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last);
 ngx_int_t ngx_http_llm_grow(u_char **buf, size_t *size, size_t len,
     size_t need, size_t max);
 ngx_int_t ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx,

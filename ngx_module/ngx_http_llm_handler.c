@@ -25,6 +25,11 @@ static ngx_int_t ngx_http_llm_tail(ngx_http_request_t *r, const char *tail);
 static void ngx_http_llm_cleanup(void *data);
 static ngx_int_t ngx_http_llm_reject(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *fmt);
+static ngx_int_t ngx_http_llm_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+
+
+static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
 
 
 ngx_int_t
@@ -116,30 +121,6 @@ ngx_http_llm_handler(ngx_http_request_t *r)
     }
 
     return NGX_DONE;
-}
-
-
-void
-ngx_http_llm_finalize(ngx_http_llm_ctx_t *ctx, ngx_int_t rc)
-{
-    ngx_http_finalize_request(ctx->request, rc);
-}
-
-
-void
-ngx_http_llm_fail(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
-{
-    ngx_connection_t  *c;
-
-    c = ctx->request->connection;
-
-    ctx->phase = NGX_HTTP_LLM_PHASE_DONE;
-
-    ngx_http_finalize_request(ctx->request,
-                              ngx_http_llm_send_error(ctx->request, err));
-
-    /* we may be in a Redis callback: nginx will not do this for us */
-    ngx_http_run_posted_requests(c);
 }
 
 
@@ -264,6 +245,51 @@ ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
             return;
         }
     }
+}
+
+
+void
+ngx_http_llm_body_filter_init(ngx_conf_t *cf)
+{
+    ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_http_llm_body_filter;
+}
+
+
+/*
+ * Bodies without a Content-Length are counted as they arrive: past
+ * llm_max_request_body reading stops, and nginx answers 413 (in JSON,
+ * by the error filter) and closes the connection after a lingering
+ * close.
+ */
+
+static ngx_int_t
+ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_chain_t         *cl;
+    ngx_http_llm_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
+
+    if (ctx == NULL || r != r->main) {
+        return ngx_http_next_request_body_filter(r, in);
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        ctx->body_received += ngx_buf_size(cl->buf);
+    }
+
+    if (ctx->body_received <= (off_t) ctx->conf->max_request_body) {
+        return ngx_http_next_request_body_filter(r, in);
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "client intended to send a body larger than "
+                  "llm_max_request_body");
+
+    r->lingering_close = 1;
+
+    return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
 }
 
 
@@ -500,36 +526,6 @@ ngx_http_llm_model_entry(cJSON *data, ngx_str_t *name,
 }
 
 
-/* a whole 200 response from one buffer */
-
-ngx_int_t
-ngx_http_llm_send_buf(ngx_http_request_t *r, ngx_buf_t *b, const char *type)
-{
-    ngx_int_t    rc;
-    ngx_chain_t  out;
-
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
-    r->headers_out.content_type.data = (u_char *) type;
-    r->headers_out.content_type.len = ngx_strlen(type);
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
-}
-
-
 static ngx_int_t
 ngx_http_llm_check_content_type(ngx_http_request_t *r)
 {
@@ -593,40 +589,6 @@ ngx_http_llm_reject(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-ngx_int_t
-ngx_http_llm_add_header(ngx_http_request_t *r, const char *key,
-    const char *value)
-{
-    return ngx_http_llm_push_header(&r->headers_out.headers, key, value);
-}
-
-
-/* a response header, or a trailer; key and value outlive the request */
-
-ngx_int_t
-ngx_http_llm_push_header(ngx_list_t *list, const char *key,
-    const char *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(list);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value.data = (u_char *) value;
-    h->value.len = ngx_strlen(value);
-
-    return NGX_OK;
-}
-
-
 static void
 ngx_http_llm_cleanup(void *data)
 {
@@ -650,19 +612,4 @@ ngx_http_llm_cleanup(void *data)
         cJSON_Delete(ctx->json);
         ctx->json = NULL;
     }
-}
-
-
-/* the header ngx_http_llm_add_header() pushed last */
-
-ngx_table_elt_t *
-ngx_http_llm_last_header(ngx_http_request_t *r)
-{
-    ngx_list_t  *l;
-
-    l = &r->headers_out.headers;
-
-    return l->last->nelts ? (ngx_table_elt_t *) l->last->elts
-                            + l->last->nelts - 1
-                          : NULL;
 }

@@ -61,7 +61,6 @@ static u_char *ngx_http_llm_json_space(u_char *p, u_char *last);
 static ngx_int_t ngx_http_llm_proxy_usage(ngx_http_llm_ctx_t *ctx,
     cJSON *json);
 static void ngx_http_llm_proxy_timeout(ngx_event_t *ev);
-static size_t ngx_http_llm_out_pending(ngx_http_llm_ctx_t *ctx);
 static ngx_str_t *ngx_http_llm_header_value(ngx_pool_t *pool, char *buf,
     size_t len, const char *name, ngx_str_t *dst);
 
@@ -1923,52 +1922,13 @@ ngx_http_llm_proxy_timeout(ngx_event_t *ev)
 void
 ngx_http_llm_proxy_writer(ngx_http_request_t *r)
 {
-    ngx_int_t                  rc;
-    ngx_event_t               *wev;
-    ngx_connection_t          *c;
-    ngx_http_llm_ctx_t        *ctx;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_llm_ctx_t  *ctx;
 
-    c = r->connection;
-    wev = c->write;
+    if (ngx_http_llm_out_write(r) != NGX_OK) {
+        return;
+    }
+
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
-
-    if (wev->timedout) {
-        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
-                      "client timed out");
-        c->timedout = 1;
-        ngx_http_llm_finalize(ctx, NGX_HTTP_REQUEST_TIME_OUT);
-        return;
-    }
-
-    if (!ctx->headers_sent) {
-        return;
-    }
-
-    rc = ngx_http_llm_out_flush(ctx, 0);
-
-    if (rc == NGX_ERROR) {
-        ngx_http_llm_finalize(ctx, NGX_ERROR);
-        return;
-    }
-
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-
-    if (ngx_http_llm_out_pending(ctx)) {
-        if (!wev->delayed) {
-            ngx_add_timer(wev, clcf->send_timeout);
-        }
-
-        if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
-            ngx_http_llm_finalize(ctx, NGX_ERROR);
-        }
-
-        return;
-    }
-
-    if (wev->timer_set) {
-        ngx_del_timer(wev);
-    }
 
     if (ctx->paused && ctx->easy) {
         ctx->paused = 0;
@@ -1979,127 +1939,6 @@ ngx_http_llm_proxy_writer(ngx_http_request_t *r)
 
         ngx_http_llm_curl_process();
     }
-}
-
-
-ngx_int_t
-ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
-{
-    size_t               n;
-    ngx_buf_t           *b;
-    ngx_chain_t         *cl;
-    ngx_http_request_t  *r;
-
-    r = ctx->request;
-
-    while (len) {
-        b = (ctx->out == NULL) ? NULL
-            : ((ngx_chain_t *) ((u_char *) ctx->out_last
-                                - offsetof(ngx_chain_t, next)))->buf;
-
-        if (b == NULL || b->last == b->end) {
-            cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
-            if (cl == NULL) {
-                return NGX_ERROR;
-            }
-
-            b = cl->buf;
-
-            if (b->start == NULL) {
-                b->start = ngx_palloc(r->pool, NGX_HTTP_LLM_OUT_BUF_SIZE);
-                if (b->start == NULL) {
-                    return NGX_ERROR;
-                }
-
-                b->end = b->start + NGX_HTTP_LLM_OUT_BUF_SIZE;
-                b->temporary = 1;
-                b->tag = (ngx_buf_tag_t) &ngx_http_llm_module;
-            }
-
-            b->pos = b->start;
-            b->last = b->start;
-            b->flush = 0;
-            b->last_buf = 0;
-            b->last_in_chain = 0;
-
-            *ctx->out_last = cl;
-            ctx->out_last = &cl->next;
-        }
-
-        n = ngx_min(len, (size_t) (b->end - b->last));
-        b->last = ngx_cpymem(b->last, p, n);
-        p += n;
-        len -= n;
-    }
-
-    return NGX_OK;
-}
-
-
-ngx_int_t
-ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last)
-{
-    ngx_int_t            rc;
-    ngx_buf_t           *b;
-    ngx_chain_t         *cl;
-    ngx_http_request_t  *r;
-
-    r = ctx->request;
-
-    if (last) {
-        cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
-        if (cl == NULL) {
-            return NGX_ERROR;
-        }
-
-        b = cl->buf;
-
-        /* an empty special buffer, so no tag: it goes back to the pool */
-        ngx_memzero(b, sizeof(ngx_buf_t));
-        b->last_buf = (r == r->main) ? 1 : 0;
-        b->last_in_chain = 1;
-
-        *ctx->out_last = cl;
-        ctx->out_last = &cl->next;
-
-    } else if (ctx->out == NULL) {
-        /* nothing new: just push what the filters still hold */
-        rc = ngx_http_output_filter(r, NULL);
-        ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &ctx->out,
-                                (ngx_buf_tag_t) &ngx_http_llm_module);
-        return rc;
-
-    } else {
-        b = ((ngx_chain_t *) ((u_char *) ctx->out_last
-                              - offsetof(ngx_chain_t, next)))->buf;
-        b->flush = 1;
-    }
-
-    rc = ngx_http_output_filter(r, ctx->out);
-
-    ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &ctx->out,
-                            (ngx_buf_tag_t) &ngx_http_llm_module);
-
-    ctx->out = NULL;
-    ctx->out_last = &ctx->out;
-
-    return rc;
-}
-
-
-static size_t
-ngx_http_llm_out_pending(ngx_http_llm_ctx_t *ctx)
-{
-    size_t        size;
-    ngx_chain_t  *cl;
-
-    size = 0;
-
-    for (cl = ctx->busy; cl; cl = cl->next) {
-        size += ngx_buf_size(cl->buf);
-    }
-
-    return size;
 }
 
 
