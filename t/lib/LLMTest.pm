@@ -234,6 +234,32 @@ EOF
     return $port;
 }
 
+# nginx -t of a whole configuration under a prefix of its own, where
+# modules/ngx_http_llm_module.so is the module tested and logs/ and tmp/
+# exist; returns (failed, output)
+sub check_conf {
+    my ($self, $conf) = @_;
+    my $prefix = tempdir('conf-XXXXXX', DIR => $self->{dir});
+    mkdir "$prefix/$_" for qw(logs tmp modules);
+    symlink $MODULE, "$prefix/modules/ngx_http_llm_module.so"
+        or die "symlink $MODULE: $!";
+    open my $fh, '>', "$prefix/nginx.conf" or die;
+    print $fh $conf;
+    close $fh;
+    my @cmd = ($ENV{NGINX_BIN} // '/usr/sbin/nginx', '-t', '-p', $prefix,
+        '-c', "$prefix/nginx.conf", '-e', "$prefix/logs/error.log");
+    # nginx -t speaks on stderr: both into the pipe
+    my $pid = open(my $out, '-|') // die "fork: $!";
+    if ($pid == 0) {
+        $ENV{LD_PRELOAD} = $ENV{LLM_PRELOAD} if $ENV{LLM_PRELOAD};
+        open STDERR, '>&', \*STDOUT;
+        exec @cmd or POSIX::_exit(127);
+    }
+    my $text = do { local $/; <$out> } // '';
+    close $out;
+    return ($? != 0, $text);
+}
+
 sub nginx_prefix { $_[0]{nginx}{$_[1]}{prefix} }
 
 sub error_log {
