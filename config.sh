@@ -76,9 +76,11 @@ build() {
         || die "no nginx source tree in $src (run ./config.sh deps)"
 
     # Rebuild from scratch when anything configure bakes in has changed:
-    # the addon config, the Redis scripts compiled in, the nginx tree.
+    # the addon config, the Redis scripts and key names compiled in, the
+    # nginx tree.
     local stamp
-    stamp=$(cat "$ROOT/config" "$ROOT"/redis/*.lua | sha256sum | cut -c1-16)
+    stamp=$(cat "$ROOT/config" "$ROOT"/redis/*.lua "$ROOT/redis/keys" \
+        | sha256sum | cut -c1-16)
     stamp+="-$(ls -id "$src" | cut -d' ' -f1)-${SANITIZE:-0}"
     if [[ ! -f $out/stamp || $(cat "$out/stamp") != "$stamp" ]]; then
         say "configuring nginx in $out"
