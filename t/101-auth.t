@@ -50,7 +50,7 @@ is($st, 400, 'tenant max_tokens cap enforced');
 like(json_of($b)->{error}{message}, qr/50/, 'the cap is named');
 
 # revocation takes effect within the cache TTL
-$t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-acme-1'), 'revoked', 1);
+$t->redis_cli($rp, 'HSET', rkey(KEY_API_KEY, sha256_hex('sk-acme-1')), 'revoked', 1);
 my $t0 = time;
 ok(wait_until(sub { (chat($gw, auth => 'Bearer sk-acme-1'))[0] == 401 }, 3), 'revoked key refused');
 cmp_ok(time - $t0, '<', 1.6, 'within the 1 s cache TTL');
@@ -84,7 +84,7 @@ for my $k ("sk-a\r\nFLUSHALL\r\n", "sk-%s%n%x", "sk with spaces", "sk-\0nul",
         'hostile key refused: ' . ($code // 'none') . ' for ' . length($k) . ' bytes');
 }
 is($t->redis_cli($rp, 'DBSIZE'), $dbsize, 'nothing written or flushed in Redis');
-is($t->redis_cli($rp, 'EXISTS', 'llm:tenant:acme'), '1', 'data intact');
+is($t->redis_cli($rp, 'EXISTS', rkey(KEY_TENANT, 'acme')), '1', 'data intact');
 
 # a tenant hash whose reply is larger than 64 KiB passes the adapter intact
 my $models = join(',', map { "model-$_" } 1 .. 9000) . ',mixtral-8x7b';

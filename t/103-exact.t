@@ -50,12 +50,12 @@ my $ok = grep { $_->[0] == 200 } @res;
 cmp_ok($ok, '>', 0, "$ok streams admitted");
 cmp_ok($ok, '<', 60, 'some refused');
 sleep 0.5;
-my %win = split /\n/, $t->redis_cli($rp, 'HGETALL', 'llm:{tpm}:win');
+my %win = split /\n/, $t->redis_cli($rp, 'HGETALL', rkey(KEY_WIN, 'tpm'));
 my $used = 0;
 $used += $win{$_} for grep { /^t:/ } keys %win;
 cmp_ok($used, '>', 0, 'the token window holds what was used');
 cmp_ok($used, '<=', 3000, "tokens counted in the window ($used) within 3000");
-my %u = split /\n/, ($t->redis_cli($rp, 'HGETALL', "llm:{tpm}:usage:$day") || '');
+my %u = split /\n/, ($t->redis_cli($rp, 'HGETALL', rkey(KEY_USAGE, 'tpm', $day)) || '');
 my ($ptok, $ctok) = (0, 0);
 for (keys %u) { $ptok += $u{$_} if /\|prompt_tokens$/; $ctok += $u{$_} if /\|completion_tokens$/ }
 cmp_ok($ptok + $ctok, '<=', 3000, "settled tokens ($ptok + $ctok) never exceed the budget");
@@ -69,10 +69,10 @@ $t->add_tenant($rp, 'usd', 'sk-usd', budget_day_usd => '0.003');
 } 1 .. 40], timeout => 30);
 $ok = grep { $_->[0] == 200 } @res;
 sleep 0.5;
-my $settled = $t->redis_cli($rp, 'HGET', "llm:{usd}:spend:d:$day", 'settled');
+my $settled = $t->redis_cli($rp, 'HGET', rkey(KEY_SPEND_DAY, 'usd', $day), 'settled');
 cmp_ok($ok, '>', 0, "$ok dollar-budget streams admitted");
 cmp_ok($settled, '<=', 3000, "settled $settled micro-dollars within the 3000 budget");
-is($t->redis_cli($rp, 'HGET', "llm:{usd}:spend:d:$day", 'reserved'), 0, 'no reservation left behind');
+is($t->redis_cli($rp, 'HGET', rkey(KEY_SPEND_DAY, 'usd', $day), 'reserved'), 0, 'no reservation left behind');
 
 # --- a client abort mid-stream settles the tokens actually produced
 $t->add_tenant($rp, 'ab', 'sk-ab', tpm => 100000);
@@ -89,12 +89,12 @@ while (time - $t0 < 5) {
     last if $got >= 10;
 }
 close $s;
-ok(wait_until(sub { ($t->redis_cli($rp, 'HGET', "llm:{ab}:usage:$day",
+ok(wait_until(sub { ($t->redis_cli($rp, 'HGET', rkey(KEY_USAGE, 'ab', $day),
     "mixtral-8x7b|127.0.0.1:$up|requests") // 0) == 1 }, 3), 'aborted stream settled');
-my $ab = $t->redis_cli($rp, 'HGET', "llm:{ab}:usage:$day", "mixtral-8x7b|127.0.0.1:$up|completion_tokens");
+my $ab = $t->redis_cli($rp, 'HGET', rkey(KEY_USAGE, 'ab', $day), "mixtral-8x7b|127.0.0.1:$up|completion_tokens");
 cmp_ok($ab, '>=', 10, "charged at least the $got tokens the client saw ($ab)");
 cmp_ok($ab, '<', 60, 'not the 200 reserved: what was produced');
-is($t->redis_cli($rp, 'HGET', "llm:{ab}:spend:d:$day", 'reserved'), 0, 'reservation released');
+is($t->redis_cli($rp, 'HGET', rkey(KEY_SPEND_DAY, 'ab', $day), 'reserved'), 0, 'reservation released');
 
 # --- a stream cut by the backend, without usage, is charged the tokens
 # estimated from the deltas it carried (each non-empty one its escaped
@@ -108,7 +108,7 @@ for (@texts) {
     $estimate += int(($n + 3) / 4);
 }
 for my $spaced (0, 1) {
-    my $before = $t->redis_cli($rp, 'HGET', "llm:{cut}:usage:$day",
+    my $before = $t->redis_cli($rp, 'HGET', rkey(KEY_USAGE, 'cut', $day),
         "mixtral-8x7b|127.0.0.1:$up|completion_tokens") || 0;
     my (undef, undef, $b) = http_request(@{ req($gw1, 'sk-cut',
         stream => JSON::PP::true, max_tokens => 50,
@@ -119,7 +119,7 @@ for my $spaced (0, 1) {
                grep { ref && $_->{choices} } map { json_of($_) } sse_events($b);
     is_deeply([@seen[1 .. $#seen]], \@texts,
               "spaced=$spaced: the contents reach the client as sent");
-    ok(wait_until(sub { ($t->redis_cli($rp, 'HGET', "llm:{cut}:usage:$day",
+    ok(wait_until(sub { ($t->redis_cli($rp, 'HGET', rkey(KEY_USAGE, 'cut', $day),
         "mixtral-8x7b|127.0.0.1:$up|completion_tokens") || 0) - $before
         == $estimate }, 3),
        "spaced=$spaced: charged the $estimate tokens estimated (M5)");

@@ -68,7 +68,7 @@ my ($st, $h, $b) = chat($gw, key => $ghost);
 is($st, 403, 'M7: a static key whose tenant hash is missing gets 403');
 is_openai_error($b, 'tenant_not_found', 'M7 static key');
 
-$t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-nohash'),
+$t->redis_cli($rp, 'HSET', rkey(KEY_API_KEY, sha256_hex('sk-edge-nohash')),
     tenant => 'nohash', revoked => 0);
 ($st, $h, $b) = chat($gw, key => 'sk-edge-nohash');
 is($st, 403, 'M7: a key whose tenant hash is missing gets 403');
@@ -87,17 +87,17 @@ for my $case (
 ) {
     my ($name, %f) = @$case;
     (my $id = "bad-$name") =~ s/[^a-z0-9-]/-/g;
-    $t->redis_cli($rp, 'DEL', "llm:tenant:$id");
-    $t->redis_cli($rp, 'HSET', "llm:tenant:$id", %f);
-    $t->redis_cli($rp, 'HSET', "llm:key:" . sha256_hex("sk-$id"),
+    $t->redis_cli($rp, 'DEL', rkey(KEY_TENANT, $id));
+    $t->redis_cli($rp, 'HSET', rkey(KEY_TENANT, $id), %f);
+    $t->redis_cli($rp, 'HSET', rkey(KEY_API_KEY, sha256_hex("sk-$id")),
         tenant => $id, revoked => 0);
     ($st, $h, $b) = chat($gw, key => "sk-$id");
     is($st, 403, "M7: a tenant hash with $name gets 403, not unlimited");
     is(code_of($b), 'tenant_not_found', "M7: $name: tenant_not_found");
 }
 
-$t->redis_cli($rp, 'SET', 'llm:tenant:strx', 'created');
-$t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-strx'),
+$t->redis_cli($rp, 'SET', rkey(KEY_TENANT, 'strx'), 'created');
+$t->redis_cli($rp, 'HSET', rkey(KEY_API_KEY, sha256_hex('sk-edge-strx')),
     tenant => 'strx', revoked => 0);
 ($st, $h, $b) = chat($gw, key => 'sk-edge-strx');
 is($st, 403, 'M7: a tenant key that is not a hash gets 403');
@@ -120,13 +120,13 @@ is($st, 403, 'max_n parse: a tenant whose max_n is not a number is refused');
 
 # ---------------------------------------------------------------- L2
 
-$t->redis_cli($rp, 'HSET', 'llm:tenant:-', created => 1);
-$t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-dash'),
+$t->redis_cli($rp, 'HSET', rkey(KEY_TENANT, '-'), created => 1);
+$t->redis_cli($rp, 'HSET', rkey(KEY_API_KEY, sha256_hex('sk-edge-dash')),
     tenant => '-', revoked => 0);
 ($st, $h, $b) = chat($gw, key => 'sk-edge-dash');
 is($st, 403, 'L2: a key of tenant "-" (the anonymous cache scope) is refused');
 is(code_of($b), 'tenant_not_found', 'L2: tenant "-": tenant_not_found');
-$t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-brace'),
+$t->redis_cli($rp, 'HSET', rkey(KEY_API_KEY, sha256_hex('sk-edge-brace')),
     tenant => 'x}{y', revoked => 0);
 ($st) = chat($gw, key => 'sk-edge-brace');
 is($st, 403, 'L2: a tenant id llm-admin would refuse is refused');
@@ -255,10 +255,14 @@ is_deeply($ids, ['auto', 'mixtral-8x22b', 'mixtral-8x7b'],
     'L1: a location without llm_auth still lists everything');
 
 {
-    open my $fh, '<', "$LLMTest::ROOT/config.sh" or die;
-    my $sh = do { local $/; <$fh> };
-    like($sh, qr/location = \/metrics \{\s*llm_metrics;\s*allow 127\.0\.0\.1;\s*deny all;\s*\}/,
+    # the example configuration, which ./config.sh run starts
+    open my $fh, '<', "$LLMTest::ROOT/docs/example.conf" or die;
+    my $conf = do { local $/; <$fh> };
+    like($conf, qr/location = \/metrics \{\s*llm_metrics;\s*allow 127\.0\.0\.1;\s*deny all;\s*\}/,
         'L1: the demo config of ./config.sh run serves /metrics to loopback only');
+    open $fh, '<', "$LLMTest::ROOT/config.sh" or die;
+    like(do { local $/; <$fh> }, qr{\$ROOT/docs/example\.conf},
+        'L1: ./config.sh run starts the example configuration');
 }
 
 # ---------------------------------------------------------------- L6
@@ -268,7 +272,7 @@ is_deeply($ids, ['auto', 'mixtral-8x22b', 'mixtral-8x7b'],
 $t->add_tenant($rp, 'l6', 'sk-edge-l6');
 ($st) = chat($gw, key => 'sk-edge-l6');
 is($st, 200, 'L6: a valid key');
-$t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-l6'), revoked => 1);
+$t->redis_cli($rp, 'HSET', rkey(KEY_API_KEY, sha256_hex('sk-edge-l6')), revoked => 1);
 my $slot = hex(substr(sha256_hex('sk-edge-l6'), 0, 8)) % 4096;
 my $evil;
 for my $i (1 .. 1_000_000) {

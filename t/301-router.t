@@ -110,7 +110,7 @@ is($st, 404, 'an alias of a model not allowed is not');
 # --- budget: at 80% of the day's budget, the cheap model
 my $day = strftime('%Y%m%d', gmtime);
 $t->add_tenant($rp, 'b', 'sk-b', budget_day_usd => '1.00');
-$t->redis_cli($rp, 'HSET', "llm:{b}:spend:d:$day", 'settled', 850000);
+$t->redis_cli($rp, 'HSET', rkey(KEY_SPEND_DAY, 'b', $day), 'settled', 850000);
 my $hard = 'Prove that the square root of 2 is irrational, step by step.';
 ($st, $h) = chat('auto', $hard, key => 'sk-b', path => '/q/v1');
 is($st, 200, 'budget tenant: admitted');
@@ -118,7 +118,7 @@ like($h->{'x-llm-route'}, qr/^mixtral-8x22b; reason=complexity/,
      'first request: this worker has not seen the spend yet');
 ($st, $h) = chat('auto', $hard, key => 'sk-b', path => '/q/v1');
 is($h->{'x-llm-route'}, 'mixtral-8x7b; reason=budget', 'at 85% spent: the cheap model');
-$t->redis_cli($rp, 'HSET', "llm:{b}:spend:d:$day", 'settled', 100000);
+$t->redis_cli($rp, 'HSET', rkey(KEY_SPEND_DAY, 'b', $day), 'settled', 100000);
 chat('auto', 'hi', key => 'sk-b', path => '/q/v1');
 ($st, $h) = chat('auto', $hard, key => 'sk-b', path => '/q/v1');
 like($h->{'x-llm-route'}, qr/^mixtral-8x22b; reason=complexity/, 'at 10%: complexity again');

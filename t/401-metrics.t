@@ -70,8 +70,9 @@ for (1 .. 2) {
 # the cache: one miss, then hits, one at a time; the entry is written
 # after the first answer went out, so the hits wait for it
 parallel_requests([req('sk-a', chat('mixtral-8x7b', 'cached', temperature => 0))]);
-ok(wait_until(sub { my $k = $t->redis_cli($rp, 'KEYS', 'llm:cache:*');
-                    defined $k && $k =~ /llm:cache:/ }, 5), 'the miss is stored');
+ok(wait_until(sub { my $k = $t->redis_cli($rp, 'KEYS', key_prefix(KEY_CACHE) . '*');
+                    defined $k && $k =~ /\Q@{[key_prefix(KEY_CACHE)]}/ }, 5),
+   'the miss is stored');
 for (1 .. 3) {
     parallel_requests([req('sk-a', chat('mixtral-8x7b', 'cached', temperature => 0))]);
 }

@@ -21,9 +21,27 @@ use Time::HiRes qw(sleep time);
 use Exporter 'import';
 our @EXPORT = qw(free_port http_request sse_events json_of wait_until
     decode_json encode_json parallel_requests chat chat_request post
-    post_request content_of);
+    post_request content_of rkey key_prefix key_re);
 
-our $ROOT = $ENV{LLM_ROOT} // abs_path(dirname(__FILE__) . '/../..');
+our ($ROOT, %KEYS);
+
+# the Redis key names, from the list in redis/keys: KEY_<NAME> is the
+# family's pattern, which rkey() fills in
+BEGIN {
+    $ROOT = $ENV{LLM_ROOT} // abs_path(dirname(__FILE__) . '/../..');
+    open my $fh, '<', "$ROOT/redis/keys" or die "$ROOT/redis/keys: $!";
+    local $_;
+    while (<$fh>) {
+        next if /^\s*(#|$)/;
+        my ($name, $pattern) = /^([A-Z][A-Z0-9_]*)\s+(\S+)/
+            or die "redis/keys:$.: not a key family";
+        $KEYS{"KEY_$name"} = $pattern;
+    }
+    require constant;
+    constant->import(\%KEYS);
+}
+push @EXPORT, sort keys %KEYS;
+
 our $MODULE = $ENV{LLM_MODULE}
     // "$ROOT/build/modules/ngx_http_llm_module.so";
 
@@ -139,17 +157,46 @@ sub redis_cli {
     return $out;
 }
 
+# a key of a family (KEY_<NAME>), each <word> of it the next value
+sub rkey {
+    my ($pattern, @v) = @_;
+    my $n = () = $pattern =~ /<[a-z0-9_]+>/g;
+    die "rkey($pattern): $n values, not " . @v unless $n == @v;
+    $pattern =~ s/<[a-z0-9_]+>/shift @v/ge;
+    return $pattern;
+}
+
+# the literal start of a family's keys, up to its first <word>
+sub key_prefix {
+    my ($pattern) = @_;
+    $pattern =~ s/<.*//s;
+    return $pattern;
+}
+
+# a regex of a family's keys: its literal text as it is, each <word> the
+# next regex given
+sub key_re {
+    my ($pattern, @re) = @_;
+    my @lit = split /<[a-z0-9_]+>/, $pattern, -1;
+    die "key_re($pattern): " . (@lit - 1) . " regexes, not " . @re
+        unless @lit - 1 == @re;
+    my $re = quotemeta shift @lit;
+    $re .= "(?:$_)" . quotemeta shift @lit for @re;
+    return qr/$re/;
+}
+
 # a tenant and one key for it, straight into Redis (the admin tool is
 # tested on its own)
 sub add_tenant {
     my ($self, $port, $tenant, $key, %policy) = @_;
     require Digest::SHA;
-    $self->redis_cli($port, 'DEL', "llm:tenant:$tenant");
+    $self->redis_cli($port, 'DEL', rkey(KEY_TENANT, $tenant));
     # "created", as llm-admin writes it: a hash without it is no tenant
-    $self->redis_cli($port, 'HSET', "llm:tenant:$tenant", 'created', time,
-        %policy);
+    $self->redis_cli($port, 'HSET', rkey(KEY_TENANT, $tenant), 'created',
+        time, %policy);
     if (defined $key) {
-        $self->redis_cli($port, 'HSET', 'llm:key:' . Digest::SHA::sha256_hex($key),
+        $self->redis_cli($port, 'HSET',
+            rkey(KEY_API_KEY, Digest::SHA::sha256_hex($key)),
             tenant => $tenant, revoked => 0);
     }
 }
