@@ -582,7 +582,8 @@ my %CASE_KEYS = map { $_ => 1 } qw(name port before chat body method path
 
 # Runs a table of requests, one named row (a hash) each, in order, and
 # checks their answers; defaults: a hash of keys every row has unless it
-# gives its own (port, above all).  Returns [status, headers, body] a row.
+# gives its own (port, above all; a row's chat, body or raw replaces the
+# default's).  Returns [status, headers, body] a row.
 #
 # The request, one of
 #   chat => {opts}          chat_request(): the body from the opts
@@ -608,9 +609,15 @@ sub cases {
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     my @res;
     for my $row (@rows) {
-        my %c = (%$defaults, %$row);
+        # a row's own request replaces the default one
+        my %c = %$defaults;
+        delete @c{qw(chat body raw)}
+            if grep { exists $row->{$_} } qw(chat body raw);
+        %c = (%c, %$row);
         my @bad = grep { !$CASE_KEYS{$_} } keys %c;
         die "cases: unknown key(s) @bad" if @bad;
+        die "cases: $c{name}: more than one of chat, body, raw"
+            if (grep { exists $c{$_} } qw(chat body raw)) > 1;
         my $name = $c{name} // die 'cases: a row without a name';
         my $port = $c{port} // die "cases: $name: no port";
         my %auth = map { exists $c{$_} ? ($_ => $c{$_}) : () }
@@ -643,8 +650,8 @@ sub cases {
         for my $k (sort keys %{ $c{header} // {} }) {
             _case_is($h->{lc $k}, $c{header}{$k}, "$name: $k");
         }
-        like($b, $c{match}, "$name: the body matches") if $c{match};
-        unlike($b, $c{no_match}, "$name: the body does not match")
+        like($b, $c{match}, "$name: the body has $c{match}") if $c{match};
+        unlike($b, $c{no_match}, "$name: the body has no $c{no_match}")
             if $c{no_match};
         _case_is(content_of($b, $h), $c{content}, "$name: content")
             if exists $c{content};
