@@ -582,8 +582,8 @@ my %CASE_KEYS = map { $_ => 1 } qw(name port before chat body method path
 
 # Runs a table of requests, one named row (a hash) each, in order, and
 # checks their answers; defaults: a hash of keys every row has unless it
-# gives its own (port, above all; a row's chat, body or raw replaces the
-# default's).  Returns [status, headers, body] a row.
+# gives its own (port, above all; a row's chat, body, raw or method
+# replaces the default's).  Returns [status, headers, body] a row.
 #
 # The request, one of
 #   chat => {opts}          chat_request(): the body from the opts
@@ -611,8 +611,8 @@ sub cases {
     for my $row (@rows) {
         # a row's own request replaces the default one
         my %c = %$defaults;
-        delete @c{qw(chat body raw)}
-            if grep { exists $row->{$_} } qw(chat body raw);
+        delete @c{qw(chat body raw method)}
+            if grep { exists $row->{$_} } qw(chat body raw method);
         %c = (%c, %$row);
         my @bad = grep { !$CASE_KEYS{$_} } keys %c;
         die "cases: unknown key(s) @bad" if @bad;
