@@ -582,8 +582,9 @@ my %CASE_KEYS = map { $_ => 1 } qw(name port before chat body method path
 
 # Runs a table of requests, one named row (a hash) each, in order, and
 # checks their answers; defaults: a hash of keys every row has unless it
-# gives its own (port, above all; a row's chat, body, raw or method
-# replaces the default's).  Returns [status, headers, body] a row.
+# gives its own (port, above all; a row's body, raw or method replaces
+# the default's request, and its chat opts go over the default's).
+# Returns [status, headers, body] a row.
 #
 # The request, one of
 #   chat => {opts}          chat_request(): the body from the opts
@@ -609,11 +610,13 @@ sub cases {
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     my @res;
     for my $row (@rows) {
-        # a row's own request replaces the default one
+        # a row's own request replaces the default one; chat opts add up
         my %c = %$defaults;
         delete @c{qw(chat body raw method)}
             if grep { exists $row->{$_} } qw(chat body raw method);
         %c = (%c, %$row);
+        $c{chat} = { %{ $defaults->{chat} }, %{ $row->{chat} } }
+            if $row->{chat} && $defaults->{chat};
         my @bad = grep { !$CASE_KEYS{$_} } keys %c;
         die "cases: unknown key(s) @bad" if @bad;
         die "cases: $c{name}: more than one of chat, body, raw"
