@@ -197,6 +197,20 @@ wait_http() {   # url seconds
     return 1
 }
 
+# a key of a family of redis/keys, each <word> of it the next value
+redis_key() {   # family value...
+    local p out="" re='^([^<]*)<[a-z0-9_]+>(.*)$'
+    p=$(awk -v f="$1" '$1 == f { print $2 }' "$ROOT/redis/keys")
+    [[ -n $p ]] || die "redis/keys has no $1"
+    shift
+    while [[ $p =~ $re ]]; do
+        out+=${BASH_REMATCH[1]}$1
+        p=${BASH_REMATCH[2]}
+        shift
+    done
+    printf '%s' "$out$p"
+}
+
 start_llama() {  # name port model
     "$LLAMA_SERVER" --host 127.0.0.1 --port "$2" -m "$3" --alias "$1" \
         -t 1 -tb 1 -c 4096 -np 4 --no-webui --log-disable \
@@ -229,10 +243,10 @@ run() {
         echo "$key" >"$STATE/demo.key"
     fi
     hash=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
-    redis-cli -p "$rport" HSET "llm:tenant:demo" rpm 600 tpm 200000 \
+    redis-cli -p "$rport" HSET "$(redis_key TENANT demo)" rpm 600 tpm 200000 \
         budget_day_usd 5.00 created "$(date +%s)" >/dev/null
-    redis-cli -p "$rport" HSET "llm:key:$hash" tenant demo label demo \
-        created "$(date +%s)" revoked 0 >/dev/null
+    redis-cli -p "$rport" HSET "$(redis_key API_KEY "$hash")" tenant demo \
+        label demo created "$(date +%s)" revoked 0 >/dev/null
 
     # the example configuration, on this run's Redis and gateway ports;
     # its relative paths are under the prefix, $STATE
