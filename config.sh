@@ -76,9 +76,11 @@ build() {
         || die "no nginx source tree in $src (run ./config.sh deps)"
 
     # Rebuild from scratch when anything configure bakes in has changed:
-    # the addon config, the Redis scripts compiled in, the nginx tree.
+    # the addon config, the Redis scripts and key names compiled in, the
+    # nginx tree.
     local stamp
-    stamp=$(cat "$ROOT/config" "$ROOT"/redis/*.lua | sha256sum | cut -c1-16)
+    stamp=$(cat "$ROOT/config" "$ROOT"/redis/*.lua "$ROOT/redis/keys" \
+        | sha256sum | cut -c1-16)
     stamp+="-$(ls -id "$src" | cut -d' ' -f1)-${SANITIZE:-0}"
     if [[ ! -f $out/stamp || $(cat "$out/stamp") != "$stamp" ]]; then
         say "configuring nginx in $out"
@@ -195,6 +197,20 @@ wait_http() {   # url seconds
     return 1
 }
 
+# a key of a family of redis/keys, each <word> of it the next value
+redis_key() {   # family value...
+    local p out="" re='^([^<]*)<[a-z0-9_]+>(.*)$'
+    p=$(awk -v f="$1" '$1 == f { print $2 }' "$ROOT/redis/keys")
+    [[ -n $p ]] || die "redis/keys has no $1"
+    shift
+    while [[ $p =~ $re ]]; do
+        out+=${BASH_REMATCH[1]}$1
+        p=${BASH_REMATCH[2]}
+        shift
+    done
+    printf '%s' "$out$p"
+}
+
 start_llama() {  # name port model
     "$LLAMA_SERVER" --host 127.0.0.1 --port "$2" -m "$3" --alias "$1" \
         -t 1 -tb 1 -c 4096 -np 4 --no-webui --log-disable \
@@ -227,64 +243,27 @@ run() {
         echo "$key" >"$STATE/demo.key"
     fi
     hash=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
-    redis-cli -p "$rport" HSET "llm:tenant:demo" rpm 600 tpm 200000 \
+    redis-cli -p "$rport" HSET "$(redis_key TENANT demo)" rpm 600 tpm 200000 \
         budget_day_usd 5.00 created "$(date +%s)" >/dev/null
-    redis-cli -p "$rport" HSET "llm:key:$hash" tenant demo label demo \
-        created "$(date +%s)" revoked 0 >/dev/null
+    redis-cli -p "$rport" HSET "$(redis_key API_KEY "$hash")" tenant demo \
+        label demo created "$(date +%s)" revoked 0 >/dev/null
 
-    cat >"$STATE/nginx.conf" <<EOF
-load_module $ROOT/build/modules/ngx_http_llm_module.so;
-worker_processes 1;
-error_log $STATE/logs/error.log info;
-pid $STATE/nginx.pid;
-$( ((EUID == 0)) && echo "user root;")
-events { worker_connections 4096; }
-http {
-    client_body_temp_path $STATE/tmp/body;
-    proxy_temp_path $STATE/tmp/proxy;
-    fastcgi_temp_path $STATE/tmp/fastcgi;
-    uwsgi_temp_path $STATE/tmp/uwsgi;
-    scgi_temp_path $STATE/tmp/scgi;
-    log_format llm '\$remote_addr [\$time_local] "\$request" \$status \$body_bytes_sent '
-                   'model=\$llm_model backend=\$llm_backend ustatus=\$llm_upstream_status '
-                   'ptok=\$llm_prompt_tokens ctok=\$llm_completion_tokens '
-                   'ttfb=\$llm_ttfb cache=\$llm_cache_status '
-                   'route=\$llm_route score=\$llm_route_score rt=\$request_time';
-    access_log $STATE/logs/access.log llm;
-
-    llm_redis 127.0.0.1:$rport;
-
-    llm_model mixtral-8x7b {
-        context_window 32768;
-        alias mistralai/Mixtral-8x7B-Instruct-v0.1 open-mixtral-8x7b
-              mistralai/mixtral-8x7b-instruct;
-        backend http://127.0.0.1:8091/v1 model=tiny-8x7b price=0.70/0.70;
-    }
-    llm_model mixtral-8x22b {
-        context_window 65536;
-        alias mistralai/Mixtral-8x22B-Instruct-v0.1 open-mixtral-8x22b
-              mistralai/mixtral-8x22b-instruct;
-        backend http://127.0.0.1:8092/v1 model=tiny-8x22b price=2.00/6.00;
-    }
-    llm_router auto cheap=mixtral-8x7b strong=mixtral-8x22b;
-
-    server {
-        listen 127.0.0.1:$port;
-        location /v1/ {
-            llm_gateway;
-            llm_auth on;
-            llm_quota on;
-            llm_cache on;
-            llm_cost_header on;
-        }
-        location = /metrics {
-            llm_metrics;
-            allow 127.0.0.1;
-            deny all;
-        }
-    }
-}
-EOF
+    # the example configuration, on this run's Redis and gateway ports;
+    # its relative paths are under the prefix, $STATE
+    local conf
+    conf=$(<"$ROOT/docs/example.conf")
+    [[ $conf == *"llm_redis 127.0.0.1:6379 "* \
+        && $conf == *"listen 127.0.0.1:8080;"* ]] \
+        || die "docs/example.conf: no \"llm_redis 127.0.0.1:6379\" or" \
+            "\"listen 127.0.0.1:8080\" to put the ports in"
+    conf=${conf/"llm_redis 127.0.0.1:6379 "/"llm_redis 127.0.0.1:$rport "}
+    conf=${conf/"listen 127.0.0.1:8080;"/"listen 127.0.0.1:$port;"}
+    {
+        ((EUID == 0)) && echo "user root;"
+        printf '%s\n' "$conf"
+    } >"$STATE/nginx.conf"
+    mkdir -p "$STATE/modules"
+    ln -sfn "$ROOT/build/modules/ngx_http_llm_module.so" "$STATE/modules/"
     /usr/sbin/nginx -t -q -p "$STATE" -c "$STATE/nginx.conf" -e "$STATE/logs/error.log"
     /usr/sbin/nginx -p "$STATE" -c "$STATE/nginx.conf" -e "$STATE/logs/error.log" \
         || { tail -20 "$STATE/logs/error.log" >&2; die "nginx did not start"; }
@@ -309,8 +288,8 @@ EOF
 # Stops one process that run started, by its pid file, and waits until it
 # is gone, so that a run that follows finds its ports free.  The pid is
 # read once: nginx removes its own file as it exits.
-stop_one() {    # name signal
-    local f=$STATE/$1.pid pid i
+stop_one() {    # name signal [pid file]
+    local f=${3:-$STATE/$1.pid} pid i
     pid=$(cat "$f" 2>/dev/null) || return 0
     rm -f "$f"
     [[ $pid =~ ^[0-9]+$ ]] || return 0
@@ -329,7 +308,7 @@ stop() {
     # every one of them, whatever happened to the others
     for f in nginx tiny-8x7b tiny-8x22b redis; do
         if [[ $f == nginx ]]; then
-            stop_one "$f" QUIT || true
+            stop_one "$f" QUIT "$STATE/logs/nginx.pid" || true
         else
             stop_one "$f" TERM || true
         fi

@@ -16,8 +16,6 @@ my $gw = $t->start_nginx(
     http => "llm_model mixtral-8x7b { backend http://127.0.0.1:$up/v1; }",
     server => 'location /v1/ { llm_gateway; llm_stream_buffer 64k; }',
 );
-my %json = ('Content-Type' => 'application/json');
-
 sub open_stream {
     my ($content) = @_;
     my $body = LLMTest::chat_body(stream => JSON::PP::true, content => $content);
@@ -47,14 +45,13 @@ ok(wait_until(sub { $t->mock_stats($up)->{aborted} >= 1 }, 1.5),
 # --- large responses arrive intact
 my $size = 1536 * 1024;
 my $expect = substr('abcdefghijklmnopqrstuvwxyz0123456789' x (int($size / 36) + 1), 0, $size);
-my ($st, $h, $b) = http_request($gw, 'POST', '/v1/chat/completions', \%json,
-    LLMTest::chat_body(content => qq(MOCK:{"size":$size})));
+my ($st, $h, $b) = chat($gw, content => qq(MOCK:{"size":$size}));
 is($st, 200, '1.5 MiB non-stream: 200');
 my $j = json_of($b);
 is(md5_hex($j->{choices}[0]{message}{content} // ''), md5_hex($expect), '1.5 MiB non-stream intact');
 
-($st, $h, $b) = http_request($gw, 'POST', '/v1/chat/completions', \%json,
-    LLMTest::chat_body(stream => JSON::PP::true, content => qq(MOCK:{"size":$size,"chunk":300000})));
+($st, $h, $b) = chat($gw, stream => JSON::PP::true,
+    content => qq(MOCK:{"size":$size,"chunk":300000}));
 my @ev = sse_events($b);
 my $text = join '', map { my $c = json_of($_); $c ? ($c->{choices}[0]{delta}{content} // '') : '' } @ev;
 is(length $text, $size, '1.5 MiB stream: length');
@@ -81,7 +78,7 @@ ok(wait_until(sub { $t->mock_stats($up)->{aborted} >= 1 }, 2), 'slow reader gone
 # --- keepalive: sequential requests reuse one upstream connection
 $t->mock_reset($up);
 for (1 .. 5) {
-    http_request($gw, 'POST', '/v1/chat/completions', \%json, LLMTest::chat_body());
+    chat($gw, content => 'hello');
 }
 is($t->mock_stats($up)->{api_connections}, 1, '5 sequential requests, 1 upstream connection');
 

@@ -19,10 +19,7 @@ my $gw = $t->start_nginx(
     server => 'location /v1/ { llm_gateway; }
                location /c/v1/ { llm_gateway; llm_cache on; llm_cache_policy any; }',
 );
-my %json = ('Content-Type' => 'application/json');
-
-my ($st, $h, $b) = http_request($gw, 'POST', '/v1/chat/completions', \%json,
-    LLMTest::chat_body(content => 'Hello there', max_tokens => 10));
+my ($st, $h, $b) = chat($gw, content => 'Hello there', max_tokens => 10);
 is($st, 200, 'llama-server non-stream: 200');
 my $j = json_of($b);
 ok(length($j->{choices}[0]{message}{content} // '') > 0, 'generated text');
@@ -33,8 +30,8 @@ cmp_ok($j->{usage}{prompt_tokens} // 0, '>', 0, 'usage: prompt tokens');
 my $ctok = $j->{usage}{completion_tokens} // 'none';
 ok(wait_until(sub { $t->access_log($gw) =~ /ctok=$ctok / }, 5), 'log has the real usage');
 
-($st, $h, $b) = http_request($gw, 'POST', '/v1/chat/completions', \%json,
-    LLMTest::chat_body(content => 'Hello there', max_tokens => 6, stream => JSON::PP::true));
+($st, $h, $b) = chat($gw, content => 'Hello there', max_tokens => 6,
+    stream => JSON::PP::true);
 is($st, 200, 'llama-server stream: 200');
 my @ev = sse_events($b);
 is($ev[-1], '[DONE]', 'stream ends with [DONE]');
@@ -45,22 +42,18 @@ ok(wait_until(sub { $t->access_log($gw) =~ /ptok=\d+ ctok=[1-6] / }, 5),
     'the gateway read usage from the stream');
 
 # the cache in front of a real worker: a stream stored, then replayed
-my $cbody = LLMTest::chat_body(content => 'Tell me about caches', max_tokens => 12,
-    temperature => 0, stream => JSON::PP::true);
-my ($st1, $h1, $b1) = http_request($gw, 'POST', '/c/v1/chat/completions', \%json, $cbody);
+my @cached = (path => '/c/v1/chat/completions', content => 'Tell me about caches',
+    max_tokens => 12, temperature => 0);
+my ($st1, $h1, $b1) = chat($gw, @cached, stream => JSON::PP::true);
 is($h1->{'x-llm-cache'}, 'MISS', 'llama stream: MISS');
-my ($st2, $h2, $b2) = http_request($gw, 'POST', '/c/v1/chat/completions', \%json, $cbody);
+my ($st2, $h2, $b2) = chat($gw, @cached, stream => JSON::PP::true);
 is($h2->{'x-llm-cache'}, 'HIT', 'llama stream: HIT');
-my $text = sub {
-    join '', map { my $c = json_of($_); $c ? map { $_->{delta}{content} // '' } @{ $c->{choices} || [] } : () }
-        sse_events($_[0]);
-};
-ok(length($text->($b1)) > 0, 'llama generated text');
-is($text->($b2), $text->($b1), 'the replay is the generated text');
-my ($st3, $h3, $b3) = http_request($gw, 'POST', '/c/v1/chat/completions', \%json,
-    LLMTest::chat_body(content => 'Tell me about caches', max_tokens => 12, temperature => 0));
+my $text = content_of($b1, $h1);
+ok(length($text) > 0, 'llama generated text');
+is(content_of($b2, $h2), $text, 'the replay is the generated text');
+my ($st3, $h3, $b3) = chat($gw, @cached);
 is($h3->{'x-llm-cache'}, 'HIT', 'llama stream stored, asked as JSON: HIT');
-is(json_of($b3)->{choices}[0]{message}{content}, $text->($b1), 'same text as JSON');
+is(content_of($b3, $h3), $text, 'same text as JSON');
 
 # the official SDK
 SKIP: {

@@ -24,20 +24,20 @@ my ($rc, $out) = admin('tenant', 'create', 'acme', '--rpm', 60, '--tpm', 10000,
 is($rc, 0, 'tenant create') or diag $out;
 ($rc) = admin(qw(tenant create acme));
 isnt($rc, 0, 'create twice fails');
-my %h = split /\n/, $t->redis_cli($rp, 'HGETALL', 'llm:tenant:acme');
+my %h = split /\n/, $t->redis_cli($rp, 'HGETALL', rkey(KEY_TENANT, 'acme'));
 is($h{rpm}, 60, 'rpm stored');
 is($h{budget_day_usd}, '2.50', 'budget stored as given');
 is($h{models}, 'mixtral-8x7b,mixtral-8x22b', 'models stored');
 
 ($rc, $out) = admin(qw(tenant set acme --rpm none --max-tokens 512));
 is($rc, 0, 'tenant set');
-%h = split /\n/, $t->redis_cli($rp, 'HGETALL', 'llm:tenant:acme');
+%h = split /\n/, $t->redis_cli($rp, 'HGETALL', rkey(KEY_TENANT, 'acme'));
 ok(!exists $h{rpm}, '"none" removes a limit');
 is($h{max_tokens}, 512, 'max_tokens set');
 
 ($rc, $out) = admin(qw(tenant set acme --cache any --force-model mixtral-8x22b));
 is($rc, 0, 'tenant set --cache --force-model') or diag $out;
-%h = split /\n/, $t->redis_cli($rp, 'HGETALL', 'llm:tenant:acme');
+%h = split /\n/, $t->redis_cli($rp, 'HGETALL', rkey(KEY_TENANT, 'acme'));
 is($h{cache}, 'any', 'cache policy stored');
 is($h{force_model}, 'mixtral-8x22b', 'forced model stored');
 ($rc) = admin(qw(tenant set acme --cache sometimes));
@@ -51,7 +51,7 @@ is($rc, 0, 'key issue');
 my ($key) = $out =~ /^(sk-llm-[A-Za-z0-9]{40})$/m;
 ok($key, 'a key printed once') or diag $out;
 my $hash = sha256_hex($key);
-is($t->redis_cli($rp, 'HGET', "llm:key:$hash", 'tenant'), 'acme', 'stored by its SHA-256');
+is($t->redis_cli($rp, 'HGET', rkey(KEY_API_KEY, $hash), 'tenant'), 'acme', 'stored by its SHA-256');
 my $dump = join "\n", map { "$_ " . ($t->redis_cli($rp, 'DUMP', $_) // '') }
     split /\n/, $t->redis_cli($rp, 'KEYS', '*');
 unlike($dump, qr/\Q$key\E/, 'the raw key is nowhere in Redis');
@@ -72,8 +72,8 @@ is($rc, 0, 'revoke by raw key');
 ok(wait_until(sub { (http_request($gw, @req))[0] == 401 }, 2), 'revoked key refused');
 
 # usage arithmetic: exact micro-dollars
-$t->redis_cli($rp, 'DEL', 'llm:{acme}:usage:20250101');
-$t->redis_cli($rp, 'HSET', 'llm:{acme}:usage:20250101',
+$t->redis_cli($rp, 'DEL', rkey(KEY_USAGE, 'acme', '20250101'));
+$t->redis_cli($rp, 'HSET', rkey(KEY_USAGE, 'acme', '20250101'),
     'mixtral-8x7b|h:1|requests', 3, 'mixtral-8x7b|h:1|prompt_tokens', 30,
     'mixtral-8x7b|h:1|completion_tokens', 12, 'mixtral-8x7b|h:1|cost_micro_usd', 1234567,
     'mixtral-8x22b|h:2|requests', 1, 'mixtral-8x22b|h:2|cost_micro_usd', 999999,
@@ -95,29 +95,30 @@ for my $bad (['tenant', 'create', "bad id"], ['tenant', 'create', 'x', '--rpm', 
     ($rc, $out) = admin(@$bad);
     isnt($rc, 0, "rejected: @$bad");
 }
-is($t->redis_cli($rp, 'EXISTS', 'llm:tenant:acme'), 1, 'nothing flushed');
+is($t->redis_cli($rp, 'EXISTS', rkey(KEY_TENANT, 'acme')), 1, 'nothing flushed');
 
 ($rc, $out) = admin(qw(tenant delete acme));
 is($rc, 0, 'tenant delete');
-is($t->redis_cli($rp, 'HGET', "llm:key:$hash", 'revoked'), 1, 'its keys revoked');
+is($t->redis_cli($rp, 'HGET', rkey(KEY_API_KEY, $hash), 'revoked'), 1, 'its keys revoked');
 
 # cache purge: by scope, with SCAN; locks of answers being written stay
-$t->redis_cli($rp, 'SET', $_, 'x') for 'llm:cache:acme2:{aa}',
-    'llm:cache:acme2:{aa}:lock', 'llm:cache:other:{bb}', 'llm:cache:*:{cc}',
-    'llm:cache:-:{dd}', 'llm:cache:acme:{ee}';
+$t->redis_cli($rp, 'SET', $_, 'x') for rkey(KEY_CACHE, 'acme2', 'aa'),
+    rkey(KEY_CACHE_LOCK, 'acme2', 'aa'), rkey(KEY_CACHE, 'other', 'bb'),
+    rkey(KEY_CACHE, '*', 'cc'), rkey(KEY_CACHE, '-', 'dd'),
+    rkey(KEY_CACHE, 'acme', 'ee');
 ($rc, $out) = admin(qw(cache purge --tenant acme2));
 is($rc, 0, 'cache purge --tenant') or diag $out;
 like($out, qr/^1 cached answers purged$/m, 'one entry of acme2');
-is($t->redis_cli($rp, 'EXISTS', 'llm:cache:acme2:{aa}:lock'), 1, 'its lock stays');
-is($t->redis_cli($rp, 'EXISTS', 'llm:cache:acme:{ee}'), 1, 'acme is not acme2');
+is($t->redis_cli($rp, 'EXISTS', rkey(KEY_CACHE_LOCK, 'acme2', 'aa')), 1, 'its lock stays');
+is($t->redis_cli($rp, 'EXISTS', rkey(KEY_CACHE, 'acme', 'ee')), 1, 'acme is not acme2');
 ($rc, $out) = admin(qw(cache purge --shared));
 like($out, qr/^1 cached answers purged$/m, 'purge --shared: the "*" scope only');
-is($t->redis_cli($rp, 'EXISTS', 'llm:cache:other:{bb}'), 1, 'a "*" in the pattern is literal');
+is($t->redis_cli($rp, 'EXISTS', rkey(KEY_CACHE, 'other', 'bb')), 1, 'a "*" in the pattern is literal');
 ($rc, $out) = admin(qw(cache purge --anonymous));
 like($out, qr/^1 cached answers purged$/m, 'purge --anonymous');
 ($rc, $out) = admin(qw(cache purge --all));
 like($out, qr/^2 cached answers purged$/m, 'purge --all: the rest');
-is($t->redis_cli($rp, 'EXISTS', 'llm:cache:acme2:{aa}:lock'), 1, 'locks still stay');
+is($t->redis_cli($rp, 'EXISTS', rkey(KEY_CACHE_LOCK, 'acme2', 'aa')), 1, 'locks still stay');
 for my $bad (['cache', 'purge'], ['cache', 'purge', '--tenant', 'a*'],
              ['cache', 'purge', '--tenant'], ['cache', 'flush', '--all']) {
     ($rc) = admin(@$bad);

@@ -93,102 +93,141 @@ sub strict_decode {
     return ($v, undef);
 }
 
-# [description, body, status, code, param, message pattern, path]
-my @cases = (
+# what the parser refuses, and what it lets through
+cases({ port => $gw, type => 'invalid_request_error' },
     # H1: a duplicate member name anywhere
-    ['H1: a duplicate max_tokens is refused',
-        qq({$m,$msgs,"max_tokens":1,"max_tokens":48}), 400, 'duplicate_parameter', 'max_tokens'],
-    ['H1: a duplicate stream is refused',
-        qq({$m,"stream":false,$msgs,"stream":true}), 400, 'duplicate_parameter', 'stream'],
-    ['H1: a duplicate messages is refused',
-        qq({$m,$msgs,$msgs}), 400, 'duplicate_parameter', 'messages'],
-    ['H1: a duplicate name inside a message is refused, by its path',
-        qq({$m,"messages":[{"role":"user","content":"a","content":"b"}]}), 400,
-        'duplicate_parameter', 'messages[0].content'],
-    ['H1: a duplicate deep in a tool schema is refused, by its path',
-        qq({$m,$msgs,"tools":[{"type":"function","function":{"name":"f","parameters":)
-        . qq({"type":"object","properties":{"a":{},"b":{},"a":{}}}}}]}), 400,
-        'duplicate_parameter', 'tools[0].function.parameters.properties.a'],
-    ['H1: "logprobs":false,"logprobs":true is refused',
-        qq({$m,$msgs,"logprobs":false,"logprobs":true}), 400, 'duplicate_parameter', 'logprobs'],
-    ['H1: "temperature":0,"temperature":1.5 is refused',
-        qq({$m,$msgs,"temperature":0,"temperature":1.5}), 400, 'duplicate_parameter', 'temperature'],
-    ['H1: max_completion_tokens null then a number is refused',
-        qq({$m,$msgs,"max_completion_tokens":null,"max_completion_tokens":9}), 400,
-        'duplicate_parameter', 'max_completion_tokens'],
-    ['H1: a name hidden behind \u0000 is refused',
-        qq({$m,$msgs,"max_tokens":1,"max_tokens\\u0000":48}), 400, 'invalid_json', undef],
+    { name => 'H1: a duplicate max_tokens is refused',
+      body => qq({$m,$msgs,"max_tokens":1,"max_tokens":48}),
+      status => 400, code => 'duplicate_parameter', param => 'max_tokens' },
+    { name => 'H1: a duplicate stream is refused',
+      body => qq({$m,"stream":false,$msgs,"stream":true}),
+      status => 400, code => 'duplicate_parameter', param => 'stream' },
+    { name => 'H1: a duplicate messages is refused',
+      body => qq({$m,$msgs,$msgs}),
+      status => 400, code => 'duplicate_parameter', param => 'messages' },
+    { name => 'H1: a duplicate name inside a message is refused, by its path',
+      body => qq({$m,"messages":[{"role":"user","content":"a","content":"b"}]}),
+      status => 400, code => 'duplicate_parameter',
+      param => 'messages[0].content' },
+    { name => 'H1: a duplicate deep in a tool schema is refused, by its path',
+      body => qq({$m,$msgs,"tools":[{"type":"function","function":{"name":"f","parameters":)
+          . qq({"type":"object","properties":{"a":{},"b":{},"a":{}}}}}]}),
+      status => 400, code => 'duplicate_parameter',
+      param => 'tools[0].function.parameters.properties.a' },
+    { name => 'H1: "logprobs":false,"logprobs":true is refused',
+      body => qq({$m,$msgs,"logprobs":false,"logprobs":true}),
+      status => 400, code => 'duplicate_parameter', param => 'logprobs' },
+    { name => 'H1: "temperature":0,"temperature":1.5 is refused',
+      body => qq({$m,$msgs,"temperature":0,"temperature":1.5}),
+      status => 400, code => 'duplicate_parameter', param => 'temperature' },
+    { name => 'H1: max_completion_tokens null then a number is refused',
+      body => qq({$m,$msgs,"max_completion_tokens":null,"max_completion_tokens":9}),
+      status => 400, code => 'duplicate_parameter',
+      param => 'max_completion_tokens' },
+    { name => 'H1: a name hidden behind \u0000 is refused',
+      body => qq({$m,$msgs,"max_tokens":1,"max_tokens\\u0000":48}),
+      status => 400, code => 'invalid_json', param => undef },
 
     # strict: the grammar
-    ['strict: data after the top-level value is refused',
-        qq({$m,$msgs} xyz), 400, 'invalid_json', undef, qr/more after the JSON value/],
-    ['strict: a second object after the first is refused',
-        qq({$m,$msgs}{"max_tokens":48}), 400, 'invalid_json', undef],
-    ['strict: trailing white space is fine',
-        qq({$m,$msgs} \r\n\t ), 200],
-    ['strict: a raw control character in a string is refused',
-        qq({$m,"messages":[{"role":"user","content":"a\x01b"}]}), 400, 'invalid_json'],
-    ['strict: invalid UTF-8 is refused',
-        qq({$m,"messages":[{"role":"user","content":"\xff\xfe"}]}), 400, 'invalid_json'],
-    ['strict: an overlong UTF-8 form is refused',
-        qq({$m,"messages":[{"role":"user","content":"\xc0\xaf"}]}), 400, 'invalid_json'],
-    ['strict: a number with a leading zero is refused',
-        qq({$m,$msgs,"max_tokens":012}), 400, 'invalid_json'],
-    ['strict: NaN is refused', qq({$m,$msgs,"temperature":NaN}), 400, 'invalid_json'],
-    ['strict: a trailing comma is refused', qq({$m,$msgs,}), 400, 'invalid_json'],
-    ['strict: a vertical tab as white space is refused', qq({$m,\x0b$msgs}), 400, 'invalid_json'],
-    ['strict: a number out of range is refused, by its path',
-        qq({$m,$msgs,"metadata":{"x":1e400}}), 400, 'invalid_value', 'metadata.x'],
+    { name => 'strict: data after the top-level value is refused',
+      body => qq({$m,$msgs} xyz),
+      status => 400, code => 'invalid_json', param => undef,
+      message => qr/more after the JSON value/ },
+    { name => 'strict: a second object after the first is refused',
+      body => qq({$m,$msgs}{"max_tokens":48}),
+      status => 400, code => 'invalid_json', param => undef },
+    { name => 'strict: trailing white space is fine',
+      body => qq({$m,$msgs} \r\n\t ), status => 200 },
+    { name => 'strict: a raw control character in a string is refused',
+      body => qq({$m,"messages":[{"role":"user","content":"a\x01b"}]}),
+      status => 400, code => 'invalid_json' },
+    { name => 'strict: invalid UTF-8 is refused',
+      body => qq({$m,"messages":[{"role":"user","content":"\xff\xfe"}]}),
+      status => 400, code => 'invalid_json' },
+    { name => 'strict: an overlong UTF-8 form is refused',
+      body => qq({$m,"messages":[{"role":"user","content":"\xc0\xaf"}]}),
+      status => 400, code => 'invalid_json' },
+    { name => 'strict: a number with a leading zero is refused',
+      body => qq({$m,$msgs,"max_tokens":012}),
+      status => 400, code => 'invalid_json' },
+    { name => 'strict: NaN is refused',
+      body => qq({$m,$msgs,"temperature":NaN}),
+      status => 400, code => 'invalid_json' },
+    { name => 'strict: a trailing comma is refused',
+      body => qq({$m,$msgs,}), status => 400, code => 'invalid_json' },
+    { name => 'strict: a vertical tab as white space is refused',
+      body => qq({$m,\x0b$msgs}), status => 400, code => 'invalid_json' },
+    { name => 'strict: a number out of range is refused, by its path',
+      body => qq({$m,$msgs,"metadata":{"x":1e400}}),
+      status => 400, code => 'invalid_value', param => 'metadata.x' },
 
     # strict: the limits, enforced while parsing
-    ['strict: nesting deeper than 64 levels is refused',
-        qq({$m,$msgs,"x":) . ('[' x 64) . (']' x 64) . '}', 400, 'invalid_json'],
-    ['strict: 64 levels of nesting are fine',
-        qq({$m,$msgs,"x":) . ('[' x 63) . (']' x 63) . '}', 200],
-    ['strict: an object of more than 1024 members is refused',
-        qq({$m,$msgs,"metadata":{) . join(',', map { qq("k$_":0) } 1 .. 1025) . '}}', 400,
-        'object_above_max_properties', 'metadata'],
-    ['strict: an array of more than 8192 elements is refused',
-        qq({$m,$msgs,"x":[) . join(',', (0) x 8193) . ']}', 400, 'array_above_max_length', 'x'],
-    ['L10: a 1 MB [0,0,...] is refused while parsing',
-        qq({$m,$msgs,"x":[) . join(',', (0) x 500_000) . ']}', 400, 'array_above_max_length', 'x'],
-    ['L10: more than 65536 values in all are refused while parsing',
-        qq({$m,$msgs,"x":[) . join(',', ('[' . join(',', (0) x 8000) . ']') x 9) . ']}', 400,
-        'too_many_values', undef],
+    { name => 'strict: nesting deeper than 64 levels is refused',
+      body => qq({$m,$msgs,"x":) . ('[' x 64) . (']' x 64) . '}',
+      status => 400, code => 'invalid_json' },
+    { name => 'strict: 64 levels of nesting are fine',
+      body => qq({$m,$msgs,"x":) . ('[' x 63) . (']' x 63) . '}',
+      status => 200 },
+    { name => 'strict: an object of more than 1024 members is refused',
+      body => qq({$m,$msgs,"metadata":{)
+          . join(',', map { qq("k$_":0) } 1 .. 1025) . '}}',
+      status => 400, code => 'object_above_max_properties',
+      param => 'metadata' },
+    { name => 'strict: an array of more than 8192 elements is refused',
+      body => qq({$m,$msgs,"x":[) . join(',', (0) x 8193) . ']}',
+      status => 400, code => 'array_above_max_length', param => 'x' },
+    { name => 'L10: a 1 MB [0,0,...] is refused while parsing',
+      body => qq({$m,$msgs,"x":[) . join(',', (0) x 500_000) . ']}',
+      status => 400, code => 'array_above_max_length', param => 'x' },
+    { name => 'L10: more than 65536 values in all are refused while parsing',
+      body => qq({$m,$msgs,"x":[)
+          . join(',', ('[' . join(',', (0) x 8000) . ']') x 9) . ']}',
+      status => 400, code => 'too_many_values', param => undef },
 
     # L12: two bounds that disagree
-    ['L12: max_tokens and max_completion_tokens that differ are refused',
-        qq({$m,$msgs,"max_completion_tokens":2,"max_tokens":40}), 400, 'invalid_value',
-        'max_completion_tokens'],
-    ['L12: max_tokens and max_completion_tokens that agree are fine',
-        qq({$m,$msgs,"max_completion_tokens":40,"max_tokens":40}), 200],
+    { name => 'L12: max_tokens and max_completion_tokens that differ are refused',
+      body => qq({$m,$msgs,"max_completion_tokens":2,"max_tokens":40}),
+      status => 400, code => 'invalid_value',
+      param => 'max_completion_tokens' },
+    { name => 'L12: max_tokens and max_completion_tokens that agree are fine',
+      body => qq({$m,$msgs,"max_completion_tokens":40,"max_tokens":40}),
+      status => 200 },
 
     # C1: larger than the model's context window, in OpenAI's words
-    ['C1: max_tokens over the context window is refused',
-        qq({$m,$msgs,"max_tokens":100000}), 400, 'invalid_value', 'max_tokens',
-        qr/^max_tokens is too large: 100000\. This model supports at most 32768 completion tokens, whereas you provided 100000\.$/],
-    ['C1: max_completion_tokens of 2e13 is refused',
-        qq({$m,$msgs,"max_completion_tokens":20000000000000}), 400, 'invalid_value',
-        'max_completion_tokens', qr/^max_completion_tokens is too large: 20000000000000\. This model supports at most 32768/],
-    ['C1: auto, max_tokens over both models is refused',
-        qq({"model":"auto",$msgs,"max_tokens":20000}), 400, 'invalid_value', 'max_tokens',
-        qr/supports at most 16384 completion tokens/],
-    ['C1: auto, max_tokens that only the strong model holds goes there',
-        qq({"model":"auto",$msgs,"max_tokens":8000}), 200],
-    ['C1: the context window itself is fine',
-        qq({$m,$msgs,"max_tokens":32768}), 200],
+    { name => 'C1: max_tokens over the context window is refused',
+      body => qq({$m,$msgs,"max_tokens":100000}),
+      status => 400, code => 'invalid_value', param => 'max_tokens',
+      message => qr/^max_tokens is too large: 100000\. This model supports at most 32768 completion tokens, whereas you provided 100000\.$/ },
+    { name => 'C1: max_completion_tokens of 2e13 is refused',
+      body => qq({$m,$msgs,"max_completion_tokens":20000000000000}),
+      status => 400, code => 'invalid_value',
+      param => 'max_completion_tokens',
+      message => qr/^max_completion_tokens is too large: 20000000000000\. This model supports at most 32768/ },
+    { name => 'C1: auto, max_tokens over both models is refused',
+      body => qq({"model":"auto",$msgs,"max_tokens":20000}),
+      status => 400, code => 'invalid_value', param => 'max_tokens',
+      message => qr/supports at most 16384 completion tokens/ },
+    { name => 'C1: auto, max_tokens that only the strong model holds goes there',
+      body => qq({"model":"auto",$msgs,"max_tokens":8000}), status => 200 },
+    { name => 'C1: the context window itself is fine',
+      body => qq({$m,$msgs,"max_tokens":32768}), status => 200 },
 
     # H2: best_of is checked like n
-    ['H2: best_of over 128 is refused', qq({$m,$msgs,"best_of":129}), 400, 'invalid_value', 'best_of'],
-    ['H2: best_of below n is refused', qq({$m,$msgs,"n":3,"best_of":2}), 400, 'invalid_value', 'best_of'],
+    { name => 'H2: best_of over 128 is refused',
+      body => qq({$m,$msgs,"best_of":129}),
+      status => 400, code => 'invalid_value', param => 'best_of' },
+    { name => 'H2: best_of below n is refused',
+      body => qq({$m,$msgs,"n":3,"best_of":2}),
+      status => 400, code => 'invalid_value', param => 'best_of' },
 
     # M9: media URLs, default "data https"
     (map {
         my ($url, $why) = @$_;
-        ["M9: $why is refused ($url)",
-            qq({$m,"messages":[{"role":"user","content":[{"type":"text","text":"look"},)
-            . qq({"type":"image_url","image_url":{"url":"$url"}}]}]}), 400, 'invalid_value',
-            'messages[0].content[1].image_url.url']
+        +{ name => "M9: $why is refused ($url)",
+           body => qq({$m,"messages":[{"role":"user","content":[{"type":"text","text":"look"},)
+               . qq({"type":"image_url","image_url":{"url":"$url"}}]}]}),
+           status => 400, code => 'invalid_value',
+           param => 'messages[0].content[1].image_url.url' }
     } (['https://127.0.0.1/x.png', 'loopback'], ['https://127.1/x.png', 'short loopback'],
        ['https://2130706433/x.png', 'decimal loopback'], ['https://0x7f.0.0.1/x.png', 'hex loopback'],
        ['https://0177.0.0.1/x.png', 'octal loopback'], ['https://10.1.2.3/x.png', '10/8'],
@@ -210,42 +249,37 @@ my @cases = (
        ['http://example.com/x.png', 'http (not in the default)'],
        ['file:///etc/passwd', 'file:'], ['gopher://example.com/', 'gopher:'],
        ['aGVsbG8=', 'a value that is no URL'])),
-    ['M9: a public https URL is fine',
-        qq({$m,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/x.png"}}]}]}), 200],
-    ['M9: a data: URL is fine',
-        qq({$m,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}), 200],
-    ['M9: base64 audio is fine',
-        qq({$m,"messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{"data":"UklGRg==","format":"wav"}}]}]}), 200],
-    ['M9: a video_url to loopback is refused',
-        qq({$m,"messages":[{"role":"user","content":[{"type":"video_url","video_url":{"url":"https://127.0.0.1/v.mp4"}}]}]}),
-        400, 'invalid_value', 'messages[0].content[0].video_url.url'],
-    ['M9: an audio_url given as a string is checked',
-        qq({$m,"messages":[{"role":"user","content":[{"type":"audio_url","audio_url":"https://10.0.0.1/a.wav"}]}]}),
-        400, 'invalid_value', 'messages[0].content[0].audio_url'],
-    ['M9: a file given by URL is checked',
-        qq({$m,"messages":[{"role":"user","content":[{"type":"file","file":{"file_data":"https://192.168.0.1/a.pdf"}}]}]}),
-        400, 'invalid_value', 'messages[0].content[0].file.file_data'],
-    ['M9: llm_media_urls off refuses data: URLs',
-        qq({$m,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}),
-        400, 'invalid_value', 'messages[0].content[0].image_url.url', undef, '/off'],
-    ['M9: llm_media_urls private lets an internal http host through',
-        qq({$m,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"http://10.0.0.5/x.png"}}]}]}),
-        200, undef, undef, undef, '/any'],
+    { name => 'M9: a public https URL is fine',
+      body => qq({$m,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/x.png"}}]}]}),
+      status => 200 },
+    { name => 'M9: a data: URL is fine',
+      body => qq({$m,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}),
+      status => 200 },
+    { name => 'M9: base64 audio is fine',
+      body => qq({$m,"messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{"data":"UklGRg==","format":"wav"}}]}]}),
+      status => 200 },
+    { name => 'M9: a video_url to loopback is refused',
+      body => qq({$m,"messages":[{"role":"user","content":[{"type":"video_url","video_url":{"url":"https://127.0.0.1/v.mp4"}}]}]}),
+      status => 400, code => 'invalid_value',
+      param => 'messages[0].content[0].video_url.url' },
+    { name => 'M9: an audio_url given as a string is checked',
+      body => qq({$m,"messages":[{"role":"user","content":[{"type":"audio_url","audio_url":"https://10.0.0.1/a.wav"}]}]}),
+      status => 400, code => 'invalid_value',
+      param => 'messages[0].content[0].audio_url' },
+    { name => 'M9: a file given by URL is checked',
+      body => qq({$m,"messages":[{"role":"user","content":[{"type":"file","file":{"file_data":"https://192.168.0.1/a.pdf"}}]}]}),
+      status => 400, code => 'invalid_value',
+      param => 'messages[0].content[0].file.file_data' },
+    { name => 'M9: llm_media_urls off refuses data: URLs',
+      path => '/off/v1/chat/completions',
+      body => qq({$m,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}),
+      status => 400, code => 'invalid_value',
+      param => 'messages[0].content[0].image_url.url' },
+    { name => 'M9: llm_media_urls private lets an internal http host through',
+      path => '/any/v1/chat/completions',
+      body => qq({$m,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"http://10.0.0.5/x.png"}}]}]}),
+      status => 200 },
 );
-
-for my $c (@cases) {
-    my ($name, $body, $want, $code, $param, $msg, $prefix) = @$c;
-    my ($st, $h, $b) = post($gw, ($prefix // '') . '/v1/chat/completions', $body);
-    is($st, $want, "$name: $want") or diag(substr($b, 0, 300));
-    next if $want == 200;
-    my $e = (json_of($b) // {})->{error} // {};
-    is($e->{type}, 'invalid_request_error', "$name: type");
-    is($e->{code}, $code, "$name: code $code") if defined $code;
-    if (@$c > 4) {
-        is($e->{param}, $param, "$name: param " . ($param // 'null'));
-    }
-    like($e->{message} // '', $msg, "$name: message") if $msg;
-}
 
 # The principle: what the backend receives.  A tenant with a cap and a
 # tpm, on the quota location.
@@ -253,65 +287,82 @@ $t->add_tenant($rp, 'cap', 'sk-cap', max_tokens => 100, created => time);
 $t->add_tenant($rp, 'tpm', 'sk-tpm', tpm => 1000, created => time);
 $t->add_tenant($rp, 'forced', 'sk-forced', force_model => 'small', created => time);
 
-my @principle = (
-    # [description, key, body, status, check(upstream body)]
-    ['H2: n x max_tokens over the tenant cap is refused', 'sk-cap',
-        qq({$m,$msgs,"n":2,"max_tokens":60}), 400, undef,
-        qr/2 choices of 60 tokens make 120\. This key allows at most 100 completion tokens per request, over all choices/],
-    ['H2: best_of counts against the tenant cap', 'sk-cap',
-        qq({$m,$msgs,"best_of":3,"max_tokens":40}), 400],
-    ['H2: n x max_tokens within the cap reaches the backend as given', 'sk-cap',
-        qq({$m,$msgs,"n":2,"max_tokens":50}), 200,
-        sub { $_[0]{max_tokens} == 50 && $_[0]{n} == 2 }],
-    ['H2: the default max_tokens is the cap shared by the choices', 'sk-cap',
-        qq({$m,$msgs,"n":4}), 200,
-        sub { $_[0]{max_tokens} == 25 && $_[0]{n} == 4 && !exists $_[0]{max_completion_tokens} }],
-    ['H2: the reservation covers n x max_tokens (tpm 1000)', 'sk-tpm',
-        qq({$m,$msgs,"n":8,"max_tokens":200}), 429],
-    ['H2: one choice of the same size fits the tpm', 'sk-tpm',
-        qq({$m,$msgs,"max_tokens":200}), 200],
-    ['M6: an image part is charged in the prompt bound (tpm 1000)', 'sk-tpm',
-        qq({$m,"max_tokens":10,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/a.png"}}]}]}),
-        429],
-    ['M6: response_format json_schema is charged in the prompt bound (tpm 1000)', 'sk-tpm',
-        qq({$m,$msgs,"max_tokens":10,"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":)
-        . '{"type":"object","properties":{' . join(',', map { qq("p$_":{"type":"integer","minimum":0}) } 1 .. 60)
-        . '}}}}}', 429],
-    ['C1: auto is checked against the model it chose (forced: small, 4096)', 'sk-forced',
-        qq({"model":"auto",$msgs,"max_tokens":8000}), 400, undef,
-        qr/^max_tokens is too large: 8000\. This model supports at most 4096 completion tokens/],
-    ['C1: a default larger than the chosen context is cut to it', 'sk-forced',
-        qq({"model":"auto",$msgs}), 200, sub { $_[0]{max_tokens} == 4096 }],
-    ['strict: max_completion_tokens given reaches the backend under that name', 'sk-cap',
-        qq({$m,$msgs,"max_completion_tokens":30,"max_tokens":null}), 200,
-        sub { $_[0]{max_completion_tokens} == 30 && !exists $_[0]{max_tokens} }],
-    ['strict: a stream gets include_usage true and keeps the client\'s other options', 'sk-cap',
-        qq({$m,$msgs,"stream":true,"stream_options":{"include_usage":false,"continuous_usage_stats":true},"max_tokens":9}),
-        200, sub { $_[0]{stream_options}{include_usage} && $_[0]{stream_options}{continuous_usage_stats}
-                   && $_[0]{max_tokens} == 9 && $_[0]{stream} }],
+# the one body the backend got: one copy of each member, and what $want
+# says of it
+sub sent {
+    my ($want) = @_;
+    return sub {
+        my ($name) = @_;
+        my @got = bodies();
+        is(scalar @got, 1, "$name: one upstream request");
+        my ($v, $dup) = strict_decode($got[0] // '');
+        ok(!defined $dup, "$name: one copy of each member") or diag($dup);
+        ok($v && $want->($v), "$name: the reserved limits reach the backend")
+            or diag($got[0]);
+    };
+}
+
+cases({ port => $gw, path => '/q/v1/chat/completions',
+        before => \&reset_bodies },
+    { name => 'H2: n x max_tokens over the tenant cap is refused',
+      key => 'sk-cap', body => qq({$m,$msgs,"n":2,"max_tokens":60}),
+      status => 400,
+      message => qr/2 choices of 60 tokens make 120\. This key allows at most 100 completion tokens per request, over all choices/ },
+    { name => 'H2: best_of counts against the tenant cap',
+      key => 'sk-cap', body => qq({$m,$msgs,"best_of":3,"max_tokens":40}),
+      status => 400 },
+    { name => 'H2: n x max_tokens within the cap reaches the backend as given',
+      key => 'sk-cap', body => qq({$m,$msgs,"n":2,"max_tokens":50}),
+      status => 200,
+      check => sent(sub { $_[0]{max_tokens} == 50 && $_[0]{n} == 2 }) },
+    { name => 'H2: the default max_tokens is the cap shared by the choices',
+      key => 'sk-cap', body => qq({$m,$msgs,"n":4}), status => 200,
+      check => sent(sub { $_[0]{max_tokens} == 25 && $_[0]{n} == 4
+                          && !exists $_[0]{max_completion_tokens} }) },
+    { name => 'H2: the reservation covers n x max_tokens (tpm 1000)',
+      key => 'sk-tpm', body => qq({$m,$msgs,"n":8,"max_tokens":200}),
+      status => 429 },
+    { name => 'H2: one choice of the same size fits the tpm',
+      key => 'sk-tpm', body => qq({$m,$msgs,"max_tokens":200}), status => 200 },
+    { name => 'M6: an image part is charged in the prompt bound (tpm 1000)',
+      key => 'sk-tpm',
+      body => qq({$m,"max_tokens":10,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/a.png"}}]}]}),
+      status => 429 },
+    { name => 'M6: response_format json_schema is charged in the prompt bound (tpm 1000)',
+      key => 'sk-tpm',
+      body => qq({$m,$msgs,"max_tokens":10,"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":)
+          . '{"type":"object","properties":{'
+          . join(',', map { qq("p$_":{"type":"integer","minimum":0}) } 1 .. 60)
+          . '}}}}}',
+      status => 429 },
+    { name => 'C1: auto is checked against the model it chose (forced: small, 4096)',
+      key => 'sk-forced', body => qq({"model":"auto",$msgs,"max_tokens":8000}),
+      status => 400,
+      message => qr/^max_tokens is too large: 8000\. This model supports at most 4096 completion tokens/ },
+    { name => 'C1: a default larger than the chosen context is cut to it',
+      key => 'sk-forced', body => qq({"model":"auto",$msgs}), status => 200,
+      check => sent(sub { $_[0]{max_tokens} == 4096 }) },
+    { name => 'strict: max_completion_tokens given reaches the backend under that name',
+      key => 'sk-cap',
+      body => qq({$m,$msgs,"max_completion_tokens":30,"max_tokens":null}),
+      status => 200,
+      check => sent(sub { $_[0]{max_completion_tokens} == 30
+                          && !exists $_[0]{max_tokens} }) },
+    { name => 'strict: a stream gets include_usage true and keeps the client\'s other options',
+      key => 'sk-cap',
+      body => qq({$m,$msgs,"stream":true,"stream_options":{"include_usage":false,"continuous_usage_stats":true},"max_tokens":9}),
+      status => 200,
+      check => sent(sub { $_[0]{stream_options}{include_usage}
+                          && $_[0]{stream_options}{continuous_usage_stats}
+                          && $_[0]{max_tokens} == 9 && $_[0]{stream} }) },
 );
 
-for my $c (@principle) {
-    my ($name, $key, $body, $want, $check, $msg) = @$c;
-    reset_bodies();
-    my ($st, $h, $b) = post($gw, '/q/v1/chat/completions', $body, key => $key);
-    is($st, $want, "$name: $want") or diag(substr($b, 0, 300));
-    like((json_of($b) // {})->{error}{message} // '', $msg, "$name: message") if $msg;
-    next unless $check;
-    my @got = bodies();
-    is(scalar @got, 1, "$name: one upstream request");
-    my ($v, $dup) = strict_decode($got[0] // '');
-    ok(!defined $dup, "$name: one copy of each member") or diag($dup);
-    ok($v && $check->($v), "$name: the reserved limits reach the backend") or diag($got[0]);
-}
-
 # the tenant's max_n
-{
-    $t->add_tenant($rp, 'maxn', 'sk-maxn', max_n => 2, created => time);
-    my ($st, $h, $b) = post($gw, '/q/v1/chat/completions', qq({$m,$msgs,"n":3}), key => 'sk-maxn');
-    is($st, 400, 'H2: n over the tenant max_n is refused');
-    is((json_of($b) // {})->{error}{param}, 'n', 'H2: the max_n refusal names n');
-}
+$t->add_tenant($rp, 'maxn', 'sk-maxn', max_n => 2, created => time);
+cases({ port => $gw },
+    { name => 'H2: n over the tenant max_n is refused',
+      path => '/q/v1/chat/completions', key => 'sk-maxn',
+      body => qq({$m,$msgs,"n":3}), status => 400, param => 'n' });
 
 # H1 on the wire: no copy survives to the backend
 reset_bodies();

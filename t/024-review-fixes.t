@@ -20,105 +20,84 @@ my $gw = $t->start_nginx(
     server => 'error_page 500 502 503 504 /50x.html;
                location /v1/ { llm_gateway; }');
 
-my %json = ('Content-Type' => 'application/json');
 my $msgs = '"messages":[{"role":"user","content":"hi"}]';
 
-sub post {
-    my ($port, $extra, %h) = @_;
-    my ($st, $h, $b) = http_request($port, 'POST', '/v1/chat/completions',
-        { %json, %h }, qq({"model":"mixtral-8x7b",$msgs$extra}));
-    return ($st, json_of($b), $b);
-}
+# a chat request's body with more members after its messages
+sub with { qq({"model":"mixtral-8x7b",$msgs$_[0]}) }
 
-sub refused {
-    my ($extra, $param, $id) = @_;
-    my ($st, $j, $b) = post($gw, $extra);
-    is($st, 400, "$id: $extra is refused") or diag($b);
-    is($j && $j->{error}{code}, 'unsupported_parameter',
-        "$id: $extra: code unsupported_parameter");
-    is($j && $j->{error}{param}, $param, "$id: $extra: param $param");
-    is($j && $j->{error}{type}, 'invalid_request_error',
-        "$id: $extra: invalid_request_error");
-    return $j;
-}
+# ---------------------------------------------------------------- H1, H2
 
-# ---------------------------------------------------------------- H1
+cases({ port => $gw, status => 400, code => 'unsupported_parameter',
+        type => 'invalid_request_error' },
+    # H1: backend aliases of generation bounds
+    { name => 'H1: n_predict is refused',
+      body => with(',"max_tokens":1,"n_predict":-1,"n_cmpl":4'),
+      param => 'n_predict', message => qr/max_tokens/ },
+    { name => 'H1: n_cmpl is refused', body => with(',"n_cmpl":4'),
+      param => 'n_cmpl', message => qr/'n'/ },
+    { name => 'H1: max_new_tokens is refused',
+      body => with(',"max_new_tokens":100000'), param => 'max_new_tokens' },
+    { name => 'H1: num_predict is refused', body => with(',"num_predict":-1'),
+      param => 'num_predict' },
+    { name => 'H1: options.num_predict is refused',
+      body => with(',"options":{"num_predict":-1}'),
+      param => 'options.num_predict' },
+    { name => 'H1: vLLM\'s min_tokens passes (vLLM bounds it by max_tokens)',
+      body => with(',"min_tokens":1,"max_tokens":5'), status => 200 },
+    { name => 'H1: a null alias is no bound and passes',
+      body => with(',"n_predict":null'), status => 200 },
 
-my $j = refused(',"max_tokens":1,"n_predict":-1,"n_cmpl":4', 'n_predict',
-    'H1');
-like($j && $j->{error}{message}, qr/max_tokens/,
-    'H1: n_predict: the message names max_tokens');
-$j = refused(',"n_cmpl":4', 'n_cmpl', 'H1');
-like($j && $j->{error}{message}, qr/'n'/, 'H1: n_cmpl: the message names n');
-refused(',"max_new_tokens":100000', 'max_new_tokens', 'H1');
-refused(',"num_predict":-1', 'num_predict', 'H1');
-refused(',"options":{"num_predict":-1}', 'options.num_predict', 'H1');
-
-my ($st) = post($gw, ',"min_tokens":1,"max_tokens":5');
-is($st, 200, 'H1: vLLM\'s min_tokens passes (vLLM bounds it by max_tokens)');
-($st) = post($gw, ',"n_predict":null');
-is($st, 200, 'H1: a null alias is no bound and passes');
-
-# ---------------------------------------------------------------- H2
-
-refused(',"service_tier":"flex"', 'service_tier', 'H2');
-refused(',"service_tier":"priority"', 'service_tier', 'H2');
-refused(',"modalities":["text","audio"]', 'modalities', 'H2');
-refused(',"audio":{"voice":"alloy","format":"wav"}', 'audio', 'H2');
-refused(',"web_search_options":{}', 'web_search_options', 'H2');
-refused(',"models":["openai/gpt-4o","anthropic/claude-opus-4"]', 'models',
-    'H2');
-refused(',"plugins":[{"id":"web"}]', 'plugins', 'H2');
-refused(',"provider":{"order":["OpenAI"]}', 'provider', 'H2');
-
-for my $ok (',"service_tier":"auto"', ',"service_tier":"default"',
-    ',"modalities":["text"]')
-{
-    ($st) = post($gw, $ok);
-    is($st, 200, "H2: $ok passes");
-}
+    # H2: fields that change the price
+    (map { +{ name => "H2: $_->[0] is refused", body => with($_->[0]),
+              param => $_->[1] } }
+        [',"service_tier":"flex"', 'service_tier'],
+        [',"service_tier":"priority"', 'service_tier'],
+        [',"modalities":["text","audio"]', 'modalities'],
+        [',"audio":{"voice":"alloy","format":"wav"}', 'audio'],
+        [',"web_search_options":{}', 'web_search_options'],
+        [',"models":["openai/gpt-4o","anthropic/claude-opus-4"]', 'models'],
+        [',"plugins":[{"id":"web"}]', 'plugins'],
+        [',"provider":{"order":["OpenAI"]}', 'provider']),
+    (map { +{ name => "H2: $_ passes", body => with($_), status => 200 } }
+        ',"service_tier":"auto"', ',"service_tier":"default"',
+        ',"modalities":["text"]'),
+);
 
 # ---------------------------------------------------------------- L: seed
 
-for my $f (['seed', '8999999999999999'], ['seed', '-1000000000000000'],
-    ['top_logprobs', '1000000000000000'], ['max_tokens', '1000000000000000'])
-{
-    my ($k, $v) = @$f;
-    ($st, $j) = post($gw, qq(,"$k":$v));
-    is($st, 400, "integers: $k=$v, which cJSON prints with an exponent, "
-        . 'is refused');
-    is($j && $j->{error}{param}, $k, "integers: $k=$v: param named");
-}
-
-$t->mock_reset($up);
-($st) = post($gw, ',"seed":999999999999999');
-is($st, 200, 'integers: seed 999999999999999 passes');
-is($t->mock_stats($up)->{last_body}{seed}, 999999999999999,
-    'integers: and reaches the backend as the same integer');
+cases({ port => $gw },
+    (map {
+        my ($k, $v) = @$_;
+        +{ name => "integers: $k=$v, which cJSON prints with an exponent, "
+               . 'is refused',
+           body => with(qq(,"$k":$v)), status => 400, param => $k }
+    } ['seed', '8999999999999999'], ['seed', '-1000000000000000'],
+      ['top_logprobs', '1000000000000000'],
+      ['max_tokens', '1000000000000000']),
+    { name => 'integers: seed 999999999999999 passes',
+      before => sub { $t->mock_reset($up) },
+      body => with(',"seed":999999999999999'), status => 200,
+      check => sub {
+          is($t->mock_stats($up)->{last_body}{seed}, 999999999999999,
+              "$_[0]: and reaches the backend as the same integer");
+      } },
+);
 
 # ---------------------------------------------------------------- nginx errors
-
-sub raw { LLMTest::raw_request($_[0], $_[1], timeout => 10) }
 
 my $big = "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
     . ('k' x 10240) . "\r\nConnection: close\r\n\r\n";
 my $long = "GET /v1/" . ('a' x 9000) . " HTTP/1.1\r\nHost: x\r\n"
     . "Connection: close\r\n\r\n";
+my $json = { 'content-type' => qr{^application/json} };
 
-my ($h, $b);
-($st, $h, $b) = raw($gw, $big);
-is($st, 400, 'nginx errors: a 10 KiB Authorization header, unrelated '
-    . 'error_page in the server: 400');
-like($h->{'content-type'} // '', qr{^application/json},
-    'nginx errors: unrelated error_page: too large header still gets JSON');
-$j = json_of($b);
-is($j && $j->{error}{code}, 'bad_request',
-    'nginx errors: unrelated error_page: in OpenAI format');
-
-($st, $h, $b) = raw($gw, $long);
-is($st, 414, 'nginx errors: unrelated error_page: a too long URI gets 414');
-like($h->{'content-type'} // '', qr{^application/json},
-    'nginx errors: unrelated error_page: 414 gets JSON');
+cases({ port => $gw, timeout => 10 },
+    { name => 'nginx errors: a 10 KiB Authorization header, unrelated '
+          . 'error_page in the server',
+      raw => $big, status => 400, header => $json, code => 'bad_request' },
+    { name => 'nginx errors: unrelated error_page: a too long URI',
+      raw => $long, status => 414, header => $json },
+);
 
 my $op = $t->start_nginx(
     http => $models,
@@ -127,15 +106,16 @@ my $op = $t->start_nginx(
                                       return 200 "<p>operator 414</p>"; }
                location /v1/ { llm_gateway; }');
 
-($st, $h, $b) = raw($op, $long);
-like($b // '', qr{operator 414},
-    'nginx errors: a matching error_page 414 stays the operator\'s');
-unlike($h->{'content-type'} // '', qr{json},
-    'nginx errors: a matching error_page: not replaced by JSON');
-
-($st, $h, $b) = raw($op, $big);
-like($h->{'content-type'} // '', qr{^application/json},
-    'nginx errors: error_page 414 only: a too large header still gets JSON');
+cases({ port => $op, timeout => 10 },
+    { name => 'nginx errors: a matching error_page 414 stays the operator\'s',
+      raw => $long, match => qr{operator 414},
+      check => sub {
+          unlike($_[2]{'content-type'} // '', qr{json},
+              "$_[0]: not replaced by JSON");
+      } },
+    { name => 'nginx errors: error_page 414 only: a too large header',
+      raw => $big, header => $json },
+);
 
 # the charset filter, after the error filter, rewrites content_type: the
 # page must not depend on its address
@@ -145,13 +125,15 @@ my $cs = $t->start_nginx(
     server => 'charset utf-8; charset_types application/json;
                location /v1/ { llm_gateway; }');
 
-($st, $h, $b) = raw($cs, $big);
-is($st, 400, 'nginx errors: with a charset: too large header gets 400');
-$j = json_of($b);
-is($j && $j->{error}{code}, 'bad_request',
-    'nginx errors: a later filter rewriting content_type: still the JSON');
-is($h->{'content-length'}, length $b,
-    'nginx errors: with a charset: the length is the JSON\'s');
+cases({ port => $cs, timeout => 10 },
+    { name => 'nginx errors: with a charset: a too large header',
+      raw => $big, status => 400, code => 'bad_request',
+      check => sub {
+          my ($name, $st, $h, $b) = @_;
+          is($h->{'content-length'}, length $b,
+              "$name: the length is the JSON's");
+      } },
+);
 
 # ---------------------------------------------------------------- cap
 
@@ -163,20 +145,24 @@ my $rgw = $t->start_nginx(
     http => "llm_redis 127.0.0.1:$rp timeout=500ms; $models",
     server => 'location /v1/ { llm_gateway; llm_auth on; }');
 
+# the max_tokens the backend was sent
+sub sent {
+    my ($want, $what) = @_;
+    return sub {
+        is($t->mock_stats($up)->{last_body}{max_tokens}, $want, "$_[0]: $what");
+    };
+}
+
 sub capped {
     my ($port, $key, $name) = @_;
-    $t->mock_reset($up);
-    my ($st, $j, $b) = post($port, '', Authorization => "Bearer $key");
-    is($st, 200, "cap: $name, no max_tokens, no quota") or diag($b);
-    is($t->mock_stats($up)->{last_body}{max_tokens}, 64,
-        "cap: $name: the tenant's max_tokens is sent when the client "
-        . 'gives none');
-
-    $t->mock_reset($up);
-    ($st, $j, $b) = post($port, ',"n":2', Authorization => "Bearer $key");
-    is($st, 200, "cap: $name: with n=2") or diag($b);
-    is($t->mock_stats($up)->{last_body}{max_tokens}, 32,
-        "cap: $name: n=2 share the cap, 32 each");
+    cases({ port => $port, key => $key, status => 200,
+            before => sub { $t->mock_reset($up) } },
+        { name => "cap: $name, no max_tokens, no quota", body => with(''),
+          check => sent(64, 'the tenant\'s max_tokens is sent when the '
+                            . 'client gives none') },
+        { name => "cap: $name: with n=2", body => with(',"n":2'),
+          check => sent(32, 'n=2 share the cap, 32 each') },
+    );
 }
 
 capped($rgw, 'sk-review-redis', 'a tenant in Redis');

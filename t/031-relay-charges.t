@@ -27,7 +27,7 @@ sub settled {
     my ($tenant) = @_;
     my $v;
     wait_until(sub {
-        $v = $t->redis_cli($rp, 'HGET', "llm:{$tenant}:spend:d:$day", 'settled');
+        $v = $t->redis_cli($rp, 'HGET', rkey(KEY_SPEND_DAY, $tenant, $day), 'settled');
         return defined $v && length $v;
     }, 3);
     return $v // 0;
@@ -36,7 +36,7 @@ sub settled {
 sub completion_tokens {
     my ($tenant) = @_;
     settled($tenant);
-    my %h = split /\n/, $t->redis_cli($rp, 'HGETALL', "llm:{$tenant}:usage:$day") // '';
+    my %h = split /\n/, $t->redis_cli($rp, 'HGETALL', rkey(KEY_USAGE, $tenant, $day)) // '';
     my $n = 0;
     $n += $h{$_} for grep { /\|completion_tokens$/ } keys %h;
     return $n;

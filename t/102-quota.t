@@ -72,12 +72,12 @@ is(json_of($b)->{error}{code}, 'insufficient_quota', 'monthly insufficient_quota
 like(json_of($b)->{error}{message}, qr/monthly/, 'names the monthly budget');
 
 # usage records and spend, exact in micro-dollars
-ok(wait_until(sub { ($t->redis_cli($rp, 'HGET', "llm:{d}:spend:d:$day", 'reserved') // '') eq '0' }, 2),
+ok(wait_until(sub { ($t->redis_cli($rp, 'HGET', rkey(KEY_SPEND_DAY, 'd', $day), 'reserved') // '') eq '0' }, 2),
     'reservation released after settlement');
 # 11 prompt * 0.60 + 200 completion * 1.80 = 366.6 -> 367 micro-dollars
-is($t->redis_cli($rp, 'HGET', "llm:{d}:spend:d:$day", 'settled'), 367, 'settled at 367 micro-dollars');
-is($t->redis_cli($rp, 'HGET', "llm:{d}:spend:m:" . substr($day, 0, 6), 'settled'), 367, 'month too');
-my %u = split /\n/, $t->redis_cli($rp, 'HGETALL', "llm:{d}:usage:$day");
+is($t->redis_cli($rp, 'HGET', rkey(KEY_SPEND_DAY, 'd', $day), 'settled'), 367, 'settled at 367 micro-dollars');
+is($t->redis_cli($rp, 'HGET', rkey(KEY_SPEND_MONTH, 'd', substr($day, 0, 6)), 'settled'), 367, 'month too');
+my %u = split /\n/, $t->redis_cli($rp, 'HGETALL', rkey(KEY_USAGE, 'd', $day));
 my $p = "mixtral-8x7b|127.0.0.1:$up|";
 is($u{"${p}requests"}, 1, 'usage: requests');
 is($u{"${p}prompt_tokens"}, 11, 'usage: prompt tokens');

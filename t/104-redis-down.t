@@ -59,7 +59,7 @@ ok(wait_until(sub { (batch('/v1/chat/completions', 'sk-acme', 1))[0][0] == 200 }
 @r = batch('/v1/chat/completions', 'sk-acme', 20);
 is(codes(@r), '200=20', 'all served again');
 my $day = POSIX::strftime('%Y%m%d', gmtime);
-ok(wait_until(sub { ($t->redis_cli($rp, 'HGET', "llm:{acme}:usage:$day",
+ok(wait_until(sub { ($t->redis_cli($rp, 'HGET', rkey(KEY_USAGE, 'acme', $day),
     "mixtral-8x7b|127.0.0.1:$up|requests") || 0) >= 41 }, 3),
     'the 20 unmetered requests were recorded once Redis came back (with 21 metered ones)');
 

@@ -23,7 +23,7 @@ my @req = ('POST', '/v1/chat/completions',
     { 'Content-Type' => 'application/json', Authorization => 'Bearer sk-a' },
     '{"model":"mixtral-8x7b","messages":[{"role":"user","content":"hi"}]}');
 is((http_request($gw, @req))[0], 200, 'warm: key cached, one request settled');
-my $settled = $t->redis_cli($rp, 'HGET', "llm:{a}:spend:d:$day", 'settled');
+my $settled = $t->redis_cli($rp, 'HGET', rkey(KEY_SPEND_DAY, 'a', $day), 'settled');
 
 my $pid = $t->{redis}{$rp};
 kill 'STOP', $pid;
@@ -35,11 +35,11 @@ close $s;          # gone while the admission waits in Redis
 sleep 0.3;
 kill 'CONT', $pid;
 
-ok(wait_until(sub { ($t->redis_cli($rp, 'HLEN', 'llm:{a}:inflight') // 1) == 0 }, 3),
+ok(wait_until(sub { ($t->redis_cli($rp, 'HLEN', rkey(KEY_INFLIGHT, 'a')) // 1) == 0 }, 3),
     'no reservation left in flight');
-is($t->redis_cli($rp, 'HGET', "llm:{a}:spend:d:$day", 'reserved'), 0, 'reserved back to 0');
-is($t->redis_cli($rp, 'HGET', "llm:{a}:spend:d:$day", 'settled'), $settled, 'nothing charged');
-my $req = $t->redis_cli($rp, 'HGET', "llm:{a}:usage:$day", 'mixtral-8x7b|mixtral-8x7b|requests');
+is($t->redis_cli($rp, 'HGET', rkey(KEY_SPEND_DAY, 'a', $day), 'reserved'), 0, 'reserved back to 0');
+is($t->redis_cli($rp, 'HGET', rkey(KEY_SPEND_DAY, 'a', $day), 'settled'), $settled, 'nothing charged');
+my $req = $t->redis_cli($rp, 'HGET', rkey(KEY_USAGE, 'a', $day), 'mixtral-8x7b|mixtral-8x7b|requests');
 is($req, 1, 'recorded as an admitted request that used nothing');
 
 # a refused admission whose client left: nothing released, nothing recorded
@@ -49,23 +49,24 @@ http_request($gw, $req[0], $req[1], { %{ $req[2] }, Authorization => 'Bearer sk-
     timeout => 0.3);
 kill 'CONT', $pid;
 sleep 0.5;
-is($t->redis_cli($rp, 'HGET', "llm:{b}:spend:d:$day", 'reserved') || 0, 0, 'refused: reserved untouched');
-is($t->redis_cli($rp, 'EXISTS', "llm:{b}:usage:$day"), 0, 'refused: no usage record');
+is($t->redis_cli($rp, 'HGET', rkey(KEY_SPEND_DAY, 'b', $day), 'reserved') || 0, 0, 'refused: reserved untouched');
+is($t->redis_cli($rp, 'EXISTS', rkey(KEY_USAGE, 'b', $day)), 0, 'refused: no usage record');
 
 # a settlement command sent twice (its reply was lost) counts once
 my $src = do { local $/; open my $fh, '<', "$LLMTest::ROOT/redis/settle.lua" or die; <$fh> };
-$t->redis_cli($rp, 'HSET', 'llm:{c}:inflight', 'r1', '100:500:' . (time * 1000), 'r2', '50:200:' . (time * 1000));
-$t->redis_cli($rp, 'HSET', "llm:{c}:spend:d:$day", 'reserved', 700);
-my @keys = map { "llm:{c}:$_" } ('win', "spend:d:$day", 'spend:m:' . substr($day, 0, 6),
-    "usage:$day", "settled:$day", 'inflight');
+$t->redis_cli($rp, 'HSET', rkey(KEY_INFLIGHT, 'c'), 'r1', '100:500:' . (time * 1000), 'r2', '50:200:' . (time * 1000));
+$t->redis_cli($rp, 'HSET', rkey(KEY_SPEND_DAY, 'c', $day), 'reserved', 700);
+my @keys = (rkey(KEY_WIN, 'c'), rkey(KEY_SPEND_DAY, 'c', $day),
+    rkey(KEY_SPEND_MONTH, 'c', substr($day, 0, 6)), rkey(KEY_USAGE, 'c', $day),
+    rkey(KEY_SETTLED, 'c', $day), rkey(KEY_INFLIGHT, 'c'));
 my @args = (100, 3, 'r1', 30, 90, 'm|b', 10, 20, 'm', 'r2', 5, 40, 'm|b', 5, 0, 'm',
     'r3', 7, 70, 'm|b', 3, 4, 'u');
 is($t->redis_cli($rp, 'EVAL', $src, 6, @keys, @args), 3, 'batch of three settled');
 is($t->redis_cli($rp, 'EVAL', $src, 6, @keys, @args), 0, 'the same batch again settles nothing');
-is($t->redis_cli($rp, 'HGET', "llm:{c}:spend:d:$day", 'reserved'), 0, 'reservations released once');
-is($t->redis_cli($rp, 'HGET', "llm:{c}:spend:d:$day", 'settled'), 200, 'costs summed once');
-is($t->redis_cli($rp, 'HGET', "llm:{c}:usage:$day", 'm|b|requests'), 3, 'three requests recorded');
-is($t->redis_cli($rp, 'HGET', "llm:{c}:usage:$day", 'm|b|completion_tokens'), 24, 'tokens recorded once');
+is($t->redis_cli($rp, 'HGET', rkey(KEY_SPEND_DAY, 'c', $day), 'reserved'), 0, 'reservations released once');
+is($t->redis_cli($rp, 'HGET', rkey(KEY_SPEND_DAY, 'c', $day), 'settled'), 200, 'costs summed once');
+is($t->redis_cli($rp, 'HGET', rkey(KEY_USAGE, 'c', $day), 'm|b|requests'), 3, 'three requests recorded');
+is($t->redis_cli($rp, 'HGET', rkey(KEY_USAGE, 'c', $day), 'm|b|completion_tokens'), 24, 'tokens recorded once');
 
 $t->cleanup;
 done_testing;

@@ -36,7 +36,7 @@ my $gw = $t->start_nginx(
 my $day = strftime('%Y%m%d', gmtime);
 
 sub redis { $t->redis_cli($rp, @_) }
-sub spend { redis('HGET', "llm:{$_[0]}:spend:d:$day", $_[1]) // '' }
+sub spend { redis('HGET', rkey(KEY_SPEND_DAY, $_[0], $day), $_[1]) // '' }
 sub metric {
     my ($series) = @_;
     my (undef, undef, $b) = http_request($gw, 'GET', '/metrics');
@@ -45,7 +45,7 @@ sub metric {
 # the tenant's settled spend once nothing of it is in flight
 sub settled {
     my ($tenant) = @_;
-    wait_until(sub { (redis('HLEN', "llm:{$tenant}:inflight") // 1) == 0 }, 5);
+    wait_until(sub { (redis('HLEN', rkey(KEY_INFLIGHT, $tenant)) // 1) == 0 }, 5);
     return spend($tenant, 'settled');
 }
 sub body { LLMTest::chat_body(content => 'hi', @_) }
@@ -89,19 +89,19 @@ $t->add_tenant($rp, 'c', 'sk-c', budget_day_usd => 100);
 is((chat($gw, key => 'sk-c'))[0], 200, 'warm: the key is known');
 # the sweeper's first look, a second after the first admission, is past
 sleep 1.5;
-my $before = redis('HGET', "llm:{c}:usage:$day", 'mixtral-8x7b|127.0.0.1:' . $up . '|requests');
+my $before = redis('HGET', rkey(KEY_USAGE, 'c', $day), 'mixtral-8x7b|127.0.0.1:' . $up . '|requests');
 my @s = map { start_post('sk-c', body(content => 'MOCK:{"latency_ms":1200}')) } 1 .. 4;
-ok(wait_until(sub { (redis('HLEN', 'llm:{c}:inflight') || 0) == 4 }, 5),
+ok(wait_until(sub { (redis('HLEN', rkey(KEY_INFLIGHT, 'c')) || 0) == 4 }, 5),
     'four requests in flight');
-my @ids = split /\n/, redis('HKEYS', 'llm:{c}:inflight');
+my @ids = split /\n/, redis('HKEYS', rkey(KEY_INFLIGHT, 'c'));
 my $now = int(time * 1000);
-redis('HSET', 'llm:{c}:inflight', $ids[0], 'garbage');
-redis('HSET', 'llm:{c}:inflight', $ids[1], "-5:-100:$now:" . ($now + 600000) . ":$day");
-redis('HSET', 'llm:{c}:inflight', $ids[2], "100000000000000:1e+14:$now");
+redis('HSET', rkey(KEY_INFLIGHT, 'c'), $ids[0], 'garbage');
+redis('HSET', rkey(KEY_INFLIGHT, 'c'), $ids[1], "-5:-100:$now:" . ($now + 600000) . ":$day");
+redis('HSET', rkey(KEY_INFLIGHT, 'c'), $ids[2], "100000000000000:1e+14:$now");
 is(join(' ', map { finish_post($_) } @s), '200 200 200 200', 'all four answered');
-ok(wait_until(sub { (redis('HLEN', 'llm:{c}:inflight') // 1) == 0 }, 3),
+ok(wait_until(sub { (redis('HLEN', rkey(KEY_INFLIGHT, 'c')) // 1) == 0 }, 3),
     'C1: every in-flight record is gone, malformed ones too');
-is(redis('HGET', "llm:{c}:usage:$day", "mixtral-8x7b|127.0.0.1:$up|requests") - $before, 4,
+is(redis('HGET', rkey(KEY_USAGE, 'c', $day), "mixtral-8x7b|127.0.0.1:$up|requests") - $before, 4,
     'C1: a malformed in-flight record does not lose the rest of its batch: 4 settled');
 is(metric('llm_inflight_malformed_total{script="settle"}'), 2,
     'C1: the two unreadable records are counted');
@@ -110,14 +110,15 @@ like($t->error_log($gw), qr/in-flight record "\Q$ids[0]\E" of .* could not be re
 
 # the scripts on their own: what admit.lua writes, settle.lua reads
 my $admit = do { local $/; open my $fh, '<', "$LLMTest::ROOT/redis/admit.lua" or die; <$fh> };
-my @akeys = map { "llm:{z}:$_" } ('win', "spend:d:$day", 'spend:m:' . substr($day, 0, 6), 'inflight');
+my @akeys = (rkey(KEY_WIN, 'z'), rkey(KEY_SPEND_DAY, 'z', $day),
+    rkey(KEY_SPEND_MONTH, 'z', substr($day, 0, 6)), rkey(KEY_INFLIGHT, 'z'));
 my $r = redis('EVAL', $admit, 4, @akeys, 0, 0, 0, 0, 100, 100, 2,
     'neg', 10, -5, 60000, 'big', 10000000000000, 9999999999999, 60000);
 like($r, qr/^3\ninvalid\n0\n0\n/, 'C1: admit.lua refuses a negative cost itself');
-like(redis('HGET', 'llm:{z}:inflight', 'big'), qr/^10000000000000:9999999999999:\d+:\d+:$day$/,
+like(redis('HGET', rkey(KEY_INFLIGHT, 'z'), 'big'), qr/^10000000000000:9999999999999:\d+:\d+:$day$/,
     'C1: a reservation at the bound is written in plain digits');
-is(redis('HGET', "llm:{z}:spend:d:$day", 'reserved'), 9999999999999, 'C1: and reserved exactly');
-is(redis('HEXISTS', 'llm:{z}:inflight', 'neg'), 0, 'C1: the refused one reserved nothing');
+is(redis('HGET', rkey(KEY_SPEND_DAY, 'z', $day), 'reserved'), 9999999999999, 'C1: and reserved exactly');
+is(redis('HEXISTS', rkey(KEY_INFLIGHT, 'z'), 'neg'), 0, 'C1: the refused one reserved nothing');
 
 # ---------------------------------------------------------------- H6a
 
@@ -135,7 +136,7 @@ my ($sd) = chat($gw, key => 'sk-d', timeout => 5);
 kill 'CONT', $pid;
 is($sd, 503, 'H6a: fail-closed: 503 while the admission reply is lost');
 ok(wait_until(sub { (chat($gw, key => 'sk-d'))[0] == 200 }, 8), 'd served again');
-ok(wait_until(sub { (redis('HLEN', 'llm:{d}:inflight') // 1) == 0 }, 5),
+ok(wait_until(sub { (redis('HLEN', rkey(KEY_INFLIGHT, 'd')) // 1) == 0 }, 5),
     'H6a: fail-closed: after Redis recovers, no reservation is left in flight');
 is(spend('d', 'reserved'), 0, 'H6a: fail-closed: reserved back to 0');
 
@@ -144,7 +145,7 @@ my ($se) = chat($gw, key => 'sk-e', path => '/open/v1/chat/completions', timeout
 kill 'CONT', $pid;
 is($se, 200, 'H6a: fail-open: served while the admission reply is lost');
 ok(wait_until(sub { (chat($gw, key => 'sk-e', path => '/open/v1/chat/completions'))[0] == 200
-                    && (redis('HLEN', 'llm:{e}:inflight') // 1) == 0 }, 8),
+                    && (redis('HLEN', rkey(KEY_INFLIGHT, 'e')) // 1) == 0 }, 8),
     'H6a: fail-open: after Redis recovers, no reservation is left in flight');
 is(spend('e', 'reserved'), 0, 'H6a: fail-open: reserved back to 0');
 cmp_ok(spend('e', 'settled'), '>', $settled_e, 'H6a: fail-open: the answer is charged');
@@ -155,7 +156,7 @@ $t->add_tenant($rp, 'f', 'sk-f', budget_day_usd => 10);
 is((chat($gw, key => 'sk-f'))[0], 200, 'warm f');
 my $settled_f = settled('f');
 my $s = start_post('sk-f', body(content => 'MOCK:{"latency_ms":800}'));
-ok(wait_until(sub { (redis('HLEN', 'llm:{f}:inflight') || 0) == 1 }, 5), 'f in flight');
+ok(wait_until(sub { (redis('HLEN', rkey(KEY_INFLIGHT, 'f')) || 0) == 1 }, 5), 'f in flight');
 redis('CONFIG', 'SET', 'maxmemory-policy', 'noeviction');
 redis('CONFIG', 'SET', 'maxmemory', 1);
 is(finish_post($s), 200, 'f answered');
@@ -163,7 +164,7 @@ ok(wait_until(sub { metric('llm_redis_errors_total{script="settle",error="OOM"}'
     'H6b: the settlement met OOM');
 is(spend('f', 'settled'), $settled_f, 'H6b: nothing recorded while Redis refuses writes');
 redis('CONFIG', 'SET', 'maxmemory', 0);
-ok(wait_until(sub { (redis('HLEN', 'llm:{f}:inflight') // 1) == 0 }, 15),
+ok(wait_until(sub { (redis('HLEN', rkey(KEY_INFLIGHT, 'f')) // 1) == 0 }, 15),
     'H6b: once Redis takes writes again, the settlement is retried');
 cmp_ok(spend('f', 'settled'), '>', $settled_f, 'H6b: the spend is recorded');
 is(spend('f', 'reserved'), 0, 'H6b: and the reservation released');
@@ -173,18 +174,19 @@ cmp_ok(metric('llm_settlements_retried_total'), '>=', 1, 'H6b: retries are count
 
 $t->add_tenant($rp, 'g', 'sk-g', budget_day_usd => 10);
 is((chat($gw, key => 'sk-g'))[0], 200, 'warm g');
-redis('DEL', "llm:{g}:usage:$day");
-redis('SET', "llm:{g}:usage:$day", 'not a hash');
+redis('DEL', rkey(KEY_USAGE, 'g', $day));
+redis('SET', rkey(KEY_USAGE, 'g', $day), 'not a hash');
 my $settled_g = settled('g');
 is((chat($gw, key => 'sk-g'))[0], 200, 'g answered');
 ok(wait_until(sub { metric('llm_settlements_dropped_total{reason="error"}') >= 1 }, 3),
     'H6c: a settlement the script refuses is counted as lost');
-is(redis('HLEN', 'llm:{g}:inflight'), 1,
+is(redis('HLEN', rkey(KEY_INFLIGHT, 'g')), 1,
     'H6c: a settlement that fails keeps its in-flight record (deleted last)');
 is(spend('g', 'settled'), $settled_g, 'H6c: and writes nothing halfway');
-like($t->error_log($gw), qr/settlement of 1 requests of llm:\{g\}:win lost: WRONGTYPE/,
+like($t->error_log($gw),
+    qr/settlement of 1 requests of \Q@{[rkey(KEY_WIN, 'g')]}\E lost: WRONGTYPE/,
     'H6c: logged once, with the count');
-redis('DEL', "llm:{g}:usage:$day", 'llm:{g}:inflight');
+redis('DEL', rkey(KEY_USAGE, 'g', $day), rkey(KEY_INFLIGHT, 'g'));
 
 # ---------------------------------------------------------------- H3/M5
 
@@ -200,10 +202,10 @@ is(spend('h', 'reserved'), 0, 'H3/M5: and its reservation released');
 
 my $settled = settled('h');
 my $c = start_post('sk-h', body(model => 'cheap', content => 'MOCK:{"latency_ms":1500}'));
-ok(wait_until(sub { (redis('HLEN', 'llm:{h}:inflight') || 0) == 1 }, 5), 'h in flight');
+ok(wait_until(sub { (redis('HLEN', rkey(KEY_INFLIGHT, 'h')) || 0) == 1 }, 5), 'h in flight');
 sleep 0.3;
 close $c;
-ok(wait_until(sub { (redis('HLEN', 'llm:{h}:inflight') // 1) == 0 }, 5), 'h settled');
+ok(wait_until(sub { (redis('HLEN', rkey(KEY_INFLIGHT, 'h')) // 1) == 0 }, 5), 'h settled');
 cmp_ok(spend('h', 'settled') - $settled, '>', 0,
     'M5: a client that leaves after the backend got the request pays the prompt');
 

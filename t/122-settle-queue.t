@@ -41,7 +41,7 @@ is((chat($gw, @open))[0], 200, 'warm: the key is known');
 # its settlement is written before Redis goes, or it would be queued
 # with the others and counted among them
 ok(wait_until(sub {
-    redis('HGET', "llm:{m}:usage:$day", "mixtral-8x7b|127.0.0.1:$up|requests") }, 5),
+    redis('HGET', rkey(KEY_USAGE, 'm', $day), "mixtral-8x7b|127.0.0.1:$up|requests") }, 5),
    'warm: settled');
 my $dropped = metric('llm_settlements_dropped_total{reason="queue_full"}');
 $t->stop_redis($rp);
@@ -63,10 +63,10 @@ $t->start_redis(port => $rp);
 ok(wait_until(sub {
     $dropped = metric('llm_settlements_dropped_total{reason="queue_full"}')
                - $before;
-    (redis('HGET', "llm:{m}:usage:$day", "mixtral-8x7b|127.0.0.1:$up|requests") || 0)
+    (redis('HGET', rkey(KEY_USAGE, 'm', $day), "mixtral-8x7b|127.0.0.1:$up|requests") || 0)
         == 300 - $dropped }, 15),
     'M2: what the queue kept is recorded once Redis is back')
-    or diag('recorded ', redis('HGET', "llm:{m}:usage:$day",
+    or diag('recorded ', redis('HGET', rkey(KEY_USAGE, 'm', $day),
                                "mixtral-8x7b|127.0.0.1:$up|requests") // 0,
             ", dropped $dropped");
 

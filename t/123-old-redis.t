@@ -33,9 +33,9 @@ is(served(), 200, 'warm: the key is known');
 $t->stop_redis($rp);
 is(join(' ', map { served() } 1 .. 3), '200 200 200', 'served unmetered while Redis is down');
 $t->start_redis(port => $rp, @old);
-ok(wait_until(sub { ($t->redis_cli($rp, 'HGET', "llm:{o}:usage:$day", $field) || 0) == 3 }, 10),
+ok(wait_until(sub { ($t->redis_cli($rp, 'HGET', rkey(KEY_USAGE, 'o', $day), $field) || 0) == 3 }, 10),
     'H6d: unmetered settlements are recorded by a Redis without SMISMEMBER');
-cmp_ok($t->redis_cli($rp, 'HGET', "llm:{o}:spend:d:$day", 'settled') || 0, '>', 0,
+cmp_ok($t->redis_cli($rp, 'HGET', rkey(KEY_SPEND_DAY, 'o', $day), 'settled') || 0, '>', 0,
     'H6d: and charged');
 unlike($t->error_log($gw), qr/settlement .* (lost|failed)/, 'H6d: nothing lost');
 

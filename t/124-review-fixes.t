@@ -24,7 +24,7 @@ my @fill = map { IO::Socket::INET->new(PeerAddr => '127.0.0.1',
     PeerPort => $hp, Blocking => 0) } 1 .. 4;
 
 # malformed in-flight records, for the first sweep
-redis('HSET', 'llm:{w}:inflight', 'young', 'zzz', 'aged', 'x:x:1000');
+redis('HSET', rkey(KEY_INFLIGHT, 'w'), 'young', 'zzz', 'aged', 'x:x:1000');
 
 my $gw = $t->start_nginx(
     http => "llm_redis 127.0.0.1:$rp;
@@ -53,10 +53,10 @@ my $day = strftime('%Y%m%d', gmtime);
 my $month = substr($day, 0, 6);
 
 sub redis { $t->redis_cli($rp, @_) }
-sub spend { redis('HGET', "llm:{$_[0]}:spend:d:$day", $_[1]) || 0 }
+sub spend { redis('HGET', rkey(KEY_SPEND_DAY, $_[0], $day), $_[1]) || 0 }
 sub usage_sum {
     my ($tenant, $what) = @_;
-    my %u = split /\n/, redis('HGETALL', "llm:{$tenant}:usage:$day") // '';
+    my %u = split /\n/, redis('HGETALL', rkey(KEY_USAGE, $tenant, $day)) // '';
     my $n = 0;
     $n += $u{$_} for grep { /\|\Q$what\E$/ } keys %u;
     return $n;
@@ -112,23 +112,23 @@ if ($pid == 0) {
     chat($gw, key => 'sk-t', model => 'plain', knobs => { latency_ms => 1500 });
     POSIX::_exit(0);
 }
-ok(wait_until(sub { redis('EXISTS', "llm:{t}:spend:d:$day") }, 5), 'admitted');
-redis('DEL', "llm:{t}:spend:d:$day", "llm:{t}:spend:m:$month");
+ok(wait_until(sub { redis('EXISTS', rkey(KEY_SPEND_DAY, 't', $day)) }, 5), 'admitted');
+redis('DEL', rkey(KEY_SPEND_DAY, 't', $day), rkey(KEY_SPEND_MONTH, 't', $month));
 waitpid($pid, 0);
 ok(wait_until(sub { spend('t', 'settled') > 0 }, 5), 'settled');
-cmp_ok(redis('TTL', "llm:{t}:spend:d:$day"), '>', 0,
+cmp_ok(redis('TTL', rkey(KEY_SPEND_DAY, 't', $day)), '>', 0,
     'M2: a day\'s spend written again after it expired has a TTL');
-cmp_ok(redis('TTL', "llm:{t}:spend:m:$month"), '>', 0, 'M2: the month\'s too');
-is(redis('HGET', "llm:{t}:spend:d:$day", 'reserved') // '', '',
+cmp_ok(redis('TTL', rkey(KEY_SPEND_MONTH, 't', $month)), '>', 0, 'M2: the month\'s too');
+is(redis('HGET', rkey(KEY_SPEND_DAY, 't', $day), 'reserved') // '', '',
     'M2: and no negative reserved');
 
 # ---------------------------------------------------------------- sweep
 
-ok(wait_until(sub { !redis('HEXISTS', 'llm:{w}:inflight', 'aged') }, 10),
+ok(wait_until(sub { !redis('HEXISTS', rkey(KEY_INFLIGHT, 'w'), 'aged') }, 10),
     'C1: the sweeper deletes a malformed record once it is old enough');
-is(redis('SISMEMBER', 'llm:{w}:swept:19700101', 'aged'), 1,
+is(redis('SISMEMBER', rkey(KEY_SWEPT, 'w', '19700101'), 'aged'), 1,
     'C1: and remembers it as swept, so that its settlement still charges');
-is(redis('HEXISTS', 'llm:{w}:inflight', 'young'), 1,
+is(redis('HEXISTS', rkey(KEY_INFLIGHT, 'w'), 'young'), 1,
     'C1: a malformed record of unknown age is kept a day');
 
 # ---------------------------------------------------------------- empty

@@ -36,71 +36,64 @@ my $gw = $t->start_nginx(
                location /plain/ { return 400; }',
 );
 
-sub models {
-    my ($port, $key, $path) = @_;
-    my %h;
-    $h{Authorization} = "Bearer $key" if defined $key;
-    my ($st, $h, $b) = http_request($port, 'GET', $path // '/v1/models', \%h);
-    my $j = json_of($b);
-    return ($st, $j, [sort map { $_->{id} } @{ $j && $j->{data} || [] }]);
-}
-
-sub code_of { my $j = json_of($_[0]); $j && $j->{error} ? $j->{error}{code} // '' : '' }
-
-# a raw request, answered within a bound or not at all
-sub raw {
-    my ($port, $data, %o) = @_;
-    return LLMTest::raw_request($port, $data, timeout => $o{timeout} // 10);
-}
-
-sub is_openai_error {
-    my ($b, $code, $name) = @_;
-    my $j = json_of($b);
-    ok($j && ref $j->{error} eq 'HASH' && defined $j->{error}{message}
-       && defined $j->{error}{type} && exists $j->{error}{param},
-       "$name: OpenAI's error format") or diag($b);
-    is($j && $j->{error}{code}, $code, "$name: code $code");
+# the sorted ids of a models list, as a cases() check
+sub ids_are {
+    my ($want) = @_;
+    return sub {
+        my ($name, $st, $h, $b) = @_;
+        my $j = json_of($b);
+        is_deeply([sort map { $_->{id} } @{ $j && $j->{data} || [] }], $want,
+            $name);
+    };
 }
 
 # ---------------------------------------------------------------- M7
 
-my ($st, $h, $b) = chat($gw, key => $ghost);
-is($st, 403, 'M7: a static key whose tenant hash is missing gets 403');
-is_openai_error($b, 'tenant_not_found', 'M7 static key');
-
-$t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-nohash'),
-    tenant => 'nohash', revoked => 0);
-($st, $h, $b) = chat($gw, key => 'sk-edge-nohash');
-is($st, 403, 'M7: a key whose tenant hash is missing gets 403');
-is(code_of($b), 'tenant_not_found', 'M7: missing hash: tenant_not_found');
-
-for my $case (
-    ['no created field', rpm => 5],
-    ['a non-integer rpm', created => 1, rpm => 'lots'],
-    ['a negative rpm', created => 1, rpm => '-5'],
-    ['a negative budget', created => 1, budget_day_usd => '-1.00'],
-    ['a garbage budget', created => 1, budget_month_usd => '1e9'],
-    ['an empty tpm', created => 1, tpm => ''],
-    ['an unknown cache policy', created => 1, cache => 'always'],
-    ['a non-integer max_tokens', created => 1, max_tokens => '10.5'],
-    ['an empty models list', created => 1, models => ''],
-) {
-    my ($name, %f) = @$case;
-    (my $id = "bad-$name") =~ s/[^a-z0-9-]/-/g;
-    $t->redis_cli($rp, 'DEL', "llm:tenant:$id");
-    $t->redis_cli($rp, 'HSET', "llm:tenant:$id", %f);
-    $t->redis_cli($rp, 'HSET', "llm:key:" . sha256_hex("sk-$id"),
-        tenant => $id, revoked => 0);
-    ($st, $h, $b) = chat($gw, key => "sk-$id");
-    is($st, 403, "M7: a tenant hash with $name gets 403, not unlimited");
-    is(code_of($b), 'tenant_not_found', "M7: $name: tenant_not_found");
+# a tenant hash of these fields, and a key of it
+sub bad_tenant {
+    my ($id, %f) = @_;
+    return sub {
+        $t->redis_cli($rp, 'DEL', rkey(KEY_TENANT, $id));
+        $t->redis_cli($rp, 'HSET', rkey(KEY_TENANT, $id), %f) if %f;
+        $t->redis_cli($rp, 'HSET', rkey(KEY_API_KEY, sha256_hex("sk-$id")),
+            tenant => $id, revoked => 0);
+    };
 }
 
-$t->redis_cli($rp, 'SET', 'llm:tenant:strx', 'created');
-$t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-strx'),
-    tenant => 'strx', revoked => 0);
-($st, $h, $b) = chat($gw, key => 'sk-edge-strx');
-is($st, 403, 'M7: a tenant key that is not a hash gets 403');
+cases({ port => $gw, chat => {} },
+    { name => 'M7: a static key whose tenant hash is missing gets 403',
+      key => $ghost, status => 403, error => 1, code => 'tenant_not_found' },
+    { name => 'M7: a key whose tenant hash is missing gets 403',
+      before => sub {
+          $t->redis_cli($rp, 'HSET',
+              rkey(KEY_API_KEY, sha256_hex('sk-edge-nohash')),
+              tenant => 'nohash', revoked => 0);
+      },
+      key => 'sk-edge-nohash', status => 403, code => 'tenant_not_found' },
+    (map {
+        my ($name, %f) = @$_;
+        (my $id = "bad-$name") =~ s/[^a-z0-9-]/-/g;
+        +{ name => "M7: a tenant hash with $name gets 403, not unlimited",
+           before => bad_tenant($id, %f), key => "sk-$id",
+           status => 403, code => 'tenant_not_found' }
+    } (['no created field', rpm => 5],
+       ['a non-integer rpm', created => 1, rpm => 'lots'],
+       ['a negative rpm', created => 1, rpm => '-5'],
+       ['a negative budget', created => 1, budget_day_usd => '-1.00'],
+       ['a garbage budget', created => 1, budget_month_usd => '1e9'],
+       ['an empty tpm', created => 1, tpm => ''],
+       ['an unknown cache policy', created => 1, cache => 'always'],
+       ['a non-integer max_tokens', created => 1, max_tokens => '10.5'],
+       ['an empty models list', created => 1, models => ''])),
+    { name => 'M7: a tenant key that is not a hash gets 403',
+      before => sub {
+          $t->redis_cli($rp, 'SET', rkey(KEY_TENANT, 'strx'), 'created');
+          $t->redis_cli($rp, 'HSET',
+              rkey(KEY_API_KEY, sha256_hex('sk-edge-strx')),
+              tenant => 'strx', revoked => 0);
+      },
+      key => 'sk-edge-strx', status => 403 },
+);
 
 # the negative entry is short: a repaired tenant works again soon
 $t->add_tenant($rp, 'nohash', undef, rpm => 100);
@@ -112,24 +105,33 @@ ok(grep(/llm tenant "bad-no-created-field" refused: no "created" field/,
 
 # max_n: parsed like the other limits
 $t->add_tenant($rp, 'maxn', 'sk-edge-maxn', max_n => 2);
-($st) = chat($gw, key => 'sk-edge-maxn');
-is($st, 200, 'max_n parse: a tenant with max_n 2 is served');
 $t->add_tenant($rp, 'maxnbad', 'sk-edge-maxnbad', max_n => 'two');
-($st, $h, $b) = chat($gw, key => 'sk-edge-maxnbad');
-is($st, 403, 'max_n parse: a tenant whose max_n is not a number is refused');
+cases({ port => $gw, chat => {} },
+    { name => 'max_n parse: a tenant with max_n 2 is served',
+      key => 'sk-edge-maxn', status => 200 },
+    { name => 'max_n parse: a tenant whose max_n is not a number is refused',
+      key => 'sk-edge-maxnbad', status => 403 },
+);
 
 # ---------------------------------------------------------------- L2
 
-$t->redis_cli($rp, 'HSET', 'llm:tenant:-', created => 1);
-$t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-dash'),
-    tenant => '-', revoked => 0);
-($st, $h, $b) = chat($gw, key => 'sk-edge-dash');
-is($st, 403, 'L2: a key of tenant "-" (the anonymous cache scope) is refused');
-is(code_of($b), 'tenant_not_found', 'L2: tenant "-": tenant_not_found');
-$t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-brace'),
-    tenant => 'x}{y', revoked => 0);
-($st) = chat($gw, key => 'sk-edge-brace');
-is($st, 403, 'L2: a tenant id llm-admin would refuse is refused');
+cases({ port => $gw, chat => {} },
+    { name => 'L2: a key of tenant "-" (the anonymous cache scope) is refused',
+      before => sub {
+          $t->redis_cli($rp, 'HSET', rkey(KEY_TENANT, '-'), created => 1);
+          $t->redis_cli($rp, 'HSET',
+              rkey(KEY_API_KEY, sha256_hex('sk-edge-dash')),
+              tenant => '-', revoked => 0);
+      },
+      key => 'sk-edge-dash', status => 403, code => 'tenant_not_found' },
+    { name => 'L2: a tenant id llm-admin would refuse is refused',
+      before => sub {
+          $t->redis_cli($rp, 'HSET',
+              rkey(KEY_API_KEY, sha256_hex('sk-edge-brace')),
+              tenant => 'x}{y', revoked => 0);
+      },
+      key => 'sk-edge-brace', status => 403 },
+);
 
 # ---------------------------------------------------------------- M8
 
@@ -149,15 +151,16 @@ my $with = try_nginx('a static key with limits, with llm_redis',
     server => 'location /v1/ { llm_gateway; llm_auth on; llm_quota on; }');
 SKIP: {
     skip 'the configuration was refused', 4 unless $with;
-    ($st, $h, $b) = chat($with, key => $cfg);
-    is($st, 200, 'M8: a static key with its policy in config needs no tenant hash')
-        or diag($b);
-    ($st, $h, $b) = chat($with, key => $cfg, max_tokens => 100);
-    is($st, 400, 'M8: its max_tokens from config is enforced');
-    ($st) = chat($with, key => 'sk-edge-rpm1');
-    is($st, 200, 'M8: a static key with rpm=1: the first request');
-    ($st) = chat($with, key => 'sk-edge-rpm1');
-    is($st, 429, 'M8: rpm from the directive is counted in Redis');
+    cases({ port => $with, chat => {} },
+        { name => 'M8: a static key with its policy in config needs no tenant hash',
+          key => $cfg, status => 200 },
+        { name => 'M8: its max_tokens from config is enforced',
+          key => $cfg, chat => { max_tokens => 100 }, status => 400 },
+        { name => 'M8: a static key with rpm=1: the first request',
+          key => 'sk-edge-rpm1', status => 200 },
+        { name => 'M8: rpm from the directive is counted in Redis',
+          key => 'sk-edge-rpm1', status => 429 },
+    );
 }
 
 my $ok = 'sk-edge-noredis';
@@ -171,26 +174,28 @@ my $nr = try_nginx('static keys with limits in config, without llm_redis',
     http => $nr_http, server => $nr_server);
 SKIP: {
     skip 'the configuration was refused', 9 unless $nr;
-    ($st, $h, $b) = chat($nr, key => $ok);
-    is($st, 200, 'M8: a static key works without Redis') or diag($b);
-    ($st, $h, $b) = chat($nr, key => $narrow);
-    is($st, 200, 'M8: a static key with limits works without Redis') or diag($b);
-    ($st, $h, $b) = chat($nr, key => $narrow, max_tokens => 21);
-    is($st, 400, 'M8: max_tokens from the directive is enforced without Redis');
-    ($st, $h, $b) = chat($nr, key => $narrow, model => 'mixtral-8x22b');
-    is($st, 404, 'M8: models from the directive are enforced without Redis');
-    ($st, $h, $b) = http_request($nr, 'POST', '/v1/chat/completions',
-        { 'Content-Type' => 'application/json', Authorization => "Bearer $narrow" },
-        encode_json({ messages => [{ role => 'user', content => 'hi' }] }));
-    is($st, 200, 'M8: default_model from the directive is used');
-    ($st) = chat($nr, key => 'sk-edge-unknown');
-    is($st, 401, 'M8: an unknown key still gets 401 without Redis');
-    my ($mst, $j, $ids) = models($nr, $narrow);
-    is($mst, 200, 'L1: /v1/models with a static key without Redis');
-    is_deeply($ids, ['auto', 'mixtral-8x7b'],
-        'L1: a static key lists its own models (and the router it may use)');
-    ($mst) = models($nr, undef);
-    is($mst, 401, 'L1: /v1/models without a key gets 401 without Redis too');
+    cases({ port => $nr, chat => {} },
+        { name => 'M8: a static key works without Redis',
+          key => $ok, status => 200 },
+        { name => 'M8: a static key with limits works without Redis',
+          key => $narrow, status => 200 },
+        { name => 'M8: max_tokens from the directive is enforced without Redis',
+          key => $narrow, chat => { max_tokens => 21 }, status => 400 },
+        { name => 'M8: models from the directive are enforced without Redis',
+          key => $narrow, chat => { model => 'mixtral-8x22b' }, status => 404 },
+        { name => 'M8: default_model from the directive is used',
+          key => $narrow,
+          body => { messages => [{ role => 'user', content => 'hi' }] },
+          status => 200 },
+        { name => 'M8: an unknown key still gets 401 without Redis',
+          key => 'sk-edge-unknown', status => 401 },
+        { name => 'L1: /v1/models with a static key without Redis',
+          method => 'GET', path => '/v1/models', key => $narrow,
+          status => 200,
+          check => ids_are(['auto', 'mixtral-8x7b']) },
+        { name => 'L1: /v1/models without a key gets 401 without Redis too',
+          method => 'GET', path => '/v1/models', status => 401 },
+    );
 }
 
 for my $case (
@@ -227,38 +232,40 @@ ok($failed && $out =~ /invalid tenant "-" in "llm_api_key"/,
 
 # ---------------------------------------------------------------- L1
 
-my ($mst, $j, $ids) = models($gw, undef);
-is($mst, 401, 'L1: GET /v1/models without a key gets 401 when llm_auth is on');
-is($j && $j->{error}{code}, 'invalid_api_key', 'L1: in OpenAI format');
-($mst) = models($gw, 'sk-nobody');
-is($mst, 401, 'L1: GET /v1/models with an unknown key gets 401');
-
 $t->add_tenant($rp, 'all', 'sk-edge-all');
-($mst, $j, $ids) = models($gw, 'sk-edge-all');
-is($mst, 200, 'L1: a valid key lists models');
-is_deeply($ids, ['auto', 'mixtral-8x22b', 'mixtral-8x7b'],
-    'L1: a tenant without a list sees every model and the router');
-
 $t->add_tenant($rp, 'big', 'sk-edge-big', models => 'mixtral-8x22b');
-($mst, $j, $ids) = models($gw, 'sk-edge-big');
-is_deeply($ids, ['auto', 'mixtral-8x22b'],
-    'L1: a tenant sees only the models of its list');
 $t->add_tenant($rp, 'alias', 'sk-edge-alias', models => 'open-mixtral-8x7b');
-($mst, $j, $ids) = models($gw, 'sk-edge-alias');
-is_deeply($ids, ['open-mixtral-8x7b'],
-    'L1: a list naming an alias shows that alias (the router takes model names)');
 $t->add_tenant($rp, 'none', 'sk-edge-none', models => 'something-else');
-($mst, $j, $ids) = models($gw, 'sk-edge-none');
-is_deeply($ids, [], 'L1: a tenant that may use no model sees none, not the router');
-($mst, $j, $ids) = models($gw, undef, '/open/v1/models');
-is_deeply($ids, ['auto', 'mixtral-8x22b', 'mixtral-8x7b'],
-    'L1: a location without llm_auth still lists everything');
+cases({ port => $gw, method => 'GET', path => '/v1/models' },
+    { name => 'L1: GET /v1/models without a key gets 401 when llm_auth is on',
+      status => 401, code => 'invalid_api_key' },
+    { name => 'L1: GET /v1/models with an unknown key gets 401',
+      key => 'sk-nobody', status => 401 },
+    { name => 'L1: a valid key lists models', key => 'sk-edge-all',
+      status => 200 },
+    { name => 'L1: a tenant without a list sees every model and the router',
+      key => 'sk-edge-all',
+      check => ids_are(['auto', 'mixtral-8x22b', 'mixtral-8x7b']) },
+    { name => 'L1: a tenant sees only the models of its list',
+      key => 'sk-edge-big', check => ids_are(['auto', 'mixtral-8x22b']) },
+    { name => 'L1: a list naming an alias shows that alias (the router takes model names)',
+      key => 'sk-edge-alias', check => ids_are(['open-mixtral-8x7b']) },
+    { name => 'L1: a tenant that may use no model sees none, not the router',
+      key => 'sk-edge-none', check => ids_are([]) },
+    { name => 'L1: a location without llm_auth still lists everything',
+      path => '/open/v1/models',
+      check => ids_are(['auto', 'mixtral-8x22b', 'mixtral-8x7b']) },
+);
 
 {
-    open my $fh, '<', "$LLMTest::ROOT/config.sh" or die;
-    my $sh = do { local $/; <$fh> };
-    like($sh, qr/location = \/metrics \{\s*llm_metrics;\s*allow 127\.0\.0\.1;\s*deny all;\s*\}/,
+    # the example configuration, which ./config.sh run starts
+    open my $fh, '<', "$LLMTest::ROOT/docs/example.conf" or die;
+    my $conf = do { local $/; <$fh> };
+    like($conf, qr/location = \/metrics \{\s*llm_metrics;\s*allow 127\.0\.0\.1;\s*deny all;\s*\}/,
         'L1: the demo config of ./config.sh run serves /metrics to loopback only');
+    open $fh, '<', "$LLMTest::ROOT/config.sh" or die;
+    like(do { local $/; <$fh> }, qr{\$ROOT/docs/example\.conf},
+        'L1: ./config.sh run starts the example configuration');
 }
 
 # ---------------------------------------------------------------- L6
@@ -266,9 +273,9 @@ is_deeply($ids, ['auto', 'mixtral-8x22b', 'mixtral-8x7b'],
 # a valid key, cached; then revoked in Redis: the worker keeps serving it
 # for llm_auth_cache_ttl, unless an unknown key evicts its entry
 $t->add_tenant($rp, 'l6', 'sk-edge-l6');
-($st) = chat($gw, key => 'sk-edge-l6');
+my ($st) = chat($gw, key => 'sk-edge-l6');
 is($st, 200, 'L6: a valid key');
-$t->redis_cli($rp, 'HSET', 'llm:key:' . sha256_hex('sk-edge-l6'), revoked => 1);
+$t->redis_cli($rp, 'HSET', rkey(KEY_API_KEY, sha256_hex('sk-edge-l6')), revoked => 1);
 my $slot = hex(substr(sha256_hex('sk-edge-l6'), 0, 8)) % 4096;
 my $evil;
 for my $i (1 .. 1_000_000) {
@@ -310,47 +317,49 @@ is($st, 200, 'L6: the unknown key did not evict the valid key (no Redis round tr
 # ---------------------------------------------------------------- L13
 
 my $chunk = 'x' x 4096;
-my $head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-    . "Authorization: Bearer sk-edge-all\r\nContent-Type: application/json\r\n"
-    . "Transfer-Encoding: chunked\r\n\r\n";
-($st, $h, $b) = raw($gw, $head . sprintf("%x\r\n%s\r\n", length $chunk, $chunk),
-    timeout => 10);
-is($st, 413, 'L13: a chunked body past the limit gets 413 before it ends');
-is_openai_error($b, 'request_too_large', 'L13');
-like($h->{'content-type'} // '', qr{^application/json}, 'L13: as JSON');
+my $json = { 'content-type' => qr{^application/json} };
+my $html = { 'content-type' => qr{^text/html} };
+my $big_header = "Authorization: Bearer " . ('k' x 10240) . "\r\n";
+my $long_uri = '/v1/' . ('a' x 9000);
+cases({ port => $gw, timeout => 10 },
+    { name => 'L13: a chunked body past the limit gets 413 before it ends',
+      raw => "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+          . "Authorization: Bearer sk-edge-all\r\n"
+          . "Content-Type: application/json\r\n"
+          . "Transfer-Encoding: chunked\r\n\r\n"
+          . sprintf("%x\r\n%s\r\n", length $chunk, $chunk),
+      status => 413, header => $json, error => 1,
+      code => 'request_too_large' },
 
-# ---------------------------------------------------------------- nginx errors
+    # nginx's own errors
+    { name => 'nginx errors: a 10 KiB Authorization header gets 400',
+      raw => "GET /v1/models HTTP/1.1\r\nHost: x\r\n$big_header"
+          . "Connection: close\r\n\r\n",
+      status => 400, header => $json, error => 1, code => 'bad_request',
+      check => sub {
+          my ($name, $st, $h, $b) = @_;
+          is($h->{'content-length'}, length $b,
+              "$name: the length is the JSON's");
+      } },
+    { name => 'nginx errors: a too long URI gets 414',
+      raw => "GET $long_uri HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      status => 414, error => 1, code => 'uri_too_long' },
+    { name => 'nginx errors: a malformed request line gets 400',
+      raw => "GARBAGE\r\n\r\n", status => 400, error => 1,
+      code => 'bad_request' },
+    { name => 'nginx errors: HEAD still gets its status',
+      raw => "HEAD $long_uri HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      status => 414 },
+    { name => 'nginx errors: a location without llm_gateway keeps nginx\'s own page',
+      method => 'GET', path => '/plain/', status => 400, header => $html },
 
-($st, $h, $b) = raw($gw, "GET /v1/models HTTP/1.1\r\nHost: x\r\n"
-    . "Authorization: Bearer " . ('k' x 10240) . "\r\nConnection: close\r\n\r\n");
-is($st, 400, 'nginx errors: a 10 KiB Authorization header gets 400');
-like($h->{'content-type'} // '', qr{^application/json}, 'nginx errors: too large header: JSON');
-is_openai_error($b, 'bad_request', 'nginx errors: too large header');
-is($h->{'content-length'}, length $b, 'nginx errors: the length is the JSON\'s');
-
-($st, $h, $b) = raw($gw, "GET /v1/" . ('a' x 9000) . " HTTP/1.1\r\nHost: x\r\n"
-    . "Connection: close\r\n\r\n");
-is($st, 414, 'nginx errors: a too long URI gets 414');
-is_openai_error($b, 'uri_too_long', 'nginx errors: 414');
-
-($st, $h, $b) = raw($gw, "GARBAGE\r\n\r\n");
-is($st, 400, 'nginx errors: a malformed request line gets 400');
-is_openai_error($b, 'bad_request', 'nginx errors: malformed request line');
-
-($st, $h, $b) = raw($gw, "HEAD /v1/" . ('a' x 9000) . " HTTP/1.1\r\nHost: x\r\n"
-    . "Connection: close\r\n\r\n");
-is($st, 414, 'nginx errors: HEAD still gets its status');
-
-($st, $h, $b) = http_request($gw, 'GET', '/plain/');
-is($st, 400, 'nginx errors: a location without llm_gateway');
-like($h->{'content-type'} // '', qr{^text/html}, 'nginx errors: keeps nginx\'s own page there');
-
-# a server without a gateway location keeps nginx's pages
-my $plain = $t->start_nginx(http => '', server => 'location / { return 200; }');
-($st, $h, $b) = raw($plain, "GET / HTTP/1.1\r\nHost: x\r\n"
-    . "Authorization: Bearer " . ('k' x 10240) . "\r\nConnection: close\r\n\r\n");
-is($st, 400, 'nginx errors: a server without a gateway: 400');
-like($h->{'content-type'} // '', qr{^text/html}, 'nginx errors: a server without a gateway keeps HTML');
+    # a server without a gateway location keeps nginx's pages
+    { name => 'nginx errors: a server without a gateway',
+      port => $t->start_nginx(http => '', server => 'location / { return 200; }'),
+      raw => "GET / HTTP/1.1\r\nHost: x\r\n$big_header"
+          . "Connection: close\r\n\r\n",
+      status => 400, header => $html },
+);
 
 $t->cleanup;
 done_testing;

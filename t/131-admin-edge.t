@@ -61,7 +61,7 @@ ok($key, 'a key was printed');
 
 ($rc, $out) = admin('REDISCLI_AUTH=pw-s3cret', "$key\n", qw(key revoke -));
 is($rc, 0, 'L11: key revoke - reads the key from stdin') or diag($out);
-my $rev = `REDISCLI_AUTH=pw-s3cret redis-cli -p $rp HGET llm:key:@{[sha256_hex($key)]} revoked`;
+my $rev = `REDISCLI_AUTH=pw-s3cret redis-cli -p $rp HGET @{[rkey(KEY_API_KEY, sha256_hex($key))]} revoked`;
 chomp $rev;
 is($rev, '1', 'L11: the key read from stdin is revoked');
 
@@ -72,11 +72,11 @@ for my $id ('-', '*') {
     ($rc, $out) = admin('REDISCLI_AUTH=pw-s3cret', undef, 'tenant', 'create', $id);
     isnt($rc, 0, "L2: llm-admin refuses the tenant id '$id'");
 }
-my $exists = `REDISCLI_AUTH=pw-s3cret redis-cli -p $rp EXISTS llm:tenant:-`;
+my $exists = `REDISCLI_AUTH=pw-s3cret redis-cli -p $rp EXISTS @{[rkey(KEY_TENANT, '-')]}`;
 chomp $exists;
 is($exists, '0', 'L2: no tenant "-" was written');
 
-my %h = split /\n/, `REDISCLI_AUTH=pw-s3cret redis-cli -p $rp HGETALL llm:tenant:acme`;
+my %h = split /\n/, `REDISCLI_AUTH=pw-s3cret redis-cli -p $rp HGETALL @{[rkey(KEY_TENANT, 'acme')]}`;
 ok($h{created}, 'M7: tenant create writes the created field the gateway requires');
 
 done_testing;

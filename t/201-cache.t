@@ -239,8 +239,9 @@ is($h->{'x-llm-cache'}, 'MISS', 'tenant a: MISS');
 is($h->{'x-llm-cache'}, 'MISS', 'tenant b never sees a\'s entry');
 ($st, $h) = ask(req($q), key => 'sk-a');
 is($h->{'x-llm-cache'}, 'HIT', 'tenant a: HIT');
-my @keys = grep { /\S/ } split /\n/, $t->redis_cli($rp, '--scan', '--pattern', 'llm:cache:*');
-ok((grep { /^llm:cache:a:\{[0-9a-f]{64}\}$/ } @keys), 'entries live under the tenant');
+my @keys = grep { /\S/ } split /\n/, $t->redis_cli($rp, '--scan', '--pattern', key_prefix(KEY_CACHE) . '*');
+my $entry = key_re(KEY_CACHE, 'a', qr/[0-9a-f]{64}/);
+ok((grep { /^$entry$/ } @keys), 'entries live under the tenant');
 ok(!(grep { /:lock$/ } @keys), 'no lock left behind');
 
 ask(req($q), key => 'sk-a', path => '/shared/v1');
@@ -370,16 +371,16 @@ ask(req($q), path => '/quota/v1', key => 'sk-qa');
 is($h->{'x-llm-cache'}, 'HIT', 'quota location: HIT');
 ok(defined $h->{'x-ratelimit-remaining-requests'}, 'a hit is admitted like any request');
 ok(wait_until(sub {
-    ($t->redis_cli($rp, 'HGET', "llm:{qa}:usage:$day", 'mixtral-8x7b|cache|cached') // '') eq '1'
+    ($t->redis_cli($rp, 'HGET', rkey(KEY_USAGE, 'qa', $day), 'mixtral-8x7b|cache|cached') // '') eq '1'
 }, 3), 'usage record counts the hit');
-is($t->redis_cli($rp, 'HGET', "llm:{qa}:usage:$day", 'mixtral-8x7b|cache|cost_micro_usd'), 0,
+is($t->redis_cli($rp, 'HGET', rkey(KEY_USAGE, 'qa', $day), 'mixtral-8x7b|cache|cost_micro_usd'), 0,
    'a hit costs nothing by default');
-is($t->redis_cli($rp, 'HGET', "llm:{qa}:usage:$day", 'mixtral-8x7b|cache|prompt_tokens'), 11,
+is($t->redis_cli($rp, 'HGET', rkey(KEY_USAGE, 'qa', $day), 'mixtral-8x7b|cache|prompt_tokens'), 11,
    'a hit records its tokens');
-my $miss_cost = $t->redis_cli($rp, 'HGET', "llm:{qa}:usage:$day",
+my $miss_cost = $t->redis_cli($rp, 'HGET', rkey(KEY_USAGE, 'qa', $day),
                               "mixtral-8x7b|127.0.0.1:$up|cost_micro_usd");
 is($miss_cost, 16, 'the miss cost 11 x 0.60 + 5 x 1.80 micro-dollars, rounded up');
-is($t->redis_cli($rp, 'HGET', "llm:{qa}:spend:d:$day", 'settled'), 16,
+is($t->redis_cli($rp, 'HGET', rkey(KEY_SPEND_DAY, 'qa', $day), 'settled'), 16,
    'spend: the miss only');
 
 $t->add_tenant($rp, 'qh', 'sk-qh', rpm => 1000);
@@ -387,9 +388,9 @@ $q = uniq();
 ask(req($q), path => '/half/v1', key => 'sk-qh');
 ask(req($q), path => '/half/v1', key => 'sk-qh');
 ok(wait_until(sub {
-    ($t->redis_cli($rp, 'HGET', "llm:{qh}:usage:$day", 'mixtral-8x7b|cache|cost_micro_usd') // '') eq '8'
+    ($t->redis_cli($rp, 'HGET', rkey(KEY_USAGE, 'qh', $day), 'mixtral-8x7b|cache|cost_micro_usd') // '') eq '8'
 }, 3), 'llm_cache_charge 50: half of 16 micro-dollars');
-is($t->redis_cli($rp, 'HGET', "llm:{qh}:spend:d:$day", 'settled'), 24, 'spend: 16 + 8');
+is($t->redis_cli($rp, 'HGET', rkey(KEY_SPEND_DAY, 'qh', $day), 'settled'), 24, 'spend: 16 + 8');
 
 # a hit refused by the rate limit is refused before the cache
 $t->add_tenant($rp, 'qr', 'sk-qr', rpm => 1);

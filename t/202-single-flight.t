@@ -52,7 +52,7 @@ is(scalar(grep { (sse_events($_->[2]))[-1] eq '[DONE]' } @streams), 10,
 my @ids = grep { defined } map { (json_of($_->[2]) // {})->{id} } @res;
 my %uid = map { $_ => 1 } @ids;
 is(scalar(keys %uid), scalar(@ids), 'every JSON answer has its own id');
-my @keys = grep { /:lock$/ } split /\n/, $t->redis_cli($rp, '--scan', '--pattern', 'llm:cache:*');
+my @keys = grep { /:lock$/ } split /\n/, $t->redis_cli($rp, '--scan', '--pattern', key_prefix(KEY_CACHE) . '*');
 is(scalar(@keys), 0, 'the lock is released');
 
 # --- a failing leader releases its followers, who go on their own

@@ -27,7 +27,7 @@ sub ask {
 }
 
 sub flush_redis_cache {
-    my @k = grep { /\S/ } split /\n/, $t->redis_cli($rp, '--scan', '--pattern', 'llm:cache:*');
+    my @k = grep { /\S/ } split /\n/, $t->redis_cli($rp, '--scan', '--pattern', key_prefix(KEY_CACHE) . '*');
     $t->redis_cli($rp, 'DEL', @k) if @k;
     return scalar @k;
 }

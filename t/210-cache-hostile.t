@@ -202,8 +202,8 @@ sub h5_keys {
         . '}]' . $str->('k', 'metadata') . '{'
         . join('', map { $str->('k', $_) . 'n0;' } sort @keys) . '}'
         . $str->('k', 'temperature') . 'n0;}';
-    is($t->redis_cli($rp, 'EXISTS', 'llm:cache:a:{'
-                     . Digest::SHA::sha256_hex($canon) . '}'), 1,
+    is($t->redis_cli($rp, 'EXISTS',
+                     rkey(KEY_CACHE, 'a', Digest::SHA::sha256_hex($canon))), 1,
        'H5: the key of the large object is the one of the same canonical '
        . 'form as before');
 
@@ -401,7 +401,7 @@ sub read_all {
     is($h->{'x-llm-cache'}, 'MISS', 'L11: a miss stores an entry');
 
     my @keys = grep { !/:lock$/ } split /\s+/,
-        $t->redis_cli($rp, '--scan', '--pattern', 'llm:cache:l11:*');
+        $t->redis_cli($rp, '--scan', '--pattern', rkey(KEY_CACHE, 'l11', '*'));
     is(scalar @keys, 1, 'L11: the entry is found');
     $t->redis_cli($rp, 'SET', $keys[0], "LLMC1 1 1 0\n{}");
 

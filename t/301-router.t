@@ -31,97 +31,120 @@ my $gw = $t->start_nginx(
 );
 $t->add_tenant($rp, 'a', 'sk-a');
 
-sub chat {
-    my ($model, $content, %o) = @_;
-    my $key = delete $o{key} // 'sk-a';
-    my $path = delete $o{path} // '/v1';
-    my ($st, $h, $b) = http_request($gw, 'POST', "$path/chat/completions",
-        { 'Content-Type' => 'application/json', Authorization => "Bearer $key" },
-        encode_json({ model => $model, max_tokens => 20,
-                      messages => [{ role => 'user', content => $content }], %o }));
-    return ($st, $h, json_of($b) // {});
+# the model id the backend answered with
+sub served_by {
+    my ($want) = @_;
+    return sub {
+        is((json_of($_[3]) // {})->{model}, $want, "$_[0]: served by $want");
+    };
 }
 
-# --- aliases and explicit models
-my ($st, $h, $j) = chat('mixtral-8x7b', 'hello');
-is($h->{'x-llm-route'}, 'mixtral-8x7b; reason=explicit', 'explicit model: route header');
-is($j->{model}, 'backend-8x7b', 'the backend\'s model id went upstream');
-($st, $h, $j) = chat('mistralai/Mixtral-8x7B-Instruct-v0.1', 'hello');
-is($st, 200, 'Together\'s id is an alias');
-is($h->{'x-llm-route'}, 'mixtral-8x7b; reason=explicit', 'alias resolved to the logical model');
-is($j->{model}, 'backend-8x7b', 'and to its backend\'s id');
-($st, $h) = chat('open-mixtral-8x22b', 'hello');
-like($h->{'x-llm-route'}, qr/^mixtral-8x22b; /, 'Mistral\'s 8x22B id');
-($st) = chat('mixtral-8x7b-typo', 'hello');
-is($st, 404, 'an unknown name is still 404');
+# the score in x-llm-route
+sub score_of { (($_[0]{'x-llm-route'} // '') =~ /score=([\d.]+)/)[0] }
 
-# --- complexity
-($st, $h, $j) = chat('auto', 'What is the capital of France?');
-is($st, 200, 'auto: 200');
-is($h->{'x-llm-route'}, 'mixtral-8x7b; reason=complexity; score=0.00',
-   'a simple question: the cheap model');
-is($j->{model}, 'backend-8x7b', 'served by the cheap backend');
-($st, $h, $j) = chat('auto', 'Prove that there are infinitely many primes, step by step.');
-like($h->{'x-llm-route'}, qr/^mixtral-8x22b; reason=complexity; score=(\d\.\d\d)$/,
-     'a proof: the strong model');
-my ($score) = ($h->{'x-llm-route'} // '') =~ /score=([\d.]+)/;
-cmp_ok($score, '>=', 0.15, "score $score over the threshold");
-is($j->{model}, 'backend-8x22b', 'served by the strong backend');
-($st, $h) = chat('auto', 'What is the weather in Paris?',
-    tools => [{ type => 'function', function => { name => 'weather',
-        parameters => { type => 'object', properties => {} } } }]);
-like($h->{'x-llm-route'}, qr/^mixtral-8x22b; reason=complexity/, 'tools: the strong model');
-($st, $h) = chat('auto', 'Write a Python function that merges two sorted lists.');
-like($h->{'x-llm-route'}, qr/^mixtral-8x22b; /, 'code: the strong model');
-
-# --- context windows: 1000 and 2000 tokens here, bytes / 3 per prompt token
-($st, $h) = chat('auto', 'hello ' x 500);
-is($h->{'x-llm-route'}, 'mixtral-8x22b; reason=context',
-   'too long for the cheap model: the strong one');
-($st, $h, $j) = chat('auto', 'hello ' x 1100);
-is($st, 400, 'too long for both: 400');
-is($j->{error}{code}, 'context_length_exceeded', 'context_length_exceeded');
-is($j->{error}{param}, 'messages', 'param messages');
-
-# --- tenant policy
 $t->add_tenant($rp, 'c', 'sk-c', models => 'mixtral-8x7b,auto');
-($st, $h) = chat('auto', 'Prove the Pythagorean theorem step by step.', key => 'sk-c');
-is($h->{'x-llm-route'}, 'mixtral-8x7b; reason=tenant_policy',
-   'a tenant allowed only the cheap model gets it');
-($st, $h, $j) = chat('auto', 'hello ' x 500, key => 'sk-c');
-is($st, 400, 'and a prompt too long for it is refused');
-is($j->{error}{code}, 'context_length_exceeded', 'with context_length_exceeded');
 $t->add_tenant($rp, 'f', 'sk-f', force_model => 'mixtral-8x22b');
-($st, $h) = chat('auto', 'hi', key => 'sk-f');
-is($h->{'x-llm-route'}, 'mixtral-8x22b; reason=tenant_forced', 'a forced model');
 $t->add_tenant($rp, 'n', 'sk-n', models => 'mixtral-8x7b');
-($st, $h, $j) = chat('auto', 'hi', key => 'sk-n');
-is($h->{'x-llm-route'}, 'mixtral-8x7b; reason=tenant_policy',
-   '"auto" needs no place in the list: it picks among the allowed');
 $t->add_tenant($rp, 'o', 'sk-o', models => 'something-else');
-($st, $h, $j) = chat('auto', 'hi', key => 'sk-o');
-is($st, 404, 'a tenant allowed neither model: 404');
 $t->add_tenant($rp, 'al', 'sk-al', models => 'mixtral-8x7b');
-($st) = chat('mistralai/Mixtral-8x7B-Instruct-v0.1', 'hi', key => 'sk-al');
-is($st, 200, 'an alias of an allowed model is allowed');
-($st) = chat('open-mixtral-8x22b', 'hi', key => 'sk-al');
-is($st, 404, 'an alias of a model not allowed is not');
+
+cases({ port => $gw, key => 'sk-a', chat => { max_tokens => 20 } },
+    # aliases and explicit models
+    { name => 'explicit model',
+      chat => { model => 'mixtral-8x7b', content => 'hello' },
+      header => { 'x-llm-route' => 'mixtral-8x7b; reason=explicit' },
+      check => served_by('backend-8x7b') },
+    { name => 'Together\'s id is an alias, resolved to the logical model',
+      chat => { model => 'mistralai/Mixtral-8x7B-Instruct-v0.1',
+                content => 'hello' },
+      status => 200,
+      header => { 'x-llm-route' => 'mixtral-8x7b; reason=explicit' },
+      check => served_by('backend-8x7b') },
+    { name => 'Mistral\'s 8x22B id',
+      chat => { model => 'open-mixtral-8x22b', content => 'hello' },
+      header => { 'x-llm-route' => qr/^mixtral-8x22b; / } },
+    { name => 'an unknown name is still 404',
+      chat => { model => 'mixtral-8x7b-typo', content => 'hello' },
+      status => 404 },
+
+    # complexity
+    { name => 'auto: a simple question: the cheap model',
+      chat => { model => 'auto', content => 'What is the capital of France?' },
+      status => 200,
+      header => { 'x-llm-route' => 'mixtral-8x7b; reason=complexity; score=0.00' },
+      check => served_by('backend-8x7b') },
+    { name => 'auto: a proof: the strong model',
+      chat => { model => 'auto',
+                content => 'Prove that there are infinitely many primes, step by step.' },
+      header => { 'x-llm-route' => qr/^mixtral-8x22b; reason=complexity; score=(\d\.\d\d)$/ },
+      check => sub {
+          my ($name, $st, $h) = @_;
+          my $score = score_of($h);
+          cmp_ok($score, '>=', 0.15, "$name: score $score over the threshold");
+          served_by('backend-8x22b')->(@_);
+      } },
+    { name => 'auto: tools: the strong model',
+      chat => { model => 'auto', content => 'What is the weather in Paris?',
+                tools => [{ type => 'function', function => { name => 'weather',
+                    parameters => { type => 'object', properties => {} } } }] },
+      header => { 'x-llm-route' => qr/^mixtral-8x22b; reason=complexity/ } },
+    { name => 'auto: code: the strong model',
+      chat => { model => 'auto',
+                content => 'Write a Python function that merges two sorted lists.' },
+      header => { 'x-llm-route' => qr/^mixtral-8x22b; / } },
+
+    # context windows: 1000 and 2000 tokens here, bytes / 3 per prompt token
+    { name => 'auto: too long for the cheap model: the strong one',
+      chat => { model => 'auto', content => 'hello ' x 500 },
+      header => { 'x-llm-route' => 'mixtral-8x22b; reason=context' } },
+    { name => 'auto: too long for both',
+      chat => { model => 'auto', content => 'hello ' x 1100 },
+      status => 400, code => 'context_length_exceeded', param => 'messages' },
+
+    # tenant policy
+    { name => 'a tenant allowed only the cheap model gets it', key => 'sk-c',
+      chat => { model => 'auto',
+                content => 'Prove the Pythagorean theorem step by step.' },
+      header => { 'x-llm-route' => 'mixtral-8x7b; reason=tenant_policy' } },
+    { name => 'and a prompt too long for it is refused', key => 'sk-c',
+      chat => { model => 'auto', content => 'hello ' x 500 },
+      status => 400, code => 'context_length_exceeded' },
+    { name => 'a forced model', key => 'sk-f',
+      chat => { model => 'auto', content => 'hi' },
+      header => { 'x-llm-route' => 'mixtral-8x22b; reason=tenant_forced' } },
+    { name => '"auto" needs no place in the list: it picks among the allowed',
+      key => 'sk-n', chat => { model => 'auto', content => 'hi' },
+      header => { 'x-llm-route' => 'mixtral-8x7b; reason=tenant_policy' } },
+    { name => 'a tenant allowed neither model', key => 'sk-o',
+      chat => { model => 'auto', content => 'hi' }, status => 404 },
+    { name => 'an alias of an allowed model is allowed', key => 'sk-al',
+      chat => { model => 'mistralai/Mixtral-8x7B-Instruct-v0.1',
+                content => 'hi' },
+      status => 200 },
+    { name => 'an alias of a model not allowed is not', key => 'sk-al',
+      chat => { model => 'open-mixtral-8x22b', content => 'hi' },
+      status => 404 },
+);
 
 # --- budget: at 80% of the day's budget, the cheap model
 my $day = strftime('%Y%m%d', gmtime);
 $t->add_tenant($rp, 'b', 'sk-b', budget_day_usd => '1.00');
-$t->redis_cli($rp, 'HSET', "llm:{b}:spend:d:$day", 'settled', 850000);
+$t->redis_cli($rp, 'HSET', rkey(KEY_SPEND_DAY, 'b', $day), 'settled', 850000);
 my $hard = 'Prove that the square root of 2 is irrational, step by step.';
-($st, $h) = chat('auto', $hard, key => 'sk-b', path => '/q/v1');
-is($st, 200, 'budget tenant: admitted');
-like($h->{'x-llm-route'}, qr/^mixtral-8x22b; reason=complexity/,
-     'first request: this worker has not seen the spend yet');
-($st, $h) = chat('auto', $hard, key => 'sk-b', path => '/q/v1');
-is($h->{'x-llm-route'}, 'mixtral-8x7b; reason=budget', 'at 85% spent: the cheap model');
-$t->redis_cli($rp, 'HSET', "llm:{b}:spend:d:$day", 'settled', 100000);
-chat('auto', 'hi', key => 'sk-b', path => '/q/v1');
-($st, $h) = chat('auto', $hard, key => 'sk-b', path => '/q/v1');
-like($h->{'x-llm-route'}, qr/^mixtral-8x22b; reason=complexity/, 'at 10%: complexity again');
+cases({ port => $gw, key => 'sk-b', path => '/q/v1/chat/completions',
+        chat => { model => 'auto', content => $hard, max_tokens => 20 } },
+    { name => 'budget tenant: first request', status => 200,
+      header => { 'x-llm-route' => qr/^mixtral-8x22b; reason=complexity/ } },
+    { name => 'budget tenant: at 85% spent: the cheap model',
+      header => { 'x-llm-route' => 'mixtral-8x7b; reason=budget' } },
+    { name => 'budget tenant: at 10% spent, seen', chat => { content => 'hi' },
+      before => sub {
+          $t->redis_cli($rp, 'HSET', rkey(KEY_SPEND_DAY, 'b', $day),
+              'settled', 100000);
+      } },
+    { name => 'budget tenant: at 10%: complexity again',
+      header => { 'x-llm-route' => qr/^mixtral-8x22b; reason=complexity/ } },
+);
 
 like($t->access_log($gw), qr/route=budget score=-/, '$llm_route in the log');
 like($t->access_log($gw), qr/route=complexity score=0\.\d\d/, '$llm_route_score in the log');
@@ -135,12 +158,13 @@ my $gw2 = $t->start_nginx(
     http => "$http llm_router smart cheap=mixtral-8x7b strong=mixtral-8x22b weights=$wf;",
     server => 'location /v1/ { llm_gateway; }',
 );
-($st, $h) = http_request($gw2, 'POST', '/v1/chat/completions',
-    { 'Content-Type' => 'application/json' },
-    encode_json({ model => 'smart', messages => [{ role => 'user', content => $hard }] }));
-is($st, 200, 'no max_tokens: the prompt alone must fit');
-like($h->{'x-llm-route'}, qr/^mixtral-8x7b; reason=complexity/, 'a weights file and a router named "smart"')
-    or diag("$st " . explain($h));
+cases({ port => $gw2 },
+    { name => 'no max_tokens (the prompt alone must fit), a weights file and '
+          . 'a router named "smart"',
+      chat => { model => 'smart', content => $hard },
+      status => 200,
+      header => { 'x-llm-route' => qr/^mixtral-8x7b; reason=complexity/ } },
+);
 
 # --- configuration errors
 for my $case (

@@ -33,26 +33,21 @@ my $gw = $t->start_nginx(
 $t->add_tenant($rp, 'a', 'sk-a');
 $t->add_tenant($rp, 'b', 'sk-b');
 
-sub req {
-    my ($key, $body) = @_;
-    return [$gw, 'POST', '/v1/chat/completions',
-        { 'Content-Type' => 'application/json', Authorization => "Bearer $key" },
-        ref $body ? encode_json($body) : $body];
-}
-sub chat {
-    my ($model, $text, %o) = @_;
-    return { model => $model, max_tokens => 50,
-             messages => [{ role => 'user', content => $text }], %o };
-}
-
+# each a chat request of at most 50 tokens
+my %t50 = (max_tokens => 50);
 my @reqs = (
-    (map { req('sk-a', chat('mixtral-8x7b', "plain $_")) } 1 .. 20),
-    (map { req('sk-b', chat('mixtral-8x22b', "big $_")) } 1 .. 10),
-    (map { req('sk-a', chat('mixtral-8x7b', "stream $_", stream => JSON::PP::true)) } 1 .. 10),
-    (map { req('sk-a', '{"model": ') } 1 .. 3),
-    (map { req('sk-a', chat('broken', "fail $_")) } 1 .. 2),
-    (map { req('sk-x', chat('mixtral-8x7b', 'who')) } 1 .. 4),
-    (map { req('sk-b', chat('auto', "What is the capital of country $_?")) } 1 .. 5),
+    (map { chat_request($gw, %t50, key => 'sk-a', content => "plain $_") } 1 .. 20),
+    (map { chat_request($gw, %t50, key => 'sk-b', model => 'mixtral-8x22b',
+                        content => "big $_") } 1 .. 10),
+    (map { chat_request($gw, %t50, key => 'sk-a', content => "stream $_",
+                        stream => JSON::PP::true) } 1 .. 10),
+    (map { post_request($gw, '/v1/chat/completions', '{"model": ',
+                        key => 'sk-a') } 1 .. 3),
+    (map { chat_request($gw, %t50, key => 'sk-a', model => 'broken',
+                        content => "fail $_") } 1 .. 2),
+    (map { chat_request($gw, %t50, key => 'sk-x', content => 'who') } 1 .. 4),
+    (map { chat_request($gw, %t50, key => 'sk-b', model => 'auto',
+                        content => "What is the capital of country $_?") } 1 .. 5),
 );
 my @res = parallel_requests(\@reqs, timeout => 30);
 my %st;
@@ -62,19 +57,19 @@ is($st{400}, 3, '3 bad JSON');
 is($st{502}, 2, '2 bad gateway');
 is($st{401}, 4, '4 bad keys');
 for (1 .. 2) {
-    my ($c) = http_request($gw, 'POST', '/v1/chat/completions',
-        { 'Content-Type' => 'text/plain' }, 'hello');
+    my ($c) = post($gw, '/v1/chat/completions', 'hello',
+        headers => { 'Content-Type' => 'text/plain' });
     is($c, 415, 'wrong content type: 415');
 }
 
 # the cache: one miss, then hits, one at a time; the entry is written
 # after the first answer went out, so the hits wait for it
-parallel_requests([req('sk-a', chat('mixtral-8x7b', 'cached', temperature => 0))]);
-ok(wait_until(sub { my $k = $t->redis_cli($rp, 'KEYS', 'llm:cache:*');
-                    defined $k && $k =~ /llm:cache:/ }, 5), 'the miss is stored');
-for (1 .. 3) {
-    parallel_requests([req('sk-a', chat('mixtral-8x7b', 'cached', temperature => 0))]);
-}
+my @cached = (%t50, key => 'sk-a', content => 'cached', temperature => 0);
+chat($gw, @cached);
+ok(wait_until(sub { my $k = $t->redis_cli($rp, 'KEYS', key_prefix(KEY_CACHE) . '*');
+                    defined $k && $k =~ /\Q@{[key_prefix(KEY_CACHE)]}/ }, 5),
+   'the miss is stored');
+chat($gw, @cached) for 1 .. 3;
 
 my $total = 54 + 4 + 2;
 

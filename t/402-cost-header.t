@@ -25,45 +25,55 @@ my $gw = $t->start_nginx(
                location /plain/v1/ { llm_gateway; }',
 );
 
-sub post {
-    my ($path, $body) = @_;
-    return http_request($gw, 'POST', "$path/chat/completions",
-        { 'Content-Type' => 'application/json' }, encode_json($body));
-}
-sub chat { my ($model, $text, %o) = @_; { model => $model, messages => [{ role => 'user', content => $text }], %o } }
+my $cost = 'x-llm-cost-usd';
 
 # 11 prompt tokens and 5 completion tokens from the mock
-my ($st, $h, $b) = post('/v1', chat('m', 'one'));
-is($st, 200, 'plain answer');
-is($h->{'x-llm-cost-usd'}, '0.000016', '11 x $0.60 + 5 x $1.80 per 1M = 15.6 micro-dollars, rounded up');
-is($h->{'content-length'}, length($b), 'a held answer has its Content-Length');
-is(json_of($b)->{usage}{prompt_tokens}, 11, 'body intact');
-($st, $h) = post('/v1', chat('cheapest', 'one'));
-is($h->{'x-llm-cost-usd'}, '0.000005', '11 x 0.15 + 5 x 0.60 = 4.65 micro-dollars: 0.000005');
-($st, $h) = post('/v1', chat('dear', 'MOCK:{"tokens":900}', max_tokens => 1000));
-is($h->{'x-llm-cost-usd'}, '2.711000', '11 x $1000 + 900 x $3000 per 1M = $2.711');
-($st, $h) = post('/plain/v1', chat('m', 'one'));
-ok(!exists $h->{'x-llm-cost-usd'}, 'off by default');
+cases({ port => $gw },
+    { name => 'plain answer: 11 x $0.60 + 5 x $1.80 per 1M = 15.6 '
+          . 'micro-dollars, rounded up',
+      chat => { model => 'm', content => 'one' },
+      status => 200, header => { $cost => '0.000016' },
+      check => sub {
+          my ($name, $st, $h, $b) = @_;
+          is($h->{'content-length'}, length($b),
+              "$name: a held answer has its Content-Length");
+          is(json_of($b)->{usage}{prompt_tokens}, 11, "$name: body intact");
+      } },
+    { name => '11 x 0.15 + 5 x 0.60 = 4.65 micro-dollars: 0.000005',
+      chat => { model => 'cheapest', content => 'one' },
+      header => { $cost => '0.000005' } },
+    { name => '11 x $1000 + 900 x $3000 per 1M = $2.711',
+      chat => { model => 'dear', content => 'MOCK:{"tokens":900}',
+                max_tokens => 1000 },
+      header => { $cost => '2.711000' } },
+    { name => 'off by default', path => '/plain/v1/chat/completions',
+      chat => { model => 'm', content => 'one' }, header => { $cost => undef } },
 
-# too large to hold: served whole, without the header
-($st, $h, $b) = post('/v1', chat('m', 'MOCK:{"size":100000}'));
-is($st, 200, 'an answer over llm_max_response_body');
-ok(!exists $h->{'x-llm-cost-usd'}, 'goes without the header');
-is(length(json_of($b)->{choices}[0]{message}{content} // ''), 100000, 'and whole');
+    # too large to hold: served whole, without the header
+    { name => 'an answer over llm_max_response_body goes without the header',
+      chat => { model => 'm', content => 'MOCK:{"size":100000}' },
+      status => 200, header => { $cost => undef },
+      check => sub {
+          my ($name, $st, $h, $b) = @_;
+          is(length(content_of($b, $h) // ''), 100000, "$name: and whole");
+      } },
 
-# held, so a backend that breaks mid-body is failed over
-($st, $h, $b) = post('/v1', chat('flaky', 'x'));
-is($st, 200, 'first backend broke mid-body: the second answered');
-is($h->{'x-llm-cost-usd'}, '0.000016', 'at the second backend\'s prices');
-ok(json_of($b), 'a whole JSON body');
+    # held, so a backend that breaks mid-body is failed over
+    { name => 'first backend broke mid-body: the second answered, at its prices',
+      chat => { model => 'flaky', content => 'x' },
+      status => 200, header => { $cost => '0.000016' },
+      check => sub { ok(json_of($_[3]), "$_[0]: a whole JSON body") } },
 
-# an error is not held, and costs nothing
-($st, $h) = post('/v1', chat('m', 'MOCK:{"status":400}'));
-is($st, 400, 'a backend 400 passes through');
+    # an error is not held, and costs nothing
+    { name => 'a backend 400 passes through',
+      chat => { model => 'm', content => 'MOCK:{"status":400}' },
+      status => 400 },
+);
 
 # streams: a trailer after the last chunk
 {
-    my $body = encode_json(chat('m', 'stream me', stream => JSON::PP::true));
+    my $body = chat_request($gw, model => 'm', content => 'stream me',
+        stream => JSON::PP::true)->[4];
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $gw) or die;
     print $s "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
         . "TE: trailers\r\nContent-Type: application/json\r\n"
@@ -75,15 +85,21 @@ is($st, 400, 'a backend 400 passes through');
 }
 
 # cache hits: charged llm_cache_charge of the first cost
-post('/v1', chat('m', 'cached', temperature => 0));
-($st, $h) = post('/v1', chat('m', 'cached', temperature => 0));
-is($h->{'x-llm-cache'}, 'HIT', 'HIT');
-is($h->{'x-llm-cost-usd'}, '0.000000', 'a hit costs 0 by default');
-post('/half/v1', chat('m', 'cached half', temperature => 0));
-($st, $h) = post('/half/v1', chat('m', 'cached half', temperature => 0));
-is($h->{'x-llm-cost-usd'}, '0.000008', 'llm_cache_charge 50: half of 16, rounded up');
-($st, $h) = post('/half/v1', chat('m', 'cached half', temperature => 0, stream => JSON::PP::true));
-is($h->{'x-llm-cost-usd'}, '0.000008', 'a streamed hit has it as a header');
+my %c = (model => 'm', temperature => 0);
+cases({ port => $gw },
+    { name => 'a miss', chat => { %c, content => 'cached' } },
+    { name => 'a hit costs 0 by default', chat => { %c, content => 'cached' },
+      header => { 'x-llm-cache' => 'HIT', $cost => '0.000000' } },
+    { name => 'a miss at half', path => '/half/v1/chat/completions',
+      chat => { %c, content => 'cached half' } },
+    { name => 'llm_cache_charge 50: half of 16, rounded up',
+      path => '/half/v1/chat/completions',
+      chat => { %c, content => 'cached half' }, header => { $cost => '0.000008' } },
+    { name => 'a streamed hit has it as a header',
+      path => '/half/v1/chat/completions',
+      chat => { %c, content => 'cached half', stream => JSON::PP::true },
+      header => { $cost => '0.000008' } },
+);
 
 $t->cleanup;
 done_testing;

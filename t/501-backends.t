@@ -47,16 +47,8 @@ my $gw = $t->start_nginx(
 $t->add_tenant($rp, 'a', 'sk-a');
 $t->add_tenant($rp, 'only22', 'sk-22', models => 'mixtral-8x22b');
 
-sub req {
-    my ($model, %o) = @_;
-    my $key = delete $o{key} // 'sk-a';
-    my $text = delete $o{content} // 'hi';
-    return [$gw, 'POST', '/v1/chat/completions',
-        { 'Content-Type' => 'application/json', Authorization => "Bearer $key" },
-        encode_json({ model => $model, max_tokens => 20,
-                      messages => [{ role => 'user', content => $text }], %o })];
-}
-sub one { @{ (parallel_requests([req(@_)], timeout => 30))[0] } }
+# tenant a's, or the key given, for at most 20 tokens
+my @a20 = (key => 'sk-a', max_tokens => 20);
 sub paths { $t->mock_stats($_[0] // $up)->{paths} }
 sub failed_lines {
     my ($port) = @_;
@@ -65,7 +57,9 @@ sub failed_lines {
 
 # --- weights and load: 40 slow requests at once, weights 1 and 3
 $t->mock_reset($up);
-my @res = parallel_requests([map { req('bal', content => 'MOCK:{"latency_ms":400}') } 1 .. 40]);
+my @res = parallel_requests([map {
+    chat_request($gw, @a20, model => 'bal', content => 'MOCK:{"latency_ms":400}')
+} 1 .. 40]);
 is(scalar(grep { $_->[0] == 200 } @res), 40, 'balanced: 40 answered');
 my $p = paths();
 my ($n1, $n3) = ($p->{'/one/v1/chat/completions'} // 0, $p->{'/three/v1/chat/completions'} // 0);
@@ -73,21 +67,21 @@ ok($n3 >= 2 * $n1 && $n3 <= 5 * $n1, "weight 3 took about three times weight 1 (
 
 # --- local first, then the cheapest hosted
 $t->mock_reset($up);
-one('prio');
+chat($gw, @a20, model => 'prio');
 is(paths()->{'/local/v1/chat/completions'}, 1, 'a local worker before hosted providers');
-one('prio-nolocal');
+chat($gw, @a20, model => 'prio-nolocal');
 is(paths()->{'/cheap/v1/chat/completions'}, 1, 'local down: the cheapest hosted provider');
 ok(!paths()->{'/dear/v1/chat/completions'}, 'the dearer one not asked');
 
 # --- circuit breaker: closed -> open -> half-open -> closed
 $t->stop_mock($flaky);
 for (1 .. 3) {
-    my ($st) = one('brk');
+    my ($st) = chat($gw, @a20, model => 'brk');
     is($st, 200, "flaky backend down, the spare serves ($_)");
 }
 is(failed_lines($flaky), 3, 'three failures');
 like($t->error_log($gw), qr/circuit open for 1000 ms after 3 failures/, 'the circuit opened');
-for (1 .. 4) { one('brk') }
+for (1 .. 4) { chat($gw, @a20, model => 'brk') }
 is(failed_lines($flaky), 3, 'open: the flaky backend is not tried, by either worker');
 my ($code, $h, $body) = http_request($gw, 'GET', '/metrics');
 my $m = parse_prometheus($body);
@@ -98,11 +92,11 @@ sleep 1.2;
 ($code, $h, $body) = http_request($gw, 'GET', '/metrics');
 is(sum_of(parse_prometheus($body), 'llm_backend_state', url => "http://127.0.0.1:$flaky/v1/chat/completions"), 2,
    'after the cool-down: 2 (half-open)');
-my ($st) = one('brk');
+my ($st) = chat($gw, @a20, model => 'brk');
 is($st, 200, 'the half-open probe');
 like($t->error_log($gw), qr/half-open, probing/, 'a probe was sent');
 like($t->error_log($gw), qr/circuit closed/, 'it succeeded: closed again');
-one('brk');
+chat($gw, @a20, model => 'brk');
 is($t->mock_stats($flaky)->{requests}, 2, 'the flaky backend serves again');
 ($code, $h, $body) = http_request($gw, 'GET', '/metrics');
 is(sum_of(parse_prometheus($body), 'llm_backend_state', url => "http://127.0.0.1:$flaky/v1/chat/completions"), 0,
@@ -110,24 +104,24 @@ is(sum_of(parse_prometheus($body), 'llm_backend_state', url => "http://127.0.0.1
 
 # a failed probe opens it again
 $t->stop_mock($flaky);
-for (1 .. 3) { one('brk') }
+for (1 .. 3) { chat($gw, @a20, model => 'brk') }
 sleep 1.2;
-($st) = one('brk');
+($st) = chat($gw, @a20, model => 'brk');
 is($st, 200, 'a failed probe still fails over');
 is(failed_lines($flaky), 3 + 3 + 1, 'one probe, then');
-one('brk');
+chat($gw, @a20, model => 'brk');
 is(failed_lines($flaky), 7, 'open again: not tried');
 
 # --- 429 and Retry-After (the mock says 7 s)
 $t->mock_reset($up);
-($st) = one('rl');
+($st) = chat($gw, @a20, model => 'rl');
 is($st, 200, '429 fails over');
-($st) = one('rl');
+($st) = chat($gw, @a20, model => 'rl');
 is(paths()->{'/s429/v1/chat/completions'}, 1, 'the rate-limited backend rests until its Retry-After');
-($st, $h) = one('rl-only');
+($st, $h) = chat($gw, @a20, model => 'rl-only');
 is($st, 429, 'the only backend rate limited: 429');
 is($h->{'retry-after'}, '7', 'its Retry-After passed on');
-($st, $h, $body) = one('rl-only');
+($st, $h, $body) = chat($gw, @a20, model => 'rl-only');
 is($st, 429, 'asked again: 429 from the gateway');
 cmp_ok($h->{'retry-after'}, '<=', 7, "with the time left ($h->{'retry-after'} s)");
 cmp_ok($h->{'retry-after'}, '>=', 5, 'not less');
@@ -136,7 +130,7 @@ is(json_of($body)->{error}{code}, 'rate_limit_exceeded', 'rate_limit_exceeded');
 
 # --- bounded retries with backoff: 3 dead backends, llm_max_attempts 2
 my $t0 = time;
-($st) = one('three-dead');
+($st) = chat($gw, @a20, model => 'three-dead');
 my $took = time - $t0;
 is($st, 502, 'all down: 502');
 my $tried = () = $t->error_log($gw) =~ /backend "http:\/\/127\.0\.0\.1:$dead\/[abc]\/v1[^"]*" failed/g;
@@ -145,19 +139,19 @@ cmp_ok($took, '>=', 0.05, sprintf('a backoff between them (%.3f s)', $took));
 
 # --- cross-model fallback
 $t->mock_reset($up);
-($st, $h, $body) = one('mixtral-8x22b', temperature => 0);
+($st, $h, $body) = chat($gw, @a20, model => 'mixtral-8x22b', temperature => 0);
 is($st, 200, '8x22B down: served');
 is($h->{'x-llm-route'}, 'mixtral-8x7b; reason=fallback; from=mixtral-8x22b', 'the route header says so');
 is(paths()->{'/small/v1/chat/completions'}, 1, 'by the 8x7B backend');
 like($t->access_log($gw), qr/model=mixtral-8x7b .*route=fallback/, 'and the log');
-($st, $h) = one('mixtral-8x22b', temperature => 0);
+($st, $h) = chat($gw, @a20, model => 'mixtral-8x22b', temperature => 0);
 is($h->{'x-llm-cache'}, 'MISS', 'a fallback answer is not cached as the 8x22B\'s');
-($st) = one('mixtral-8x22b', key => 'sk-22');
+($st) = chat($gw, @a20, model => 'mixtral-8x22b', key => 'sk-22');
 is($st, 502, 'a tenant without 8x7B gets no fallback');
-($st) = one('mixtral-8x22b', key => 'sk-22');
+($st) = chat($gw, @a20, model => 'mixtral-8x22b', key => 'sk-22');
 is($st, 503, 'and once 8x22B\'s circuit is open, 503 without trying');
 $t->add_tenant($rp, 'big', 'sk-big');
-($st) = one('mixtral-8x22b', key => 'sk-big', content => 'x' x 2000);
+($st) = chat($gw, @a20, model => 'mixtral-8x22b', key => 'sk-big', content => 'x' x 2000);
 isnt($st, 200, 'a request too long for 8x7B gets no fallback');
 
 $t->cleanup;

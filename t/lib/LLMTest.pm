@@ -21,9 +21,27 @@ use Time::HiRes qw(sleep time);
 use Exporter 'import';
 our @EXPORT = qw(free_port http_request sse_events json_of wait_until
     decode_json encode_json parallel_requests chat chat_request post
-    post_request content_of);
+    post_request content_of cases rkey key_prefix key_re);
 
-our $ROOT = $ENV{LLM_ROOT} // abs_path(dirname(__FILE__) . '/../..');
+our ($ROOT, %KEYS);
+
+# the Redis key names, from the list in redis/keys: KEY_<NAME> is the
+# family's pattern, which rkey() fills in
+BEGIN {
+    $ROOT = $ENV{LLM_ROOT} // abs_path(dirname(__FILE__) . '/../..');
+    open my $fh, '<', "$ROOT/redis/keys" or die "$ROOT/redis/keys: $!";
+    local $_;
+    while (<$fh>) {
+        next if /^\s*(#|$)/;
+        my ($name, $pattern) = /^([A-Z][A-Z0-9_]*)\s+(\S+)/
+            or die "redis/keys:$.: not a key family";
+        $KEYS{"KEY_$name"} = $pattern;
+    }
+    require constant;
+    constant->import(\%KEYS);
+}
+push @EXPORT, sort keys %KEYS;
+
 our $MODULE = $ENV{LLM_MODULE}
     // "$ROOT/build/modules/ngx_http_llm_module.so";
 
@@ -139,17 +157,46 @@ sub redis_cli {
     return $out;
 }
 
+# a key of a family (KEY_<NAME>), each <word> of it the next value
+sub rkey {
+    my ($pattern, @v) = @_;
+    my $n = () = $pattern =~ /<[a-z0-9_]+>/g;
+    die "rkey($pattern): $n values, not " . @v unless $n == @v;
+    $pattern =~ s/<[a-z0-9_]+>/shift @v/ge;
+    return $pattern;
+}
+
+# the literal start of a family's keys, up to its first <word>
+sub key_prefix {
+    my ($pattern) = @_;
+    $pattern =~ s/<.*//s;
+    return $pattern;
+}
+
+# a regex of a family's keys: its literal text as it is, each <word> the
+# next regex given
+sub key_re {
+    my ($pattern, @re) = @_;
+    my @lit = split /<[a-z0-9_]+>/, $pattern, -1;
+    die "key_re($pattern): " . (@lit - 1) . " regexes, not " . @re
+        unless @lit - 1 == @re;
+    my $re = quotemeta shift @lit;
+    $re .= "(?:$_)" . quotemeta shift @lit for @re;
+    return qr/$re/;
+}
+
 # a tenant and one key for it, straight into Redis (the admin tool is
 # tested on its own)
 sub add_tenant {
     my ($self, $port, $tenant, $key, %policy) = @_;
     require Digest::SHA;
-    $self->redis_cli($port, 'DEL', "llm:tenant:$tenant");
+    $self->redis_cli($port, 'DEL', rkey(KEY_TENANT, $tenant));
     # "created", as llm-admin writes it: a hash without it is no tenant
-    $self->redis_cli($port, 'HSET', "llm:tenant:$tenant", 'created', time,
-        %policy);
+    $self->redis_cli($port, 'HSET', rkey(KEY_TENANT, $tenant), 'created',
+        time, %policy);
     if (defined $key) {
-        $self->redis_cli($port, 'HSET', 'llm:key:' . Digest::SHA::sha256_hex($key),
+        $self->redis_cli($port, 'HSET',
+            rkey(KEY_API_KEY, Digest::SHA::sha256_hex($key)),
             tenant => $tenant, revoked => 0);
     }
 }
@@ -232,6 +279,32 @@ EOF
     }
     $self->{nginx}{$port} = { pid => $pid, prefix => $prefix };
     return $port;
+}
+
+# nginx -t of a whole configuration under a prefix of its own, where
+# modules/ngx_http_llm_module.so is the module tested and logs/ and tmp/
+# exist; returns (failed, output)
+sub check_conf {
+    my ($self, $conf) = @_;
+    my $prefix = tempdir('conf-XXXXXX', DIR => $self->{dir});
+    mkdir "$prefix/$_" for qw(logs tmp modules);
+    symlink $MODULE, "$prefix/modules/ngx_http_llm_module.so"
+        or die "symlink $MODULE: $!";
+    open my $fh, '>', "$prefix/nginx.conf" or die;
+    print $fh $conf;
+    close $fh;
+    my @cmd = ($ENV{NGINX_BIN} // '/usr/sbin/nginx', '-t', '-p', $prefix,
+        '-c', "$prefix/nginx.conf", '-e', "$prefix/logs/error.log");
+    # nginx -t speaks on stderr: both into the pipe
+    my $pid = open(my $out, '-|') // die "fork: $!";
+    if ($pid == 0) {
+        $ENV{LD_PRELOAD} = $ENV{LLM_PRELOAD} if $ENV{LLM_PRELOAD};
+        open STDERR, '>&', \*STDOUT;
+        exec @cmd or POSIX::_exit(127);
+    }
+    my $text = do { local $/; <$out> } // '';
+    close $out;
+    return ($? != 0, $text);
 }
 
 sub nginx_prefix { $_[0]{nginx}{$_[1]}{prefix} }
@@ -458,12 +531,18 @@ sub chat_body {
 # header as it is), headers (more headers, over those)
 sub post_request {
     my ($port, $path, $body, %o) = @_;
-    my %h = ('Content-Type' => 'application/json');
-    $h{Authorization} = "Bearer $o{key}" if defined $o{key};
-    $h{Authorization} = $o{auth} if defined $o{auth};
-    %h = (%h, %{ $o{headers} // {} });
+    my %h = ('Content-Type' => 'application/json', _headers(%o));
     $body = encode_json($body) if ref $body;
     return [$port, 'POST', $path, \%h, $body];
+}
+
+# the request headers of the opts key, auth and headers
+sub _headers {
+    my (%o) = @_;
+    my %h;
+    $h{Authorization} = "Bearer $o{key}" if defined $o{key};
+    $h{Authorization} = $o{auth} if defined $o{auth};
+    return (%h, %{ $o{headers} // {} });
 }
 
 # the same POST sent; opts as post_request() and http_request() (timeout,
@@ -495,6 +574,117 @@ sub chat {
     my $timeout = delete $o{timeout};
     return http_request(@{ chat_request($port, %o) },
         defined $timeout ? (timeout => $timeout) : ());
+}
+
+my %CASE_KEYS = map { $_ => 1 } qw(name port before chat body method path
+    key auth headers raw timeout status error type code param message
+    match no_match header content check);
+
+# Runs a table of requests, one named row (a hash) each, in order, and
+# checks their answers; defaults: a hash of keys every row has unless it
+# gives its own (port, above all; a row's body, raw or method replaces
+# the default's request, and its chat opts go over the default's).
+# Returns [status, headers, body] a row.
+#
+# The request, one of
+#   chat => {opts}          chat_request(): the body from the opts
+#   body => $json           a JSON POST (a ref is encoded), to path
+#                           (/v1/chat/completions), method POST unless given
+#   method => 'GET'         a request without a body, to path
+#   raw => $bytes           sent as they are
+# with key, auth, headers as post_request() takes them, timeout, and
+# before => sub, called first.
+#
+# What is checked, each its own assertion named "NAME: ...":
+#   status                  the status
+#   header => {name => v}   response headers: a string, a qr//, or undef
+#                           for none
+#   match, no_match         qr// the body matches, or does not
+#   content                 content_of() the answer: a string or a qr//
+#   and in error answers (status 400 and up), of the error object:
+#   error => 1              that it is OpenAI's: message, type, param
+#   type, code, param, message   a string (undef: null) or a qr//
+#   check => sub            called with (name, status, headers, body)
+sub cases {
+    my ($defaults, @rows) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my @res;
+    for my $row (@rows) {
+        # a row's own request replaces the default one; chat opts add up
+        my %c = %$defaults;
+        delete @c{qw(chat body raw method)}
+            if grep { exists $row->{$_} } qw(chat body raw method);
+        %c = (%c, %$row);
+        $c{chat} = { %{ $defaults->{chat} }, %{ $row->{chat} } }
+            if $row->{chat} && $defaults->{chat};
+        my @bad = grep { !$CASE_KEYS{$_} } keys %c;
+        die "cases: unknown key(s) @bad" if @bad;
+        die "cases: $c{name}: more than one of chat, body, raw"
+            if (grep { exists $c{$_} } qw(chat body raw)) > 1;
+        my $name = $c{name} // die 'cases: a row without a name';
+        my $port = $c{port} // die "cases: $name: no port";
+        my %auth = map { exists $c{$_} ? ($_ => $c{$_}) : () }
+            qw(key auth headers);
+        my $path = $c{path} // '/v1/chat/completions';
+        my @t = defined $c{timeout} ? (timeout => $c{timeout}) : ();
+
+        $c{before}->() if $c{before};
+
+        my ($st, $h, $b);
+        if (defined $c{raw}) {
+            ($st, $h, $b) = raw_request($port, $c{raw}, @t);
+        } elsif ($c{chat}) {
+            ($st, $h, $b) = chat($port, %auth,
+                exists $c{path} ? (path => $path) : (), @t, %{ $c{chat} });
+        } elsif (exists $c{body}) {
+            my $req = post_request($port, $path, $c{body}, %auth);
+            $req->[1] = $c{method} if $c{method};
+            ($st, $h, $b) = http_request(@$req, @t);
+        } else {
+            ($st, $h, $b) = http_request($port, $c{method} // 'GET', $path,
+                { _headers(%auth) }, undef, @t);
+        }
+        push @res, [$st, $h, $b];
+
+        if (exists $c{status}) {
+            is($st, $c{status}, "$name: status $c{status}")
+                or diag(substr($b // '', 0, 300));
+        }
+        for my $k (sort keys %{ $c{header} // {} }) {
+            _case_is($h->{lc $k}, $c{header}{$k}, "$name: $k");
+        }
+        like($b, $c{match}, "$name: the body has $c{match}") if $c{match};
+        unlike($b, $c{no_match}, "$name: the body has no $c{no_match}")
+            if $c{no_match};
+        _case_is(content_of($b, $h), $c{content}, "$name: content")
+            if exists $c{content};
+
+        if (($c{status} // 0) >= 400) {
+            my $j = json_of($b);
+            my $e = ref $j eq 'HASH' && ref $j->{error} eq 'HASH'
+                ? $j->{error} : undef;
+            if ($c{error}) {
+                ok($e && defined $e->{message} && defined $e->{type}
+                   && exists $e->{param}, "$name: OpenAI's error format")
+                    or diag($b);
+            }
+            $e //= {};
+            for my $k (qw(type code param message)) {
+                next unless exists $c{$k};
+                _case_is($e->{$k}, $c{$k}, "$name: $k "
+                    . (ref $c{$k} ? $c{$k} : $c{$k} // 'null'));
+            }
+        }
+        $c{check}->($name, $st, $h, $b) if $c{check};
+    }
+    return @res;
+}
+
+sub _case_is {
+    my ($got, $want, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    return ref $want eq 'Regexp' ? like($got // '', $want, $name)
+                                 : is($got, $want, $name);
 }
 
 # the assistant text of an answer: the joined content deltas of every
