@@ -410,12 +410,6 @@ typedef struct {
 
 extern ngx_module_t      ngx_http_llm_module;
 
-/*
- * nginx's debug log reads a timer's ev->data as a connection (its fd):
- * timers whose handler finds its state otherwise point here
- */
-extern ngx_connection_t  ngx_http_llm_timer_conn;
-
 
 /* ngx_http_llm_handler.c */
 ngx_int_t ngx_http_llm_handler(ngx_http_request_t *r);
@@ -434,7 +428,6 @@ ngx_int_t ngx_http_llm_send_buf(ngx_http_request_t *r, ngx_buf_t *b,
 ngx_int_t ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
 void ngx_http_llm_auth_exit(void);
-void ngx_http_llm_sha256_hex(u_char *p, size_t len, u_char *hex);
 ngx_int_t ngx_http_llm_tenant_id_valid(ngx_str_t *id);
 ngx_http_llm_tenant_t *ngx_http_llm_tenant_dup(ngx_http_llm_tenant_t *t,
     ngx_pool_t *pool);
@@ -497,8 +490,6 @@ void ngx_http_llm_metrics_request(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_metrics_attempt(ngx_http_llm_ctx_t *ctx,
     const char *outcome);
-void *ngx_http_llm_shm_node(ngx_slab_pool_t *shpool, ngx_rbtree_t *tree,
-    u_char *key, size_t len, size_t key_offset);
 void ngx_http_llm_metrics_count(const char *series, int64_t n);
 
 /* ngx_http_llm_router.c */
@@ -571,8 +562,6 @@ ngx_int_t ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len);
 #define ngx_http_llm_out_lit(ctx, s)                                          \
     ngx_http_llm_out(ctx, (u_char *) s, sizeof(s) - 1)
 ngx_int_t ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last);
-ngx_int_t ngx_http_llm_grow(u_char **buf, size_t *size, size_t len,
-    size_t need, size_t max);
 ngx_int_t ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx,
     ngx_uint_t trailer);
 
@@ -581,7 +570,6 @@ ngx_int_t ngx_http_llm_curl_init(ngx_cycle_t *cycle, ngx_uint_t keepalive);
 void ngx_http_llm_curl_exit(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_llm_curl_add(CURL *easy);
 CURL *ngx_http_llm_curl_get(void);
-void ngx_http_llm_release_connection(ngx_connection_t *c);
 void ngx_http_llm_curl_put(CURL *easy);
 void ngx_http_llm_curl_process(void);
 
@@ -602,6 +590,25 @@ ngx_int_t ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p,
 ngx_int_t ngx_http_llm_sse_finish(ngx_http_llm_sse_t *sse,
     ngx_http_llm_sse_event_pt handler, void *data);
 void ngx_http_llm_sse_free(ngx_http_llm_sse_t *sse);
+
+/* ngx_http_llm_util.c */
+
+/*
+ * nginx's debug log reads a timer's ev->data as a connection (its fd):
+ * timers whose handler finds its state otherwise point here
+ */
+extern ngx_connection_t  ngx_http_llm_timer_conn;
+
+ngx_int_t ngx_http_llm_grow(u_char **buf, size_t *size, size_t len,
+    size_t need, size_t max);
+void ngx_http_llm_sha256_hex(u_char *p, size_t len, u_char *hex);
+void ngx_http_llm_sha256_exit(void);
+u_char *ngx_http_llm_copy(u_char *p, ngx_str_t *s);
+ngx_str_t *ngx_http_llm_header_value(ngx_pool_t *pool, char *buf,
+    size_t len, const char *name, ngx_str_t *dst);
+void *ngx_http_llm_shm_node(ngx_slab_pool_t *shpool, ngx_rbtree_t *tree,
+    u_char *key, size_t len, size_t key_offset);
+void ngx_http_llm_release_connection(ngx_connection_t *c);
 
 
 #endif /* _NGX_HTTP_LLM_H_INCLUDED_ */

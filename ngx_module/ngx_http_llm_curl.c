@@ -336,31 +336,3 @@ ngx_http_llm_curl_timer_handler(ngx_event_t *ev)
     ngx_http_llm_curl_process();
 }
 
-
-/*
- * Frees the nginx connection that wraps a socket owned by a library
- * (curl, hiredis): its events go, the fd stays open for its owner.
- */
-
-void
-ngx_http_llm_release_connection(ngx_connection_t *c)
-{
-    if (c->read->active) {
-        ngx_del_event(c->read, NGX_READ_EVENT, 0);
-    }
-
-    if (c->write->active) {
-        ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
-}

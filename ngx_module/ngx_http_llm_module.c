@@ -73,9 +73,6 @@ static ngx_int_t ngx_http_llm_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
 
-ngx_connection_t  ngx_http_llm_timer_conn;
-
-
 static ngx_conf_enum_t  ngx_http_llm_failure_policies[] = {
     { ngx_string("closed"), 0 },
     { ngx_string("open"), 1 },

@@ -62,8 +62,6 @@ static ngx_int_t ngx_http_llm_proxy_usage(ngx_http_llm_ctx_t *ctx,
     cJSON *json);
 static void ngx_http_llm_proxy_timeout(ngx_event_t *ev);
 static size_t ngx_http_llm_out_pending(ngx_http_llm_ctx_t *ctx);
-static ngx_str_t *ngx_http_llm_header_value(ngx_pool_t *pool, char *buf,
-    size_t len, const char *name, ngx_str_t *dst);
 
 
 ngx_int_t
@@ -2102,95 +2100,3 @@ ngx_http_llm_out_pending(ngx_http_llm_ctx_t *ctx)
     return size;
 }
 
-
-static ngx_str_t *
-ngx_http_llm_header_value(ngx_pool_t *pool, char *buf, size_t len,
-    const char *name, ngx_str_t *dst)
-{
-    u_char  *p, *q, *last;
-    size_t   nlen;
-
-    nlen = ngx_strlen(name);
-
-    if (len <= nlen || buf[nlen] != ':'
-        || ngx_strncasecmp((u_char *) buf, (u_char *) name, nlen) != 0)
-    {
-        return NULL;
-    }
-
-    p = (u_char *) buf + nlen + 1;
-    last = (u_char *) buf + len;
-
-    while (p < last && (*p == ' ' || *p == '\t')) {
-        p++;
-    }
-
-    while (last > p && (last[-1] == '\r' || last[-1] == '\n'
-                        || last[-1] == ' '))
-    {
-        last--;
-    }
-
-    /* a control byte inside could split the client's header: none */
-
-    for (q = p; q < last; q++) {
-        if ((*q < 0x20 && *q != '\t') || *q == 0x7f) {
-            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                          "llm: upstream \"%s\" header with a control "
-                          "byte dropped", name);
-            dst->len = 0;
-            return dst;
-        }
-    }
-
-    if (last - p > 256) {
-        last = p + 256;
-    }
-
-    dst->len = last - p;
-    dst->data = ngx_pnalloc(pool, dst->len + 1);
-
-    if (dst->data == NULL) {
-        dst->len = 0;
-        return dst;
-    }
-
-    ngx_cpystrn(dst->data, p, dst->len + 1);
-
-    return dst;
-}
-
-
-/*
- * Makes room for need bytes in a malloc()ed buffer holding len, at least
- * doubling it, never beyond max.
- */
-
-ngx_int_t
-ngx_http_llm_grow(u_char **buf, size_t *size, size_t len, size_t need,
-    size_t max)
-{
-    u_char  *nb;
-
-    if (need <= *size) {
-        return NGX_OK;
-    }
-
-    need = ngx_max(need, ngx_max(*size * 2, 256));
-    need = ngx_min(need, max);
-
-    nb = ngx_alloc(need, ngx_cycle->log);
-    if (nb == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (*buf) {
-        ngx_memcpy(nb, *buf, len);
-        ngx_free(*buf);
-    }
-
-    *buf = nb;
-    *size = need;
-
-    return NGX_OK;
-}
