@@ -231,6 +231,15 @@ typedef struct ngx_http_llm_cache_replay_s  ngx_http_llm_cache_replay_t;
 typedef void (*ngx_http_llm_redis_pt)(redisReply *reply, void *data);
 
 
+/* the end of a transfer, told to its owner; CURLOPT_PRIVATE points here */
+typedef void (*ngx_http_llm_curl_done_pt)(void *data, CURLcode rc);
+
+typedef struct {
+    ngx_http_llm_curl_done_pt   handler;
+    void                       *data;
+} ngx_http_llm_curl_done_t;
+
+
 typedef enum {
     NGX_HTTP_LLM_PHASE_AUTH = 0,
     NGX_HTTP_LLM_PHASE_POLICY,
@@ -296,6 +305,7 @@ typedef struct {
     ngx_table_elt_t            *route_h;
 
     CURL                       *easy;
+    ngx_http_llm_curl_done_t    curl_done;     /* easy's owner */
     struct curl_slist          *headers;
     char                        curl_error[CURL_ERROR_SIZE];
 
@@ -554,7 +564,7 @@ ngx_int_t ngx_http_llm_media_check(ngx_pool_t *pool, cJSON *messages,
 
 /* ngx_http_llm_proxy.c */
 ngx_int_t ngx_http_llm_proxy_start(ngx_http_llm_ctx_t *ctx);
-void ngx_http_llm_proxy_done(ngx_http_llm_ctx_t *ctx, CURLcode rc);
+void ngx_http_llm_proxy_done(void *data, CURLcode rc);
 void ngx_http_llm_proxy_writer(ngx_http_request_t *r);
 void ngx_http_llm_proxy_cleanup(ngx_http_llm_ctx_t *ctx);
 ngx_int_t ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len);
@@ -568,7 +578,7 @@ ngx_int_t ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx,
 /* ngx_http_llm_curl.c */
 ngx_int_t ngx_http_llm_curl_init(ngx_cycle_t *cycle, ngx_uint_t keepalive);
 void ngx_http_llm_curl_exit(ngx_cycle_t *cycle);
-ngx_int_t ngx_http_llm_curl_add(CURL *easy);
+ngx_int_t ngx_http_llm_curl_add(CURL *easy, ngx_http_llm_curl_done_t *done);
 CURL *ngx_http_llm_curl_get(void);
 void ngx_http_llm_curl_put(CURL *easy);
 void ngx_http_llm_curl_process(void);

@@ -308,7 +308,6 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
                      (long) CURL_HTTP_VERSION_2TLS);
 
     curl_easy_setopt(easy, CURLOPT_URL, backend->url.data);
-    curl_easy_setopt(easy, CURLOPT_PRIVATE, ctx);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_POST, 1L);
     curl_easy_setopt(easy, CURLOPT_POSTFIELDS, ctx->upstream_body);
@@ -352,7 +351,10 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
     ctx->mask_carry_len = 0;
     ctx->attempt_start = ngx_current_msec;
 
-    if (ngx_http_llm_curl_add(easy) != NGX_OK) {
+    ctx->curl_done.handler = ngx_http_llm_proxy_done;
+    ctx->curl_done.data = ctx;
+
+    if (ngx_http_llm_curl_add(easy, &ctx->curl_done) != NGX_OK) {
         ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
@@ -374,8 +376,10 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
 /* a transfer ended, or its first byte / idle timer fired */
 
 void
-ngx_http_llm_proxy_done(ngx_http_llm_ctx_t *ctx, CURLcode rc)
+ngx_http_llm_proxy_done(void *data, CURLcode rc)
 {
+    ngx_http_llm_ctx_t *ctx = data;
+
     long                 status;
     ngx_connection_t    *c;
 
