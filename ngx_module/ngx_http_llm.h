@@ -456,6 +456,8 @@ void ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
     int64_t *completion, int64_t *cost);
 int64_t ngx_http_llm_cost(int64_t prompt, int64_t completion,
     ngx_uint_t price_in, ngx_uint_t price_out);
+ngx_int_t ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx,
+    ngx_uint_t trailer);
 const char *ngx_http_llm_redis_error(redisReply *reply,
     ngx_uint_t *transient);
 
@@ -572,8 +574,6 @@ ngx_int_t ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len);
 #define ngx_http_llm_out_lit(ctx, s)                                          \
     ngx_http_llm_out(ctx, (u_char *) s, sizeof(s) - 1)
 ngx_int_t ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last);
-ngx_int_t ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx,
-    ngx_uint_t trailer);
 
 /* ngx_http_llm_curl.c */
 ngx_int_t ngx_http_llm_curl_init(ngx_cycle_t *cycle, ngx_uint_t keepalive);

@@ -1104,6 +1104,36 @@ ngx_http_llm_usage_abandon(ngx_http_llm_ctx_t *ctx)
 }
 
 
+/* "x-llm-cost-usd", as a header or as a trailer of a chunked answer */
+
+ngx_int_t
+ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx, ngx_uint_t trailer)
+{
+    u_char               *p;
+    int64_t               prompt, completion, cost;
+    ngx_http_request_t   *r;
+
+    if (!ctx->conf->cost_header) {
+        return NGX_OK;
+    }
+
+    r = ctx->request;
+
+    ngx_http_llm_usage(ctx, &prompt, &completion, &cost);
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 8);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    *ngx_sprintf(p, "%L.%06L", cost / 1000000, cost % 1000000) = '\0';
+
+    return ngx_http_llm_push_header(trailer ? &r->headers_out.trailers
+                                            : &r->headers_out.headers,
+                                    "x-llm-cost-usd", (char *) p);
+}
+
+
 /*
  * Called from the request's cleanup, whatever the ending: the request is
  * going away, so the settlement is copied out now.  Settlements of one
