@@ -229,6 +229,21 @@ typedef struct ngx_http_llm_cache_asm_s  ngx_http_llm_cache_asm_t;
 typedef struct ngx_http_llm_cache_replay_s  ngx_http_llm_cache_replay_t;
 
 typedef void (*ngx_http_llm_redis_pt)(redisReply *reply, void *data);
+typedef void (*ngx_http_llm_redis_ready_pt)(void *data);
+
+
+/* the module's Redis scripts, redis/<name>.lua */
+typedef enum {
+    NGX_HTTP_LLM_SCRIPT_ADMIT = 0,
+    NGX_HTTP_LLM_SCRIPT_SETTLE,
+    NGX_HTTP_LLM_SCRIPT_SWEEP,
+    NGX_HTTP_LLM_SCRIPT_CACHE_LOCK,
+    NGX_HTTP_LLM_SCRIPT_CACHE_DONE,
+    NGX_HTTP_LLM_SCRIPT_N
+} ngx_http_llm_script_e;
+
+/* a script call's argv[0..2]: EVALSHA, the SHA1, the number of keys */
+#define NGX_HTTP_LLM_SCRIPT_HEAD       3
 
 
 /* the end of a transfer, told to its owner; CURLOPT_PRIVATE points here */
@@ -444,7 +459,6 @@ ngx_http_llm_tenant_t *ngx_http_llm_tenant_dup(ngx_http_llm_tenant_t *t,
 
 /* ngx_http_llm_quota.c */
 void ngx_http_llm_quota_init(void);
-void ngx_http_llm_quota_load(void);
 void ngx_http_llm_quota_flush(void);
 void ngx_http_llm_quota_exit(void);
 ngx_int_t ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx,
@@ -458,8 +472,6 @@ int64_t ngx_http_llm_cost(int64_t prompt, int64_t completion,
     ngx_uint_t price_in, ngx_uint_t price_out);
 ngx_int_t ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx,
     ngx_uint_t trailer);
-const char *ngx_http_llm_redis_error(redisReply *reply,
-    ngx_uint_t *transient);
 
 /* ngx_http_llm_cache.c */
 void ngx_http_llm_cache_init(void);
@@ -584,15 +596,23 @@ void ngx_http_llm_curl_put(CURL *easy);
 void ngx_http_llm_curl_process(void);
 
 /* ngx_http_llm_redis.c */
+char *ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_llm_redis_init(ngx_cycle_t *cycle,
     ngx_http_llm_redis_conf_t *conf);
 void ngx_http_llm_redis_exit(ngx_cycle_t *cycle);
 ngx_uint_t ngx_http_llm_redis_ready(void);
+void ngx_http_llm_redis_on_ready(ngx_http_llm_redis_ready_pt handler,
+    void *data);
 ngx_http_llm_redis_cmd_t *ngx_http_llm_redis_command(int argc,
     const char **argv, const size_t *argvlen, ngx_http_llm_redis_pt handler,
     void *data);
+ngx_http_llm_redis_cmd_t *ngx_http_llm_redis_script(ngx_uint_t script,
+    int argc, const char **argv, size_t *argvlen,
+    ngx_http_llm_redis_pt handler, void *data);
 void ngx_http_llm_redis_cancel(ngx_http_llm_redis_cmd_t *cmd);
 void ngx_http_llm_redis_reset(const char *why);
+const char *ngx_http_llm_redis_error(redisReply *reply,
+    ngx_uint_t *transient);
 
 /* ngx_http_llm_sse.c */
 ngx_int_t ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p,
