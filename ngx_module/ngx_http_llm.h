@@ -229,6 +229,30 @@ typedef struct ngx_http_llm_cache_asm_s  ngx_http_llm_cache_asm_t;
 typedef struct ngx_http_llm_cache_replay_s  ngx_http_llm_cache_replay_t;
 
 typedef void (*ngx_http_llm_redis_pt)(redisReply *reply, void *data);
+typedef void (*ngx_http_llm_redis_ready_pt)(void *data);
+
+
+/* the module's Redis scripts, redis/<name>.lua */
+typedef enum {
+    NGX_HTTP_LLM_SCRIPT_ADMIT = 0,
+    NGX_HTTP_LLM_SCRIPT_SETTLE,
+    NGX_HTTP_LLM_SCRIPT_SWEEP,
+    NGX_HTTP_LLM_SCRIPT_CACHE_LOCK,
+    NGX_HTTP_LLM_SCRIPT_CACHE_DONE,
+    NGX_HTTP_LLM_SCRIPT_N
+} ngx_http_llm_script_e;
+
+/* a script call's argv[0..2]: EVALSHA, the SHA1, the number of keys */
+#define NGX_HTTP_LLM_SCRIPT_HEAD       3
+
+
+/* the end of a transfer, told to its owner; CURLOPT_PRIVATE points here */
+typedef void (*ngx_http_llm_curl_done_pt)(void *data, CURLcode rc);
+
+typedef struct {
+    ngx_http_llm_curl_done_pt   handler;
+    void                       *data;
+} ngx_http_llm_curl_done_t;
 
 
 typedef enum {
@@ -296,6 +320,7 @@ typedef struct {
     ngx_table_elt_t            *route_h;
 
     CURL                       *easy;
+    ngx_http_llm_curl_done_t    curl_done;     /* easy's owner */
     struct curl_slist          *headers;
     char                        curl_error[CURL_ERROR_SIZE];
 
@@ -410,12 +435,6 @@ typedef struct {
 
 extern ngx_module_t      ngx_http_llm_module;
 
-/*
- * nginx's debug log reads a timer's ev->data as a connection (its fd):
- * timers whose handler finds its state otherwise point here
- */
-extern ngx_connection_t  ngx_http_llm_timer_conn;
-
 
 /* ngx_http_llm_handler.c */
 ngx_int_t ngx_http_llm_handler(ngx_http_request_t *r);
@@ -456,14 +475,12 @@ ngx_int_t ngx_http_llm_variables_add(ngx_conf_t *cf);
 ngx_int_t ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
 void ngx_http_llm_auth_exit(void);
-void ngx_http_llm_sha256_hex(u_char *p, size_t len, u_char *hex);
 ngx_int_t ngx_http_llm_tenant_id_valid(ngx_str_t *id);
 ngx_http_llm_tenant_t *ngx_http_llm_tenant_dup(ngx_http_llm_tenant_t *t,
     ngx_pool_t *pool);
 
 /* ngx_http_llm_quota.c */
 void ngx_http_llm_quota_init(void);
-void ngx_http_llm_quota_load(void);
 void ngx_http_llm_quota_flush(void);
 void ngx_http_llm_quota_exit(void);
 ngx_int_t ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx,
@@ -475,8 +492,8 @@ void ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
     int64_t *completion, int64_t *cost);
 int64_t ngx_http_llm_cost(int64_t prompt, int64_t completion,
     ngx_uint_t price_in, ngx_uint_t price_out);
-const char *ngx_http_llm_redis_error(redisReply *reply,
-    ngx_uint_t *transient);
+ngx_int_t ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx,
+    ngx_uint_t trailer);
 
 /* ngx_http_llm_cache.c */
 void ngx_http_llm_cache_init(void);
@@ -521,8 +538,6 @@ void ngx_http_llm_metrics_request(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_metrics_attempt(ngx_http_llm_ctx_t *ctx,
     const char *outcome);
-void *ngx_http_llm_shm_node(ngx_slab_pool_t *shpool, ngx_rbtree_t *tree,
-    u_char *key, size_t len, size_t key_offset);
 void ngx_http_llm_metrics_count(const char *series, int64_t n);
 
 /* ngx_http_llm_router.c */
@@ -580,33 +595,36 @@ ngx_int_t ngx_http_llm_media_check(ngx_pool_t *pool, cJSON *messages,
 
 /* ngx_http_llm_proxy.c */
 ngx_int_t ngx_http_llm_proxy_start(ngx_http_llm_ctx_t *ctx);
-void ngx_http_llm_proxy_done(ngx_http_llm_ctx_t *ctx, CURLcode rc);
+void ngx_http_llm_proxy_done(void *data, CURLcode rc);
 void ngx_http_llm_proxy_writer(ngx_http_request_t *r);
 void ngx_http_llm_proxy_cleanup(ngx_http_llm_ctx_t *ctx);
-ngx_int_t ngx_http_llm_grow(u_char **buf, size_t *size, size_t len,
-    size_t need, size_t max);
-ngx_int_t ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx,
-    ngx_uint_t trailer);
 
 /* ngx_http_llm_curl.c */
 ngx_int_t ngx_http_llm_curl_init(ngx_cycle_t *cycle, ngx_uint_t keepalive);
 void ngx_http_llm_curl_exit(ngx_cycle_t *cycle);
-ngx_int_t ngx_http_llm_curl_add(CURL *easy);
+ngx_int_t ngx_http_llm_curl_add(CURL *easy, ngx_http_llm_curl_done_t *done);
 CURL *ngx_http_llm_curl_get(void);
-void ngx_http_llm_release_connection(ngx_connection_t *c);
 void ngx_http_llm_curl_put(CURL *easy);
 void ngx_http_llm_curl_process(void);
 
 /* ngx_http_llm_redis.c */
+char *ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_llm_redis_init(ngx_cycle_t *cycle,
     ngx_http_llm_redis_conf_t *conf);
 void ngx_http_llm_redis_exit(ngx_cycle_t *cycle);
 ngx_uint_t ngx_http_llm_redis_ready(void);
+void ngx_http_llm_redis_on_ready(ngx_http_llm_redis_ready_pt handler,
+    void *data);
 ngx_http_llm_redis_cmd_t *ngx_http_llm_redis_command(int argc,
     const char **argv, const size_t *argvlen, ngx_http_llm_redis_pt handler,
     void *data);
+ngx_http_llm_redis_cmd_t *ngx_http_llm_redis_script(ngx_uint_t script,
+    int argc, const char **argv, size_t *argvlen,
+    ngx_http_llm_redis_pt handler, void *data);
 void ngx_http_llm_redis_cancel(ngx_http_llm_redis_cmd_t *cmd);
 void ngx_http_llm_redis_reset(const char *why);
+const char *ngx_http_llm_redis_error(redisReply *reply,
+    ngx_uint_t *transient);
 
 /* ngx_http_llm_sse.c */
 ngx_int_t ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p,
@@ -614,6 +632,25 @@ ngx_int_t ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p,
 ngx_int_t ngx_http_llm_sse_finish(ngx_http_llm_sse_t *sse,
     ngx_http_llm_sse_event_pt handler, void *data);
 void ngx_http_llm_sse_free(ngx_http_llm_sse_t *sse);
+
+/* ngx_http_llm_util.c */
+
+/*
+ * nginx's debug log reads a timer's ev->data as a connection (its fd):
+ * timers whose handler finds its state otherwise point here
+ */
+extern ngx_connection_t  ngx_http_llm_timer_conn;
+
+ngx_int_t ngx_http_llm_grow(u_char **buf, size_t *size, size_t len,
+    size_t need, size_t max);
+void ngx_http_llm_sha256_hex(u_char *p, size_t len, u_char *hex);
+void ngx_http_llm_sha256_exit(void);
+u_char *ngx_http_llm_copy(u_char *p, ngx_str_t *s);
+ngx_str_t *ngx_http_llm_header_value(ngx_pool_t *pool, char *buf,
+    size_t len, const char *name, ngx_str_t *dst);
+void *ngx_http_llm_shm_node(ngx_slab_pool_t *shpool, ngx_rbtree_t *tree,
+    u_char *key, size_t len, size_t key_offset);
+void ngx_http_llm_release_connection(ngx_connection_t *c);
 
 
 #endif /* _NGX_HTTP_LLM_H_INCLUDED_ */

@@ -10,9 +10,6 @@
 
 #include "ngx_http_llm.h"
 
-#include <openssl/evp.h>
-#include <openssl/sha.h>
-
 
 #define NGX_HTTP_LLM_AUTH_SLOTS      4096
 #define NGX_HTTP_LLM_AUTH_NEG_SLOTS  1024
@@ -55,7 +52,6 @@ static void ngx_http_llm_auth_no_tenant(ngx_http_llm_ctx_t *ctx,
 static const char *ngx_http_llm_tenant_parse(ngx_http_llm_tenant_t *t,
     redisReply *reply);
 static void ngx_http_llm_auth_deny(ngx_http_llm_error_t *err);
-static u_char *ngx_http_llm_copy(u_char *p, ngx_str_t *s);
 
 
 /*
@@ -65,27 +61,13 @@ static u_char *ngx_http_llm_copy(u_char *p, ngx_str_t *s);
 static ngx_http_llm_auth_slot_t  *ngx_http_llm_auth_cache;
 static ngx_http_llm_auth_slot_t  *ngx_http_llm_auth_neg;
 
-#if OPENSSL_VERSION_NUMBER >= 0x30000000L
-static EVP_MD                    *ngx_http_llm_md;
-#else
-static const EVP_MD              *ngx_http_llm_md;
-#endif
-static EVP_MD_CTX                *ngx_http_llm_md_ctx;
-
 
 void
 ngx_http_llm_auth_exit(void)
 {
     ngx_uint_t  i;
 
-    if (ngx_http_llm_md_ctx) {
-        EVP_MD_CTX_free(ngx_http_llm_md_ctx);
-        ngx_http_llm_md_ctx = NULL;
-#if OPENSSL_VERSION_NUMBER >= 0x30000000L
-        EVP_MD_free(ngx_http_llm_md);
-#endif
-        ngx_http_llm_md = NULL;
-    }
+    ngx_http_llm_sha256_exit();
 
     if (ngx_http_llm_auth_cache == NULL) {
         return;
@@ -101,39 +83,6 @@ ngx_http_llm_auth_exit(void)
     ngx_free(ngx_http_llm_auth_cache);
     ngx_http_llm_auth_cache = NULL;
     ngx_http_llm_auth_neg = NULL;
-}
-
-
-/*
- * OpenSSL 3's one-shot SHA256() looks the algorithm up by name on every
- * call, under a lock; with the algorithm fetched once and a reused
- * context a request's two digests cost a fraction of that.
- */
-
-void
-ngx_http_llm_sha256_hex(u_char *p, size_t len, u_char *hex)
-{
-    u_char  md[SHA256_DIGEST_LENGTH];
-
-    if (ngx_http_llm_md_ctx == NULL) {
-#if OPENSSL_VERSION_NUMBER >= 0x30000000L
-        ngx_http_llm_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-#else
-        ngx_http_llm_md = EVP_sha256();
-#endif
-        ngx_http_llm_md_ctx = EVP_MD_CTX_new();
-    }
-
-    if (ngx_http_llm_md == NULL
-        || ngx_http_llm_md_ctx == NULL
-        || EVP_DigestInit_ex(ngx_http_llm_md_ctx, ngx_http_llm_md, NULL) != 1
-        || EVP_DigestUpdate(ngx_http_llm_md_ctx, p, len) != 1
-        || EVP_DigestFinal_ex(ngx_http_llm_md_ctx, md, NULL) != 1)
-    {
-        SHA256(p, len, md);
-    }
-
-    ngx_hex_dump(hex, md, SHA256_DIGEST_LENGTH);
 }
 
 
@@ -737,21 +686,6 @@ ngx_http_llm_tenant_id_valid(ngx_str_t *id)
     }
 
     return 1;
-}
-
-
-/* copies a string that may be empty (and NULL), NUL-terminated */
-
-static u_char *
-ngx_http_llm_copy(u_char *p, ngx_str_t *s)
-{
-    if (s->len) {
-        p = ngx_cpymem(p, s->data, s->len);
-    }
-
-    *p++ = '\0';
-
-    return p;
 }
 
 

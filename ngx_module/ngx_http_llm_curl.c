@@ -144,10 +144,18 @@ ngx_http_llm_curl_put(CURL *easy)
 }
 
 
+/*
+ * done, the caller's, is told of the end of the transfer, once, unless
+ * the handle goes back to ngx_http_llm_curl_put() first; it must live
+ * until then
+ */
+
 ngx_int_t
-ngx_http_llm_curl_add(CURL *easy)
+ngx_http_llm_curl_add(CURL *easy, ngx_http_llm_curl_done_t *done)
 {
     CURLMcode  mc;
+
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, done);
 
     mc = curl_multi_add_handle(ngx_http_llm_multi, easy);
 
@@ -162,16 +170,16 @@ ngx_http_llm_curl_add(CURL *easy)
 }
 
 
-/* hand finished transfers to their requests */
+/* hand finished transfers to their owners */
 
 void
 ngx_http_llm_curl_process(void)
 {
-    int                  left;
-    CURL                *easy;
-    CURLcode             rc;
-    CURLMsg             *msg;
-    ngx_http_llm_ctx_t  *ctx;
+    int                        left;
+    CURL                      *easy;
+    CURLcode                   rc;
+    CURLMsg                   *msg;
+    ngx_http_llm_curl_done_t  *done;
 
     for ( ;; ) {
         msg = curl_multi_info_read(ngx_http_llm_multi, &left);
@@ -185,17 +193,17 @@ ngx_http_llm_curl_process(void)
 
         easy = msg->easy_handle;
         rc = msg->data.result;
-        ctx = NULL;
+        done = NULL;
 
-        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &ctx);
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &done);
 
-        if (ctx == NULL) {
+        if (done == NULL) {
             curl_multi_remove_handle(ngx_http_llm_multi, easy);
             curl_easy_cleanup(easy);
             continue;
         }
 
-        ngx_http_llm_proxy_done(ctx, rc);
+        done->handler(done->data, rc);
     }
 }
 
@@ -336,31 +344,3 @@ ngx_http_llm_curl_timer_handler(ngx_event_t *ev)
     ngx_http_llm_curl_process();
 }
 
-
-/*
- * Frees the nginx connection that wraps a socket owned by a library
- * (curl, hiredis): its events go, the fd stays open for its owner.
- */
-
-void
-ngx_http_llm_release_connection(ngx_connection_t *c)
-{
-    if (c->read->active) {
-        ngx_del_event(c->read, NGX_READ_EVENT, 0);
-    }
-
-    if (c->write->active) {
-        ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
-}

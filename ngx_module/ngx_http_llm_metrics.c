@@ -506,49 +506,6 @@ ngx_http_llm_metrics_series(ngx_shm_zone_t *zone, u_char *key, size_t len,
 }
 
 
-/*
- * A node of a string-keyed tree in shared memory (an ngx_str_node_t in
- * front, the key's bytes at key_offset), found or made zeroed; the
- * zone's mutex is held.  Metric series and backend health are such nodes.
- */
-
-void *
-ngx_http_llm_shm_node(ngx_slab_pool_t *shpool, ngx_rbtree_t *tree,
-    u_char *key, size_t len, size_t key_offset)
-{
-    u_char          *data;
-    uint32_t         hash;
-    ngx_str_t        k;
-    ngx_str_node_t  *sn;
-
-    k.data = key;
-    k.len = len;
-    hash = ngx_murmur_hash2(key, len);
-
-    sn = ngx_str_rbtree_lookup(tree, &k, hash);
-    if (sn) {
-        return sn;
-    }
-
-    sn = ngx_slab_alloc_locked(shpool, key_offset + len);
-    if (sn == NULL) {
-        return NULL;
-    }
-
-    ngx_memzero(sn, key_offset);
-    data = (u_char *) sn + key_offset;
-    ngx_memcpy(data, key, len);
-
-    sn->node.key = hash;
-    sn->str.data = data;
-    sn->str.len = len;
-
-    ngx_rbtree_insert(tree, &sn->node);
-
-    return sn;
-}
-
-
 /* Prometheus text format: escape backslash, quote and newline */
 
 static u_char *

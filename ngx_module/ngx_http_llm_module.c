@@ -34,8 +34,6 @@ static ngx_int_t ngx_http_llm_parse_price(ngx_str_t *s, ngx_uint_t *in,
     ngx_uint_t *out);
 static ngx_int_t ngx_http_llm_parse_micro(u_char *p, u_char *last,
     ngx_uint_t *value);
-static char *ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static char *ngx_http_llm_api_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_llm_key_policy(ngx_conf_t *cf,
@@ -53,9 +51,6 @@ static char *ngx_http_llm_app_url(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t ngx_http_llm_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_llm_init_process(ngx_cycle_t *cycle);
 static void ngx_http_llm_exit_process(ngx_cycle_t *cycle);
-
-
-ngx_connection_t  ngx_http_llm_timer_conn;
 
 
 static ngx_conf_enum_t  ngx_http_llm_failure_policies[] = {
@@ -1348,144 +1343,6 @@ ngx_http_llm_parse_micro(u_char *p, u_char *last, ngx_uint_t *value)
     *value = v;
 
     return NGX_OK;
-}
-
-
-/* llm_redis 127.0.0.1:6379 | unix:/path [password_env=V] [db=N] [timeout=T] */
-
-static char *
-ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_llm_main_conf_t *lmcf = conf;
-
-    char                       *pw;
-    u_char                     *colon;
-    ngx_int_t                   n;
-    ngx_str_t                  *value, s;
-    ngx_uint_t                  i;
-    ngx_http_llm_redis_conf_t  *rc;
-
-    if (lmcf->redis) {
-        return "is duplicate";
-    }
-
-    rc = ngx_pcalloc(cf->pool, sizeof(ngx_http_llm_redis_conf_t));
-    if (rc == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    value = cf->args->elts;
-    rc->timeout = 500;
-    i = 1;
-
-    if (ngx_strncmp(value[1].data, "unix:", 5) == 0) {
-        rc->unix_path.len = value[1].len - 5;
-        rc->unix_path.data = value[1].data + 5;
-
-        if (rc->unix_path.len == 0) {
-            goto invalid;
-        }
-
-    } else {
-        colon = ngx_strlchr(value[1].data, value[1].data + value[1].len, ':');
-
-        if (colon == NULL) {
-            rc->port = 6379;
-            rc->host = value[1];
-
-        } else {
-            n = ngx_atoi(colon + 1, value[1].data + value[1].len - colon - 1);
-            if (n < 1 || n > 65535) {
-                goto invalid;
-            }
-
-            rc->port = (in_port_t) n;
-            rc->host.data = value[1].data;
-            rc->host.len = colon - value[1].data;
-        }
-
-        /* hiredis resolves names with a blocking call: addresses only */
-
-        if (ngx_inet_addr(rc->host.data, rc->host.len) == INADDR_NONE) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"llm_redis\" needs an IPv4 address or a "
-                               "unix: socket, not \"%V\"", &rc->host);
-            return NGX_CONF_ERROR;
-        }
-
-        s = rc->host;
-        rc->host.data = ngx_pnalloc(cf->pool, s.len + 1);
-        if (rc->host.data == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_cpystrn(rc->host.data, s.data, s.len + 1);
-    }
-
-    for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "password_env=", 13) == 0) {
-            pw = getenv((char *) value[i].data + 13);
-
-            if (pw == NULL) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "\"llm_redis\": environment variable "
-                                   "\"%s\" is not set",
-                                   value[i].data + 13);
-                return NGX_CONF_ERROR;
-            }
-
-            rc->password.len = ngx_strlen(pw);
-            rc->password.data = ngx_pnalloc(cf->pool, rc->password.len + 1);
-            if (rc->password.data == NULL) {
-                return NGX_CONF_ERROR;
-            }
-
-            ngx_cpystrn(rc->password.data, (u_char *) pw,
-                        rc->password.len + 1);
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
-            rc->password.data = value[i].data + 9;
-            rc->password.len = value[i].len - 9;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
-            n = ngx_atoi(value[i].data + 3, value[i].len - 3);
-            if (n == NGX_ERROR) {
-                goto invalid;
-            }
-
-            rc->db = n;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
-            s.data = value[i].data + 8;
-            s.len = value[i].len - 8;
-
-            rc->timeout = ngx_parse_time(&s, 0);
-            if (rc->timeout == (ngx_msec_t) NGX_ERROR || rc->timeout == 0) {
-                goto invalid;
-            }
-
-            continue;
-        }
-
-        goto invalid;
-    }
-
-    lmcf->redis = rc;
-
-    return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid \"llm_redis\" parameter \"%V\"", &value[i]);
-    return NGX_CONF_ERROR;
 }
 
 

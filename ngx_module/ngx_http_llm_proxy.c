@@ -61,8 +61,6 @@ static u_char *ngx_http_llm_json_space(u_char *p, u_char *last);
 static ngx_int_t ngx_http_llm_proxy_usage(ngx_http_llm_ctx_t *ctx,
     cJSON *json);
 static void ngx_http_llm_proxy_timeout(ngx_event_t *ev);
-static ngx_str_t *ngx_http_llm_header_value(ngx_pool_t *pool, char *buf,
-    size_t len, const char *name, ngx_str_t *dst);
 
 
 ngx_int_t
@@ -309,7 +307,6 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
                      (long) CURL_HTTP_VERSION_2TLS);
 
     curl_easy_setopt(easy, CURLOPT_URL, backend->url.data);
-    curl_easy_setopt(easy, CURLOPT_PRIVATE, ctx);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_POST, 1L);
     curl_easy_setopt(easy, CURLOPT_POSTFIELDS, ctx->upstream_body);
@@ -353,7 +350,10 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
     ctx->mask_carry_len = 0;
     ctx->attempt_start = ngx_current_msec;
 
-    if (ngx_http_llm_curl_add(easy) != NGX_OK) {
+    ctx->curl_done.handler = ngx_http_llm_proxy_done;
+    ctx->curl_done.data = ctx;
+
+    if (ngx_http_llm_curl_add(easy, &ctx->curl_done) != NGX_OK) {
         ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
@@ -375,8 +375,10 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
 /* a transfer ended, or its first byte / idle timer fired */
 
 void
-ngx_http_llm_proxy_done(ngx_http_llm_ctx_t *ctx, CURLcode rc)
+ngx_http_llm_proxy_done(void *data, CURLcode rc)
 {
+    ngx_http_llm_ctx_t *ctx = data;
+
     long                 status;
     ngx_connection_t    *c;
 
@@ -1069,36 +1071,6 @@ ngx_http_llm_proxy_account(ngx_http_llm_ctx_t *ctx)
     ngx_log_error(NGX_LOG_WARN, log, 0,
                   "llm: the usage of backend \"%V\"'s answer could not be "
                   "read", &ctx->backend->url);
-}
-
-
-/* "x-llm-cost-usd", as a header or as a trailer of a chunked answer */
-
-ngx_int_t
-ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx, ngx_uint_t trailer)
-{
-    u_char               *p;
-    int64_t               prompt, completion, cost;
-    ngx_http_request_t   *r;
-
-    if (!ctx->conf->cost_header) {
-        return NGX_OK;
-    }
-
-    r = ctx->request;
-
-    ngx_http_llm_usage(ctx, &prompt, &completion, &cost);
-
-    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 8);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    *ngx_sprintf(p, "%L.%06L", cost / 1000000, cost % 1000000) = '\0';
-
-    return ngx_http_llm_push_header(trailer ? &r->headers_out.trailers
-                                            : &r->headers_out.headers,
-                                    "x-llm-cost-usd", (char *) p);
 }
 
 
@@ -1939,97 +1911,4 @@ ngx_http_llm_proxy_writer(ngx_http_request_t *r)
 
         ngx_http_llm_curl_process();
     }
-}
-
-
-static ngx_str_t *
-ngx_http_llm_header_value(ngx_pool_t *pool, char *buf, size_t len,
-    const char *name, ngx_str_t *dst)
-{
-    u_char  *p, *q, *last;
-    size_t   nlen;
-
-    nlen = ngx_strlen(name);
-
-    if (len <= nlen || buf[nlen] != ':'
-        || ngx_strncasecmp((u_char *) buf, (u_char *) name, nlen) != 0)
-    {
-        return NULL;
-    }
-
-    p = (u_char *) buf + nlen + 1;
-    last = (u_char *) buf + len;
-
-    while (p < last && (*p == ' ' || *p == '\t')) {
-        p++;
-    }
-
-    while (last > p && (last[-1] == '\r' || last[-1] == '\n'
-                        || last[-1] == ' '))
-    {
-        last--;
-    }
-
-    /* a control byte inside could split the client's header: none */
-
-    for (q = p; q < last; q++) {
-        if ((*q < 0x20 && *q != '\t') || *q == 0x7f) {
-            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                          "llm: upstream \"%s\" header with a control "
-                          "byte dropped", name);
-            dst->len = 0;
-            return dst;
-        }
-    }
-
-    if (last - p > 256) {
-        last = p + 256;
-    }
-
-    dst->len = last - p;
-    dst->data = ngx_pnalloc(pool, dst->len + 1);
-
-    if (dst->data == NULL) {
-        dst->len = 0;
-        return dst;
-    }
-
-    ngx_cpystrn(dst->data, p, dst->len + 1);
-
-    return dst;
-}
-
-
-/*
- * Makes room for need bytes in a malloc()ed buffer holding len, at least
- * doubling it, never beyond max.
- */
-
-ngx_int_t
-ngx_http_llm_grow(u_char **buf, size_t *size, size_t len, size_t need,
-    size_t max)
-{
-    u_char  *nb;
-
-    if (need <= *size) {
-        return NGX_OK;
-    }
-
-    need = ngx_max(need, ngx_max(*size * 2, 256));
-    need = ngx_min(need, max);
-
-    nb = ngx_alloc(need, ngx_cycle->log);
-    if (nb == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (*buf) {
-        ngx_memcpy(nb, *buf, len);
-        ngx_free(*buf);
-    }
-
-    *buf = nb;
-    *size = need;
-
-    return NGX_OK;
 }

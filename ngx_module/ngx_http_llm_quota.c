@@ -9,9 +9,6 @@
 
 
 #include "ngx_http_llm.h"
-#include "ngx_http_llm_scripts.h"
-
-#include <openssl/sha.h>
 
 
 /*
@@ -22,11 +19,14 @@
 
 /* admit.lua's keys, its ARGV before the requests, and ARGV per request */
 #define NGX_HTTP_LLM_ADMIT_KEYS    4
-#define NGX_HTTP_LLM_ADMIT_ARGS    (3 + NGX_HTTP_LLM_ADMIT_KEYS + 7)
+#define NGX_HTTP_LLM_ADMIT_ARGS                                               \
+    (NGX_HTTP_LLM_SCRIPT_HEAD + NGX_HTTP_LLM_ADMIT_KEYS + 7)
 #define NGX_HTTP_LLM_ADMIT_FIELDS  4
 
-/* the length of a SHA1 in hex, as EVALSHA takes it */
-#define NGX_HTTP_LLM_SHA1_HEX_LEN  (2 * SHA_DIGEST_LENGTH)
+/* settle.lua's keys; its records start after them, the TTL and n */
+#define NGX_HTTP_LLM_SETTLE_KEYS   7
+#define NGX_HTTP_LLM_SETTLE_ARGS                                              \
+    (NGX_HTTP_LLM_SCRIPT_HEAD + NGX_HTTP_LLM_SETTLE_KEYS + 2)
 
 /* settle.lua's ARGV per request */
 #define NGX_HTTP_LLM_SETTLE_FIELDS  7
@@ -42,110 +42,8 @@
 #define NGX_HTTP_LLM_LIMIT_NAME     48
 #define NGX_HTTP_LLM_LIMIT_VALUE    (NGX_INT64_LEN + 8)
 
-
-typedef struct {
-    const char                 *source;
-    u_char                      sha[NGX_HTTP_LLM_SHA1_HEX_LEN + 1];
-} ngx_http_llm_script_t;
-
-
-static void ngx_http_llm_admit_flush(ngx_event_t *ev);
-static void ngx_http_llm_admit_reply(redisReply *reply, void *data);
-static void ngx_http_llm_admit_result(ngx_http_llm_ctx_t *ctx,
-    redisReply *reply);
-static void ngx_http_llm_admit_headers(ngx_http_llm_ctx_t *ctx,
-    redisReply *reply);
-static void ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx,
-    redisReply *reply);
-static ngx_int_t ngx_http_llm_quota_offline(ngx_http_llm_ctx_t *ctx,
-    ngx_http_llm_error_t *err);
-static void ngx_http_llm_evalsha(const char **argv, size_t *argvlen,
-    ngx_http_llm_script_t *script, const char *nkeys);
-static void ngx_http_llm_too_large(ngx_http_llm_error_t *err);
-static void ngx_http_llm_count_error(const char *script, const char *error);
-static void ngx_http_llm_admit_done(ngx_http_llm_admit_batch_t *batch,
-    redisReply *reply, ngx_uint_t lost);
-static void ngx_http_llm_settle_reply(redisReply *reply, void *data);
-static void ngx_http_llm_settle_flush(ngx_event_t *ev);
-static void ngx_http_llm_settle_retry(ngx_event_t *ev);
-static void ngx_http_llm_sweep_start(ngx_event_t *ev);
-static void ngx_http_llm_sweep_locked(redisReply *reply, void *data);
-static void ngx_http_llm_sweep_scan(void);
-static void ngx_http_llm_sweep_scanned(redisReply *reply, void *data);
-static void ngx_http_llm_sweep_next(void);
-static void ngx_http_llm_sweep_swept(redisReply *reply, void *data);
-static void ngx_http_llm_sweep_end(const char *why);
-static ngx_uint_t ngx_http_llm_reply_int(redisReply *r, size_t i,
-    long long *v);
-static void ngx_http_llm_reset_value(u_char *buf, long long ms);
-static void ngx_http_llm_limit_headers(ngx_http_request_t *r,
-    const char *what, ngx_int_t limit, long long left, long long reset);
-
-
-static ngx_http_llm_script_t  ngx_http_llm_admit_script = {
-    ngx_http_llm_lua_admit, ""
-};
-
-static ngx_http_llm_script_t  ngx_http_llm_settle_script = {
-    ngx_http_llm_lua_settle, ""
-};
-
-static ngx_http_llm_script_t  ngx_http_llm_sweep_script = {
-    ngx_http_llm_lua_sweep, ""
-};
-
-/*
- * Redis errors by their code, the transient ones first: a cluster's
- * redirections are not followed, so they are not
- */
-
-#define NGX_HTTP_LLM_REDIS_TRANSIENT  9
-
-static const char  *ngx_http_llm_redis_errors[] = {
-    "LOADING", "BUSY", "READONLY", "OOM", "MASTERDOWN", "TRYAGAIN",
-    "CLUSTERDOWN", "NOSCRIPT", "NOREPLICAS",
-    "MOVED", "ASK",
-    NULL
-};
-
-static ngx_http_llm_script_t  *ngx_http_llm_scripts[] = {
-    &ngx_http_llm_admit_script,
-    &ngx_http_llm_settle_script,
-    &ngx_http_llm_sweep_script,
-    NULL
-};
-
-/* settlement commands Redis could not take yet, retried on reconnect */
-
-typedef struct ngx_http_llm_pending_s  ngx_http_llm_pending_t;
-
-struct ngx_http_llm_pending_s {
-    ngx_http_llm_pending_t     *next;
-    ngx_uint_t                  n;          /* settlements in it */
-    int                         argc;
-    const char                **argv;
-    size_t                     *argvlen;
-};
-
-
-/* one request's settlement until the end of the event-loop turn */
-
-typedef struct ngx_http_llm_record_s  ngx_http_llm_record_t;
-
-struct ngx_http_llm_record_s {
-    ngx_http_llm_record_t      *next;
-    ngx_str_t                   tenant;
-    ngx_str_t                   day;
-    ngx_str_t                   month;
-    ngx_str_t                   f[NGX_HTTP_LLM_SETTLE_FIELDS];
-};
-
-
-#define NGX_HTTP_LLM_PENDING_MAX  100000
-
-/* settle.lua's keys; its records start after them, the TTL and n */
-#define NGX_HTTP_LLM_SETTLE_KEYS   7
-#define NGX_HTTP_LLM_SETTLE_ARGS   (3 + NGX_HTTP_LLM_SETTLE_KEYS + 2)
+/* settlements waiting for the end of the turn, at most */
+#define NGX_HTTP_LLM_PENDING_MAX   100000
 
 /* "%08xD-%P-%ui-%M" and the day, yyyymmdd */
 #define NGX_HTTP_LLM_REQUEST_ID_LEN                                           \
@@ -177,13 +75,95 @@ struct ngx_http_llm_record_s {
 #define NGX_HTTP_LLM_SWEEP_LEGACY    86400000
 #define NGX_HTTP_LLM_SWEEP_COUNT     "100"
 
+/* a script argument printed at p into argv[argc], argvlen[argc] */
+#define ngx_http_llm_argv(...)                                                \
+    argv[argc] = (char *) p;                                                  \
+    p = ngx_sprintf(p, __VA_ARGS__);                                          \
+    argvlen[argc] = p - (u_char *) argv[argc];                                \
+    argc++
 
+
+/* settlement commands Redis could not take yet, retried on reconnect */
+
+typedef struct ngx_http_llm_pending_s  ngx_http_llm_pending_t;
+
+struct ngx_http_llm_pending_s {
+    ngx_http_llm_pending_t     *next;
+    ngx_uint_t                  n;          /* settlements in it */
+    int                         argc;
+    const char                **argv;
+    size_t                     *argvlen;
+};
+
+
+/* one request's settlement until the end of the event-loop turn */
+
+typedef struct ngx_http_llm_record_s  ngx_http_llm_record_t;
+
+struct ngx_http_llm_record_s {
+    ngx_http_llm_record_t      *next;
+    ngx_str_t                   tenant;
+    ngx_str_t                   day;
+    ngx_str_t                   month;
+    ngx_str_t                   f[NGX_HTTP_LLM_SETTLE_FIELDS];
+};
+
+
+/* the sweeper's walk: a SCAN over tenants, an HSCAN step per call */
+
+typedef struct {
+    ngx_event_t                 event;
+    u_char                      lock[32];
+    size_t                      lock_len;
+    u_char                      scan[NGX_INT64_LEN + 1];
+    u_char                      hscan[NGX_INT64_LEN + 1];
+    ngx_str_t                  *keys;       /* this SCAN page, malloc()ed */
+    ngx_uint_t                  nkeys;
+    ngx_uint_t                  key;
+    unsigned                    running:1;
+} ngx_http_llm_sweep_t;
+
+
+static void ngx_http_llm_quota_ready(void *data);
+static int64_t ngx_http_llm_cost_exact(int64_t prompt, int64_t completion,
+    ngx_uint_t price_in, ngx_uint_t price_out);
+static ngx_uint_t ngx_http_llm_same_batch(ngx_http_llm_ctx_t *a,
+    ngx_http_llm_ctx_t *b);
+static void ngx_http_llm_admit_flush(ngx_event_t *ev);
+static void ngx_http_llm_admit_reply(redisReply *reply, void *data);
+static void ngx_http_llm_admit_result(ngx_http_llm_ctx_t *ctx,
+    redisReply *reply);
+static void ngx_http_llm_admit_headers(ngx_http_llm_ctx_t *ctx,
+    redisReply *reply);
+static void ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx,
+    redisReply *reply);
+static ngx_int_t ngx_http_llm_quota_offline(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_error_t *err);
+static void ngx_http_llm_too_large(ngx_http_llm_error_t *err);
+static void ngx_http_llm_count_error(const char *script, const char *error);
+static void ngx_http_llm_admit_done(ngx_http_llm_admit_batch_t *batch,
+    redisReply *reply, ngx_uint_t lost);
+static void ngx_http_llm_settle_reply(redisReply *reply, void *data);
+static void ngx_http_llm_settle_flush(ngx_event_t *ev);
+static void ngx_http_llm_settle_retry(ngx_event_t *ev);
 static ngx_int_t ngx_http_llm_settle_try(ngx_http_llm_pending_t *pd);
 static void ngx_http_llm_settle_send(ngx_http_llm_pending_t *pd);
 static void ngx_http_llm_settle_queue(ngx_http_llm_pending_t *pd);
 static void ngx_http_llm_settle_lost(ngx_http_llm_pending_t *pd,
     const char *why);
 static void ngx_http_llm_settle_grace(ngx_event_t *ev);
+static void ngx_http_llm_sweep_start(ngx_event_t *ev);
+static void ngx_http_llm_sweep_locked(redisReply *reply, void *data);
+static void ngx_http_llm_sweep_scan(void);
+static void ngx_http_llm_sweep_scanned(redisReply *reply, void *data);
+static void ngx_http_llm_sweep_next(void);
+static void ngx_http_llm_sweep_swept(redisReply *reply, void *data);
+static void ngx_http_llm_sweep_end(const char *why);
+static ngx_uint_t ngx_http_llm_reply_int(redisReply *r, size_t i,
+    long long *v);
+static void ngx_http_llm_reset_value(u_char *buf, long long ms);
+static void ngx_http_llm_limit_headers(ngx_http_request_t *r,
+    const char *what, ngx_int_t limit, long long left, long long reset);
 
 
 static ngx_uint_t               ngx_http_llm_request_seq;
@@ -202,39 +182,19 @@ static ngx_msec_t               ngx_http_llm_retry_backoff;
 static ngx_uint_t               ngx_http_llm_sent_n;   /* awaiting reply */
 static ngx_event_t              ngx_http_llm_grace_event;
 static ngx_msec_t               ngx_http_llm_grace_end;
-
-/* the sweeper's walk: a SCAN over tenants, an HSCAN step per call */
-
-typedef struct {
-    ngx_event_t                 event;
-    u_char                      lock[32];
-    size_t                      lock_len;
-    u_char                      scan[NGX_INT64_LEN + 1];
-    u_char                      hscan[NGX_INT64_LEN + 1];
-    ngx_str_t                  *keys;       /* this SCAN page, malloc()ed */
-    ngx_uint_t                  nkeys;
-    ngx_uint_t                  key;
-    unsigned                    running:1;
-} ngx_http_llm_sweep_t;
-
 static ngx_http_llm_sweep_t     ngx_http_llm_sweep;
 
 
 void
 ngx_http_llm_quota_init(void)
 {
-    u_char                  md[SHA_DIGEST_LENGTH];
-    ngx_http_llm_script_t **sc;
-
     /* request ids must not collide across gateway nodes sharing Redis */
     ngx_http_llm_node_rand = (uint32_t) ngx_random() ^ (uint32_t) ngx_time();
 
     ngx_queue_init(&ngx_http_llm_admit_queue);
 
-    for (sc = ngx_http_llm_scripts; *sc; sc++) {
-        SHA1((u_char *) (*sc)->source, ngx_strlen((*sc)->source), md);
-        ngx_hex_dump((*sc)->sha, md, SHA_DIGEST_LENGTH);
-    }
+    /* what waited for Redis goes to each new connection */
+    ngx_http_llm_redis_on_ready(ngx_http_llm_quota_ready, NULL);
 
     ngx_http_llm_retry_event.handler = ngx_http_llm_settle_retry;
     ngx_http_llm_retry_event.data = &ngx_http_llm_timer_conn;
@@ -251,17 +211,10 @@ ngx_http_llm_quota_init(void)
 }
 
 
-/* the head of a script call: EVALSHA sha numkeys */
-
 static void
-ngx_http_llm_evalsha(const char **argv, size_t *argvlen,
-    ngx_http_llm_script_t *script, const char *nkeys)
+ngx_http_llm_quota_ready(void *data)
 {
-    ngx_http_llm_arg_lit(argv, argvlen, 0, "EVALSHA");
-    argv[1] = (char *) script->sha;
-    argvlen[1] = NGX_HTTP_LLM_SHA1_HEX_LEN;
-    argv[2] = nkeys;
-    argvlen[2] = ngx_strlen(nkeys);
+    ngx_http_llm_quota_flush();
 }
 
 
@@ -312,48 +265,6 @@ ngx_http_llm_cost(int64_t prompt, int64_t completion, ngx_uint_t price_in,
                                 price_in, price_out);
 
     return n < 0 ? NGX_HTTP_LLM_AMOUNT_MAX : n;
-}
-
-
-/*
- * A Redis error reply, or a lost one (NULL), as a metric label; transient
- * ones are worth sending again on this connection or the next one
- */
-
-const char *
-ngx_http_llm_redis_error(redisReply *reply, ngx_uint_t *transient)
-{
-    char        *p;
-    size_t       len;
-    ngx_uint_t   i;
-
-    *transient = 1;
-
-    if (reply == NULL) {
-        return "lost";
-    }
-
-    /* "OOM ...", or, from inside a script, "ERR ...: -OOM ..." */
-
-    p = (char *) ngx_strstr(reply->str, ": -");
-    p = p ? p + 3 : reply->str;
-
-    for (i = 0; ngx_http_llm_redis_errors[i]; i++) {
-        len = ngx_strlen(ngx_http_llm_redis_errors[i]);
-
-        if ((ngx_strncmp(reply->str, ngx_http_llm_redis_errors[i], len) == 0
-             && (reply->str[len] == ' ' || reply->str[len] == '\0'))
-            || (ngx_strncmp(p, ngx_http_llm_redis_errors[i], len) == 0
-                && p[len] == ' '))
-        {
-            *transient = (i < NGX_HTTP_LLM_REDIS_TRANSIENT);
-            return ngx_http_llm_redis_errors[i];
-        }
-    }
-
-    *transient = 0;
-
-    return "other";
 }
 
 
@@ -602,14 +513,7 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
         batch->n = n;
         p = (u_char *) &batch->ctx[NGX_HTTP_LLM_BATCH_MAX];
 
-        ngx_http_llm_evalsha(argv, argvlen, &ngx_http_llm_admit_script, "4");
-        argc = 3;
-
-#define ngx_http_llm_argv(...)                                                \
-        argv[argc] = (char *) p;                                              \
-        p = ngx_sprintf(p, __VA_ARGS__);                                      \
-        argvlen[argc] = p - (u_char *) argv[argc];                            \
-        argc++
+        argc = NGX_HTTP_LLM_SCRIPT_HEAD;
 
         ngx_http_llm_argv("llm:{%V}:win", &t->id);
         ngx_http_llm_argv("llm:{%V}:spend:d:%V", &t->id, &first->key_day);
@@ -635,12 +539,9 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
             ngx_http_llm_argv("%M", life);
         }
 
-#undef ngx_http_llm_argv
-
-        size = argc;
-
-        if (ngx_http_llm_redis_command((int) size, argv, argvlen,
-                                       ngx_http_llm_admit_reply, batch)
+        if (ngx_http_llm_redis_script(NGX_HTTP_LLM_SCRIPT_ADMIT, (int) argc,
+                                      argv, argvlen, ngx_http_llm_admit_reply,
+                                      batch)
             == NULL)
         {
             /* never sent: nothing can have been recorded */
@@ -675,22 +576,13 @@ static void
 ngx_http_llm_admit_done(ngx_http_llm_admit_batch_t *batch, redisReply *reply,
     ngx_uint_t lost)
 {
-    ngx_uint_t           i, retry;
+    ngx_uint_t           i;
     redisReply          *one;
     ngx_http_llm_ctx_t  *ctx;
 
-    retry = reply
-            && reply->type == REDIS_REPLY_ERROR
-            && ngx_strncmp(reply->str, "NOSCRIPT", sizeof("NOSCRIPT") - 1) == 0;
-
-    if (reply && reply->type == REDIS_REPLY_ERROR && !retry) {
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "llm: admission script failed: %s", reply->str);
-    }
-
-    if (retry) {
-        /* Redis lost its scripts (restart, SCRIPT FLUSH): load them */
-        ngx_http_llm_quota_load();
     }
 
     /* each request may finalize; cancelled ones left NULL slots */
@@ -704,20 +596,6 @@ ngx_http_llm_admit_done(ngx_http_llm_admit_batch_t *batch, redisReply *reply,
 
         ctx->admit_batch = NULL;
         ctx->admitting = 0;
-
-        if (retry && !ctx->script_retry) {
-            ctx->script_retry = 1;
-            ctx->admitting = 1;
-            ngx_queue_insert_tail(&ngx_http_llm_admit_queue,
-                                  &ctx->admit_link);
-
-            if (!ngx_http_llm_admit_event.posted) {
-                ngx_post_event(&ngx_http_llm_admit_event,
-                               &ngx_posted_events);
-            }
-
-            continue;
-        }
 
         one = (reply && reply->type == REDIS_REPLY_ARRAY
                && i < reply->elements)
@@ -1104,6 +982,36 @@ ngx_http_llm_usage_abandon(ngx_http_llm_ctx_t *ctx)
 }
 
 
+/* "x-llm-cost-usd", as a header or as a trailer of a chunked answer */
+
+ngx_int_t
+ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx, ngx_uint_t trailer)
+{
+    u_char               *p;
+    int64_t               prompt, completion, cost;
+    ngx_http_request_t   *r;
+
+    if (!ctx->conf->cost_header) {
+        return NGX_OK;
+    }
+
+    r = ctx->request;
+
+    ngx_http_llm_usage(ctx, &prompt, &completion, &cost);
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 8);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    *ngx_sprintf(p, "%L.%06L", cost / 1000000, cost % 1000000) = '\0';
+
+    return ngx_http_llm_push_header(trailer ? &r->headers_out.trailers
+                                            : &r->headers_out.headers,
+                                    "x-llm-cost-usd", (char *) p);
+}
+
+
 /*
  * Called from the request's cleanup, whatever the ending: the request is
  * going away, so the settlement is copied out now.  Settlements of one
@@ -1231,8 +1139,9 @@ static void
 ngx_http_llm_settle_flush(ngx_event_t *ev)
 {
     u_char                  *p;
-    size_t                   size;
+    size_t                   size, *argvlen;
     ngx_uint_t               i, n, argc;
+    const char             **argv;
     ngx_http_llm_record_t   *rec, *first, **rp, *group;
     ngx_http_llm_pending_t  *pd;
 
@@ -1294,18 +1203,9 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
             pd->argvlen = (size_t *) (pd->argv + argc);
             p = (u_char *) (pd->argvlen + argc);
 
-            /* a NOSCRIPT loads the scripts and sends this again */
-
-            ngx_http_llm_evalsha(pd->argv, pd->argvlen,
-                                 &ngx_http_llm_settle_script, "7");
-
-            argc = 3;
-
-#define ngx_http_llm_argv(...)                                                \
-            pd->argv[argc] = (char *) p;                                      \
-            p = ngx_sprintf(p, __VA_ARGS__);                                  \
-            pd->argvlen[argc] = p - (u_char *) pd->argv[argc];                \
-            argc++
+            argv = pd->argv;
+            argvlen = pd->argvlen;
+            argc = NGX_HTTP_LLM_SCRIPT_HEAD;
 
             ngx_http_llm_argv("llm:{%V}:win", &first->tenant);
             ngx_http_llm_argv("llm:{%V}:spend:d:%V", &first->tenant,
@@ -1327,8 +1227,6 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
                     ngx_http_llm_argv("%V", &rec->f[i]);
                 }
             }
-
-#undef ngx_http_llm_argv
 
             ngx_http_llm_settle_send(pd);
 
@@ -1433,8 +1331,9 @@ ngx_http_llm_settle_try(ngx_http_llm_pending_t *pd)
         return NGX_DECLINED;
     }
 
-    if (ngx_http_llm_redis_command(pd->argc, pd->argv, pd->argvlen,
-                                   ngx_http_llm_settle_reply, pd)
+    if (ngx_http_llm_redis_script(NGX_HTTP_LLM_SCRIPT_SETTLE, pd->argc,
+                                  pd->argv, pd->argvlen,
+                                  ngx_http_llm_settle_reply, pd)
         == NULL)
     {
         return NGX_DECLINED;
@@ -1479,10 +1378,7 @@ ngx_http_llm_settle_reply(redisReply *reply, void *data)
                               pd->argv[3], reply->str);
             }
 
-            if (ngx_strcmp(error, "NOSCRIPT") == 0) {
-                ngx_http_llm_quota_load();
-
-            } else if (ngx_strcmp(error, "READONLY") == 0) {
+            if (ngx_strcmp(error, "READONLY") == 0) {
                 ngx_http_llm_redis_reset("answers READONLY");
             }
 
@@ -1701,26 +1597,6 @@ ngx_http_llm_quota_exit(void)
 }
 
 
-/* on every connect, ahead of any EVALSHA on that connection */
-
-void
-ngx_http_llm_quota_load(void)
-{
-    size_t                   argvlen[3];
-    const char              *argv[3];
-    ngx_http_llm_script_t  **sc;
-
-    ngx_http_llm_arg_lit(argv, argvlen, 0, "SCRIPT");
-    ngx_http_llm_arg_lit(argv, argvlen, 1, "LOAD");
-
-    for (sc = ngx_http_llm_scripts; *sc; sc++) {
-        argv[2] = (*sc)->source;
-        argvlen[2] = ngx_strlen(argv[2]);
-        (void) ngx_http_llm_redis_command(3, argv, argvlen, NULL, NULL);
-    }
-}
-
-
 /*
  * The sweeper, a chain of small commands, each sent from the reply of the
  * one before: the lock, a SCAN page of tenants' in-flight hashes, then
@@ -1892,7 +1768,6 @@ ngx_http_llm_sweep_next(void)
 
     key = &ngx_http_llm_sweep.keys[ngx_http_llm_sweep.key];
 
-    ngx_http_llm_evalsha(argv, argvlen, &ngx_http_llm_sweep_script, "1");
     argv[3] = (char *) key->data;
     argvlen[3] = key->len;
     argv[4] = (char *) ngx_http_llm_sweep.hscan;
@@ -1903,8 +1778,8 @@ ngx_http_llm_sweep_next(void)
     argvlen[6] = ngx_sprintf(life, "%ui",
                              (ngx_uint_t) NGX_HTTP_LLM_SWEEP_LEGACY) - life;
 
-    if (ngx_http_llm_redis_command(7, argv, argvlen,
-                                   ngx_http_llm_sweep_swept, NULL)
+    if (ngx_http_llm_redis_script(NGX_HTTP_LLM_SCRIPT_SWEEP, 7, argv, argvlen,
+                                  ngx_http_llm_sweep_swept, NULL)
         == NULL)
     {
         ngx_http_llm_sweep_end("redis is not available");
@@ -1921,10 +1796,6 @@ ngx_http_llm_sweep_swept(redisReply *reply, void *data)
     if (reply && reply->type == REDIS_REPLY_ERROR) {
         ngx_http_llm_count_error("sweep",
                                  ngx_http_llm_redis_error(reply, &transient));
-
-        if (ngx_strncmp(reply->str, "NOSCRIPT", sizeof("NOSCRIPT") - 1) == 0) {
-            ngx_http_llm_quota_load();
-        }
     }
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY

@@ -4,15 +4,36 @@
  *
  * One asynchronous hiredis connection per worker on nginx's event loop:
  * reconnect with backoff, a timeout per command, pipelining, and callers
- * that may vanish before their reply arrives.
+ * that may vanish before their reply arrives.  The module's Lua scripts
+ * are kept here too: loaded on every connect, called by their SHA1, and
+ * loaded again when Redis has lost them.
  */
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_scripts.h"
+
+#include <openssl/sha.h>
 
 
 #define NGX_HTTP_LLM_REDIS_BACKOFF_MIN  100
 #define NGX_HTTP_LLM_REDIS_BACKOFF_MAX  5000
+
+/* llm_redis's defaults */
+#define NGX_HTTP_LLM_REDIS_PORT         6379
+#define NGX_HTTP_LLM_REDIS_TIMEOUT      500
+
+/* the most callers told of each new connection */
+#define NGX_HTTP_LLM_HOOKS              4
+
+/* the length of a SHA1 in hex, as EVALSHA takes it */
+#define NGX_HTTP_LLM_SHA1_HEX_LEN       (2 * SHA_DIGEST_LENGTH)
+
+/*
+ * Redis errors by their code, the transient ones first: a cluster's
+ * redirections are not followed, so they are not
+ */
+#define NGX_HTTP_LLM_REDIS_TRANSIENT    9
 
 
 /* owned by hiredis until its reply callback runs, which frees it */
@@ -21,9 +42,31 @@ struct ngx_http_llm_redis_cmd_s {
     ngx_http_llm_redis_pt       handler;    /* NULL: nobody to tell */
     void                       *data;
     ngx_event_t                 timer;
+    char                       *script;     /* an EVALSHA as sent, or NULL */
+    size_t                      script_len;
+    unsigned                    retry:1;    /* sent again on NOSCRIPT */
 };
 
 
+typedef struct {
+    const char                 *source;
+    const char                 *nkeys;      /* its KEYS, in decimal */
+    u_char                      sha[NGX_HTTP_LLM_SHA1_HEX_LEN];
+} ngx_http_llm_redis_script_t;
+
+
+typedef struct {
+    ngx_http_llm_redis_ready_pt handler;
+    void                       *data;
+} ngx_http_llm_redis_hook_t;
+
+
+static ngx_http_llm_redis_cmd_t *ngx_http_llm_redis_send(int argc,
+    const char **argv, const size_t *argvlen, ngx_http_llm_redis_pt handler,
+    void *data, ngx_uint_t script);
+static ngx_int_t ngx_http_llm_redis_again(redisAsyncContext *ac,
+    ngx_http_llm_redis_cmd_t *cmd, redisReply *reply);
+static void ngx_http_llm_redis_load(void);
 static void ngx_http_llm_redis_connect(void);
 static void ngx_http_llm_redis_on_connect(const redisAsyncContext *ac,
     int status);
@@ -60,11 +103,179 @@ static ngx_event_t                 ngx_http_llm_redis_flush_event;
 static ngx_uint_t                  ngx_http_llm_redis_flushing;
 static ngx_event_t                 ngx_http_llm_redis_reset_event;
 static const char                 *ngx_http_llm_redis_reset_why;
+static ngx_http_llm_redis_hook_t   ngx_http_llm_redis_hooks[NGX_HTTP_LLM_HOOKS];
+static ngx_uint_t                  ngx_http_llm_redis_nhooks;
+
+/* by ngx_http_llm_script_e; the key counts are the scripts' own */
+
+static ngx_http_llm_redis_script_t  ngx_http_llm_redis_scripts[] = {
+    { ngx_http_llm_lua_admit, "4", "" },
+    { ngx_http_llm_lua_settle, "7", "" },
+    { ngx_http_llm_lua_sweep, "1", "" },
+    { ngx_http_llm_lua_cache_lock, "2", "" },
+    { ngx_http_llm_lua_cache_done, "2", "" }
+};
+
+static const char  *ngx_http_llm_redis_errors[] = {
+    "LOADING", "BUSY", "READONLY", "OOM", "MASTERDOWN", "TRYAGAIN",
+    "CLUSTERDOWN", "NOSCRIPT", "NOREPLICAS",
+    "MOVED", "ASK",
+    NULL
+};
+
+
+/* llm_redis 127.0.0.1:6379 | unix:/path [password_env=V] [db=N] [timeout=T] */
+
+char *
+ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    char                       *pw;
+    u_char                     *colon;
+    ngx_int_t                   n;
+    ngx_str_t                  *value, s;
+    ngx_uint_t                  i;
+    ngx_http_llm_redis_conf_t  *rc;
+
+    if (lmcf->redis) {
+        return "is duplicate";
+    }
+
+    rc = ngx_pcalloc(cf->pool, sizeof(ngx_http_llm_redis_conf_t));
+    if (rc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+    rc->timeout = NGX_HTTP_LLM_REDIS_TIMEOUT;
+    i = 1;
+
+    if (ngx_strncmp(value[1].data, "unix:", 5) == 0) {
+        rc->unix_path.len = value[1].len - 5;
+        rc->unix_path.data = value[1].data + 5;
+
+        if (rc->unix_path.len == 0) {
+            goto invalid;
+        }
+
+    } else {
+        colon = ngx_strlchr(value[1].data, value[1].data + value[1].len, ':');
+
+        if (colon == NULL) {
+            rc->port = NGX_HTTP_LLM_REDIS_PORT;
+            rc->host = value[1];
+
+        } else {
+            n = ngx_atoi(colon + 1, value[1].data + value[1].len - colon - 1);
+            if (n < 1 || n > 65535) {
+                goto invalid;
+            }
+
+            rc->port = (in_port_t) n;
+            rc->host.data = value[1].data;
+            rc->host.len = colon - value[1].data;
+        }
+
+        /* hiredis resolves names with a blocking call: addresses only */
+
+        if (ngx_inet_addr(rc->host.data, rc->host.len) == INADDR_NONE) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"llm_redis\" needs an IPv4 address or a "
+                               "unix: socket, not \"%V\"", &rc->host);
+            return NGX_CONF_ERROR;
+        }
+
+        s = rc->host;
+        rc->host.data = ngx_pnalloc(cf->pool, s.len + 1);
+        if (rc->host.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_cpystrn(rc->host.data, s.data, s.len + 1);
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "password_env=", 13) == 0) {
+            pw = getenv((char *) value[i].data + 13);
+
+            if (pw == NULL) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"llm_redis\": environment variable "
+                                   "\"%s\" is not set",
+                                   value[i].data + 13);
+                return NGX_CONF_ERROR;
+            }
+
+            rc->password.len = ngx_strlen(pw);
+            rc->password.data = ngx_pnalloc(cf->pool, rc->password.len + 1);
+            if (rc->password.data == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_cpystrn(rc->password.data, (u_char *) pw,
+                        rc->password.len + 1);
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            rc->password.data = value[i].data + 9;
+            rc->password.len = value[i].len - 9;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            n = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            if (n == NGX_ERROR) {
+                goto invalid;
+            }
+
+            rc->db = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            rc->timeout = ngx_parse_time(&s, 0);
+            if (rc->timeout == (ngx_msec_t) NGX_ERROR || rc->timeout == 0) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    lmcf->redis = rc;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid \"llm_redis\" parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
 
 
 ngx_int_t
 ngx_http_llm_redis_init(ngx_cycle_t *cycle, ngx_http_llm_redis_conf_t *conf)
 {
+    u_char                        md[SHA_DIGEST_LENGTH];
+    ngx_uint_t                    i;
+    ngx_http_llm_redis_script_t  *sc;
+
+    for (i = 0; i < NGX_HTTP_LLM_SCRIPT_N; i++) {
+        sc = &ngx_http_llm_redis_scripts[i];
+
+        SHA1((u_char *) sc->source, ngx_strlen(sc->source), md);
+        ngx_hex_dump(sc->sha, md, SHA_DIGEST_LENGTH);
+    }
+
     ngx_http_llm_redis_conf = conf;
     ngx_http_llm_redis_log = cycle->log;
 
@@ -125,6 +336,38 @@ ngx_http_llm_redis_ready(void)
 
 
 /*
+ * handler(data) is called each time a connection is ready, after the
+ * scripts are loaded on it; registered once per process, before then
+ */
+
+void
+ngx_http_llm_redis_on_ready(ngx_http_llm_redis_ready_pt handler, void *data)
+{
+    ngx_uint_t                  i;
+    ngx_http_llm_redis_hook_t  *h;
+
+    for (i = 0; i < ngx_http_llm_redis_nhooks; i++) {
+        h = &ngx_http_llm_redis_hooks[i];
+
+        if (h->handler == handler && h->data == data) {
+            /* init_module runs again in the master on every reload */
+            return;
+        }
+    }
+
+    if (ngx_http_llm_redis_nhooks == NGX_HTTP_LLM_HOOKS) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "llm: too many redis hooks");
+        return;
+    }
+
+    h = &ngx_http_llm_redis_hooks[ngx_http_llm_redis_nhooks++];
+    h->handler = handler;
+    h->data = data;
+}
+
+
+/*
  * Sends one command.  The handler is called at most once: with the reply,
  * or with NULL on error, disconnect or timeout, and never after
  * ngx_http_llm_redis_cancel().  Once it has run, the caller must forget
@@ -135,6 +378,44 @@ ngx_http_llm_redis_cmd_t *
 ngx_http_llm_redis_command(int argc, const char **argv,
     const size_t *argvlen, ngx_http_llm_redis_pt handler, void *data)
 {
+    return ngx_http_llm_redis_send(argc, argv, argvlen, handler, data, 0);
+}
+
+
+/*
+ * Calls one of the module's scripts, as ngx_http_llm_redis_command()
+ * sends a command.  argv[0] to argv[NGX_HTTP_LLM_SCRIPT_HEAD - 1] are
+ * filled here (EVALSHA, the SHA1, the number of keys); the keys and the
+ * arguments follow, and argc counts them all.  A NOSCRIPT loads the
+ * scripts and sends the call once more, before the handler hears of it.
+ */
+
+ngx_http_llm_redis_cmd_t *
+ngx_http_llm_redis_script(ngx_uint_t script, int argc, const char **argv,
+    size_t *argvlen, ngx_http_llm_redis_pt handler, void *data)
+{
+    ngx_http_llm_redis_script_t  *sc;
+
+    sc = &ngx_http_llm_redis_scripts[script];
+
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "EVALSHA");
+    argv[1] = (char *) sc->sha;
+    argvlen[1] = NGX_HTTP_LLM_SHA1_HEX_LEN;
+    argv[2] = sc->nkeys;
+    argvlen[2] = ngx_strlen(sc->nkeys);
+
+    return ngx_http_llm_redis_send(argc, argv, argvlen, handler, data, 1);
+}
+
+
+/* a script call is kept as sent, to be sent again on NOSCRIPT */
+
+static ngx_http_llm_redis_cmd_t *
+ngx_http_llm_redis_send(int argc, const char **argv, const size_t *argvlen,
+    ngx_http_llm_redis_pt handler, void *data, ngx_uint_t script)
+{
+    int                        rc;
+    long long                  len;
     ngx_http_llm_redis_cmd_t  *cmd;
 
     if (ngx_http_llm_redis_ac == NULL || !ngx_http_llm_redis_up) {
@@ -154,10 +435,31 @@ ngx_http_llm_redis_command(int argc, const char **argv,
     cmd->timer.data = &ngx_http_llm_timer_conn;
     cmd->timer.log = ngx_http_llm_redis_log;
 
-    if (redisAsyncCommandArgv(ngx_http_llm_redis_ac, ngx_http_llm_redis_reply,
-                              cmd, argc, argv, argvlen)
-        != REDIS_OK)
-    {
+    if (script) {
+        len = redisFormatCommandArgv(&cmd->script, argc, argv, argvlen);
+        if (len < 0) {
+            ngx_free(cmd);
+            return NULL;
+        }
+
+        cmd->script_len = (size_t) len;
+        cmd->retry = 1;
+
+        rc = redisAsyncFormattedCommand(ngx_http_llm_redis_ac,
+                                        ngx_http_llm_redis_reply, cmd,
+                                        cmd->script, cmd->script_len);
+
+    } else {
+        rc = redisAsyncCommandArgv(ngx_http_llm_redis_ac,
+                                   ngx_http_llm_redis_reply, cmd, argc, argv,
+                                   argvlen);
+    }
+
+    if (rc != REDIS_OK) {
+        if (cmd->script) {
+            redisFreeCommand(cmd->script);
+        }
+
         ngx_free(cmd);
         return NULL;
     }
@@ -171,9 +473,10 @@ ngx_http_llm_redis_command(int argc, const char **argv,
 void
 ngx_http_llm_redis_cancel(ngx_http_llm_redis_cmd_t *cmd)
 {
-    /* the reply, whenever it comes, frees cmd */
+    /* the reply, whenever it comes, frees cmd; it is not sent again */
 
     cmd->handler = NULL;
+    cmd->retry = 0;
 
     if (cmd->timer.timer_set) {
         ngx_del_timer(&cmd->timer);
@@ -192,8 +495,17 @@ ngx_http_llm_redis_reply(redisAsyncContext *ac, void *reply, void *privdata)
         ngx_del_timer(&cmd->timer);
     }
 
+    if (cmd->retry && ngx_http_llm_redis_again(ac, cmd, reply) == NGX_OK) {
+        return;
+    }
+
     handler = cmd->handler;
     data = cmd->data;
+
+    if (cmd->script) {
+        redisFreeCommand(cmd->script);
+    }
+
     ngx_free(cmd);
 
     if (handler) {
@@ -229,6 +541,107 @@ ngx_http_llm_redis_timeout(ngx_event_t *ev)
      */
 
     ngx_http_llm_redis_drop("stopped answering");
+}
+
+
+/*
+ * Redis lost the scripts (a restart, SCRIPT FLUSH, a failover to a node
+ * that never loaded them): they are loaded again, ahead of the same call
+ * sent once more on the same connection
+ */
+
+static ngx_int_t
+ngx_http_llm_redis_again(redisAsyncContext *ac, ngx_http_llm_redis_cmd_t *cmd,
+    redisReply *reply)
+{
+    cmd->retry = 0;
+
+    if (reply == NULL
+        || reply->type != REDIS_REPLY_ERROR
+        || ngx_strncmp(reply->str, "NOSCRIPT", sizeof("NOSCRIPT") - 1) != 0
+        || ac != ngx_http_llm_redis_ac
+        || !ngx_http_llm_redis_up)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_http_llm_redis_log, 0,
+                  "llm: redis lost the scripts, loading them again");
+
+    ngx_http_llm_redis_load();
+
+    if (redisAsyncFormattedCommand(ac, ngx_http_llm_redis_reply, cmd,
+                                   cmd->script, cmd->script_len)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_add_timer(&cmd->timer, ngx_http_llm_redis_conf->timeout);
+
+    return NGX_OK;
+}
+
+
+/* on every connect, ahead of any EVALSHA on that connection */
+
+static void
+ngx_http_llm_redis_load(void)
+{
+    size_t       argvlen[3];
+    ngx_uint_t   i;
+    const char  *argv[3];
+
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "SCRIPT");
+    ngx_http_llm_arg_lit(argv, argvlen, 1, "LOAD");
+
+    for (i = 0; i < NGX_HTTP_LLM_SCRIPT_N; i++) {
+        argv[2] = ngx_http_llm_redis_scripts[i].source;
+        argvlen[2] = ngx_strlen(argv[2]);
+        (void) ngx_http_llm_redis_command(3, argv, argvlen, NULL, NULL);
+    }
+}
+
+
+/*
+ * A Redis error reply, or a lost one (NULL), as a metric label; transient
+ * ones are worth sending again on this connection or the next one
+ */
+
+const char *
+ngx_http_llm_redis_error(redisReply *reply, ngx_uint_t *transient)
+{
+    char        *p;
+    size_t       len;
+    ngx_uint_t   i;
+
+    *transient = 1;
+
+    if (reply == NULL) {
+        return "lost";
+    }
+
+    /* "OOM ...", or, from inside a script, "ERR ...: -OOM ..." */
+
+    p = (char *) ngx_strstr(reply->str, ": -");
+    p = p ? p + 3 : reply->str;
+
+    for (i = 0; ngx_http_llm_redis_errors[i]; i++) {
+        len = ngx_strlen(ngx_http_llm_redis_errors[i]);
+
+        if ((ngx_strncmp(reply->str, ngx_http_llm_redis_errors[i], len) == 0
+             && (reply->str[len] == ' ' || reply->str[len] == '\0'))
+            || (ngx_strncmp(p, ngx_http_llm_redis_errors[i], len) == 0
+                && p[len] == ' '))
+        {
+            *transient = (i < NGX_HTTP_LLM_REDIS_TRANSIENT);
+            return ngx_http_llm_redis_errors[i];
+        }
+    }
+
+    *transient = 0;
+
+    return "other";
 }
 
 
@@ -364,6 +777,8 @@ ngx_http_llm_redis_connect(void)
 static void
 ngx_http_llm_redis_on_connect(const redisAsyncContext *ac, int status)
 {
+    ngx_uint_t  i;
+
     if (status != REDIS_OK) {
         /* hiredis frees the context itself after this callback */
         ngx_http_llm_redis_ac = NULL;
@@ -381,8 +796,11 @@ ngx_http_llm_redis_on_connect(const redisAsyncContext *ac, int status)
     (void) redisAsyncCommand(ngx_http_llm_redis_ac, ngx_http_llm_redis_info,
                              NULL, "INFO server");
 
-    ngx_http_llm_quota_load();
-    ngx_http_llm_quota_flush();
+    ngx_http_llm_redis_load();
+
+    for (i = 0; i < ngx_http_llm_redis_nhooks; i++) {
+        ngx_http_llm_redis_hooks[i].handler(ngx_http_llm_redis_hooks[i].data);
+    }
 
     ngx_log_error(NGX_LOG_NOTICE, ngx_http_llm_redis_log, 0,
                   "llm: redis connected");

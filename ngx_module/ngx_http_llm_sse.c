@@ -182,8 +182,7 @@ static ngx_int_t
 ngx_http_llm_sse_append(u_char **buf, size_t *used, size_t *size, u_char *p,
     size_t len)
 {
-    u_char  *nb;
-    size_t   need;
+    size_t  need;
 
     need = *used + len;
 
@@ -194,21 +193,10 @@ ngx_http_llm_sse_append(u_char **buf, size_t *used, size_t *size, u_char *p,
         return NGX_ERROR;
     }
 
-    if (need > *size) {
-        need = ngx_max(need, ngx_max(*size * 2, 1024));
-
-        nb = ngx_alloc(need, ngx_cycle->log);
-        if (nb == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (*buf) {
-            ngx_memcpy(nb, *buf, *used);
-            ngx_free(*buf);
-        }
-
-        *buf = nb;
-        *size = need;
+    if (ngx_http_llm_grow(buf, size, *used, need, NGX_HTTP_LLM_MAX_EVENT)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     if (len) {
