@@ -14,7 +14,6 @@
 
 #include "ngx_http_llm.h"
 #include "ngx_http_llm_cache.h"
-#include "ngx_http_llm_scripts.h"
 
 
 #define NGX_HTTP_LLM_CACHE_POLL_MIN  10
@@ -302,10 +301,7 @@ ngx_http_llm_cache_lock(ngx_http_llm_ctx_t *ctx)
     size_t       argvlen[7];
     const char  *argv[7];
 
-    ngx_http_llm_arg_lit(argv, argvlen, 0, "EVAL");
-    argv[1] = ngx_http_llm_lua_cache_lock;
-    argvlen[1] = sizeof(ngx_http_llm_lua_cache_lock) - 1;
-    ngx_http_llm_arg_lit(argv, argvlen, 2, "2");
+    /* argv[0..2], EVALSHA, the script and its key count: the registry */
     argv[3] = (char *) ctx->cache_key.data;
     argvlen[3] = ctx->cache_key.len;
     argv[4] = (char *) ctx->cache_lock.data;
@@ -315,9 +311,10 @@ ngx_http_llm_cache_lock(ngx_http_llm_ctx_t *ctx)
     argv[6] = (char *) ttl;
     argvlen[6] = ngx_sprintf(ttl, "%M", ctx->conf->cache_lock_timeout) - ttl;
 
-    ctx->redis = ngx_http_llm_redis_command(7, argv, argvlen,
-                                            ngx_http_llm_cache_lock_reply,
-                                            ctx);
+    ctx->redis = ngx_http_llm_redis_script(NGX_HTTP_LLM_SCRIPT_CACHE_LOCK,
+                                           7, argv, argvlen,
+                                           ngx_http_llm_cache_lock_reply,
+                                           ctx);
 
     return ctx->redis ? NGX_OK : NGX_ERROR;
 }
@@ -714,10 +711,6 @@ ngx_http_llm_cache_done(ngx_http_llm_ctx_t *ctx, u_char *entry, size_t len)
         return;
     }
 
-    ngx_http_llm_arg_lit(argv, argvlen, 0, "EVAL");
-    argv[1] = ngx_http_llm_lua_cache_done;
-    argvlen[1] = sizeof(ngx_http_llm_lua_cache_done) - 1;
-    ngx_http_llm_arg_lit(argv, argvlen, 2, "2");
     argv[3] = (char *) ctx->cache_key.data;
     argvlen[3] = ctx->cache_key.len;
     argv[4] = (char *) ctx->cache_lock.data;
@@ -731,7 +724,8 @@ ngx_http_llm_cache_done(ngx_http_llm_ctx_t *ctx, u_char *entry, size_t len)
     argv[8] = (char *) mark;
     argvlen[8] = ngx_sprintf(mark, "%d", NGX_HTTP_LLM_CACHE_FAILED) - mark;
 
-    (void) ngx_http_llm_redis_command(9, argv, argvlen, NULL, NULL);
+    (void) ngx_http_llm_redis_script(NGX_HTTP_LLM_SCRIPT_CACHE_DONE, 9, argv,
+                                     argvlen, NULL, NULL);
 
     ctx->cache_leader = 0;
 

@@ -23,7 +23,8 @@ CACHE=${LLM_CACHE_DIR:-$HOME/.cache/nginx-llm-gateway}
 CC=${FUZZ_CC:-clang}
 san=("-fsanitize=address,undefined" -fno-sanitize-recover=all
     -fno-omit-frame-pointer)
-WRAP=(ngx_http_llm_redis_command ngx_http_llm_redis_ready
+WRAP=(ngx_http_llm_redis_command ngx_http_llm_redis_script
+    ngx_http_llm_redis_ready
     ngx_http_llm_redis_cancel ngx_http_llm_redis_reset
     ngx_http_llm_run ngx_http_llm_fail
     ngx_http_llm_finalize ngx_http_run_posted_requests
@@ -132,7 +133,7 @@ mkdir -p "$OUT/gen" "$OUT/mod" "$OUT/bin"
 mflags=(-g -O1 "${san[@]}" -fsanitize=fuzzer-no-link -Wall
     -Wno-unused-function)
 hdrs=("$ROOT"/ngx_module/*.h "$ROOT"/t/fuzz/*.h
-    "$OUT/gen/ngx_http_llm_scripts.h")
+    "$OUT/gen/ngx_http_llm_scripts.h" "$OUT/gen/ngx_http_llm_keys.h")
 newer() {   # target sources...
     local t=$1 s
     shift

@@ -465,6 +465,9 @@ ngx_http_llm_fuzz_reply(ngx_http_llm_fuzz_in_t *in, ngx_uint_t depth)
 ngx_http_llm_redis_cmd_t *__wrap_ngx_http_llm_redis_command(int argc,
     const char **argv, const size_t *argvlen, ngx_http_llm_redis_pt handler,
     void *data);
+ngx_http_llm_redis_cmd_t *__wrap_ngx_http_llm_redis_script(ngx_uint_t script,
+    int argc, const char **argv, size_t *argvlen,
+    ngx_http_llm_redis_pt handler, void *data);
 ngx_uint_t __wrap_ngx_http_llm_redis_ready(void);
 void __wrap_ngx_http_llm_redis_cancel(ngx_http_llm_redis_cmd_t *cmd);
 void __wrap_ngx_http_llm_redis_reset(const char *why);
@@ -502,6 +505,20 @@ __wrap_ngx_http_llm_redis_command(int argc, const char **argv,
 
     /* an opaque handle: the module only gives it back to cancel */
     return (ngx_http_llm_redis_cmd_t *) cmd;
+}
+
+
+/* a script call is a command by the name the registry would send */
+
+ngx_http_llm_redis_cmd_t *
+__wrap_ngx_http_llm_redis_script(ngx_uint_t script, int argc,
+    const char **argv, size_t *argvlen, ngx_http_llm_redis_pt handler,
+    void *data)
+{
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "EVALSHA");
+
+    return __wrap_ngx_http_llm_redis_command(argc, argv, argvlen, handler,
+                                             data);
 }
 
 
