@@ -555,7 +555,6 @@ void ngx_http_llm_router_spend(ngx_http_llm_tenant_t *t, int64_t day,
 ngx_int_t ngx_http_llm_model_allowed(ngx_str_t *list, ngx_str_t *name);
 ngx_int_t ngx_http_llm_apply_policy(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
-int64_t ngx_http_llm_parse_usd(ngx_str_t *s);
 void ngx_http_llm_json_init(void);
 ngx_int_t ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p,
     size_t len, ngx_http_llm_error_t *err);
@@ -632,6 +631,11 @@ ngx_int_t ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p,
 ngx_int_t ngx_http_llm_sse_finish(ngx_http_llm_sse_t *sse,
     ngx_http_llm_sse_event_pt handler, void *data);
 void ngx_http_llm_sse_free(ngx_http_llm_sse_t *sse);
+
+/* ngx_http_llm_price.c */
+int64_t ngx_http_llm_parse_usd(ngx_str_t *s);
+ngx_int_t ngx_http_llm_parse_price(ngx_str_t *s, ngx_uint_t *in,
+    ngx_uint_t *out);
 
 /* ngx_http_llm_util.c */
 

@@ -30,10 +30,6 @@ static ngx_int_t ngx_http_llm_backend_key(ngx_conf_t *cf,
     ngx_http_llm_backend_t *b, char *key);
 static char *ngx_http_llm_backend(ngx_conf_t *cf,
     ngx_http_llm_model_t *model);
-static ngx_int_t ngx_http_llm_parse_price(ngx_str_t *s, ngx_uint_t *in,
-    ngx_uint_t *out);
-static ngx_int_t ngx_http_llm_parse_micro(u_char *p, u_char *last,
-    ngx_uint_t *value);
 static char *ngx_http_llm_api_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_llm_key_policy(ngx_conf_t *cf,
@@ -1275,74 +1271,6 @@ ngx_http_llm_backend(ngx_conf_t *cf, ngx_http_llm_model_t *model)
     ngx_cpystrn(b->model.data, id.data, id.len + 1);
 
     return NGX_CONF_OK;
-}
-
-
-/* "0.60/1.80" dollars per million tokens → micro-dollars, no floats */
-
-static ngx_int_t
-ngx_http_llm_parse_price(ngx_str_t *s, ngx_uint_t *in, ngx_uint_t *out)
-{
-    u_char  *slash;
-
-    slash = ngx_strlchr(s->data, s->data + s->len, '/');
-    if (slash == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_llm_parse_micro(s->data, slash, in) != NGX_OK
-        || ngx_http_llm_parse_micro(slash + 1, s->data + s->len, out)
-           != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_llm_parse_micro(u_char *p, u_char *last, ngx_uint_t *value)
-{
-    ngx_uint_t  v, digits, frac;
-
-    if (p == last) {
-        return NGX_ERROR;
-    }
-
-    v = 0;
-    frac = 0;
-    digits = 0;
-
-    for ( /* void */ ; p < last; p++) {
-
-        if (*p == '.' && !frac) {
-            frac = 1;
-            continue;
-        }
-
-        /* twelve digits at most: scaled to micro-dollars, below 2^63 */
-
-        if (*p < '0' || *p > '9' || digits > 11) {
-            return NGX_ERROR;
-        }
-
-        if (frac && frac++ > 6) {
-            return NGX_ERROR;
-        }
-
-        v = v * 10 + (*p - '0');
-        digits++;
-    }
-
-    /* scale to six decimals */
-    for (frac = frac ? frac : 1; frac <= 6; frac++) {
-        v *= 10;
-    }
-
-    *value = v;
-
-    return NGX_OK;
 }
 
 

@@ -14,9 +14,6 @@
 
 #include "ngx_http_llm_fuzz.h"
 
-/* the backend price parser is static in the directive's file */
-#include "../../ngx_module/ngx_http_llm_module.c"
-
 
 /* ---------------------------------------------------------- adapter */
 
