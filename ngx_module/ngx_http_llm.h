@@ -472,6 +472,9 @@ void ngx_http_llm_fail(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err);
 ngx_int_t ngx_http_llm_variables_add(ngx_conf_t *cf);
 
 /* ngx_http_llm_auth.c */
+char *ngx_http_llm_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_llm_check_keys(ngx_conf_t *cf,
+    ngx_http_llm_main_conf_t *lmcf);
 ngx_int_t ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
 void ngx_http_llm_auth_exit(void);

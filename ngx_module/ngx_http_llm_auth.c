@@ -4,7 +4,8 @@
  *
  * API keys to tenants.  A key is known only by its SHA-256; lookups go to
  * static keys from the configuration, then to Redis, and land in a small
- * per-worker cache so that a hot key costs no round trip.
+ * per-worker cache so that a hot key costs no round trip.  The static
+ * keys are parsed here: llm_api_key.
  */
 
 
@@ -52,6 +53,8 @@ static void ngx_http_llm_auth_no_tenant(ngx_http_llm_ctx_t *ctx,
 static const char *ngx_http_llm_tenant_parse(ngx_http_llm_tenant_t *t,
     redisReply *reply);
 static void ngx_http_llm_auth_deny(ngx_http_llm_error_t *err);
+static char *ngx_http_llm_key_policy(ngx_conf_t *cf,
+    ngx_http_llm_key_t *key);
 
 
 /*
@@ -732,4 +735,244 @@ ngx_http_llm_auth_deny(ngx_http_llm_error_t *err)
     ngx_http_llm_set_error(err, NGX_HTTP_UNAUTHORIZED, "invalid_request_error",
                            "invalid_api_key", NULL,
                            "Incorrect API key provided.");
+}
+
+
+/* configuration: llm_api_key, and the keys checked at the end of http{} */
+
+
+/* llm_api_key <sha256 hex of the key> <tenant> [limits | unlimited] */
+
+char *
+ngx_http_llm_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    ngx_str_t           *value;
+    ngx_uint_t           i;
+    ngx_http_llm_key_t  *key;
+
+    value = cf->args->elts;
+
+    if (value[1].len != NGX_HTTP_LLM_SHA256_HEX_LEN) {
+        goto invalid;
+    }
+
+    for (i = 0; i < NGX_HTTP_LLM_SHA256_HEX_LEN; i++) {
+        if (!((value[1].data[i] >= '0' && value[1].data[i] <= '9')
+              || (value[1].data[i] >= 'a' && value[1].data[i] <= 'f')))
+        {
+            goto invalid;
+        }
+    }
+
+    if (!ngx_http_llm_tenant_id_valid(&value[2])) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid tenant \"%V\" in \"llm_api_key\": 1 to "
+                           "64 of A-Z a-z 0-9 _ . -, and not \"-\"",
+                           &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    key = ngx_array_push(&lmcf->keys);
+    if (key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(key->hash, value[1].data, NGX_HTTP_LLM_SHA256_HEX_LEN);
+    key->tenant = value[2];
+    key->policy = NULL;
+
+    if (cf->args->nelts == 3) {
+        return NGX_CONF_OK;
+    }
+
+    return ngx_http_llm_key_policy(cf, key);
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"llm_api_key\" takes the SHA-256 of the key in "
+                       "lowercase hex, not \"%V\"", &value[1]);
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * The tenant's policy given with the key, instead of Redis' llm:tenant:
+ * the same fields, and zero or absent for "no limit".
+ */
+
+static char *
+ngx_http_llm_key_policy(ngx_conf_t *cf, ngx_http_llm_key_t *key)
+{
+    u_char                 *p;
+    size_t                  len;
+    int64_t                *usd;
+    ngx_str_t              *value, v, *list;
+    ngx_int_t              *n;
+    ngx_uint_t              i, j, unlimited;
+    ngx_http_llm_tenant_t   t;
+
+    value = cf->args->elts;
+
+    ngx_memzero(&t, sizeof(ngx_http_llm_tenant_t));
+    t.id = key->tenant;
+
+    unlimited = 0;
+
+    for (i = 3; i < cf->args->nelts; i++) {
+
+        n = NULL;
+        usd = NULL;
+        list = NULL;
+
+        p = ngx_strlchr(value[i].data, value[i].data + value[i].len, '=');
+
+        if (p == NULL) {
+            if (value[i].len == 9
+                && ngx_strncmp(value[i].data, "unlimited", 9) == 0)
+            {
+                unlimited = 1;
+                continue;
+            }
+
+            goto invalid;
+        }
+
+        len = p - value[i].data;
+        v.data = p + 1;
+        v.len = value[i].len - len - 1;
+
+        for (j = 3; j < i; j++) {
+            if (value[j].len > len && value[j].data[len] == '='
+                && ngx_strncmp(value[j].data, value[i].data, len) == 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"llm_api_key\" parameter \"%*s\" is "
+                                   "duplicate", len, value[i].data);
+                return NGX_CONF_ERROR;
+            }
+        }
+
+#define ngx_http_llm_param(name)                                              \
+        (len == sizeof(name) - 1 && ngx_strncmp(value[i].data, name, len) == 0)
+
+        if (ngx_http_llm_param("rpm")) {
+            n = &t.rpm;
+
+        } else if (ngx_http_llm_param("tpm")) {
+            n = &t.tpm;
+
+        } else if (ngx_http_llm_param("max_tokens")) {
+            n = &t.max_tokens;
+
+        } else if (ngx_http_llm_param("max_n")) {
+            n = &t.max_n;
+
+        } else if (ngx_http_llm_param("budget_day")) {
+            usd = &t.budget_day;
+
+        } else if (ngx_http_llm_param("budget_month")) {
+            usd = &t.budget_month;
+
+        } else if (ngx_http_llm_param("models")) {
+            list = &t.models;
+
+        } else if (ngx_http_llm_param("default_model")) {
+            list = &t.default_model;
+
+        } else {
+            goto invalid;
+        }
+
+#undef ngx_http_llm_param
+
+        if (n && (*n = ngx_atoi(v.data, v.len)) == NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"llm_api_key\" limit \"%V\": a "
+                               "whole number expected", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (usd && (*usd = ngx_http_llm_parse_usd(&v)) < 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"llm_api_key\" budget \"%V\": "
+                               "dollars like 12.50 expected", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (list) {
+            if (v.len == 0
+                || (list == &t.default_model
+                    && ngx_strlchr(v.data, v.data + v.len, ',')))
+            {
+                goto invalid;
+            }
+
+            *list = v;
+        }
+    }
+
+    if (unlimited && cf->args->nelts > 4) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_api_key\" takes limits or \"unlimited\", "
+                           "not both");
+        return NGX_CONF_ERROR;
+    }
+
+    key->policy = ngx_http_llm_tenant_dup(&t, cf->pool);
+
+    return key->policy ? NGX_CONF_OK : NGX_CONF_ERROR;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid \"llm_api_key\" parameter \"%V\"",
+                       &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * Without Redis a key's tenant must be whole in the configuration, and
+ * only the limits that need no counters can hold: otherwise every request
+ * of the key would fail, or run unmetered.
+ */
+
+char *
+ngx_http_llm_check_keys(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf)
+{
+    ngx_uint_t              i;
+    ngx_http_llm_key_t     *key;
+    ngx_http_llm_tenant_t  *t;
+
+    if (lmcf->redis) {
+        return NGX_CONF_OK;
+    }
+
+    key = lmcf->keys.elts;
+
+    for (i = 0; i < lmcf->keys.nelts; i++) {
+        t = key[i].policy;
+
+        if (t == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"llm_api_key\" of tenant \"%V\" has no "
+                               "limits, and without \"llm_redis\" none can "
+                               "be read: give them in the directive, or "
+                               "\"unlimited\"", &key[i].tenant);
+            return NGX_CONF_ERROR;
+        }
+
+        if (t->rpm || t->tpm || t->budget_day || t->budget_month) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"llm_api_key\" of tenant \"%V\": rpm, tpm "
+                               "and budgets are counted in Redis and need "
+                               "\"llm_redis\"", &key[i].tenant);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
 }
