@@ -596,6 +596,9 @@ ngx_int_t ngx_http_llm_media_check(ngx_pool_t *pool, cJSON *messages,
     ngx_uint_t allow, ngx_http_llm_error_t *err);
 
 /* ngx_http_llm_proxy.c */
+char *ngx_http_llm_ssl_trusted(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_llm_app_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_llm_proxy_start(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_proxy_done(void *data, CURLcode rc);
 void ngx_http_llm_proxy_writer(ngx_http_request_t *r);

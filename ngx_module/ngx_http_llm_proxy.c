@@ -1912,3 +1912,77 @@ ngx_http_llm_proxy_writer(ngx_http_request_t *r)
         ngx_http_llm_curl_process();
     }
 }
+
+
+/* configuration: llm_ssl_trusted_certificate and llm_app_url */
+
+
+/* llm_ssl_trusted_certificate FILE: the CAs hosted backends are checked by */
+
+char *
+ngx_http_llm_ssl_trusted(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (lmcf->ssl_trusted.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    lmcf->ssl_trusted = value[1];
+
+    /* NUL-terminated, for libcurl */
+    if (ngx_conf_full_name(cf->cycle, &lmcf->ssl_trusted, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_file_info(lmcf->ssl_trusted.data, &(ngx_file_info_t) { 0 })
+        == NGX_FILE_ERROR)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"llm_ssl_trusted_certificate\": cannot read "
+                           "\"%V\"", &lmcf->ssl_trusted);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* llm_app_url URL: OpenRouter's attribution, as "HTTP-Referer" */
+
+char *
+ngx_http_llm_app_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    u_char     *p;
+    ngx_str_t  *value;
+
+    if (lmcf->app_url.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strlchr(value[1].data, value[1].data + value[1].len, '\r')
+        || ngx_strlchr(value[1].data, value[1].data + value[1].len, '\n'))
+    {
+        return "must be one line";
+    }
+
+    p = ngx_pnalloc(cf->pool, sizeof("HTTP-Referer: ") + value[1].len);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf->app_url.data = p;
+    p = ngx_cpymem(p, "HTTP-Referer: ", sizeof("HTTP-Referer: ") - 1);
+    p = ngx_cpymem(p, value[1].data, value[1].len);
+    *p = '\0';
+    lmcf->app_url.len = p - lmcf->app_url.data;
+
+    return NGX_CONF_OK;
+}
