@@ -517,6 +517,9 @@ void ngx_http_llm_cache_local_put(ngx_str_t *key, u_char *data, size_t len,
     ngx_msec_t ttl);
 
 /* ngx_http_llm_backend.c */
+char *ngx_http_llm_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_llm_breaker(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_http_llm_provider_t *ngx_http_llm_provider_find(ngx_str_t *name);
 char *ngx_http_llm_backend_init(ngx_conf_t *cf,
     ngx_http_llm_main_conf_t *lmcf);

@@ -14,6 +14,9 @@
  * ones read.  Outstanding requests are counted per worker process, in a
  * slot the worker holds: a worker that crashes leaves no count behind,
  * as its successor clears the slots (and the probes) of dead processes.
+ *
+ * The models, their backends and the breaker are configured here too:
+ * llm_model blocks and llm_breaker.
  */
 
 
@@ -55,6 +58,17 @@ static ngx_http_llm_health_t *ngx_http_llm_health_node(
 static ngx_uint_t ngx_http_llm_pid_alive(ngx_pid_t pid);
 static ngx_msec_t ngx_http_llm_now(void);
 static ngx_uint_t ngx_http_llm_backend_rank(ngx_http_llm_backend_t *b);
+static char *ngx_http_llm_model(ngx_conf_t *cf, ngx_command_t *dummy,
+    void *conf);
+static char *ngx_http_llm_alias(ngx_conf_t *cf,
+    ngx_http_llm_model_t *model);
+static char *ngx_http_llm_read_key(ngx_conf_t *cf, ngx_str_t *name);
+static ngx_int_t ngx_http_llm_key_printable(u_char *p, size_t len);
+static ngx_int_t ngx_http_llm_backend_key(ngx_conf_t *cf,
+    ngx_http_llm_backend_t *b, char *key);
+static char *ngx_http_llm_backend(ngx_conf_t *cf,
+    ngx_http_llm_model_t *model);
+static void ngx_http_llm_provider_unknown(ngx_conf_t *cf, ngx_str_t *name);
 
 
 /* this worker's slot in the outstanding counts; -1: none, not counted */
@@ -663,4 +677,648 @@ ngx_http_llm_backend_state(ngx_http_llm_main_conf_t *lmcf,
     }
 
     return h->state;
+}
+
+
+/*
+ * configuration: llm_model NAME { backend ...; alias ...; fallback ...;
+ * context_window ...; } and llm_breaker; the directives table itself is
+ * the module's
+ */
+
+
+char *
+ngx_http_llm_model_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    char                  *rv;
+    ngx_str_t             *value;
+    ngx_uint_t             i;
+    ngx_conf_t             save;
+    ngx_http_llm_model_t  *model;
+
+    value = cf->args->elts;
+
+    model = lmcf->models.elts;
+
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        if (model[i].name.len == value[1].len
+            && ngx_strncmp(model[i].name.data, value[1].data, value[1].len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate \"llm_model\" \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    model = ngx_array_push(&lmcf->models);
+    if (model == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(model, sizeof(ngx_http_llm_model_t));
+
+    /* NUL-terminated: cJSON takes C strings */
+    model->name.len = value[1].len;
+    model->name.data = ngx_pnalloc(cf->pool, value[1].len + 1);
+    if (model->name.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_cpystrn(model->name.data, value[1].data, value[1].len + 1);
+
+    model->context_window = NGX_CONF_UNSET_UINT;
+
+    if (ngx_array_init(&model->backends, cf->pool, 4,
+                       sizeof(ngx_http_llm_backend_t))
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_array_init(&model->aliases, cf->pool, 2, sizeof(ngx_str_t))
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    save = *cf;
+    cf->handler = ngx_http_llm_model;
+    cf->handler_conf = (char *) model;
+
+    rv = ngx_conf_parse(cf, NULL);
+
+    *cf = save;
+
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (model->backends.nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_model\" \"%V\" has no \"backend\"",
+                           &model->name);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_init_uint_value(model->context_window, 32768);
+
+    return NGX_CONF_OK;
+}
+
+
+/* one directive inside an llm_model block */
+
+static char *
+ngx_http_llm_model(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
+{
+    ngx_http_llm_model_t  *model = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    if (value[0].len == sizeof("backend") - 1
+        && ngx_strncmp(value[0].data, "backend", value[0].len) == 0)
+    {
+        return ngx_http_llm_backend(cf, model);
+    }
+
+    if (value[0].len == sizeof("alias") - 1
+        && ngx_strncmp(value[0].data, "alias", value[0].len) == 0)
+    {
+        return ngx_http_llm_alias(cf, model);
+    }
+
+    if (value[0].len == sizeof("fallback") - 1
+        && ngx_strncmp(value[0].data, "fallback", value[0].len) == 0)
+    {
+        if (cf->args->nelts != 2) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid number of arguments in "
+                               "\"fallback\" of \"llm_model\"");
+            return NGX_CONF_ERROR;
+        }
+
+        if (model->fallback_name.len) {
+            return "\"fallback\" is duplicate";
+        }
+
+        model->fallback_name = value[1];
+
+        return NGX_CONF_OK;
+    }
+
+    if (value[0].len == sizeof("context_window") - 1
+        && ngx_strncmp(value[0].data, "context_window", value[0].len) == 0)
+    {
+        if (cf->args->nelts != 2) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid number of arguments in "
+                               "\"context_window\" of \"llm_model\"");
+            return NGX_CONF_ERROR;
+        }
+
+        if (model->context_window != NGX_CONF_UNSET_UINT) {
+            return "\"context_window\" is duplicate";
+        }
+
+        n = ngx_atoi(value[1].data, value[1].len);
+        if (n <= 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"context_window\" \"%V\" in "
+                               "\"llm_model\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        model->context_window = n;
+
+        return NGX_CONF_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "unknown directive \"%V\" in \"llm_model\"",
+                       &value[0]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/* the backend's own "Authorization" header; the client's never goes on */
+
+static ngx_int_t
+ngx_http_llm_backend_key(ngx_conf_t *cf, ngx_http_llm_backend_t *b,
+    char *key)
+{
+    u_char  *p;
+    size_t   len;
+
+    len = sizeof("Authorization: Bearer ") - 1 + ngx_strlen(key);
+
+    b->auth.data = ngx_pnalloc(cf->pool, len + 1);
+    if (b->auth.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(b->auth.data, "Authorization: Bearer ",
+                   sizeof("Authorization: Bearer ") - 1);
+    p = ngx_cpymem(p, key, ngx_strlen(key));
+    *p = '\0';
+    b->auth.len = len;
+
+    return NGX_OK;
+}
+
+
+/* a key is printable ASCII without blanks, as in a bearer token */
+
+static ngx_int_t
+ngx_http_llm_key_printable(u_char *p, size_t len)
+{
+    u_char  *last;
+
+    for (last = p + len; p < last; p++) {
+        if (*p <= ' ' || *p >= 0x7f) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* a provider's key from a file: one line, white space around it dropped */
+
+static char *
+ngx_http_llm_read_key(ngx_conf_t *cf, ngx_str_t *name)
+{
+    u_char     *p, *last, *key;
+    ssize_t     n;
+    ngx_fd_t    fd;
+    ngx_str_t   file;
+    u_char      buf[1024];
+
+    file = *name;
+
+    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+        return NULL;
+    }
+
+    fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"backend\" api_key_file: cannot open \"%V\"",
+                           &file);
+        return NULL;
+    }
+
+    n = ngx_read_fd(fd, buf, sizeof(buf) - 1);
+    ngx_close_file(fd);
+
+    if (n <= 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"backend\" api_key_file: \"%V\" is empty",
+                           &file);
+        return NULL;
+    }
+
+    p = buf;
+    last = buf + n;
+
+    while (p < last && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) {
+        p++;
+    }
+
+    while (last > p && (last[-1] == ' ' || last[-1] == '\t'
+                        || last[-1] == '\r' || last[-1] == '\n'))
+    {
+        last--;
+    }
+
+    if (p == last || !ngx_http_llm_key_printable(p, last - p)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"backend\" api_key_file: \"%V\" must hold "
+                           "one key on one line, without control "
+                           "characters or blanks", &file);
+        return NULL;
+    }
+
+    key = ngx_pnalloc(cf->pool, last - p + 1);
+    if (key == NULL) {
+        return NULL;
+    }
+
+    ngx_cpystrn(key, p, last - p + 1);
+
+    return (char *) key;
+}
+
+
+/* alias NAME ...: other names clients may use, such as providers' ids */
+
+static char *
+ngx_http_llm_alias(ngx_conf_t *cf, ngx_http_llm_model_t *model)
+{
+    ngx_str_t                 *value, *a, *name;
+    ngx_uint_t                 i, j, k;
+    ngx_http_llm_model_t      *m;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts < 2) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number of arguments in \"alias\" of "
+                           "\"llm_model\"");
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_module);
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        name = &value[i];
+        m = lmcf->models.elts;
+
+        /* a name may stand for one model only */
+
+        for (j = 0; j < lmcf->models.nelts; j++) {
+            a = m[j].aliases.elts;
+
+            if (m[j].name.len == name->len
+                && ngx_strncmp(m[j].name.data, name->data, name->len) == 0)
+            {
+                goto duplicate;
+            }
+
+            for (k = 0; k < m[j].aliases.nelts; k++) {
+                if (a[k].len == name->len
+                    && ngx_strncmp(a[k].data, name->data, name->len) == 0)
+                {
+                    goto duplicate;
+                }
+            }
+        }
+
+        a = ngx_array_push(&model->aliases);
+        if (a == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *a = *name;
+    }
+
+    return NGX_CONF_OK;
+
+duplicate:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"alias\" \"%V\" of \"llm_model\" \"%V\" already "
+                       "names a model", name, &model->name);
+    return NGX_CONF_ERROR;
+}
+
+
+/* backend URL [model=ID] [api_key_env=VAR] [price=IN/OUT] [weight=N] */
+
+static char *
+ngx_http_llm_backend(ngx_conf_t *cf, ngx_http_llm_model_t *model)
+{
+    u_char                  *p, *host, *last;
+    char                    *key;
+    size_t                   len;
+    ngx_int_t                n;
+    ngx_str_t               *value, url, id, env, v;
+    ngx_uint_t               i, first;
+    ngx_http_llm_backend_t  *b;
+    ngx_http_llm_provider_t *pr;
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts < 2) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number of arguments in \"backend\" of "
+                           "\"llm_model\"");
+        return NGX_CONF_ERROR;
+    }
+
+    url = value[1];
+    first = 2;
+
+    /* "backend provider=NAME ...": the provider's own base URL */
+
+    if (url.len > 9 && ngx_strncmp(url.data, "provider=", 9) == 0) {
+        v.data = url.data + 9;
+        v.len = url.len - 9;
+
+        pr = ngx_http_llm_provider_find(&v);
+        if (pr == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "unknown \"backend\" provider \"%V\"", &v);
+            return NGX_CONF_ERROR;
+        }
+
+        url.data = (u_char *) pr->base;
+        url.len = ngx_strlen(pr->base);
+        first = 1;
+    }
+
+    if (!(url.len > 7 && ngx_strncasecmp(url.data, (u_char *) "http://", 7)
+                         == 0)
+        && !(url.len > 8
+             && ngx_strncasecmp(url.data, (u_char *) "https://", 8) == 0))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"backend\" URL \"%V\" in \"llm_model\": "
+                           "http:// or https:// expected", &url);
+        return NGX_CONF_ERROR;
+    }
+
+    b = ngx_array_push(&model->backends);
+    if (b == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(b, sizeof(ngx_http_llm_backend_t));
+
+    b->weight = 1;
+
+    while (url.len && url.data[url.len - 1] == '/') {
+        url.len--;
+    }
+
+    /* the URL is the OpenAI base, e.g. http://127.0.0.1:8080/v1 */
+
+    len = url.len + sizeof("/chat/completions");
+
+    b->url.data = ngx_pnalloc(cf->pool, len);
+    if (b->url.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_cpymem(b->url.data, url.data, url.len);
+    p = ngx_cpymem(p, "/chat/completions", sizeof("/chat/completions"));
+    b->url.len = p - b->url.data - 1;
+
+    host = (u_char *) ngx_strstr(b->url.data, "://") + 3;
+
+    for (last = host; *last && *last != '/'; last++) { /* void */ }
+
+    /* the name goes to logs and metric labels: no password in it */
+
+    if (ngx_strlchr(host, last, '@')) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"backend\" URL of \"llm_model\" \"%V\" holds "
+                           "user:password@: give the key with api_key_env= "
+                           "or api_key_file=", &model->name);
+        return NGX_CONF_ERROR;
+    }
+
+    b->name.data = host;
+    b->name.len = last - host;
+
+    id.len = 0;
+
+    for (i = first; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "model=", 6) == 0) {
+            id.data = value[i].data + 6;
+            id.len = value[i].len - 6;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "api_key_env=", 12) == 0) {
+            env.data = value[i].data + 12;
+            env.len = value[i].len - 12;
+
+            /* read in the master, which still has the full environment */
+            key = getenv((char *) env.data);
+
+            if (key == NULL || *key == '\0') {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"backend\" api_key_env: environment "
+                                   "variable \"%V\" is not set", &env);
+                return NGX_CONF_ERROR;
+            }
+
+            /* the key goes into a header line: CR or LF would end it */
+
+            if (!ngx_http_llm_key_printable((u_char *) key, ngx_strlen(key)))
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"backend\" api_key_env: environment "
+                                   "variable \"%V\" holds a control "
+                                   "character or a blank", &env);
+                return NGX_CONF_ERROR;
+            }
+
+            if (ngx_http_llm_backend_key(cf, b, key) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "api_key_file=", 13) == 0) {
+            v.data = value[i].data + 13;
+            v.len = value[i].len - 13;
+
+            key = ngx_http_llm_read_key(cf, &v);
+
+            if (key == NULL || ngx_http_llm_backend_key(cf, b, key) != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "price=", 6) == 0) {
+            value[i].data += 6;
+            value[i].len -= 6;
+
+            if (ngx_http_llm_parse_price(&value[i], &b->price_in,
+                                         &b->price_out)
+                != NGX_OK)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"backend\" price \"%V\": "
+                                   "dollars per million tokens as IN/OUT "
+                                   "expected, e.g. price=0.60/1.80",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "provider=", 9) == 0) {
+            v = value[i];
+            v.data += 9;
+            v.len -= 9;
+
+            b->provider = ngx_http_llm_provider_find(&v);
+
+            if (b->provider == NULL) {
+                ngx_http_llm_provider_unknown(cf, &v);
+                return NGX_CONF_ERROR;
+            }
+
+            b->hosted = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "weight=", 7) == 0) {
+            n = ngx_atoi(value[i].data + 7, value[i].len - 7);
+            if (n <= 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"backend\" weight \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            b->weight = n;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"backend\" parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (id.len == 0) {
+        id = model->name;
+    }
+
+    b->model.len = id.len;
+    b->model.data = ngx_pnalloc(cf->pool, id.len + 1);
+    if (b->model.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_cpystrn(b->model.data, id.data, id.len + 1);
+
+    return NGX_CONF_OK;
+}
+
+
+/* llm_breaker failures=N cooldown=TIME */
+
+char *
+ngx_http_llm_breaker(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value, v;
+    ngx_uint_t   i;
+    ngx_msec_t   ms;
+
+    if (lmcf->breaker_failures != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "failures=", 9) == 0) {
+            n = ngx_atoi(value[i].data + 9, value[i].len - 9);
+            if (n <= 0) {
+                goto invalid;
+            }
+
+            lmcf->breaker_failures = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "cooldown=", 9) == 0) {
+            v.data = value[i].data + 9;
+            v.len = value[i].len - 9;
+
+            ms = ngx_parse_time(&v, 0);
+            if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+                goto invalid;
+            }
+
+            lmcf->breaker_cooldown = ms;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid \"llm_breaker\" parameter \"%V\": "
+                       "failures=N and cooldown=TIME expected", &value[i]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/* "provider=NAME" names none: the message lists those of the table */
+
+static void
+ngx_http_llm_provider_unknown(ngx_conf_t *cf, ngx_str_t *name)
+{
+    u_char                   *p, *last;
+    ngx_http_llm_provider_t  *pr;
+    u_char                    buf[256];
+
+    p = buf;
+    last = buf + sizeof(buf);
+
+    for (pr = ngx_http_llm_providers; pr->name.len; pr++) {
+        p = ngx_slprintf(p, last, "%s%V", p == buf ? "" : ", ", &pr->name);
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "unknown \"backend\" provider \"%V\"; known: %*s",
+                       name, p - buf, buf);
 }
