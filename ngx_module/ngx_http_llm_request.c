@@ -177,44 +177,6 @@ ngx_http_llm_json_init(void)
 }
 
 
-ngx_http_llm_model_t *
-ngx_http_llm_find_model(ngx_http_request_t *r, ngx_str_t *name)
-{
-    ngx_str_t                 *alias;
-    ngx_uint_t                 i, j;
-    ngx_http_llm_model_t      *model;
-    ngx_http_llm_main_conf_t  *lmcf;
-
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_module);
-
-    model = lmcf->models.elts;
-
-    for (i = 0; i < lmcf->models.nelts; i++) {
-        if (model[i].name.len == name->len
-            && ngx_strncmp(model[i].name.data, name->data, name->len) == 0)
-        {
-            return &model[i];
-        }
-    }
-
-    /* providers' model ids, and other names operators give */
-
-    for (i = 0; i < lmcf->models.nelts; i++) {
-        alias = model[i].aliases.elts;
-
-        for (j = 0; j < model[i].aliases.nelts; j++) {
-            if (alias[j].len == name->len
-                && ngx_strncmp(alias[j].data, name->data, name->len) == 0)
-            {
-                return &model[i];
-            }
-        }
-    }
-
-    return NULL;
-}
-
-
 /*
  * Parses and checks the client's body; on success ctx->json holds the tree
  * and ctx->model the logical model.  The tree is freed by the request's
@@ -1277,37 +1239,6 @@ ngx_http_llm_body_own(const char *name, ngx_http_llm_provider_t *pv)
            || ngx_strcmp(name, "max_completion_tokens") == 0
            || ngx_strcmp(name, "stream_options") == 0
            || (pv && pv->usage_include && ngx_strcmp(name, "usage") == 0);
-}
-
-
-ngx_int_t
-ngx_http_llm_model_allowed(ngx_str_t *list, ngx_str_t *name)
-{
-    u_char  *p, *last, *comma;
-
-    p = list->data;
-    last = list->data + list->len;
-
-    while (p < last) {
-        comma = ngx_strlchr(p, last, ',');
-        if (comma == NULL) {
-            comma = last;
-        }
-
-        while (p < comma && *p == ' ') {
-            p++;
-        }
-
-        if ((size_t) (comma - p) == name->len
-            && ngx_strncmp(p, name->data, name->len) == 0)
-        {
-            return 1;
-        }
-
-        p = comma + 1;
-    }
-
-    return 0;
 }
 
 

@@ -2,11 +2,12 @@
 /*
  * Copyright (C) nginx-llm-gateway authors
  *
- * Model choice.  A client names a logical model or one of its aliases, or
- * the router model ("auto"), which picks the cheap or the strong model by,
- * in order: the tenant's policy, the context windows, the tenant's budget,
- * and the prompt's complexity score.  Every answer says how it was chosen
- * in "x-llm-route".
+ * Model choice.  A client names a logical model or one of its aliases
+ * (resolved here, as are tenants' lists of models), or the router model
+ * ("auto"), which picks the cheap or the strong model by, in order: the
+ * tenant's policy, the context windows, the tenant's budget, and the
+ * prompt's complexity score.  Every answer says how it was chosen in
+ * "x-llm-route".
  */
 
 
@@ -188,6 +189,46 @@ ngx_http_llm_router_init(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf)
 }
 
 
+/* a logical model by its name or one of its aliases */
+
+ngx_http_llm_model_t *
+ngx_http_llm_find_model(ngx_http_request_t *r, ngx_str_t *name)
+{
+    ngx_str_t                 *alias;
+    ngx_uint_t                 i, j;
+    ngx_http_llm_model_t      *model;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_module);
+
+    model = lmcf->models.elts;
+
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        if (model[i].name.len == name->len
+            && ngx_strncmp(model[i].name.data, name->data, name->len) == 0)
+        {
+            return &model[i];
+        }
+    }
+
+    /* providers' model ids, and other names operators give */
+
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        alias = model[i].aliases.elts;
+
+        for (j = 0; j < model[i].aliases.nelts; j++) {
+            if (alias[j].len == name->len
+                && ngx_strncmp(alias[j].data, name->data, name->len) == 0)
+            {
+                return &model[i];
+            }
+        }
+    }
+
+    return NULL;
+}
+
+
 /*
  * The router model was asked for: ctx->model is chosen, or err says why
  * the request cannot be served.  completion: the answer's bound.
@@ -358,6 +399,39 @@ ngx_http_llm_route_allowed(ngx_http_llm_tenant_t *t, ngx_http_llm_model_t *m)
     }
 
     return ngx_http_llm_model_allowed(&t->models, &m->name);
+}
+
+
+/* a name in a tenant's list of models: "a, b,c" */
+
+ngx_int_t
+ngx_http_llm_model_allowed(ngx_str_t *list, ngx_str_t *name)
+{
+    u_char  *p, *last, *comma;
+
+    p = list->data;
+    last = list->data + list->len;
+
+    while (p < last) {
+        comma = ngx_strlchr(p, last, ',');
+        if (comma == NULL) {
+            comma = last;
+        }
+
+        while (p < comma && *p == ' ') {
+            p++;
+        }
+
+        if ((size_t) (comma - p) == name->len
+            && ngx_strncmp(p, name->data, name->len) == 0)
+        {
+            return 1;
+        }
+
+        p = comma + 1;
+    }
+
+    return 0;
 }
 
 
