@@ -547,6 +547,7 @@ char *ngx_http_llm_router_init(ngx_conf_t *cf,
     ngx_http_llm_main_conf_t *lmcf);
 ngx_int_t ngx_http_llm_route(ngx_http_llm_ctx_t *ctx, int64_t completion,
     ngx_http_llm_error_t *err);
+ngx_int_t ngx_http_llm_route_fallback(ngx_http_llm_ctx_t *ctx);
 ngx_int_t ngx_http_llm_route_header(ngx_http_llm_ctx_t *ctx);
 ngx_http_llm_model_t *ngx_http_llm_find_model(ngx_http_request_t *r,
     ngx_str_t *name);
