@@ -555,9 +555,11 @@ ngx_int_t ngx_http_llm_model_allowed(ngx_str_t *list, ngx_str_t *name);
 void ngx_http_llm_router_spend(ngx_http_llm_tenant_t *t, int64_t day,
     int64_t month);
 
-/* ngx_http_llm_request.c */
+/* ngx_http_llm_policy.c */
 ngx_int_t ngx_http_llm_apply_policy(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
+
+/* ngx_http_llm_request.c */
 int64_t ngx_http_llm_parse_usd(ngx_str_t *s);
 void ngx_http_llm_json_init(void);
 ngx_int_t ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p,
