@@ -553,19 +553,22 @@ char *ngx_http_llm_router_init(ngx_conf_t *cf,
     ngx_http_llm_main_conf_t *lmcf);
 ngx_int_t ngx_http_llm_route(ngx_http_llm_ctx_t *ctx, int64_t completion,
     ngx_http_llm_error_t *err);
+ngx_int_t ngx_http_llm_route_fallback(ngx_http_llm_ctx_t *ctx);
 ngx_int_t ngx_http_llm_route_header(ngx_http_llm_ctx_t *ctx);
+ngx_http_llm_model_t *ngx_http_llm_find_model(ngx_http_request_t *r,
+    ngx_str_t *name);
+ngx_int_t ngx_http_llm_model_allowed(ngx_str_t *list, ngx_str_t *name);
 void ngx_http_llm_router_spend(ngx_http_llm_tenant_t *t, int64_t day,
     int64_t month);
 
-/* ngx_http_llm_request.c */
-ngx_int_t ngx_http_llm_model_allowed(ngx_str_t *list, ngx_str_t *name);
+/* ngx_http_llm_policy.c */
 ngx_int_t ngx_http_llm_apply_policy(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
+
+/* ngx_http_llm_request.c */
 void ngx_http_llm_json_init(void);
 ngx_int_t ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p,
     size_t len, ngx_http_llm_error_t *err);
-ngx_http_llm_model_t *ngx_http_llm_find_model(ngx_http_request_t *r,
-    ngx_str_t *name);
 
 /*
  * The body sent to backend b, written from the validated tree (ctx->json

@@ -3,8 +3,10 @@
  * Copyright (C) nginx-llm-gateway authors
  *
  * One upstream attempt per backend: the libcurl easy handle, its header and
- * body callbacks, the client-side output with backpressure, timeouts and
- * failover to the model's next backend before the first byte.
+ * body callbacks, the answer relayed (keys masked, usage read), the
+ * upstream paused while the client is slow, timeouts, and failover before
+ * the first byte: to the model's next backend, then to the fallback model
+ * the router picks (ngx_http_llm_route_fallback()).
  */
 
 
@@ -20,8 +22,6 @@ static void ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx,
     CURLcode rc);
 static void ngx_http_llm_proxy_release(ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_proxy_retry(ngx_event_t *ev);
-static ngx_http_llm_backend_t *ngx_http_llm_proxy_fallback(
-    ngx_http_llm_ctx_t *ctx);
 static ngx_msec_t ngx_http_llm_retry_after(ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_proxy_backoff(ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_proxy_json_end(ngx_http_llm_ctx_t *ctx);
@@ -107,71 +107,6 @@ ngx_http_llm_proxy_retry(ngx_event_t *ev)
     ngx_http_llm_proxy_next(ctx);
 
     ngx_http_run_posted_requests(c);
-}
-
-
-/*
- * Every backend of the model is spent: its fallback model takes over, if
- * it has one, the tenant may use it and the request fits its context.
- * The answer is not cached: it is not the asked model's.
- */
-
-static ngx_http_llm_backend_t *
-ngx_http_llm_proxy_fallback(ngx_http_llm_ctx_t *ctx)
-{
-    u_char                 *p;
-    size_t                  bytes, msgs, len;
-    int64_t                 need;
-    ngx_http_llm_model_t   *from, *to;
-    ngx_http_llm_tenant_t  *t;
-
-    from = ctx->model;
-    to = from->fallback;
-    t = ctx->tenant;
-
-    if (to == NULL || ctx->fell_back) {
-        return NULL;
-    }
-
-    if (t && t->models.len
-        && !ngx_http_llm_model_allowed(&t->models, &to->name))
-    {
-        return NULL;
-    }
-
-    bytes = ngx_http_llm_prompt_bytes(ctx->json, &msgs);
-    need = (int64_t) (bytes / 3 + 8 * msgs + 16) + ctx->choice_tokens;
-
-    if (need > (int64_t) to->context_window) {
-        return NULL;
-    }
-
-    ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
-                  "llm: model \"%V\" unavailable, falling back to \"%V\"",
-                  &from->name, &to->name);
-
-    ctx->fell_back = 1;
-    ctx->model = to;
-    ctx->tried = 0;
-    ctx->cache_store = 0;
-    ctx->route_reason = "fallback";
-    ctx->route_score = -1;
-
-    if (ctx->route_h) {
-        len = to->name.len + from->name.len
-              + sizeof("; reason=fallback; from=");
-        p = ngx_pnalloc(ctx->request->pool, len);
-
-        if (p) {
-            ctx->route_h->value.data = p;
-            ctx->route_h->value.len = ngx_sprintf(p, "%V; reason=fallback; "
-                                                  "from=%V", &to->name,
-                                                  &from->name)
-                                      - p;
-        }
-    }
-
-    return ngx_http_llm_backend_next(ctx);
 }
 
 
@@ -266,8 +201,13 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
 
     backend = ngx_http_llm_backend_next(ctx);
 
-    if (backend == NULL) {
-        backend = ngx_http_llm_proxy_fallback(ctx);
+    if (backend == NULL && ngx_http_llm_route_fallback(ctx) == NGX_OK) {
+        /* the fallback's backends afresh; not cached: not the asked model */
+
+        ctx->tried = 0;
+        ctx->cache_store = 0;
+
+        backend = ngx_http_llm_backend_next(ctx);
     }
 
     if (backend == NULL) {

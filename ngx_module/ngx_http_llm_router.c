@@ -2,11 +2,13 @@
 /*
  * Copyright (C) nginx-llm-gateway authors
  *
- * Model choice.  A client names a logical model or one of its aliases, or
- * the router model ("auto"), which picks the cheap or the strong model by,
- * in order: the tenant's policy, the context windows, the tenant's budget,
- * and the prompt's complexity score.  Every answer says how it was chosen
- * in "x-llm-route".
+ * Model choice.  A client names a logical model or one of its aliases
+ * (resolved here, as are tenants' lists of models), or the router model
+ * ("auto"), which picks the cheap or the strong model by, in order: the
+ * tenant's policy, the context windows, the tenant's budget, and the
+ * prompt's complexity score.  When every backend of the model is spent,
+ * its fallback model may take over.  Every answer says how its model was
+ * chosen in "x-llm-route".
  */
 
 
@@ -30,6 +32,10 @@ static ngx_int_t ngx_http_llm_route_allowed(ngx_http_llm_tenant_t *t,
     ngx_http_llm_model_t *m);
 static ngx_uint_t ngx_http_llm_route_budget(ngx_http_llm_router_t *rt,
     ngx_http_llm_tenant_t *t);
+static int64_t ngx_http_llm_route_need(ngx_http_llm_ctx_t *ctx,
+    int64_t completion);
+static u_char *ngx_http_llm_route_value(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_model_t *from, size_t *len);
 static ngx_int_t ngx_http_llm_route_set(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_model_t *m, const char *reason, double score);
 
@@ -188,6 +194,46 @@ ngx_http_llm_router_init(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf)
 }
 
 
+/* a logical model by its name or one of its aliases */
+
+ngx_http_llm_model_t *
+ngx_http_llm_find_model(ngx_http_request_t *r, ngx_str_t *name)
+{
+    ngx_str_t                 *alias;
+    ngx_uint_t                 i, j;
+    ngx_http_llm_model_t      *model;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_module);
+
+    model = lmcf->models.elts;
+
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        if (model[i].name.len == name->len
+            && ngx_strncmp(model[i].name.data, name->data, name->len) == 0)
+        {
+            return &model[i];
+        }
+    }
+
+    /* providers' model ids, and other names operators give */
+
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        alias = model[i].aliases.elts;
+
+        for (j = 0; j < model[i].aliases.nelts; j++) {
+            if (alias[j].len == name->len
+                && ngx_strncmp(alias[j].data, name->data, name->len) == 0)
+            {
+                return &model[i];
+            }
+        }
+    }
+
+    return NULL;
+}
+
+
 /*
  * The router model was asked for: ctx->model is chosen, or err says why
  * the request cannot be served.  completion: the answer's bound.
@@ -197,7 +243,6 @@ ngx_int_t
 ngx_http_llm_route(ngx_http_llm_ctx_t *ctx, int64_t completion,
     ngx_http_llm_error_t *err)
 {
-    size_t                     bytes, msgs;
     double                     score;
     int64_t                    need;
     ngx_int_t                  cheap_ok, strong_ok;
@@ -231,14 +276,9 @@ ngx_http_llm_route(ngx_http_llm_ctx_t *ctx, int64_t completion,
         return NGX_ERROR;
     }
 
-    /*
-     * 2: the context windows.  A token of llama-style tokenizers averages
-     * three bytes or more of English, code or UTF-8 text in most scripts:
-     * bytes / 3 estimates the prompt, it does not bound it.
-     */
+    /* 2: the context windows */
 
-    bytes = ngx_http_llm_prompt_bytes(ctx->json, &msgs);
-    need = (int64_t) (bytes / 3 + 8 * msgs + 16) + completion;
+    need = ngx_http_llm_route_need(ctx, completion);
 
     ctx->route_tokens = need;
 
@@ -299,6 +339,78 @@ ngx_http_llm_route(ngx_http_llm_ctx_t *ctx, int64_t completion,
 }
 
 
+/*
+ * Every backend of the model is spent: its fallback model takes over, if
+ * it has one, the tenant may use it and the request fits its context.
+ * NGX_OK: ctx->model is the fallback, and "x-llm-route" says so;
+ * NGX_DECLINED: no fallback may take over.
+ */
+
+ngx_int_t
+ngx_http_llm_route_fallback(ngx_http_llm_ctx_t *ctx)
+{
+    u_char                *p;
+    size_t                 len;
+    ngx_http_llm_model_t  *from, *to;
+
+    from = ctx->model;
+    to = from->fallback;
+
+    if (to == NULL || ctx->fell_back) {
+        return NGX_DECLINED;
+    }
+
+    if (!ngx_http_llm_route_allowed(ctx->tenant, to)) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_llm_route_need(ctx, ctx->choice_tokens)
+        > (int64_t) to->context_window)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
+                  "llm: model \"%V\" unavailable, falling back to \"%V\"",
+                  &from->name, &to->name);
+
+    ctx->fell_back = 1;
+
+    ngx_http_llm_route_set(ctx, to, "fallback", -1);
+
+    /* the header is out already: its value is rewritten in place */
+
+    if (ctx->route_h) {
+        p = ngx_http_llm_route_value(ctx, from, &len);
+
+        if (p) {
+            ctx->route_h->value.data = p;
+            ctx->route_h->value.len = len;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The tokens a request needs of a model's context: its prompt and the
+ * answer's bound.  A token of llama-style tokenizers averages three bytes
+ * or more of English, code or UTF-8 text in most scripts: bytes / 3
+ * estimates the prompt, it does not bound it.
+ */
+
+static int64_t
+ngx_http_llm_route_need(ngx_http_llm_ctx_t *ctx, int64_t completion)
+{
+    size_t  bytes, msgs;
+
+    bytes = ngx_http_llm_prompt_bytes(ctx->json, &msgs);
+
+    return (int64_t) (bytes / 3 + 8 * msgs + 16) + completion;
+}
+
+
 /* the route header, also for a model the client named */
 
 ngx_int_t
@@ -307,22 +419,9 @@ ngx_http_llm_route_header(ngx_http_llm_ctx_t *ctx)
     u_char  *p;
     size_t   len;
 
-    len = ctx->model->name.len + sizeof("; reason=; score=") + 32
-          + ngx_strlen(ctx->route_reason);
-
-    p = ngx_pnalloc(ctx->request->pool, len);
+    p = ngx_http_llm_route_value(ctx, NULL, &len);
     if (p == NULL) {
         return NGX_ERROR;
-    }
-
-    if (ctx->route_score >= 0) {
-        *ngx_snprintf(p, len - 1, "%V; reason=%s; score=%.2f",
-                      &ctx->model->name, ctx->route_reason,
-                      ctx->route_score) = '\0';
-
-    } else {
-        *ngx_snprintf(p, len - 1, "%V; reason=%s", &ctx->model->name,
-                      ctx->route_reason) = '\0';
     }
 
     if (ngx_http_llm_add_header(ctx->request, "x-llm-route", (char *) p)
@@ -335,6 +434,50 @@ ngx_http_llm_route_header(ngx_http_llm_ctx_t *ctx)
     ctx->route_h = ngx_http_llm_last_header(ctx->request);
 
     return NGX_OK;
+}
+
+
+/*
+ * The header's value, NUL-terminated: the model, how it was chosen and,
+ * after a fallback, the model it stands in for.
+ */
+
+static u_char *
+ngx_http_llm_route_value(ngx_http_llm_ctx_t *ctx, ngx_http_llm_model_t *from,
+    size_t *len)
+{
+    u_char  *p, *last;
+    size_t   n;
+
+    n = ctx->model->name.len + sizeof("; reason=; score=") + 32
+        + ngx_strlen(ctx->route_reason);
+
+    if (from) {
+        n += sizeof("; from=") - 1 + from->name.len;
+    }
+
+    p = ngx_pnalloc(ctx->request->pool, n);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    last = ngx_snprintf(p, n - 1, "%V; reason=%s", &ctx->model->name,
+                        ctx->route_reason);
+
+    if (ctx->route_score >= 0) {
+        last = ngx_snprintf(last, p + n - 1 - last, "; score=%.2f",
+                            ctx->route_score);
+    }
+
+    if (from) {
+        last = ngx_snprintf(last, p + n - 1 - last, "; from=%V",
+                            &from->name);
+    }
+
+    *last = '\0';
+    *len = last - p;
+
+    return p;
 }
 
 
@@ -358,6 +501,39 @@ ngx_http_llm_route_allowed(ngx_http_llm_tenant_t *t, ngx_http_llm_model_t *m)
     }
 
     return ngx_http_llm_model_allowed(&t->models, &m->name);
+}
+
+
+/* a name in a tenant's list of models: "a, b,c" */
+
+ngx_int_t
+ngx_http_llm_model_allowed(ngx_str_t *list, ngx_str_t *name)
+{
+    u_char  *p, *last, *comma;
+
+    p = list->data;
+    last = list->data + list->len;
+
+    while (p < last) {
+        comma = ngx_strlchr(p, last, ',');
+        if (comma == NULL) {
+            comma = last;
+        }
+
+        while (p < comma && *p == ' ') {
+            p++;
+        }
+
+        if ((size_t) (comma - p) == name->len
+            && ngx_strncmp(p, name->data, name->len) == 0)
+        {
+            return 1;
+        }
+
+        p = comma + 1;
+    }
+
+    return 0;
 }
 
 
