@@ -42,13 +42,16 @@
 
 
 /* what a hosted provider wants that the OpenAI API does not say */
+
+#define NGX_HTTP_LLM_PROVIDER_STREAM_OPTIONS  0x01  /* takes stream_options */
+#define NGX_HTTP_LLM_PROVIDER_ATTRIBUTION     0x02  /* HTTP-Referer, X-Title */
+#define NGX_HTTP_LLM_PROVIDER_USAGE_INCLUDE   0x04  /* "usage":{"include"} */
+#define NGX_HTTP_LLM_PROVIDER_X_GROQ          0x08  /* usage in x_groq */
+
 typedef struct {
     ngx_str_t                   name;
     const char                 *base;       /* the default base URL */
-    unsigned                    stream_options:1;  /* takes it */
-    unsigned                    attribution:1;     /* HTTP-Referer, X-Title */
-    unsigned                    usage_include:1;   /* "usage":{"include"} */
-    unsigned                    x_groq:1;          /* usage in x_groq */
+    ngx_uint_t                  flags;      /* NGX_HTTP_LLM_PROVIDER_* */
 } ngx_http_llm_provider_t;
 
 

@@ -84,15 +84,18 @@ static ngx_int_t  ngx_http_llm_slot = -1;
  */
 
 static ngx_http_llm_provider_t  ngx_http_llm_providers[] = {
-    { ngx_string("together"), "https://api.together.xyz/v1", 1, 0, 0, 0 },
+    { ngx_string("together"), "https://api.together.xyz/v1",
+      NGX_HTTP_LLM_PROVIDER_STREAM_OPTIONS },
     { ngx_string("fireworks"), "https://api.fireworks.ai/inference/v1",
-      1, 0, 0, 0 },
+      NGX_HTTP_LLM_PROVIDER_STREAM_OPTIONS },
     { ngx_string("deepinfra"), "https://api.deepinfra.com/v1/openai",
-      1, 0, 0, 0 },
-    { ngx_string("openrouter"), "https://openrouter.ai/api/v1", 0, 1, 1, 0 },
-    { ngx_string("mistral"), "https://api.mistral.ai/v1", 0, 0, 0, 0 },
-    { ngx_string("groq"), "https://api.groq.com/openai/v1", 0, 0, 0, 1 },
-    { ngx_null_string, NULL, 0, 0, 0, 0 }
+      NGX_HTTP_LLM_PROVIDER_STREAM_OPTIONS },
+    { ngx_string("openrouter"), "https://openrouter.ai/api/v1",
+      NGX_HTTP_LLM_PROVIDER_ATTRIBUTION|NGX_HTTP_LLM_PROVIDER_USAGE_INCLUDE },
+    { ngx_string("mistral"), "https://api.mistral.ai/v1", 0 },
+    { ngx_string("groq"), "https://api.groq.com/openai/v1",
+      NGX_HTTP_LLM_PROVIDER_X_GROQ },
+    { ngx_null_string, NULL, 0 }
 };
 
 

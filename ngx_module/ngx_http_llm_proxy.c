@@ -161,7 +161,7 @@ ngx_http_llm_proxy_request(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b)
         h = curl_slist_append(h, (char *) b->auth.data);
     }
 
-    if (h && pv && pv->attribution) {
+    if (h && pv && (pv->flags & NGX_HTTP_LLM_PROVIDER_ATTRIBUTION)) {
         lmcf = ngx_http_get_module_main_conf(ctx->request,
                                              ngx_http_llm_module);
 

@@ -766,7 +766,9 @@ ngx_http_llm_upstream_body(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b,
      * itself); the client's other stream options are kept
      */
 
-    if (ctx->stream && (pv == NULL || pv->stream_options)) {
+    if (ctx->stream
+        && (pv == NULL || (pv->flags & NGX_HTTP_LLM_PROVIDER_STREAM_OPTIONS)))
+    {
         opts = cJSON_AddObjectToObject(out, "stream_options");
         if (opts == NULL) {
             goto failed;
@@ -793,7 +795,7 @@ ngx_http_llm_upstream_body(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b,
 
     /* OpenRouter reports usage only when asked to: the gateway needs it */
 
-    if (pv && pv->usage_include) {
+    if (pv && (pv->flags & NGX_HTTP_LLM_PROVIDER_USAGE_INCLUDE)) {
         u = cJSON_AddObjectToObject(out, "usage");
         if (u == NULL || cJSON_AddTrueToObject(u, "include") == NULL) {
             goto failed;
@@ -833,5 +835,6 @@ ngx_http_llm_body_own(const char *name, ngx_http_llm_provider_t *pv)
            || ngx_strcmp(name, "max_tokens") == 0
            || ngx_strcmp(name, "max_completion_tokens") == 0
            || ngx_strcmp(name, "stream_options") == 0
-           || (pv && pv->usage_include && ngx_strcmp(name, "usage") == 0);
+           || (pv && (pv->flags & NGX_HTTP_LLM_PROVIDER_USAGE_INCLUDE)
+               && ngx_strcmp(name, "usage") == 0);
 }

@@ -229,7 +229,9 @@ ngx_http_llm_fuzz_check(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b,
 
     pv = b->provider;
 
-    if (ctx->stream && (pv == NULL || pv->stream_options)) {
+    if (ctx->stream
+        && (pv == NULL || (pv->flags & NGX_HTTP_LLM_PROVIDER_STREAM_OPTIONS)))
+    {
         opts = cJSON_GetObjectItemCaseSensitive(up, "stream_options");
         item = cJSON_GetObjectItemCaseSensitive(opts, "include_usage");
 
@@ -237,7 +239,7 @@ ngx_http_llm_fuzz_check(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b,
                                  "a stream without include_usage");
     }
 
-    if (pv && pv->usage_include) {
+    if (pv && (pv->flags & NGX_HTTP_LLM_PROVIDER_USAGE_INCLUDE)) {
         opts = cJSON_GetObjectItemCaseSensitive(up, "usage");
         item = cJSON_GetObjectItemCaseSensitive(opts, "include");
 
