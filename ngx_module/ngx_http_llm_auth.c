@@ -9,6 +9,7 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_keys.h"
 
 
 #define NGX_HTTP_LLM_AUTH_SLOTS      4096
@@ -96,6 +97,7 @@ ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
 {
     u_char                    *p;
     size_t                     argvlen[4];
+    ngx_str_t                  hash;
     ngx_int_t                  rc;
     ngx_uint_t                 i;
     const char                *argv[4];
@@ -146,19 +148,17 @@ ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
         return NGX_ERROR;
     }
 
-    p = ngx_pnalloc(r->pool,
-                    sizeof("llm:key:") - 1 + NGX_HTTP_LLM_SHA256_HEX_LEN);
+    hash.data = ctx->key_hash;
+    hash.len = NGX_HTTP_LLM_SHA256_HEX_LEN;
+
+    p = ngx_pnalloc(r->pool, NGX_HTTP_LLM_KEY_API_KEY_LEN + hash.len);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(p, "llm:key:", sizeof("llm:key:") - 1);
-    ngx_memcpy(p + sizeof("llm:key:") - 1, ctx->key_hash,
-               NGX_HTTP_LLM_SHA256_HEX_LEN);
-
     ngx_http_llm_arg_lit(argv, argvlen, 0, "HMGET");
     argv[1] = (char *) p;
-    argvlen[1] = sizeof("llm:key:") - 1 + NGX_HTTP_LLM_SHA256_HEX_LEN;
+    argvlen[1] = ngx_sprintf(p, NGX_HTTP_LLM_KEY_API_KEY, &hash) - p;
     ngx_http_llm_arg_lit(argv, argvlen, 2, "tenant");
     ngx_http_llm_arg_lit(argv, argvlen, 3, "revoked");
 
@@ -314,19 +314,16 @@ ngx_http_llm_auth_fetch_tenant(ngx_http_llm_ctx_t *ctx, ngx_str_t *id)
     size_t        argvlen[2];
     const char   *argv[2];
 
-    p = ngx_pnalloc(ctx->request->pool, sizeof("llm:tenant:") - 1 + id->len);
+    p = ngx_pnalloc(ctx->request->pool, NGX_HTTP_LLM_KEY_TENANT_LEN + id->len);
     if (p == NULL) {
         return NGX_ERROR;
     }
-
-    ngx_memcpy(p, "llm:tenant:", sizeof("llm:tenant:") - 1);
-    ngx_memcpy(p + sizeof("llm:tenant:") - 1, id->data, id->len);
 
     ctx->tenant_id = *id;
 
     ngx_http_llm_arg_lit(argv, argvlen, 0, "HGETALL");
     argv[1] = (char *) p;
-    argvlen[1] = sizeof("llm:tenant:") - 1 + id->len;
+    argvlen[1] = ngx_sprintf(p, NGX_HTTP_LLM_KEY_TENANT, id) - p;
 
     ctx->redis = ngx_http_llm_redis_command(2, argv, argvlen,
                                             ngx_http_llm_auth_tenant_reply,

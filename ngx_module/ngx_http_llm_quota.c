@@ -9,6 +9,7 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_keys.h"
 
 
 /*
@@ -515,10 +516,12 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
 
         argc = NGX_HTTP_LLM_SCRIPT_HEAD;
 
-        ngx_http_llm_argv("llm:{%V}:win", &t->id);
-        ngx_http_llm_argv("llm:{%V}:spend:d:%V", &t->id, &first->key_day);
-        ngx_http_llm_argv("llm:{%V}:spend:m:%V", &t->id, &first->key_month);
-        ngx_http_llm_argv("llm:{%V}:inflight", &t->id);
+        ngx_http_llm_argv(NGX_HTTP_LLM_KEY_WIN, &t->id);
+        ngx_http_llm_argv(NGX_HTTP_LLM_KEY_SPEND_DAY, &t->id,
+                          &first->key_day);
+        ngx_http_llm_argv(NGX_HTTP_LLM_KEY_SPEND_MONTH, &t->id,
+                          &first->key_month);
+        ngx_http_llm_argv(NGX_HTTP_LLM_KEY_INFLIGHT, &t->id);
 
         ngx_http_llm_argv("%i", t->rpm);
         ngx_http_llm_argv("%i", t->tpm);
@@ -1182,9 +1185,12 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
         argc = NGX_HTTP_LLM_SETTLE_ARGS + NGX_HTTP_LLM_SETTLE_FIELDS * n;
         size = sizeof(ngx_http_llm_pending_t)
                + argc * (sizeof(char *) + sizeof(size_t))
+               + NGX_HTTP_LLM_KEY_WIN_LEN + NGX_HTTP_LLM_KEY_SPEND_DAY_LEN
+               + NGX_HTTP_LLM_KEY_SPEND_MONTH_LEN + NGX_HTTP_LLM_KEY_USAGE_LEN
+               + NGX_HTTP_LLM_KEY_SETTLED_LEN + NGX_HTTP_LLM_KEY_INFLIGHT_LEN
+               + NGX_HTTP_LLM_KEY_SWEPT_LEN
                + NGX_HTTP_LLM_SETTLE_KEYS
-                 * (sizeof("llm:{}:spend:d:") + first->tenant.len
-                    + NGX_HTTP_LLM_DAY_LEN)
+                 * (first->tenant.len + NGX_HTTP_LLM_DAY_LEN)
                + 2 * NGX_INT_T_LEN;
 
         for (rec = group; rec; rec = rec->next) {
@@ -1207,17 +1213,17 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
             argvlen = pd->argvlen;
             argc = NGX_HTTP_LLM_SCRIPT_HEAD;
 
-            ngx_http_llm_argv("llm:{%V}:win", &first->tenant);
-            ngx_http_llm_argv("llm:{%V}:spend:d:%V", &first->tenant,
+            ngx_http_llm_argv(NGX_HTTP_LLM_KEY_WIN, &first->tenant);
+            ngx_http_llm_argv(NGX_HTTP_LLM_KEY_SPEND_DAY, &first->tenant,
                               &first->day);
-            ngx_http_llm_argv("llm:{%V}:spend:m:%V", &first->tenant,
+            ngx_http_llm_argv(NGX_HTTP_LLM_KEY_SPEND_MONTH, &first->tenant,
                               &first->month);
-            ngx_http_llm_argv("llm:{%V}:usage:%V", &first->tenant,
+            ngx_http_llm_argv(NGX_HTTP_LLM_KEY_USAGE, &first->tenant,
                               &first->day);
-            ngx_http_llm_argv("llm:{%V}:settled:%V", &first->tenant,
+            ngx_http_llm_argv(NGX_HTTP_LLM_KEY_SETTLED, &first->tenant,
                               &first->day);
-            ngx_http_llm_argv("llm:{%V}:inflight", &first->tenant);
-            ngx_http_llm_argv("llm:{%V}:swept:%V", &first->tenant,
+            ngx_http_llm_argv(NGX_HTTP_LLM_KEY_INFLIGHT, &first->tenant);
+            ngx_http_llm_argv(NGX_HTTP_LLM_KEY_SWEPT, &first->tenant,
                               &first->day);
             ngx_http_llm_argv("7776000");    /* usage records: 90 days */
             ngx_http_llm_argv("%ui", n);
@@ -1627,7 +1633,7 @@ ngx_http_llm_sweep_start(ngx_event_t *ev)
         - ngx_http_llm_sweep.lock;
 
     ngx_http_llm_arg_lit(argv, argvlen, 0, "SET");
-    ngx_http_llm_arg_lit(argv, argvlen, 1, "llm:sweep:lock");
+    ngx_http_llm_arg_lit(argv, argvlen, 1, NGX_HTTP_LLM_KEY_SWEEP_LOCK);
     argv[2] = (char *) ngx_http_llm_sweep.lock;
     argvlen[2] = ngx_http_llm_sweep.lock_len;
     ngx_http_llm_arg_lit(argv, argvlen, 3, "NX");
@@ -1668,7 +1674,7 @@ ngx_http_llm_sweep_scan(void)
     argv[1] = (char *) ngx_http_llm_sweep.scan;
     argvlen[1] = ngx_strlen(ngx_http_llm_sweep.scan);
     ngx_http_llm_arg_lit(argv, argvlen, 2, "MATCH");
-    ngx_http_llm_arg_lit(argv, argvlen, 3, "llm:{*}:inflight");
+    ngx_http_llm_arg_lit(argv, argvlen, 3, NGX_HTTP_LLM_KEY_INFLIGHT_MATCH);
     ngx_http_llm_arg_lit(argv, argvlen, 4, "COUNT");
     ngx_http_llm_arg_lit(argv, argvlen, 5, NGX_HTTP_LLM_SWEEP_COUNT);
 
