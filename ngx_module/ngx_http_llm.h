@@ -487,11 +487,15 @@ ngx_int_t ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
 void ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_quota_cancel(ngx_http_llm_ctx_t *ctx);
-void ngx_http_llm_usage_abandon(ngx_http_llm_ctx_t *ctx);
-void ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
-    int64_t *completion, int64_t *cost);
+
+/* ngx_http_llm_usage.c */
+int64_t ngx_http_llm_cost_exact(int64_t prompt, int64_t completion,
+    ngx_uint_t price_in, ngx_uint_t price_out);
 int64_t ngx_http_llm_cost(int64_t prompt, int64_t completion,
     ngx_uint_t price_in, ngx_uint_t price_out);
+void ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
+    int64_t *completion, int64_t *cost);
+void ngx_http_llm_usage_abandon(ngx_http_llm_ctx_t *ctx);
 ngx_int_t ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx,
     ngx_uint_t trailer);
 
