@@ -261,8 +261,18 @@ typedef enum {
     NGX_HTTP_LLM_PHASE_ADMIT,
     NGX_HTTP_LLM_PHASE_CACHE,
     NGX_HTTP_LLM_PHASE_PROXY,
+    NGX_HTTP_LLM_PHASE_FAIL,        /* a service's reply: send ctx->error */
     NGX_HTTP_LLM_PHASE_DONE
 } ngx_http_llm_phase_e;
+
+
+typedef struct {
+    ngx_uint_t                  status;
+    const char                 *type;
+    const char                 *code;
+    const char                 *param;
+    u_char                      message[256];
+} ngx_http_llm_error_t;
 
 
 typedef enum {
@@ -277,6 +287,7 @@ typedef struct {
     ngx_http_request_t         *request;
     ngx_http_llm_loc_conf_t    *conf;
     ngx_http_llm_phase_e        phase;
+    ngx_http_llm_error_t        error;         /* PHASE_FAIL; no type: 500 */
 
     /* tenant and quota */
     u_char                      key_hash[NGX_HTTP_LLM_SHA256_HEX_LEN];
@@ -422,15 +433,6 @@ struct ngx_http_llm_admit_batch_s {
     ngx_uint_t                  n;
     ngx_http_llm_ctx_t         *ctx[1];        /* NULL: went away */
 };
-
-
-typedef struct {
-    ngx_uint_t                  status;
-    const char                 *type;
-    const char                 *code;
-    const char                 *param;
-    u_char                      message[256];
-} ngx_http_llm_error_t;
 
 
 extern ngx_module_t      ngx_http_llm_module;

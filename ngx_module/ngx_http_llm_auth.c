@@ -44,6 +44,7 @@ static ngx_int_t ngx_http_llm_auth_fetch_tenant(ngx_http_llm_ctx_t *ctx,
     ngx_str_t *id);
 static void ngx_http_llm_auth_key_reply(redisReply *reply, void *data);
 static void ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data);
+static void ngx_http_llm_auth_resume(ngx_http_llm_ctx_t *ctx, ngx_int_t rc);
 static void ngx_http_llm_auth_store(u_char *hex, ngx_uint_t state,
     ngx_http_llm_tenant_t *tenant, ngx_msec_t ttl);
 static ngx_int_t ngx_http_llm_auth_cached(ngx_http_llm_ctx_t *ctx,
@@ -247,8 +248,8 @@ ngx_http_llm_auth_key_reply(redisReply *reply, void *data)
 {
     ngx_http_llm_ctx_t *ctx = data;
 
-    ngx_str_t             id;
-    ngx_http_llm_error_t  err;
+    ngx_int_t  rc;
+    ngx_str_t  id;
 
     ctx->redis = NULL;
 
@@ -256,12 +257,8 @@ ngx_http_llm_auth_key_reply(redisReply *reply, void *data)
         || reply->type != REDIS_REPLY_ARRAY
         || reply->elements != 2)
     {
-        if (ngx_http_llm_auth_offline(ctx, &err) != NGX_OK) {
-            ngx_http_llm_fail(ctx, &err);
-            return;
-        }
-
-        ngx_http_llm_run(ctx);
+        rc = ngx_http_llm_auth_offline(ctx, &ctx->error);
+        ngx_http_llm_auth_resume(ctx, rc);
         return;
     }
 
@@ -275,15 +272,16 @@ ngx_http_llm_auth_key_reply(redisReply *reply, void *data)
         /* unknown or revoked; a short negative entry spares Redis */
         ngx_http_llm_auth_store(ctx->key_hash, NGX_HTTP_LLM_AUTH_DENIED, NULL,
                                 NGX_HTTP_LLM_AUTH_NEG_TTL);
-        ngx_http_llm_auth_deny(&err);
-        ngx_http_llm_fail(ctx, &err);
+        ngx_http_llm_auth_deny(&ctx->error);
+        ngx_http_llm_auth_resume(ctx, NGX_ERROR);
         return;
     }
 
     id.len = reply->element[0]->len;
     id.data = ngx_pnalloc(ctx->request->pool, id.len);
     if (id.data == NULL) {
-        ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        ctx->error.type = NULL;
+        ngx_http_llm_auth_resume(ctx, NGX_ERROR);
         return;
     }
 
@@ -291,18 +289,14 @@ ngx_http_llm_auth_key_reply(redisReply *reply, void *data)
 
     if (!ngx_http_llm_tenant_id_valid(&id)) {
         ctx->tenant_id = id;
-        ngx_http_llm_auth_no_tenant(ctx, "invalid tenant id", &err);
-        ngx_http_llm_fail(ctx, &err);
+        ngx_http_llm_auth_no_tenant(ctx, "invalid tenant id", &ctx->error);
+        ngx_http_llm_auth_resume(ctx, NGX_ERROR);
         return;
     }
 
     if (ngx_http_llm_auth_fetch_tenant(ctx, &id) != NGX_OK) {
-        if (ngx_http_llm_auth_offline(ctx, &err) != NGX_OK) {
-            ngx_http_llm_fail(ctx, &err);
-            return;
-        }
-
-        ngx_http_llm_run(ctx);
+        rc = ngx_http_llm_auth_offline(ctx, &ctx->error);
+        ngx_http_llm_auth_resume(ctx, rc);
     }
 }
 
@@ -338,8 +332,8 @@ ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data)
 {
     ngx_http_llm_ctx_t *ctx = data;
 
+    ngx_int_t                  rc;
     const char                *why;
-    ngx_http_llm_error_t       err;
     ngx_http_llm_tenant_t      t;
     ngx_http_llm_main_conf_t  *lmcf;
 
@@ -349,18 +343,14 @@ ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data)
         && reply->type == REDIS_REPLY_ERROR
         && ngx_strncmp(reply->str, "WRONGTYPE", sizeof("WRONGTYPE") - 1) == 0)
     {
-        ngx_http_llm_auth_no_tenant(ctx, "not a hash", &err);
-        ngx_http_llm_fail(ctx, &err);
+        ngx_http_llm_auth_no_tenant(ctx, "not a hash", &ctx->error);
+        ngx_http_llm_auth_resume(ctx, NGX_ERROR);
         return;
     }
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
-        if (ngx_http_llm_auth_offline(ctx, &err) != NGX_OK) {
-            ngx_http_llm_fail(ctx, &err);
-            return;
-        }
-
-        ngx_http_llm_run(ctx);
+        rc = ngx_http_llm_auth_offline(ctx, &ctx->error);
+        ngx_http_llm_auth_resume(ctx, rc);
         return;
     }
 
@@ -370,14 +360,15 @@ ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data)
     why = ngx_http_llm_tenant_parse(&t, reply);
 
     if (why != NULL) {
-        ngx_http_llm_auth_no_tenant(ctx, why, &err);
-        ngx_http_llm_fail(ctx, &err);
+        ngx_http_llm_auth_no_tenant(ctx, why, &ctx->error);
+        ngx_http_llm_auth_resume(ctx, NGX_ERROR);
         return;
     }
 
     ctx->tenant = ngx_http_llm_tenant_dup(&t, ctx->request->pool);
     if (ctx->tenant == NULL) {
-        ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        ctx->error.type = NULL;
+        ngx_http_llm_auth_resume(ctx, NGX_ERROR);
         return;
     }
 
@@ -385,6 +376,22 @@ ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data)
 
     ngx_http_llm_auth_store(ctx->key_hash, NGX_HTTP_LLM_AUTH_TENANT,
                             ctx->tenant, lmcf->auth_cache_ttl);
+
+    ngx_http_llm_auth_resume(ctx, NGX_OK);
+}
+
+
+/*
+ * A reply's end: the request goes on, or, past NGX_OK, ends with what
+ * ctx->error says; ngx_http_llm_run() does either
+ */
+
+static void
+ngx_http_llm_auth_resume(ngx_http_llm_ctx_t *ctx, ngx_int_t rc)
+{
+    if (rc != NGX_OK) {
+        ctx->phase = NGX_HTTP_LLM_PHASE_FAIL;
+    }
 
     ngx_http_llm_run(ctx);
 }

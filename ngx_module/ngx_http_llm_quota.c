@@ -136,6 +136,8 @@ static void ngx_http_llm_admit_headers(ngx_http_llm_ctx_t *ctx,
     redisReply *reply);
 static void ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx,
     redisReply *reply);
+static void ngx_http_llm_admit_resume(ngx_http_llm_ctx_t *ctx,
+    ngx_int_t rc);
 static ngx_int_t ngx_http_llm_quota_offline(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
 static void ngx_http_llm_too_large(ngx_http_llm_error_t *err);
@@ -568,36 +570,30 @@ ngx_http_llm_admit_done(ngx_http_llm_admit_batch_t *batch, redisReply *reply,
 static void
 ngx_http_llm_admit_result(ngx_http_llm_ctx_t *ctx, redisReply *reply)
 {
-    long long              code, day, month;
-    ngx_connection_t      *c;
-    ngx_http_llm_error_t   err;
+    long long  code, day, month;
+    ngx_int_t  rc;
 
-    c = ctx->request->connection;
     ctx->admitting = 0;
 
     if (reply == NULL
         || reply->type != REDIS_REPLY_ARRAY
         || !ngx_http_llm_reply_int(reply, 0, &code))
     {
-        if (ngx_http_llm_quota_offline(ctx, &err) != NGX_OK) {
-            ngx_http_llm_fail(ctx, &err);
-            return;
-        }
-
-        ngx_http_llm_run(ctx);
-        ngx_http_run_posted_requests(c);
+        rc = ngx_http_llm_quota_offline(ctx, &ctx->error);
+        ngx_http_llm_admit_resume(ctx, rc);
         return;
     }
 
     if (code == 3) {
         /* the script's own check of what admit_flush() sent */
-        ngx_http_llm_too_large(&err);
-        ngx_http_llm_fail(ctx, &err);
+        ngx_http_llm_too_large(&ctx->error);
+        ngx_http_llm_admit_resume(ctx, NGX_ERROR);
         return;
     }
 
     if (code != 0) {
         ngx_http_llm_admit_deny(ctx, reply);
+        ngx_http_llm_admit_resume(ctx, NGX_ERROR);
         return;
     }
 
@@ -611,7 +607,31 @@ ngx_http_llm_admit_result(ngx_http_llm_ctx_t *ctx, redisReply *reply)
         ngx_http_llm_router_spend(ctx->tenant, day, month);
     }
 
+    ngx_http_llm_admit_resume(ctx, NGX_OK);
+}
+
+
+/*
+ * The admission's end: the request goes on, or, past NGX_OK, ends with
+ * what ctx->error says; ngx_http_llm_run() does either
+ */
+
+static void
+ngx_http_llm_admit_resume(ngx_http_llm_ctx_t *ctx, ngx_int_t rc)
+{
+    ngx_connection_t  *c;
+
+    if (rc != NGX_OK) {
+        ctx->phase = NGX_HTTP_LLM_PHASE_FAIL;
+        ngx_http_llm_run(ctx);
+        return;
+    }
+
+    c = ctx->request->connection;
+
     ngx_http_llm_run(ctx);
+
+    /* we are in a Redis callback: nginx will not do this for us */
     ngx_http_run_posted_requests(c);
 }
 
@@ -697,6 +717,8 @@ ngx_http_llm_limit_headers(ngx_http_request_t *r, const char *what,
 }
 
 
+/* a refusal: why in ctx->error, and when to try again in Retry-After */
+
 static void
 ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
 {
@@ -704,9 +726,10 @@ ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
     long long              code, retry;
     ngx_str_t              what;
     ngx_http_request_t    *r;
-    ngx_http_llm_error_t   err;
+    ngx_http_llm_error_t  *err;
 
     r = ctx->request;
+    err = &ctx->error;
 
     (void) ngx_http_llm_reply_int(reply, 0, &code);
 
@@ -748,7 +771,7 @@ ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
 
         retry = (long long) (next - now) * 1000;
 
-        ngx_http_llm_set_error(&err, NGX_HTTP_TOO_MANY_REQUESTS,
+        ngx_http_llm_set_error(err, NGX_HTTP_TOO_MANY_REQUESTS,
                                "insufficient_quota", "insufficient_quota",
                                NULL, "You exceeded your %s budget; it is "
                                "renewed in %L seconds.",
@@ -756,7 +779,7 @@ ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
                                retry / 1000);
 
     } else if (what.len == sizeof("tpm_request") - 1) {
-        ngx_http_llm_set_error(&err, NGX_HTTP_TOO_MANY_REQUESTS,
+        ngx_http_llm_set_error(err, NGX_HTTP_TOO_MANY_REQUESTS,
                                "tokens", "rate_limit_exceeded", NULL,
                                "Request too large: it may need %L tokens, "
                                "the limit is %i tokens per minute.",
@@ -764,7 +787,7 @@ ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
         retry = 60000;
 
     } else {
-        ngx_http_llm_set_error(&err, NGX_HTTP_TOO_MANY_REQUESTS,
+        ngx_http_llm_set_error(err, NGX_HTTP_TOO_MANY_REQUESTS,
                                what.len == 3 && what.data[0] == 't'
                                ? "tokens" : "requests",
                                "rate_limit_exceeded", NULL,
@@ -780,8 +803,6 @@ ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
         *ngx_sprintf(p, "%L", (retry + 999) / 1000) = '\0';
         (void) ngx_http_llm_add_header(r, "Retry-After", (char *) p);
     }
-
-    ngx_http_llm_fail(ctx, &err);
 }
 
 
