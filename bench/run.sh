@@ -15,6 +15,13 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+# the Redis key names: config.sh's redis_key, on the list in redis/keys
+eval "$(sed -n '/^redis_key() {/,/^}/p' "$ROOT/config.sh")"
+declare -F redis_key >/dev/null || die "config.sh has no redis_key()"
+
 MODULE=${LLM_MODULE:-$ROOT/build/modules/ngx_http_llm_module.so}
 DUR=${BENCH_DURATION:-5s}
 # BENCH_PIN=1: the servers under test and the upstream on CPU 0, wrk and
@@ -90,8 +97,10 @@ $CLI redis-server --bind 127.0.0.1 --port "$RPORT" --save '' --appendonly no --d
     --dir "$W" --logfile "$W/redis.log" >/dev/null
 KEY=sk-bench-key
 HASH=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
-redis-cli -p "$RPORT" HSET "llm:key:$HASH" tenant bench revoked 0 >/dev/null
-redis-cli -p "$RPORT" HSET llm:tenant:bench rpm 100000000 tpm 1000000000000 \
+redis-cli -p "$RPORT" HSET "$(redis_key API_KEY "$HASH")" tenant bench \
+    revoked 0 >/dev/null
+redis-cli -p "$RPORT" HSET "$(redis_key TENANT bench)" rpm 100000000 \
+    tpm 1000000000000 \
     budget_day_usd 100000000 >/dev/null
 conf gateway "llm_redis 127.0.0.1:$RPORT;
 llm_model bench-json { backend http://127.0.0.1:$UP/json/v1 price=0.60/0.60; }

@@ -264,8 +264,18 @@ typedef enum {
     NGX_HTTP_LLM_PHASE_ADMIT,
     NGX_HTTP_LLM_PHASE_CACHE,
     NGX_HTTP_LLM_PHASE_PROXY,
+    NGX_HTTP_LLM_PHASE_FAIL,        /* a service's reply: send ctx->error */
     NGX_HTTP_LLM_PHASE_DONE
 } ngx_http_llm_phase_e;
+
+
+typedef struct {
+    ngx_uint_t                  status;
+    const char                 *type;
+    const char                 *code;
+    const char                 *param;
+    u_char                      message[256];
+} ngx_http_llm_error_t;
 
 
 typedef enum {
@@ -280,6 +290,7 @@ typedef struct {
     ngx_http_request_t         *request;
     ngx_http_llm_loc_conf_t    *conf;
     ngx_http_llm_phase_e        phase;
+    ngx_http_llm_error_t        error;         /* PHASE_FAIL; no type: 500 */
 
     /* tenant and quota */
     u_char                      key_hash[NGX_HTTP_LLM_SHA256_HEX_LEN];
@@ -427,15 +438,6 @@ struct ngx_http_llm_admit_batch_s {
 };
 
 
-typedef struct {
-    ngx_uint_t                  status;
-    const char                 *type;
-    const char                 *code;
-    const char                 *param;
-    u_char                      message[256];
-} ngx_http_llm_error_t;
-
-
 extern ngx_module_t      ngx_http_llm_module;
 
 
@@ -493,11 +495,15 @@ ngx_int_t ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
 void ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_quota_cancel(ngx_http_llm_ctx_t *ctx);
-void ngx_http_llm_usage_abandon(ngx_http_llm_ctx_t *ctx);
-void ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
-    int64_t *completion, int64_t *cost);
+
+/* ngx_http_llm_usage.c */
+int64_t ngx_http_llm_cost_exact(int64_t prompt, int64_t completion,
+    ngx_uint_t price_in, ngx_uint_t price_out);
 int64_t ngx_http_llm_cost(int64_t prompt, int64_t completion,
     ngx_uint_t price_in, ngx_uint_t price_out);
+void ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
+    int64_t *completion, int64_t *cost);
+void ngx_http_llm_usage_abandon(ngx_http_llm_ctx_t *ctx);
 ngx_int_t ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx,
     ngx_uint_t trailer);
 

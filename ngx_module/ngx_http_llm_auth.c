@@ -10,6 +10,7 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_keys.h"
 
 
 #define NGX_HTTP_LLM_AUTH_SLOTS      4096
@@ -44,6 +45,7 @@ static ngx_int_t ngx_http_llm_auth_fetch_tenant(ngx_http_llm_ctx_t *ctx,
     ngx_str_t *id);
 static void ngx_http_llm_auth_key_reply(redisReply *reply, void *data);
 static void ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data);
+static void ngx_http_llm_auth_resume(ngx_http_llm_ctx_t *ctx, ngx_int_t rc);
 static void ngx_http_llm_auth_store(u_char *hex, ngx_uint_t state,
     ngx_http_llm_tenant_t *tenant, ngx_msec_t ttl);
 static ngx_int_t ngx_http_llm_auth_cached(ngx_http_llm_ctx_t *ctx,
@@ -99,6 +101,7 @@ ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
 {
     u_char                    *p;
     size_t                     argvlen[4];
+    ngx_str_t                  hash;
     ngx_int_t                  rc;
     ngx_uint_t                 i;
     const char                *argv[4];
@@ -149,19 +152,17 @@ ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
         return NGX_ERROR;
     }
 
-    p = ngx_pnalloc(r->pool,
-                    sizeof("llm:key:") - 1 + NGX_HTTP_LLM_SHA256_HEX_LEN);
+    hash.data = ctx->key_hash;
+    hash.len = NGX_HTTP_LLM_SHA256_HEX_LEN;
+
+    p = ngx_pnalloc(r->pool, NGX_HTTP_LLM_KEY_API_KEY_LEN + hash.len);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(p, "llm:key:", sizeof("llm:key:") - 1);
-    ngx_memcpy(p + sizeof("llm:key:") - 1, ctx->key_hash,
-               NGX_HTTP_LLM_SHA256_HEX_LEN);
-
     ngx_http_llm_arg_lit(argv, argvlen, 0, "HMGET");
     argv[1] = (char *) p;
-    argvlen[1] = sizeof("llm:key:") - 1 + NGX_HTTP_LLM_SHA256_HEX_LEN;
+    argvlen[1] = ngx_sprintf(p, NGX_HTTP_LLM_KEY_API_KEY, &hash) - p;
     ngx_http_llm_arg_lit(argv, argvlen, 2, "tenant");
     ngx_http_llm_arg_lit(argv, argvlen, 3, "revoked");
 
@@ -250,8 +251,8 @@ ngx_http_llm_auth_key_reply(redisReply *reply, void *data)
 {
     ngx_http_llm_ctx_t *ctx = data;
 
-    ngx_str_t             id;
-    ngx_http_llm_error_t  err;
+    ngx_int_t  rc;
+    ngx_str_t  id;
 
     ctx->redis = NULL;
 
@@ -259,12 +260,8 @@ ngx_http_llm_auth_key_reply(redisReply *reply, void *data)
         || reply->type != REDIS_REPLY_ARRAY
         || reply->elements != 2)
     {
-        if (ngx_http_llm_auth_offline(ctx, &err) != NGX_OK) {
-            ngx_http_llm_fail(ctx, &err);
-            return;
-        }
-
-        ngx_http_llm_run(ctx);
+        rc = ngx_http_llm_auth_offline(ctx, &ctx->error);
+        ngx_http_llm_auth_resume(ctx, rc);
         return;
     }
 
@@ -278,15 +275,16 @@ ngx_http_llm_auth_key_reply(redisReply *reply, void *data)
         /* unknown or revoked; a short negative entry spares Redis */
         ngx_http_llm_auth_store(ctx->key_hash, NGX_HTTP_LLM_AUTH_DENIED, NULL,
                                 NGX_HTTP_LLM_AUTH_NEG_TTL);
-        ngx_http_llm_auth_deny(&err);
-        ngx_http_llm_fail(ctx, &err);
+        ngx_http_llm_auth_deny(&ctx->error);
+        ngx_http_llm_auth_resume(ctx, NGX_ERROR);
         return;
     }
 
     id.len = reply->element[0]->len;
     id.data = ngx_pnalloc(ctx->request->pool, id.len);
     if (id.data == NULL) {
-        ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        ctx->error.type = NULL;
+        ngx_http_llm_auth_resume(ctx, NGX_ERROR);
         return;
     }
 
@@ -294,18 +292,14 @@ ngx_http_llm_auth_key_reply(redisReply *reply, void *data)
 
     if (!ngx_http_llm_tenant_id_valid(&id)) {
         ctx->tenant_id = id;
-        ngx_http_llm_auth_no_tenant(ctx, "invalid tenant id", &err);
-        ngx_http_llm_fail(ctx, &err);
+        ngx_http_llm_auth_no_tenant(ctx, "invalid tenant id", &ctx->error);
+        ngx_http_llm_auth_resume(ctx, NGX_ERROR);
         return;
     }
 
     if (ngx_http_llm_auth_fetch_tenant(ctx, &id) != NGX_OK) {
-        if (ngx_http_llm_auth_offline(ctx, &err) != NGX_OK) {
-            ngx_http_llm_fail(ctx, &err);
-            return;
-        }
-
-        ngx_http_llm_run(ctx);
+        rc = ngx_http_llm_auth_offline(ctx, &ctx->error);
+        ngx_http_llm_auth_resume(ctx, rc);
     }
 }
 
@@ -317,19 +311,16 @@ ngx_http_llm_auth_fetch_tenant(ngx_http_llm_ctx_t *ctx, ngx_str_t *id)
     size_t        argvlen[2];
     const char   *argv[2];
 
-    p = ngx_pnalloc(ctx->request->pool, sizeof("llm:tenant:") - 1 + id->len);
+    p = ngx_pnalloc(ctx->request->pool, NGX_HTTP_LLM_KEY_TENANT_LEN + id->len);
     if (p == NULL) {
         return NGX_ERROR;
     }
-
-    ngx_memcpy(p, "llm:tenant:", sizeof("llm:tenant:") - 1);
-    ngx_memcpy(p + sizeof("llm:tenant:") - 1, id->data, id->len);
 
     ctx->tenant_id = *id;
 
     ngx_http_llm_arg_lit(argv, argvlen, 0, "HGETALL");
     argv[1] = (char *) p;
-    argvlen[1] = sizeof("llm:tenant:") - 1 + id->len;
+    argvlen[1] = ngx_sprintf(p, NGX_HTTP_LLM_KEY_TENANT, id) - p;
 
     ctx->redis = ngx_http_llm_redis_command(2, argv, argvlen,
                                             ngx_http_llm_auth_tenant_reply,
@@ -344,8 +335,8 @@ ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data)
 {
     ngx_http_llm_ctx_t *ctx = data;
 
+    ngx_int_t                  rc;
     const char                *why;
-    ngx_http_llm_error_t       err;
     ngx_http_llm_tenant_t      t;
     ngx_http_llm_main_conf_t  *lmcf;
 
@@ -355,18 +346,14 @@ ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data)
         && reply->type == REDIS_REPLY_ERROR
         && ngx_strncmp(reply->str, "WRONGTYPE", sizeof("WRONGTYPE") - 1) == 0)
     {
-        ngx_http_llm_auth_no_tenant(ctx, "not a hash", &err);
-        ngx_http_llm_fail(ctx, &err);
+        ngx_http_llm_auth_no_tenant(ctx, "not a hash", &ctx->error);
+        ngx_http_llm_auth_resume(ctx, NGX_ERROR);
         return;
     }
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
-        if (ngx_http_llm_auth_offline(ctx, &err) != NGX_OK) {
-            ngx_http_llm_fail(ctx, &err);
-            return;
-        }
-
-        ngx_http_llm_run(ctx);
+        rc = ngx_http_llm_auth_offline(ctx, &ctx->error);
+        ngx_http_llm_auth_resume(ctx, rc);
         return;
     }
 
@@ -376,14 +363,15 @@ ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data)
     why = ngx_http_llm_tenant_parse(&t, reply);
 
     if (why != NULL) {
-        ngx_http_llm_auth_no_tenant(ctx, why, &err);
-        ngx_http_llm_fail(ctx, &err);
+        ngx_http_llm_auth_no_tenant(ctx, why, &ctx->error);
+        ngx_http_llm_auth_resume(ctx, NGX_ERROR);
         return;
     }
 
     ctx->tenant = ngx_http_llm_tenant_dup(&t, ctx->request->pool);
     if (ctx->tenant == NULL) {
-        ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        ctx->error.type = NULL;
+        ngx_http_llm_auth_resume(ctx, NGX_ERROR);
         return;
     }
 
@@ -391,6 +379,22 @@ ngx_http_llm_auth_tenant_reply(redisReply *reply, void *data)
 
     ngx_http_llm_auth_store(ctx->key_hash, NGX_HTTP_LLM_AUTH_TENANT,
                             ctx->tenant, lmcf->auth_cache_ttl);
+
+    ngx_http_llm_auth_resume(ctx, NGX_OK);
+}
+
+
+/*
+ * A reply's end: the request goes on, or, past NGX_OK, ends with what
+ * ctx->error says; ngx_http_llm_run() does either
+ */
+
+static void
+ngx_http_llm_auth_resume(ngx_http_llm_ctx_t *ctx, ngx_int_t rc)
+{
+    if (rc != NGX_OK) {
+        ctx->phase = NGX_HTTP_LLM_PHASE_FAIL;
+    }
 
     ngx_http_llm_run(ctx);
 }

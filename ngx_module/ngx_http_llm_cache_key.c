@@ -9,6 +9,7 @@
 
 #include "ngx_http_llm.h"
 #include "ngx_http_llm_cache.h"
+#include "ngx_http_llm_keys.h"
 
 
 #define NGX_HTTP_LLM_CANON_KEEP      (1024 * 1024)
@@ -51,7 +52,7 @@ ngx_http_llm_cache_key(ngx_http_llm_ctx_t *ctx)
 {
     u_char                *p;
     size_t                 len;
-    ngx_str_t              scope;
+    ngx_str_t              scope, sha;
     ngx_http_request_t    *r;
     ngx_http_llm_canon_t   c;
     u_char                 hex[NGX_HTTP_LLM_SHA256_HEX_LEN];
@@ -90,8 +91,11 @@ ngx_http_llm_cache_key(ngx_http_llm_ctx_t *ctx)
         ngx_str_set(&scope, "-");
     }
 
-    len = sizeof("llm:cache::{}:lock") - 1 + scope.len
-          + NGX_HTTP_LLM_SHA256_HEX_LEN;
+    sha.data = hex;
+    sha.len = NGX_HTTP_LLM_SHA256_HEX_LEN;
+
+    len = NGX_HTTP_LLM_KEY_CACHE_LEN + NGX_HTTP_LLM_KEY_CACHE_LOCK_LEN
+          + 2 * (scope.len + sha.len);
 
     p = ngx_pnalloc(r->pool, len + 1);
     if (p == NULL) {
@@ -99,12 +103,11 @@ ngx_http_llm_cache_key(ngx_http_llm_ctx_t *ctx)
     }
 
     ctx->cache_key.data = p;
-    p = ngx_sprintf(p, "llm:cache:%V:{%*s}", &scope,
-                    (size_t) NGX_HTTP_LLM_SHA256_HEX_LEN, hex);
+    p = ngx_sprintf(p, NGX_HTTP_LLM_KEY_CACHE, &scope, &sha);
     ctx->cache_key.len = p - ctx->cache_key.data;
 
-    ctx->cache_lock.data = ctx->cache_key.data;
-    p = ngx_sprintf(p, ":lock");
+    ctx->cache_lock.data = p;
+    p = ngx_sprintf(p, NGX_HTTP_LLM_KEY_CACHE_LOCK, &scope, &sha);
     ctx->cache_lock.len = p - ctx->cache_lock.data;
     *p = '\0';
 

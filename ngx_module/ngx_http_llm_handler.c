@@ -241,6 +241,21 @@ ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
             ngx_http_run_posted_requests(c);
             return;
 
+        case NGX_HTTP_LLM_PHASE_FAIL:
+
+            /* a service's reply ended the request; ctx->error says how */
+
+            if (ctx->error.type == NULL) {
+                /* no memory for an error of ours: nginx's own 500 */
+                ctx->phase = NGX_HTTP_LLM_PHASE_DONE;
+                ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+                ngx_http_run_posted_requests(c);
+                return;
+            }
+
+            ngx_http_llm_fail(ctx, &ctx->error);
+            return;
+
         default:
             return;
         }

@@ -9,6 +9,7 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_keys.h"
 
 
 /*
@@ -125,8 +126,6 @@ typedef struct {
 
 
 static void ngx_http_llm_quota_ready(void *data);
-static int64_t ngx_http_llm_cost_exact(int64_t prompt, int64_t completion,
-    ngx_uint_t price_in, ngx_uint_t price_out);
 static ngx_uint_t ngx_http_llm_same_batch(ngx_http_llm_ctx_t *a,
     ngx_http_llm_ctx_t *b);
 static void ngx_http_llm_admit_flush(ngx_event_t *ev);
@@ -137,6 +136,8 @@ static void ngx_http_llm_admit_headers(ngx_http_llm_ctx_t *ctx,
     redisReply *reply);
 static void ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx,
     redisReply *reply);
+static void ngx_http_llm_admit_resume(ngx_http_llm_ctx_t *ctx,
+    ngx_int_t rc);
 static ngx_int_t ngx_http_llm_quota_offline(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
 static void ngx_http_llm_too_large(ngx_http_llm_error_t *err);
@@ -215,56 +216,6 @@ static void
 ngx_http_llm_quota_ready(void *data)
 {
     ngx_http_llm_quota_flush();
-}
-
-
-/*
- * The cost of tokens at a price in micro-dollars per million, rounded up;
- * -1 when it is past NGX_HTTP_LLM_AMOUNT_MAX or the tokens are negative
- */
-
-static int64_t
-ngx_http_llm_cost_exact(int64_t prompt, int64_t completion,
-    ngx_uint_t price_in, ngx_uint_t price_out)
-{
-    uint64_t  a, b, max;
-
-    if (prompt < 0 || completion < 0) {
-        return -1;
-    }
-
-    /* AMOUNT_MAX micro-dollars in millionths; 1e19 fits in 64 bits */
-    max = (uint64_t) NGX_HTTP_LLM_AMOUNT_MAX * 1000000;
-
-    if ((price_in && (uint64_t) prompt > max / price_in)
-        || (price_out && (uint64_t) completion > max / price_out))
-    {
-        return -1;
-    }
-
-    a = (uint64_t) prompt * price_in;
-    b = (uint64_t) completion * price_out;
-
-    if (a > max - b) {
-        return -1;
-    }
-
-    return (int64_t) ((a + b + 999999) / 1000000);
-}
-
-
-/* the same, for what was used: an absurd amount is charged the most */
-
-int64_t
-ngx_http_llm_cost(int64_t prompt, int64_t completion, ngx_uint_t price_in,
-    ngx_uint_t price_out)
-{
-    int64_t  n;
-
-    n = ngx_http_llm_cost_exact(ngx_max(prompt, 0), ngx_max(completion, 0),
-                                price_in, price_out);
-
-    return n < 0 ? NGX_HTTP_LLM_AMOUNT_MAX : n;
 }
 
 
@@ -515,10 +466,12 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
 
         argc = NGX_HTTP_LLM_SCRIPT_HEAD;
 
-        ngx_http_llm_argv("llm:{%V}:win", &t->id);
-        ngx_http_llm_argv("llm:{%V}:spend:d:%V", &t->id, &first->key_day);
-        ngx_http_llm_argv("llm:{%V}:spend:m:%V", &t->id, &first->key_month);
-        ngx_http_llm_argv("llm:{%V}:inflight", &t->id);
+        ngx_http_llm_argv(NGX_HTTP_LLM_KEY_WIN, &t->id);
+        ngx_http_llm_argv(NGX_HTTP_LLM_KEY_SPEND_DAY, &t->id,
+                          &first->key_day);
+        ngx_http_llm_argv(NGX_HTTP_LLM_KEY_SPEND_MONTH, &t->id,
+                          &first->key_month);
+        ngx_http_llm_argv(NGX_HTTP_LLM_KEY_INFLIGHT, &t->id);
 
         ngx_http_llm_argv("%i", t->rpm);
         ngx_http_llm_argv("%i", t->tpm);
@@ -617,36 +570,30 @@ ngx_http_llm_admit_done(ngx_http_llm_admit_batch_t *batch, redisReply *reply,
 static void
 ngx_http_llm_admit_result(ngx_http_llm_ctx_t *ctx, redisReply *reply)
 {
-    long long              code, day, month;
-    ngx_connection_t      *c;
-    ngx_http_llm_error_t   err;
+    long long  code, day, month;
+    ngx_int_t  rc;
 
-    c = ctx->request->connection;
     ctx->admitting = 0;
 
     if (reply == NULL
         || reply->type != REDIS_REPLY_ARRAY
         || !ngx_http_llm_reply_int(reply, 0, &code))
     {
-        if (ngx_http_llm_quota_offline(ctx, &err) != NGX_OK) {
-            ngx_http_llm_fail(ctx, &err);
-            return;
-        }
-
-        ngx_http_llm_run(ctx);
-        ngx_http_run_posted_requests(c);
+        rc = ngx_http_llm_quota_offline(ctx, &ctx->error);
+        ngx_http_llm_admit_resume(ctx, rc);
         return;
     }
 
     if (code == 3) {
         /* the script's own check of what admit_flush() sent */
-        ngx_http_llm_too_large(&err);
-        ngx_http_llm_fail(ctx, &err);
+        ngx_http_llm_too_large(&ctx->error);
+        ngx_http_llm_admit_resume(ctx, NGX_ERROR);
         return;
     }
 
     if (code != 0) {
         ngx_http_llm_admit_deny(ctx, reply);
+        ngx_http_llm_admit_resume(ctx, NGX_ERROR);
         return;
     }
 
@@ -660,7 +607,31 @@ ngx_http_llm_admit_result(ngx_http_llm_ctx_t *ctx, redisReply *reply)
         ngx_http_llm_router_spend(ctx->tenant, day, month);
     }
 
+    ngx_http_llm_admit_resume(ctx, NGX_OK);
+}
+
+
+/*
+ * The admission's end: the request goes on, or, past NGX_OK, ends with
+ * what ctx->error says; ngx_http_llm_run() does either
+ */
+
+static void
+ngx_http_llm_admit_resume(ngx_http_llm_ctx_t *ctx, ngx_int_t rc)
+{
+    ngx_connection_t  *c;
+
+    if (rc != NGX_OK) {
+        ctx->phase = NGX_HTTP_LLM_PHASE_FAIL;
+        ngx_http_llm_run(ctx);
+        return;
+    }
+
+    c = ctx->request->connection;
+
     ngx_http_llm_run(ctx);
+
+    /* we are in a Redis callback: nginx will not do this for us */
     ngx_http_run_posted_requests(c);
 }
 
@@ -746,6 +717,8 @@ ngx_http_llm_limit_headers(ngx_http_request_t *r, const char *what,
 }
 
 
+/* a refusal: why in ctx->error, and when to try again in Retry-After */
+
 static void
 ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
 {
@@ -753,9 +726,10 @@ ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
     long long              code, retry;
     ngx_str_t              what;
     ngx_http_request_t    *r;
-    ngx_http_llm_error_t   err;
+    ngx_http_llm_error_t  *err;
 
     r = ctx->request;
+    err = &ctx->error;
 
     (void) ngx_http_llm_reply_int(reply, 0, &code);
 
@@ -797,7 +771,7 @@ ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
 
         retry = (long long) (next - now) * 1000;
 
-        ngx_http_llm_set_error(&err, NGX_HTTP_TOO_MANY_REQUESTS,
+        ngx_http_llm_set_error(err, NGX_HTTP_TOO_MANY_REQUESTS,
                                "insufficient_quota", "insufficient_quota",
                                NULL, "You exceeded your %s budget; it is "
                                "renewed in %L seconds.",
@@ -805,7 +779,7 @@ ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
                                retry / 1000);
 
     } else if (what.len == sizeof("tpm_request") - 1) {
-        ngx_http_llm_set_error(&err, NGX_HTTP_TOO_MANY_REQUESTS,
+        ngx_http_llm_set_error(err, NGX_HTTP_TOO_MANY_REQUESTS,
                                "tokens", "rate_limit_exceeded", NULL,
                                "Request too large: it may need %L tokens, "
                                "the limit is %i tokens per minute.",
@@ -813,7 +787,7 @@ ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
         retry = 60000;
 
     } else {
-        ngx_http_llm_set_error(&err, NGX_HTTP_TOO_MANY_REQUESTS,
+        ngx_http_llm_set_error(err, NGX_HTTP_TOO_MANY_REQUESTS,
                                what.len == 3 && what.data[0] == 't'
                                ? "tokens" : "requests",
                                "rate_limit_exceeded", NULL,
@@ -829,186 +803,6 @@ ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
         *ngx_sprintf(p, "%L", (retry + 999) / 1000) = '\0';
         (void) ngx_http_llm_add_header(r, "Retry-After", (char *) p);
     }
-
-    ngx_http_llm_fail(ctx, &err);
-}
-
-
-/*
- * What a request used and costs, by the same rules for quota and metrics.
- * Usage that cannot be read is charged, never forgiven:
- *
- *   ending                                  tokens charged
- *   ------------------------------------    -----------------------------
- *   a cache hit                             the entry's, at
- *                                           llm_cache_charge of its cost
- *   no backend reached                      0
- *   the backend answered an error status    0
- *   reached, but nothing came back (the     the prompt estimate
- *   client left, the attempt timed out)
- *   usage reported                          as reported
- *   a stream without usage                  prompt (reported or estimated)
- *                                           + the streamed tokens
- *   a 200 answer without usage (too large,  the reservation: prompt
- *   cut, unparsable)                        estimate + max_tokens
- *
- * plus, for every attempt that failed over after the backend got the
- * request (see ngx_http_llm_usage_abandon()):
- *
- *   an error status                         0
- *   no answer (cut, timed out)              the prompt estimate
- *   a 200 answer cut before its end         the prompt estimate + a token
- *                                           per 4 bytes received, at most
- *                                           max_tokens
- *
- * Costs are at the price of the backend of each attempt.
- */
-
-void
-ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
-    int64_t *completion, int64_t *cost)
-{
-    int64_t                  cached;
-    ngx_http_llm_backend_t  *b;
-
-    b = ctx->backend;
-
-    *prompt = 0;
-    *completion = 0;
-    *cost = 0;
-
-    if (ctx->cache_status == NGX_HTTP_LLM_CACHE_HIT) {
-        /*
-         * a hit costs the location's share of what the answer first
-         * cost, and no backend capacity: its tokens are not in the TPM
-         */
-
-        *prompt = ngx_max(ctx->prompt_tokens, 0);
-        *completion = ngx_max(ctx->completion_tokens, 0);
-
-        cached = ngx_min(ngx_max(ctx->cache_cost, 0),
-                         NGX_HTTP_LLM_AMOUNT_MAX);
-        *cost = (cached * (int64_t) ctx->conf->cache_charge + 99) / 100;
-        return;
-    }
-
-    /* a first byte means the body was handed over, whoever says so */
-
-    if (b == NULL || ctx->attempt_billed
-        || !(ctx->reached_backend || ctx->first_byte)
-        || (ctx->upstream_status && ctx->upstream_status != NGX_HTTP_OK))
-    {
-        goto lost;
-    }
-
-    if (!ctx->first_byte) {
-        *prompt = ctx->prompt_estimate;
-
-    } else if (ctx->usage_lost
-               || (ctx->completion_tokens < 0 && !ctx->sse_mode))
-    {
-        /* the answer was generated in full before its first byte */
-        *prompt = ctx->prompt_estimate;
-        *completion = ctx->max_tokens;
-
-    } else {
-        *prompt = ctx->prompt_tokens >= 0 ? ctx->prompt_tokens
-                                          : ctx->prompt_estimate;
-
-        /* a stream without usage: at least a token per delta */
-        *completion = ctx->completion_tokens >= 0
-                      ? ctx->completion_tokens
-                      : ngx_max(ctx->stream_tokens, (int64_t) ctx->chunks);
-    }
-
-    *prompt = ngx_min(ngx_max(*prompt, 0), NGX_HTTP_LLM_AMOUNT_MAX);
-    *completion = ngx_min(ngx_max(*completion, 0), NGX_HTTP_LLM_AMOUNT_MAX);
-    *cost = ngx_http_llm_cost(*prompt, *completion, b->price_in,
-                              b->price_out);
-
-lost:
-
-    /* each is at most AMOUNT_MAX: the sums cannot overflow */
-
-    *prompt = ngx_min(*prompt + ctx->lost_prompt, NGX_HTTP_LLM_AMOUNT_MAX);
-    *completion = ngx_min(*completion + ctx->lost_completion,
-                          NGX_HTTP_LLM_AMOUNT_MAX);
-    *cost = ngx_min(*cost + ctx->lost_cost, NGX_HTTP_LLM_AMOUNT_MAX);
-}
-
-
-/*
- * An attempt fails over: what it consumed on its backend is added to the
- * request's charge now, at that backend's prices (the next attempt may
- * be on another one)
- */
-
-void
-ngx_http_llm_usage_abandon(ngx_http_llm_ctx_t *ctx)
-{
-    int64_t                  prompt, completion;
-    ngx_http_llm_backend_t  *b;
-
-    b = ctx->backend;
-
-    if (b == NULL || ctx->attempt_billed
-        || !(ctx->reached_backend || ctx->first_byte)
-        || ctx->discard
-        || (ctx->upstream_status && ctx->upstream_status != NGX_HTTP_OK))
-    {
-        return;
-    }
-
-    ctx->attempt_billed = 1;
-
-    prompt = ngx_min(ngx_max(ctx->prompt_estimate, 0),
-                     NGX_HTTP_LLM_AMOUNT_MAX);
-    completion = 0;
-
-    if (ctx->first_byte && ctx->upstream_status == NGX_HTTP_OK) {
-        completion = (int64_t) (ctx->attempt_bytes / 4 + 1);
-        completion = ngx_min(completion, ngx_max(ctx->max_tokens, 0));
-        completion = ngx_min(completion, NGX_HTTP_LLM_AMOUNT_MAX);
-    }
-
-    ctx->lost_prompt = ngx_min(ctx->lost_prompt + prompt,
-                               NGX_HTTP_LLM_AMOUNT_MAX);
-    ctx->lost_completion = ngx_min(ctx->lost_completion + completion,
-                                   NGX_HTTP_LLM_AMOUNT_MAX);
-    ctx->lost_cost = ngx_min(ctx->lost_cost
-                             + ngx_http_llm_cost(prompt, completion,
-                                                 b->price_in, b->price_out),
-                             NGX_HTTP_LLM_AMOUNT_MAX);
-}
-
-
-/* "x-llm-cost-usd", as a header or as a trailer of a chunked answer */
-
-ngx_int_t
-ngx_http_llm_cost_header(ngx_http_llm_ctx_t *ctx, ngx_uint_t trailer)
-{
-    u_char               *p;
-    int64_t               prompt, completion, cost;
-    ngx_http_request_t   *r;
-
-    if (!ctx->conf->cost_header) {
-        return NGX_OK;
-    }
-
-    r = ctx->request;
-
-    ngx_http_llm_usage(ctx, &prompt, &completion, &cost);
-
-    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 8);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    *ngx_sprintf(p, "%L.%06L", cost / 1000000, cost % 1000000) = '\0';
-
-    return ngx_http_llm_push_header(trailer ? &r->headers_out.trailers
-                                            : &r->headers_out.headers,
-                                    "x-llm-cost-usd", (char *) p);
 }
 
 
@@ -1182,9 +976,12 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
         argc = NGX_HTTP_LLM_SETTLE_ARGS + NGX_HTTP_LLM_SETTLE_FIELDS * n;
         size = sizeof(ngx_http_llm_pending_t)
                + argc * (sizeof(char *) + sizeof(size_t))
+               + NGX_HTTP_LLM_KEY_WIN_LEN + NGX_HTTP_LLM_KEY_SPEND_DAY_LEN
+               + NGX_HTTP_LLM_KEY_SPEND_MONTH_LEN + NGX_HTTP_LLM_KEY_USAGE_LEN
+               + NGX_HTTP_LLM_KEY_SETTLED_LEN + NGX_HTTP_LLM_KEY_INFLIGHT_LEN
+               + NGX_HTTP_LLM_KEY_SWEPT_LEN
                + NGX_HTTP_LLM_SETTLE_KEYS
-                 * (sizeof("llm:{}:spend:d:") + first->tenant.len
-                    + NGX_HTTP_LLM_DAY_LEN)
+                 * (first->tenant.len + NGX_HTTP_LLM_DAY_LEN)
                + 2 * NGX_INT_T_LEN;
 
         for (rec = group; rec; rec = rec->next) {
@@ -1207,17 +1004,17 @@ ngx_http_llm_settle_flush(ngx_event_t *ev)
             argvlen = pd->argvlen;
             argc = NGX_HTTP_LLM_SCRIPT_HEAD;
 
-            ngx_http_llm_argv("llm:{%V}:win", &first->tenant);
-            ngx_http_llm_argv("llm:{%V}:spend:d:%V", &first->tenant,
+            ngx_http_llm_argv(NGX_HTTP_LLM_KEY_WIN, &first->tenant);
+            ngx_http_llm_argv(NGX_HTTP_LLM_KEY_SPEND_DAY, &first->tenant,
                               &first->day);
-            ngx_http_llm_argv("llm:{%V}:spend:m:%V", &first->tenant,
+            ngx_http_llm_argv(NGX_HTTP_LLM_KEY_SPEND_MONTH, &first->tenant,
                               &first->month);
-            ngx_http_llm_argv("llm:{%V}:usage:%V", &first->tenant,
+            ngx_http_llm_argv(NGX_HTTP_LLM_KEY_USAGE, &first->tenant,
                               &first->day);
-            ngx_http_llm_argv("llm:{%V}:settled:%V", &first->tenant,
+            ngx_http_llm_argv(NGX_HTTP_LLM_KEY_SETTLED, &first->tenant,
                               &first->day);
-            ngx_http_llm_argv("llm:{%V}:inflight", &first->tenant);
-            ngx_http_llm_argv("llm:{%V}:swept:%V", &first->tenant,
+            ngx_http_llm_argv(NGX_HTTP_LLM_KEY_INFLIGHT, &first->tenant);
+            ngx_http_llm_argv(NGX_HTTP_LLM_KEY_SWEPT, &first->tenant,
                               &first->day);
             ngx_http_llm_argv("7776000");    /* usage records: 90 days */
             ngx_http_llm_argv("%ui", n);
@@ -1627,7 +1424,7 @@ ngx_http_llm_sweep_start(ngx_event_t *ev)
         - ngx_http_llm_sweep.lock;
 
     ngx_http_llm_arg_lit(argv, argvlen, 0, "SET");
-    ngx_http_llm_arg_lit(argv, argvlen, 1, "llm:sweep:lock");
+    ngx_http_llm_arg_lit(argv, argvlen, 1, NGX_HTTP_LLM_KEY_SWEEP_LOCK);
     argv[2] = (char *) ngx_http_llm_sweep.lock;
     argvlen[2] = ngx_http_llm_sweep.lock_len;
     ngx_http_llm_arg_lit(argv, argvlen, 3, "NX");
@@ -1668,7 +1465,7 @@ ngx_http_llm_sweep_scan(void)
     argv[1] = (char *) ngx_http_llm_sweep.scan;
     argvlen[1] = ngx_strlen(ngx_http_llm_sweep.scan);
     ngx_http_llm_arg_lit(argv, argvlen, 2, "MATCH");
-    ngx_http_llm_arg_lit(argv, argvlen, 3, "llm:{*}:inflight");
+    ngx_http_llm_arg_lit(argv, argvlen, 3, NGX_HTTP_LLM_KEY_INFLIGHT_MATCH);
     ngx_http_llm_arg_lit(argv, argvlen, 4, "COUNT");
     ngx_http_llm_arg_lit(argv, argvlen, 5, NGX_HTTP_LLM_SWEEP_COUNT);
 

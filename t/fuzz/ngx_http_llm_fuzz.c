@@ -545,10 +545,26 @@ __wrap_ngx_http_llm_redis_reset(const char *why)
 }
 
 
+/*
+ * A service that ended the request resumes it in PHASE_FAIL: that is
+ * what ngx_http_llm_run() would send, not a request that goes on
+ */
+
 void
 __wrap_ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
 {
-    ((ngx_http_llm_fuzz_req_t *) ctx->request)->outcome.run++;
+    if (ctx->phase != NGX_HTTP_LLM_PHASE_FAIL) {
+        ((ngx_http_llm_fuzz_req_t *) ctx->request)->outcome.run++;
+        return;
+    }
+
+    if (ctx->error.type == NULL) {
+        ctx->phase = NGX_HTTP_LLM_PHASE_DONE;
+        __wrap_ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    __wrap_ngx_http_llm_fail(ctx, &ctx->error);
 }
 
 
