@@ -263,6 +263,7 @@ typedef enum {
     NGX_HTTP_LLM_PHASE_POLICY,
     NGX_HTTP_LLM_PHASE_ADMIT,
     NGX_HTTP_LLM_PHASE_CACHE,
+    NGX_HTTP_LLM_PHASE_REPLAY,
     NGX_HTTP_LLM_PHASE_PROXY,
     NGX_HTTP_LLM_PHASE_FAIL,        /* a service's reply: send ctx->error */
     NGX_HTTP_LLM_PHASE_DONE
@@ -284,6 +285,17 @@ typedef enum {
     NGX_HTTP_LLM_CACHE_MISS,
     NGX_HTTP_LLM_CACHE_HIT
 } ngx_http_llm_cache_status_e;
+
+
+/* a hit, as read from its entry */
+
+typedef struct {
+    int64_t                     prompt;
+    int64_t                     completion;
+    int64_t                     cost;
+    u_char                     *json;
+    size_t                      len;
+} ngx_http_llm_cache_entry_t;
 
 
 typedef struct {
@@ -372,6 +384,7 @@ typedef struct {
     ngx_msec_t                  cache_poll;
     int64_t                     cache_cost;    /* the entry's first cost */
     ngx_http_llm_cache_replay_t *cache_replay; /* a hit being written */
+    ngx_http_llm_cache_entry_t  cache_hit;     /* for the replay phase */
 
     /* output to the client: our own buffers, recycled */
     ngx_chain_t                *out;

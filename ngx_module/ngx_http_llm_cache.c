@@ -55,14 +55,12 @@ void
 ngx_http_llm_cache_init(void)
 {
     ngx_queue_init(&ngx_http_llm_cache_waiters);
-    ngx_http_llm_cache_replay_init();
 }
 
 
 void
 ngx_http_llm_cache_exit(void)
 {
-    ngx_http_llm_cache_replay_exit();
     ngx_http_llm_cache_key_exit();
 }
 
@@ -118,7 +116,7 @@ ngx_http_llm_cache_lookup(ngx_http_llm_ctx_t *ctx)
 
     if (p && ngx_http_llm_cache_parse(p, len, &e) == NGX_OK) {
         ngx_http_llm_cache_hit(ctx, &e);
-        return NGX_DONE;
+        return NGX_OK;
     }
 
     if (ngx_http_llm_cache_get(ctx) != NGX_OK) {
@@ -275,6 +273,7 @@ ngx_http_llm_cache_get_reply(redisReply *reply, void *data)
         ngx_http_llm_cache_local_put(&ctx->cache_key, (u_char *) reply->str,
                                      reply->len, 0);
         ngx_http_llm_cache_hit(ctx, &e);
+        ngx_http_llm_run(ctx);
         return;
     }
 
@@ -353,6 +352,7 @@ ngx_http_llm_cache_lock_reply(redisReply *reply, void *data)
             ngx_http_llm_cache_local_put(&ctx->cache_key, (u_char *) e->str,
                                          e->len, 0);
             ngx_http_llm_cache_hit(ctx, &entry);
+            ngx_http_llm_run(ctx);
             return;
         }
     }
@@ -549,7 +549,10 @@ ngx_http_llm_cache_parse(u_char *p, size_t len, ngx_http_llm_cache_entry_t *e)
 }
 
 
-/* a hit: the request is answered from the entry, without a backend */
+/*
+ * a hit: the replay phase answers the request from the entry, without a
+ * backend; the entry lives until the caller's run() returns
+ */
 
 static void
 ngx_http_llm_cache_hit(ngx_http_llm_ctx_t *ctx,
@@ -557,14 +560,14 @@ ngx_http_llm_cache_hit(ngx_http_llm_ctx_t *ctx,
 {
     ngx_http_llm_cache_unwait(ctx);
 
-    ctx->phase = NGX_HTTP_LLM_PHASE_DONE;
+    ctx->phase = NGX_HTTP_LLM_PHASE_REPLAY;
     ctx->cache_status = NGX_HTTP_LLM_CACHE_HIT;
     ctx->cache_store = 0;
     ctx->prompt_tokens = (ngx_int_t) e->prompt;
     ctx->completion_tokens = (ngx_int_t) e->completion;
     ctx->cache_cost = e->cost;
 
-    ngx_http_llm_cache_serve(ctx, e);
+    ctx->cache_hit = *e;
 }
 
 
@@ -740,7 +743,6 @@ void
 ngx_http_llm_cache_cleanup(ngx_http_llm_ctx_t *ctx)
 {
     ngx_http_llm_cache_unwait(ctx);
-    ngx_http_llm_cache_replay_end(ctx);
 
     if (ctx->cache_leader && !ctx->cache_done) {
         ngx_http_llm_cache_done(ctx, NULL, 0);

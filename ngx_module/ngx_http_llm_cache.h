@@ -15,17 +15,6 @@
 #include "ngx_http_llm.h"
 
 
-/* a hit, as read from its entry */
-
-typedef struct {
-    int64_t                     prompt;
-    int64_t                     completion;
-    int64_t                     cost;
-    u_char                     *json;
-    size_t                      len;
-} ngx_http_llm_cache_entry_t;
-
-
 /* ngx_http_llm_cache_key.c */
 ngx_int_t ngx_http_llm_cache_key(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_cache_key_exit(void);

@@ -9,6 +9,7 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_cache.h"
 
 
 static ngx_int_t ngx_http_llm_models(ngx_http_request_t *r,
@@ -135,7 +136,6 @@ ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
     ngx_int_t              rc;
     ngx_connection_t      *c;
     ngx_http_request_t    *r;
-    ngx_http_llm_error_t   err;
 
     r = ctx->request;
     c = r->connection;
@@ -147,15 +147,15 @@ ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
         case NGX_HTTP_LLM_PHASE_AUTH:
 
             if (ctx->conf->auth && ctx->tenant == NULL) {
-                rc = ngx_http_llm_auth(ctx, &err);
+                rc = ngx_http_llm_auth(ctx, &ctx->error);
 
                 if (rc == NGX_AGAIN) {
                     return;
                 }
 
                 if (rc != NGX_OK) {
-                    ngx_http_llm_fail(ctx, &err);
-                    return;
+                    ctx->phase = NGX_HTTP_LLM_PHASE_FAIL;
+                    break;
                 }
             }
 
@@ -168,11 +168,11 @@ ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
             }
 
             if (ngx_http_llm_parse_request(ctx, ctx->body_in.data,
-                                           ctx->body_in.len, &err)
+                                           ctx->body_in.len, &ctx->error)
                 != NGX_OK)
             {
-                ngx_http_llm_fail(ctx, &err);
-                return;
+                ctx->phase = NGX_HTTP_LLM_PHASE_FAIL;
+                break;
             }
 
             ctx->phase = NGX_HTTP_LLM_PHASE_POLICY;
@@ -180,9 +180,9 @@ ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
 
         case NGX_HTTP_LLM_PHASE_POLICY:
 
-            if (ngx_http_llm_apply_policy(ctx, &err) != NGX_OK) {
-                ngx_http_llm_fail(ctx, &err);
-                return;
+            if (ngx_http_llm_apply_policy(ctx, &ctx->error) != NGX_OK) {
+                ctx->phase = NGX_HTTP_LLM_PHASE_FAIL;
+                break;
             }
 
             ctx->phase = NGX_HTTP_LLM_PHASE_ADMIT;
@@ -195,15 +195,15 @@ ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
                 && !ctx->admitted
                 && !ctx->unenforced)
             {
-                rc = ngx_http_llm_quota_admit(ctx, &err);
+                rc = ngx_http_llm_quota_admit(ctx, &ctx->error);
 
                 if (rc == NGX_AGAIN) {
                     return;
                 }
 
                 if (rc != NGX_OK) {
-                    ngx_http_llm_fail(ctx, &err);
-                    return;
+                    ctx->phase = NGX_HTTP_LLM_PHASE_FAIL;
+                    break;
                 }
             }
 
@@ -214,7 +214,7 @@ ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
 
             rc = ngx_http_llm_cache_lookup(ctx);
 
-            if (rc == NGX_AGAIN || rc == NGX_DONE) {
+            if (rc == NGX_AGAIN) {
                 return;
             }
 
@@ -225,8 +225,20 @@ ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
                 return;
             }
 
-            ctx->phase = NGX_HTTP_LLM_PHASE_PROXY;
+            if (ctx->phase == NGX_HTTP_LLM_PHASE_CACHE) {
+                ctx->phase = NGX_HTTP_LLM_PHASE_PROXY;
+            }
+
             break;
+
+        case NGX_HTTP_LLM_PHASE_REPLAY:
+
+            /* a hit: its entry is valid while the lookup's caller runs */
+
+            ctx->phase = NGX_HTTP_LLM_PHASE_DONE;
+            ngx_http_llm_cache_serve(ctx, &ctx->cache_hit);
+            ctx->cache_hit.json = NULL;
+            return;
 
         case NGX_HTTP_LLM_PHASE_PROXY:
 
@@ -243,7 +255,7 @@ ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
 
         case NGX_HTTP_LLM_PHASE_FAIL:
 
-            /* a service's reply ended the request; ctx->error says how */
+            /* a phase or a service's reply failed: ctx->error says how */
 
             if (ctx->error.type == NULL) {
                 /* no memory for an error of ours: nginx's own 500 */
@@ -616,6 +628,7 @@ ngx_http_llm_cleanup(void *data)
 
     ngx_http_llm_quota_cancel(ctx);
 
+    ngx_http_llm_cache_replay_end(ctx);
     ngx_http_llm_cache_cleanup(ctx);
 
     ngx_http_llm_proxy_cleanup(ctx);

@@ -7,6 +7,7 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_cache.h"
 
 
 static ngx_int_t ngx_http_llm_preconfiguration(ngx_conf_t *cf);
@@ -715,6 +716,7 @@ ngx_http_llm_init_process(ngx_cycle_t *cycle)
     ngx_http_llm_timer_conn.fd = (ngx_socket_t) -1;
 
     ngx_http_llm_cache_init();
+    ngx_http_llm_cache_replay_init();
 
     /* the cache manager and loader serve no requests */
 
@@ -756,6 +758,7 @@ ngx_http_llm_exit_process(ngx_cycle_t *cycle)
     ngx_http_llm_curl_exit(cycle);
     ngx_http_llm_auth_exit();
     ngx_http_llm_cache_local_exit();
+    ngx_http_llm_cache_replay_exit();
     ngx_http_llm_cache_exit();
 }
 
