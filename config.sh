@@ -384,6 +384,8 @@ fuzz() {   # [seconds] [target]
 }
 
 test_suite() {
+    # layers call downward only: a cheap check, first
+    "$ROOT/.ci/layers" "$ROOT/ngx_module" || return 1
     deps
     build
     worker

@@ -10,7 +10,12 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_auth.h"
+#include "ngx_http_llm_error.h"
 #include "ngx_http_llm_keys.h"
+#include "ngx_http_llm_price.h"
+#include "ngx_http_llm_redis.h"
+#include "ngx_http_llm_util.h"
 
 
 #define NGX_HTTP_LLM_AUTH_SLOTS      4096

@@ -21,6 +21,9 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_backend.h"
+#include "ngx_http_llm_price.h"
+#include "ngx_http_llm_util.h"
 
 
 #define NGX_HTTP_LLM_CLOSED     0

@@ -14,6 +14,11 @@
 
 #include "ngx_http_llm.h"
 #include "ngx_http_llm_cache.h"
+#include "ngx_http_llm_cache_local.h"
+#include "ngx_http_llm_output.h"
+#include "ngx_http_llm_redis.h"
+#include "ngx_http_llm_usage.h"
+#include "ngx_http_llm_util.h"
 
 
 #define NGX_HTTP_LLM_CACHE_POLL_MIN  10

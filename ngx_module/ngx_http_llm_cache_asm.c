@@ -10,6 +10,7 @@
 
 #include "ngx_http_llm.h"
 #include "ngx_http_llm_cache.h"
+#include "ngx_http_llm_util.h"
 
 
 #define NGX_HTTP_LLM_CACHE_CHOICES   16

@@ -10,6 +10,7 @@
 #include "ngx_http_llm.h"
 #include "ngx_http_llm_cache.h"
 #include "ngx_http_llm_keys.h"
+#include "ngx_http_llm_util.h"
 
 
 #define NGX_HTTP_LLM_CANON_KEEP      (1024 * 1024)

@@ -10,6 +10,7 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_cache_local.h"
 
 
 #define NGX_HTTP_LLM_LOCAL_BUCKETS  4096     /* a power of two */

@@ -10,6 +10,8 @@
 
 #include "ngx_http_llm.h"
 #include "ngx_http_llm_cache.h"
+#include "ngx_http_llm_output.h"
+#include "ngx_http_llm_usage.h"
 
 
 #define NGX_HTTP_LLM_CACHE_PIECE     64      /* bytes of a replayed chunk */

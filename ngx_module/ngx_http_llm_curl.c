@@ -9,6 +9,8 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_curl.h"
+#include "ngx_http_llm_util.h"
 
 
 static int ngx_http_llm_curl_socket(CURL *easy, curl_socket_t s, int what,

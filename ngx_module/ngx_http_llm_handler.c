@@ -9,7 +9,17 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_auth.h"
 #include "ngx_http_llm_cache.h"
+#include "ngx_http_llm_error.h"
+#include "ngx_http_llm_handler.h"
+#include "ngx_http_llm_output.h"
+#include "ngx_http_llm_policy.h"
+#include "ngx_http_llm_proxy.h"
+#include "ngx_http_llm_quota.h"
+#include "ngx_http_llm_redis.h"
+#include "ngx_http_llm_request.h"
+#include "ngx_http_llm_router.h"
 
 
 static ngx_int_t ngx_http_llm_models(ngx_http_request_t *r,

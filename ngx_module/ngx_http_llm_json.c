@@ -12,6 +12,8 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_error.h"
+#include "ngx_http_llm_json.h"
 
 #include <math.h>
 

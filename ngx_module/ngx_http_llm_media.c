@@ -12,6 +12,8 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_error.h"
+#include "ngx_http_llm_media.h"
 
 
 typedef struct {

@@ -11,6 +11,11 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_backend.h"
+#include "ngx_http_llm_metrics.h"
+#include "ngx_http_llm_output.h"
+#include "ngx_http_llm_usage.h"
+#include "ngx_http_llm_util.h"
 
 
 /* llm_metrics_zone's default: room for about ten thousand series */

@@ -7,7 +7,21 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_auth.h"
+#include "ngx_http_llm_backend.h"
 #include "ngx_http_llm_cache.h"
+#include "ngx_http_llm_cache_local.h"
+#include "ngx_http_llm_curl.h"
+#include "ngx_http_llm_handler.h"
+#include "ngx_http_llm_media.h"
+#include "ngx_http_llm_metrics.h"
+#include "ngx_http_llm_proxy.h"
+#include "ngx_http_llm_quota.h"
+#include "ngx_http_llm_redis.h"
+#include "ngx_http_llm_request.h"
+#include "ngx_http_llm_router.h"
+#include "ngx_http_llm_util.h"
+#include "ngx_http_llm_variables.h"
 
 
 static ngx_int_t ngx_http_llm_preconfiguration(ngx_conf_t *cf);

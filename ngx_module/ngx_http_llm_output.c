@@ -10,6 +10,7 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_output.h"
 
 
 /* a request ends here: one symbol for every ending, the fuzz targets wrap it */

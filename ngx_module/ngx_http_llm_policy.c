@@ -11,6 +11,9 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_error.h"
+#include "ngx_http_llm_policy.h"
+#include "ngx_http_llm_router.h"
 
 
 /*

@@ -9,6 +9,7 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_price.h"
 
 
 static ngx_int_t ngx_http_llm_parse_micro(u_char *p, u_char *last,

@@ -11,6 +11,18 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_backend.h"
+#include "ngx_http_llm_cache.h"
+#include "ngx_http_llm_curl.h"
+#include "ngx_http_llm_error.h"
+#include "ngx_http_llm_metrics.h"
+#include "ngx_http_llm_output.h"
+#include "ngx_http_llm_proxy.h"
+#include "ngx_http_llm_request.h"
+#include "ngx_http_llm_router.h"
+#include "ngx_http_llm_sse.h"
+#include "ngx_http_llm_usage.h"
+#include "ngx_http_llm_util.h"
 
 
 static ngx_int_t ngx_http_llm_proxy_body(ngx_http_llm_ctx_t *ctx);

@@ -9,7 +9,15 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_error.h"
 #include "ngx_http_llm_keys.h"
+#include "ngx_http_llm_metrics.h"
+#include "ngx_http_llm_output.h"
+#include "ngx_http_llm_quota.h"
+#include "ngx_http_llm_redis.h"
+#include "ngx_http_llm_router.h"
+#include "ngx_http_llm_usage.h"
+#include "ngx_http_llm_util.h"
 
 
 /*

@@ -11,7 +11,9 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_redis.h"
 #include "ngx_http_llm_scripts.h"
+#include "ngx_http_llm_util.h"
 
 #include <openssl/sha.h>
 

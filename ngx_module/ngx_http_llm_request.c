@@ -9,6 +9,10 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_error.h"
+#include "ngx_http_llm_json.h"
+#include "ngx_http_llm_media.h"
+#include "ngx_http_llm_request.h"
 
 
 /* OpenAI's most choices for n; vLLM's best_of has no limit of its own */

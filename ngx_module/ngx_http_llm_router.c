@@ -13,6 +13,9 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_error.h"
+#include "ngx_http_llm_output.h"
+#include "ngx_http_llm_router.h"
 
 
 #define NGX_HTTP_LLM_SPEND_SLOTS  1024

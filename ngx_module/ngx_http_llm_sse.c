@@ -9,6 +9,8 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_sse.h"
+#include "ngx_http_llm_util.h"
 
 
 static ngx_int_t ngx_http_llm_sse_line(ngx_http_llm_sse_t *sse, u_char *p,

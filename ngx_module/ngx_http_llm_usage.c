@@ -8,6 +8,8 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_output.h"
+#include "ngx_http_llm_usage.h"
 
 
 /*

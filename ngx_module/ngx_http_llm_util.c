@@ -10,6 +10,7 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_util.h"
 
 #include <openssl/evp.h>
 #include <openssl/sha.h>

@@ -8,6 +8,7 @@
 
 
 #include "ngx_http_llm.h"
+#include "ngx_http_llm_variables.h"
 
 
 enum {

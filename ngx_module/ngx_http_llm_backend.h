@@ -1,0 +1,34 @@
+
+/*
+ * Copyright (C) nginx-llm-gateway authors
+ *
+ * ngx_http_llm_backend.c: models, backends, providers and their health.
+ */
+
+
+#ifndef _NGX_HTTP_LLM_BACKEND_H_INCLUDED_
+#define _NGX_HTTP_LLM_BACKEND_H_INCLUDED_
+
+
+#include "ngx_http_llm.h"
+
+
+char *ngx_http_llm_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_llm_breaker(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_http_llm_provider_t *ngx_http_llm_provider_find(ngx_str_t *name);
+char *ngx_http_llm_backend_init(ngx_conf_t *cf,
+    ngx_http_llm_main_conf_t *lmcf);
+ngx_http_llm_backend_t *ngx_http_llm_backend_next(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_backend_init_process(ngx_http_llm_main_conf_t *lmcf);
+void ngx_http_llm_backend_exit_process(ngx_http_llm_main_conf_t *lmcf);
+void ngx_http_llm_backend_done(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_backend_ok(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_backend_failed(ngx_http_llm_ctx_t *ctx);
+ngx_uint_t ngx_http_llm_backend_answered(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_backend_cool(ngx_http_llm_ctx_t *ctx, ngx_msec_t ms);
+ngx_uint_t ngx_http_llm_backend_state(ngx_http_llm_main_conf_t *lmcf,
+    ngx_http_llm_backend_t *b);
+
+
+#endif /* _NGX_HTTP_LLM_BACKEND_H_INCLUDED_ */
