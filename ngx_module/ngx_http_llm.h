@@ -298,6 +298,81 @@ typedef struct {
 } ngx_http_llm_cache_entry_t;
 
 
+/* one try at a backend: zeroed before each */
+
+typedef struct {
+    char                        curl_error[CURL_ERROR_SIZE];
+    ngx_msec_t                  start;
+    ngx_int_t                   status;
+    ngx_str_t                   content_type;
+    ngx_str_t                   retry_after;
+    size_t                      bytes;         /* of a 200 answer */
+    size_t                      body_len;
+    size_t                      errlen;
+    size_t                      tail_len;
+    size_t                      mask_carry_len;
+    unsigned                    headers_done:1; /* upstream headers seen */
+    unsigned                    discard:1;     /* upstream error body */
+    unsigned                    first_byte:1;
+    unsigned                    body_truncated:1;
+    unsigned                    holding:1;     /* body held for cost */
+    unsigned                    reached_backend:1; /* body handed over */
+    unsigned                    billed:1;      /* in lost_* */
+} ngx_http_llm_attempt_t;
+
+
+/* the request's admission and settlement */
+
+typedef struct {
+    ngx_queue_t                 admit_link;    /* waiting for the turn end */
+    ngx_http_llm_admit_batch_t *admit_batch;   /* sent, awaiting reply */
+    ngx_uint_t                  admit_slot;
+    ngx_str_t                   request_id;
+    ngx_str_t                   key_day;       /* yyyymmdd, UTC */
+    ngx_str_t                   key_month;     /* yyyymm */
+    int64_t                     reserved_tokens;
+    int64_t                     reserved_cost;
+    unsigned                    admitted:1;
+    unsigned                    unenforced:1;  /* fail-open, unmetered */
+    unsigned                    admitting:1;   /* admission in flight */
+    unsigned                    settled:1;
+    unsigned                    admit_unknown:1; /* reply was lost */
+} ngx_http_llm_quota_ctx_t;
+
+
+/* the response cache */
+
+typedef struct {
+    ngx_http_llm_cache_status_e status;
+    ngx_str_t                   key;           /* llm:cache:<s>:{<sha>} */
+    ngx_str_t                   lock;          /* the lock's key */
+    u_char                      token[24];
+    ngx_http_llm_cache_asm_t   *assembled;     /* a stream, assembled */
+    ngx_event_t                 timer;         /* a follower's next look */
+    ngx_queue_t                 link;          /* local followers */
+    ngx_msec_t                  since;
+    ngx_msec_t                  poll;
+    int64_t                     cost;          /* the entry's first cost */
+    ngx_http_llm_cache_replay_t *replay;       /* a hit being written */
+    ngx_http_llm_cache_entry_t  hit;           /* for the replay phase */
+    unsigned                    store:1;       /* may store the answer */
+    unsigned                    leader:1;      /* holds the lock */
+    unsigned                    waiting:1;     /* in cache.link */
+    unsigned                    done:1;        /* stored or released */
+} ngx_http_llm_cache_ctx_t;
+
+
+/* output to the client: our own buffers, recycled */
+
+typedef struct {
+    ngx_chain_t                *chain;
+    ngx_chain_t               **last;
+    ngx_chain_t                *free;
+    ngx_chain_t                *busy;
+    unsigned                    headers_sent:1; /* to the client */
+} ngx_http_llm_out_t;
+
+
 typedef struct {
     ngx_http_request_t         *request;
     ngx_http_llm_loc_conf_t    *conf;
@@ -309,16 +384,9 @@ typedef struct {
     ngx_str_t                   tenant_id;
     ngx_http_llm_tenant_t      *tenant;
     ngx_http_llm_redis_cmd_t   *redis;         /* command in flight */
-    ngx_queue_t                 admit_link;    /* waiting for the turn end */
-    ngx_http_llm_admit_batch_t *admit_batch;   /* sent, awaiting reply */
-    ngx_uint_t                  admit_slot;
-    ngx_str_t                   request_id;
-    ngx_str_t                   key_day;       /* yyyymmdd, UTC */
-    ngx_str_t                   key_month;     /* yyyymm */
+    ngx_http_llm_quota_ctx_t    quota;
     int64_t                     prompt_estimate;
     int64_t                     max_tokens;
-    int64_t                     reserved_tokens;
-    int64_t                     reserved_cost;
     int64_t                     cost;
     ngx_uint_t                  chunks;        /* content deltas seen */
     int64_t                     stream_tokens; /* estimated, all deltas */
@@ -348,17 +416,13 @@ typedef struct {
     CURL                       *easy;
     ngx_http_llm_curl_done_t    curl_done;     /* easy's owner */
     struct curl_slist          *headers;
-    char                        curl_error[CURL_ERROR_SIZE];
+    ngx_http_llm_attempt_t      attempt;       /* the try in progress */
 
     ngx_event_t                 timer;         /* first byte / idle */
 
     ngx_msec_t                  start;
-    ngx_msec_t                  attempt_start;
     ngx_msec_t                  ttfb;
 
-    ngx_int_t                   upstream_status;
-    ngx_str_t                   content_type;
-    ngx_str_t                   retry_after;
     ngx_http_llm_fail_e         fail;
 
     ngx_int_t                   prompt_tokens;
@@ -368,79 +432,44 @@ typedef struct {
     int64_t                     lost_prompt;
     int64_t                     lost_completion;
     int64_t                     lost_cost;
-    size_t                      attempt_bytes; /* of a 200 answer */
 
     ngx_http_llm_sse_t          sse;
 
-    /* response cache */
-    ngx_http_llm_cache_status_e cache_status;
-    ngx_str_t                   cache_key;     /* llm:cache:<s>:{<sha>} */
-    ngx_str_t                   cache_lock;    /* the key, ":lock" */
-    u_char                      cache_token[24];
-    ngx_http_llm_cache_asm_t   *cache_asm;     /* a stream, assembled */
-    ngx_event_t                 cache_timer;   /* a follower's next look */
-    ngx_queue_t                 cache_link;    /* local followers */
-    ngx_msec_t                  cache_since;
-    ngx_msec_t                  cache_poll;
-    int64_t                     cache_cost;    /* the entry's first cost */
-    ngx_http_llm_cache_replay_t *cache_replay; /* a hit being written */
-    ngx_http_llm_cache_entry_t  cache_hit;     /* for the replay phase */
+    ngx_http_llm_cache_ctx_t    cache;
+    ngx_http_llm_out_t          out;
 
-    /* output to the client: our own buffers, recycled */
-    ngx_chain_t                *out;
-    ngx_chain_t               **out_last;
-    ngx_chain_t                *free;
-    ngx_chain_t                *busy;
+    /*
+     * the buffers below outlive an attempt, to be reused; how much of each
+     * an attempt has filled is in ctx->attempt
+     */
 
     /* non-streamed upstream body, kept to read usage */
     u_char                     *body;
-    size_t                      body_len;
     size_t                      body_size;
 
     u_char                      errbuf[NGX_HTTP_LLM_ERRBUF_SIZE];
-    size_t                      errlen;
 
     /* the last bytes of a body over llm_max_response_body, for usage */
     u_char                     *tail;
-    size_t                      tail_len;
 
     /* a body masked piece by piece: the bytes a key may continue from */
     u_char                     *mask_carry;
-    size_t                      mask_carry_len;
     size_t                      mask_carry_size;
 
     unsigned                    stream:1;        /* client asked stream */
     unsigned                    client_usage:1;  /* and include_usage */
     unsigned                    sse_mode:1;      /* upstream sends SSE */
-    unsigned                    headers_done:1;  /* upstream headers seen */
-    unsigned                    headers_sent:1;  /* to the client */
-    unsigned                    discard:1;       /* upstream error body */
-    unsigned                    first_byte:1;
     unsigned                    done_seen:1;
     unsigned                    paused:1;
     unsigned                    client_error:1;
-    unsigned                    body_truncated:1;
     unsigned                    redis_down:1;
-    unsigned                    admitted:1;
-    unsigned                    unenforced:1;    /* fail-open, unmetered */
-    unsigned                    script_retry:1;
-    unsigned                    admitting:1;     /* admission in flight */
     unsigned                    body_too_large:1;
-    unsigned                    settled:1;
-    unsigned                    cache_store:1;   /* may store the answer */
-    unsigned                    cache_leader:1;  /* holds the lock */
-    unsigned                    cache_waiting:1; /* in cache_link */
-    unsigned                    cache_done:1;    /* stored or released */
-    unsigned                    holding:1;       /* body held for cost */
     unsigned                    outstanding:1;   /* counted in health */
     unsigned                    probing:1;       /* a half-open probe */
     unsigned                    all_open:1;
     unsigned                    fell_back:1;
-    unsigned                    reached_backend:1; /* body handed over */
     unsigned                    usage_lost:1;      /* answer, no usage */
-    unsigned                    admit_unknown:1;   /* reply was lost */
     unsigned                    list_models:1;     /* GET /v1/models */
-    unsigned                    attempt_billed:1;  /* in lost_* */
 } ngx_http_llm_ctx_t;
 
 

@@ -641,7 +641,7 @@ ngx_http_llm_backend_answered(ngx_http_llm_ctx_t *ctx)
         return 1;
     }
 
-    since = ngx_http_llm_now() - (ngx_current_msec - ctx->attempt_start);
+    since = ngx_http_llm_now() - (ngx_current_msec - ctx->attempt.start);
 
     return (ngx_msec_int_t) ((ngx_msec_t) h->answered - since) >= 0;
 }

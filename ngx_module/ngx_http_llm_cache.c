@@ -71,7 +71,7 @@ ngx_http_llm_cache_exit(void)
 
 
 /*
- * The cache phase.  NGX_OK: go to the backend (ctx->cache_status says
+ * The cache phase.  NGX_OK: go to the backend (ctx->cache.status says
  * why); NGX_AGAIN: a Redis reply or a leader is awaited, and the request
  * resumes through ngx_http_llm_run(); NGX_DONE: answered from this
  * worker's copy.
@@ -103,21 +103,21 @@ ngx_http_llm_cache_lookup(ngx_http_llm_ctx_t *ctx)
 
     /* one lock holder among all the nodes: the token tells them apart */
 
-    (void) ngx_snprintf(ctx->cache_token, sizeof(ctx->cache_token),
+    (void) ngx_snprintf(ctx->cache.token, sizeof(ctx->cache.token),
                         "%08xD%08xD%08xD", (uint32_t) ngx_random(),
                         (uint32_t) ngx_pid,
                         (uint32_t) ++ngx_http_llm_cache_seq);
 
     no_cache = ngx_http_llm_cache_control(r, "no-cache");
 
-    ctx->cache_store = ngx_http_llm_cache_control(r, "no-store") ? 0 : 1;
+    ctx->cache.store = ngx_http_llm_cache_control(r, "no-store") ? 0 : 1;
 
     if (no_cache) {
         ngx_http_llm_cache_go(ctx, NGX_HTTP_LLM_CACHE_BYPASS);
         return NGX_OK;
     }
 
-    p = ngx_http_llm_cache_local_get(&ctx->cache_key, &len);
+    p = ngx_http_llm_cache_local_get(&ctx->cache.key, &len);
 
     if (p && ngx_http_llm_cache_parse(p, len, &e) == NGX_OK) {
         ngx_http_llm_cache_hit(ctx, &e);
@@ -125,7 +125,7 @@ ngx_http_llm_cache_lookup(ngx_http_llm_ctx_t *ctx)
     }
 
     if (ngx_http_llm_cache_get(ctx) != NGX_OK) {
-        ctx->cache_store = 0;
+        ctx->cache.store = 0;
         ngx_http_llm_cache_go(ctx, NGX_HTTP_LLM_CACHE_BYPASS);
         return NGX_OK;
     }
@@ -244,8 +244,8 @@ ngx_http_llm_cache_get(ngx_http_llm_ctx_t *ctx)
     const char  *argv[2];
 
     ngx_http_llm_arg_lit(argv, argvlen, 0, "GET");
-    argv[1] = (char *) ctx->cache_key.data;
-    argvlen[1] = ctx->cache_key.len;
+    argv[1] = (char *) ctx->cache.key.data;
+    argvlen[1] = ctx->cache.key.len;
 
     ctx->redis = ngx_http_llm_redis_command(2, argv, argvlen,
                                             ngx_http_llm_cache_get_reply, ctx);
@@ -265,7 +265,7 @@ ngx_http_llm_cache_get_reply(redisReply *reply, void *data)
 
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         /* Redis is down or refuses: serve without the cache */
-        ctx->cache_store = 0;
+        ctx->cache.store = 0;
         ngx_http_llm_cache_go(ctx, NGX_HTTP_LLM_CACHE_BYPASS);
         ngx_http_llm_run(ctx);
         return;
@@ -275,21 +275,21 @@ ngx_http_llm_cache_get_reply(redisReply *reply, void *data)
         && ngx_http_llm_cache_parse((u_char *) reply->str, reply->len, &e)
            == NGX_OK)
     {
-        ngx_http_llm_cache_local_put(&ctx->cache_key, (u_char *) reply->str,
+        ngx_http_llm_cache_local_put(&ctx->cache.key, (u_char *) reply->str,
                                      reply->len, 0);
         ngx_http_llm_cache_hit(ctx, &e);
         ngx_http_llm_run(ctx);
         return;
     }
 
-    if (ctx->conf->cache_lock_timeout == 0 || !ctx->cache_store) {
+    if (ctx->conf->cache_lock_timeout == 0 || !ctx->cache.store) {
         ngx_http_llm_cache_go(ctx, NGX_HTTP_LLM_CACHE_MISS);
         ngx_http_llm_run(ctx);
         return;
     }
 
-    ctx->cache_since = ngx_current_msec;
-    ctx->cache_poll = NGX_HTTP_LLM_CACHE_POLL_MIN;
+    ctx->cache.since = ngx_current_msec;
+    ctx->cache.poll = NGX_HTTP_LLM_CACHE_POLL_MIN;
 
     if (ngx_http_llm_cache_lock(ctx) != NGX_OK) {
         ngx_http_llm_cache_go(ctx, NGX_HTTP_LLM_CACHE_MISS);
@@ -306,12 +306,12 @@ ngx_http_llm_cache_lock(ngx_http_llm_ctx_t *ctx)
     const char  *argv[7];
 
     /* argv[0..2], EVALSHA, the script and its key count: the registry */
-    argv[3] = (char *) ctx->cache_key.data;
-    argvlen[3] = ctx->cache_key.len;
-    argv[4] = (char *) ctx->cache_lock.data;
-    argvlen[4] = ctx->cache_lock.len;
-    argv[5] = (char *) ctx->cache_token;
-    argvlen[5] = sizeof(ctx->cache_token);
+    argv[3] = (char *) ctx->cache.key.data;
+    argvlen[3] = ctx->cache.key.len;
+    argv[4] = (char *) ctx->cache.lock.data;
+    argvlen[4] = ctx->cache.lock.len;
+    argv[5] = (char *) ctx->cache.token;
+    argvlen[5] = sizeof(ctx->cache.token);
     argv[6] = (char *) ttl;
     argvlen[6] = ngx_sprintf(ttl, "%M", ctx->conf->cache_lock_timeout) - ttl;
 
@@ -354,7 +354,7 @@ ngx_http_llm_cache_lock_reply(redisReply *reply, void *data)
             && ngx_http_llm_cache_parse((u_char *) e->str, e->len, &entry)
                == NGX_OK)
         {
-            ngx_http_llm_cache_local_put(&ctx->cache_key, (u_char *) e->str,
+            ngx_http_llm_cache_local_put(&ctx->cache.key, (u_char *) e->str,
                                          e->len, 0);
             ngx_http_llm_cache_hit(ctx, &entry);
             ngx_http_llm_run(ctx);
@@ -363,13 +363,13 @@ ngx_http_llm_cache_lock_reply(redisReply *reply, void *data)
     }
 
     if (kind == 2) {
-        ctx->cache_leader = 1;
+        ctx->cache.leader = 1;
 
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
-                       "llm: cache leader for \"%V\"", &ctx->cache_key);
+                       "llm: cache leader for \"%V\"", &ctx->cache.key);
 
     } else if (kind == 3
-               && ngx_current_msec - ctx->cache_since
+               && ngx_current_msec - ctx->cache.since
                   < ctx->conf->cache_lock_timeout)
     {
         ngx_http_llm_cache_wait(ctx);
@@ -393,21 +393,21 @@ ngx_http_llm_cache_wait(ngx_http_llm_ctx_t *ctx)
 {
     ngx_msec_t  left;
 
-    if (!ctx->cache_waiting) {
-        ngx_queue_insert_tail(&ngx_http_llm_cache_waiters, &ctx->cache_link);
-        ctx->cache_waiting = 1;
+    if (!ctx->cache.waiting) {
+        ngx_queue_insert_tail(&ngx_http_llm_cache_waiters, &ctx->cache.link);
+        ctx->cache.waiting = 1;
 
-        ctx->cache_timer.handler = ngx_http_llm_cache_poll;
-        ctx->cache_timer.data = &ngx_http_llm_timer_conn;
-        ctx->cache_timer.log = ctx->request->connection->log;
+        ctx->cache.timer.handler = ngx_http_llm_cache_poll;
+        ctx->cache.timer.data = &ngx_http_llm_timer_conn;
+        ctx->cache.timer.log = ctx->request->connection->log;
     }
 
     left = ctx->conf->cache_lock_timeout
-           - (ngx_current_msec - ctx->cache_since);
+           - (ngx_current_msec - ctx->cache.since);
 
-    ngx_add_timer(&ctx->cache_timer, ngx_min(ctx->cache_poll, left));
+    ngx_add_timer(&ctx->cache.timer, ngx_min(ctx->cache.poll, left));
 
-    ctx->cache_poll = ngx_min(ctx->cache_poll * 2,
+    ctx->cache.poll = ngx_min(ctx->cache.poll * 2,
                               NGX_HTTP_LLM_CACHE_POLL_MAX);
 }
 
@@ -419,12 +419,12 @@ ngx_http_llm_cache_poll(ngx_event_t *ev)
 
     ctx = (ngx_http_llm_ctx_t *) ((u_char *) ev
                                   - offsetof(ngx_http_llm_ctx_t,
-                                             cache_timer));
+                                             cache.timer));
 
     if (ngx_http_llm_cache_lock(ctx) != NGX_OK) {
         /* Redis went away: the backend is all there is */
         ngx_http_llm_cache_unwait(ctx);
-        ctx->cache_store = 0;
+        ctx->cache.store = 0;
         ngx_http_llm_cache_go(ctx, NGX_HTTP_LLM_CACHE_BYPASS);
         ngx_http_llm_run(ctx);
     }
@@ -434,17 +434,17 @@ ngx_http_llm_cache_poll(ngx_event_t *ev)
 static void
 ngx_http_llm_cache_unwait(ngx_http_llm_ctx_t *ctx)
 {
-    if (ctx->cache_timer.timer_set) {
-        ngx_del_timer(&ctx->cache_timer);
+    if (ctx->cache.timer.timer_set) {
+        ngx_del_timer(&ctx->cache.timer);
     }
 
-    if (ctx->cache_timer.posted) {
-        ngx_delete_posted_event(&ctx->cache_timer);
+    if (ctx->cache.timer.posted) {
+        ngx_delete_posted_event(&ctx->cache.timer);
     }
 
-    if (ctx->cache_waiting) {
-        ngx_queue_remove(&ctx->cache_link);
-        ctx->cache_waiting = 0;
+    if (ctx->cache.waiting) {
+        ngx_queue_remove(&ctx->cache.link);
+        ctx->cache.waiting = 0;
     }
 }
 
@@ -461,23 +461,23 @@ ngx_http_llm_cache_wake(ngx_http_llm_ctx_t *leader)
          q != ngx_queue_sentinel(&ngx_http_llm_cache_waiters);
          q = ngx_queue_next(q))
     {
-        ctx = ngx_queue_data(q, ngx_http_llm_ctx_t, cache_link);
+        ctx = ngx_queue_data(q, ngx_http_llm_ctx_t, cache.link);
 
-        if (ctx->cache_key.len != leader->cache_key.len
-            || ngx_strncmp(ctx->cache_key.data, leader->cache_key.data,
-                           ctx->cache_key.len)
+        if (ctx->cache.key.len != leader->cache.key.len
+            || ngx_strncmp(ctx->cache.key.data, leader->cache.key.data,
+                           ctx->cache.key.len)
                != 0
             || ctx->redis != NULL)
         {
             continue;
         }
 
-        if (ctx->cache_timer.timer_set) {
-            ngx_del_timer(&ctx->cache_timer);
+        if (ctx->cache.timer.timer_set) {
+            ngx_del_timer(&ctx->cache.timer);
         }
 
-        if (!ctx->cache_timer.posted) {
-            ngx_post_event(&ctx->cache_timer, &ngx_posted_events);
+        if (!ctx->cache.timer.posted) {
+            ngx_post_event(&ctx->cache.timer, &ngx_posted_events);
         }
     }
 }
@@ -491,7 +491,7 @@ ngx_http_llm_cache_go(ngx_http_llm_ctx_t *ctx,
 {
     ngx_http_llm_cache_unwait(ctx);
 
-    ctx->cache_status = status;
+    ctx->cache.status = status;
     ctx->phase = NGX_HTTP_LLM_PHASE_PROXY;
 
     (void) ngx_http_llm_add_header(ctx->request, "x-llm-cache",
@@ -566,13 +566,13 @@ ngx_http_llm_cache_hit(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_cache_unwait(ctx);
 
     ctx->phase = NGX_HTTP_LLM_PHASE_REPLAY;
-    ctx->cache_status = NGX_HTTP_LLM_CACHE_HIT;
-    ctx->cache_store = 0;
+    ctx->cache.status = NGX_HTTP_LLM_CACHE_HIT;
+    ctx->cache.store = 0;
     ctx->prompt_tokens = (ngx_int_t) e->prompt;
     ctx->completion_tokens = (ngx_int_t) e->completion;
-    ctx->cache_cost = e->cost;
+    ctx->cache.cost = e->cost;
 
-    ctx->cache_hit = *e;
+    ctx->cache.hit = *e;
 }
 
 
@@ -591,7 +591,7 @@ ngx_http_llm_cache_store(ngx_http_llm_ctx_t *ctx, cJSON *json)
     int64_t                  prompt, completion, cost;
     ngx_http_llm_backend_t  *b;
 
-    if (!ctx->cache_store || ctx->cache_done) {
+    if (!ctx->cache.store || ctx->cache.done) {
         return;
     }
 
@@ -600,7 +600,7 @@ ngx_http_llm_cache_store(ngx_http_llm_ctx_t *ctx, cJSON *json)
     len = 0;
 
     if (json) {
-        if (ctx->upstream_status != NGX_HTTP_OK) {
+        if (ctx->attempt.status != NGX_HTTP_OK) {
             goto done;
         }
 
@@ -694,21 +694,21 @@ ngx_http_llm_cache_done(ngx_http_llm_ctx_t *ctx, u_char *entry, size_t len)
     size_t       argvlen[9];
     const char  *argv[9];
 
-    ctx->cache_done = 1;
+    ctx->cache.done = 1;
 
     if (entry) {
-        ngx_http_llm_cache_local_put(&ctx->cache_key, entry, len,
+        ngx_http_llm_cache_local_put(&ctx->cache.key, entry, len,
                                      ctx->conf->cache_ttl);
     }
 
-    if (!ctx->cache_leader) {
+    if (!ctx->cache.leader) {
         if (entry == NULL) {
             return;
         }
 
         ngx_http_llm_arg_lit(argv, argvlen, 0, "SET");
-        argv[1] = (char *) ctx->cache_key.data;
-        argvlen[1] = ctx->cache_key.len;
+        argv[1] = (char *) ctx->cache.key.data;
+        argvlen[1] = ctx->cache.key.len;
         argv[2] = (char *) entry;
         argvlen[2] = len;
         ngx_http_llm_arg_lit(argv, argvlen, 3, "PX");
@@ -719,12 +719,12 @@ ngx_http_llm_cache_done(ngx_http_llm_ctx_t *ctx, u_char *entry, size_t len)
         return;
     }
 
-    argv[3] = (char *) ctx->cache_key.data;
-    argvlen[3] = ctx->cache_key.len;
-    argv[4] = (char *) ctx->cache_lock.data;
-    argvlen[4] = ctx->cache_lock.len;
-    argv[5] = (char *) ctx->cache_token;
-    argvlen[5] = sizeof(ctx->cache_token);
+    argv[3] = (char *) ctx->cache.key.data;
+    argvlen[3] = ctx->cache.key.len;
+    argv[4] = (char *) ctx->cache.lock.data;
+    argvlen[4] = ctx->cache.lock.len;
+    argv[5] = (char *) ctx->cache.token;
+    argvlen[5] = sizeof(ctx->cache.token);
     argv[6] = entry ? (char *) entry : "";
     argvlen[6] = entry ? len : 0;
     argv[7] = (char *) ttl;
@@ -735,7 +735,7 @@ ngx_http_llm_cache_done(ngx_http_llm_ctx_t *ctx, u_char *entry, size_t len)
     (void) ngx_http_llm_redis_script(NGX_HTTP_LLM_SCRIPT_CACHE_DONE, 9, argv,
                                      argvlen, NULL, NULL);
 
-    ctx->cache_leader = 0;
+    ctx->cache.leader = 0;
 
     /* commands keep their order: followers here will see the entry */
     ngx_http_llm_cache_wake(ctx);
@@ -749,12 +749,12 @@ ngx_http_llm_cache_cleanup(ngx_http_llm_ctx_t *ctx)
 {
     ngx_http_llm_cache_unwait(ctx);
 
-    if (ctx->cache_leader && !ctx->cache_done) {
+    if (ctx->cache.leader && !ctx->cache.done) {
         ngx_http_llm_cache_done(ctx, NULL, 0);
     }
 
-    if (ctx->cache_asm) {
-        ngx_http_llm_cache_asm_free(ctx->cache_asm);
-        ctx->cache_asm = NULL;
+    if (ctx->cache.assembled) {
+        ngx_http_llm_cache_asm_free(ctx->cache.assembled);
+        ctx->cache.assembled = NULL;
     }
 }

@@ -64,13 +64,13 @@ static ngx_int_t ngx_http_llm_cache_set_args(ngx_http_llm_cache_choice_t *ch);
 ngx_int_t
 ngx_http_llm_cache_begin(ngx_http_llm_ctx_t *ctx)
 {
-    if (!ctx->cache_store || !ctx->stream || ctx->cache_asm) {
+    if (!ctx->cache.store || !ctx->stream || ctx->cache.assembled) {
         return NGX_OK;
     }
 
-    ctx->cache_asm = ngx_calloc(sizeof(ngx_http_llm_cache_asm_t),
+    ctx->cache.assembled = ngx_calloc(sizeof(ngx_http_llm_cache_asm_t),
                                 ctx->request->connection->log);
-    if (ctx->cache_asm == NULL) {
+    if (ctx->cache.assembled == NULL) {
         return NGX_ERROR;
     }
 
@@ -88,7 +88,7 @@ ngx_http_llm_cache_feed(ngx_http_llm_ctx_t *ctx, cJSON *chunk)
     ngx_http_llm_cache_asm_t     *a;
     ngx_http_llm_cache_choice_t  *c;
 
-    a = ctx->cache_asm;
+    a = ctx->cache.assembled;
 
     if (a == NULL || a->broken) {
         return;
@@ -345,7 +345,7 @@ ngx_http_llm_cache_assemble(ngx_http_llm_ctx_t *ctx)
     ngx_http_llm_cache_asm_t     *a;
     ngx_http_llm_cache_choice_t  *c;
 
-    a = ctx->cache_asm;
+    a = ctx->cache.assembled;
 
     if (a == NULL || a->broken || a->n == 0) {
         return NULL;

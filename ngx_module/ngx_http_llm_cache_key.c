@@ -103,13 +103,13 @@ ngx_http_llm_cache_key(ngx_http_llm_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    ctx->cache_key.data = p;
+    ctx->cache.key.data = p;
     p = ngx_sprintf(p, NGX_HTTP_LLM_KEY_CACHE, &scope, &sha);
-    ctx->cache_key.len = p - ctx->cache_key.data;
+    ctx->cache.key.len = p - ctx->cache.key.data;
 
-    ctx->cache_lock.data = p;
+    ctx->cache.lock.data = p;
     p = ngx_sprintf(p, NGX_HTTP_LLM_KEY_CACHE_LOCK, &scope, &sha);
-    ctx->cache_lock.len = p - ctx->cache_lock.data;
+    ctx->cache.lock.len = p - ctx->cache.lock.data;
     *p = '\0';
 
     return NGX_OK;

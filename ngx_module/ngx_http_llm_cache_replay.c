@@ -229,7 +229,7 @@ ngx_http_llm_cache_serve(ngx_http_llm_ctx_t *ctx,
         goto done;
     }
 
-    ctx->headers_sent = 1;
+    ctx->out.headers_sent = 1;
 
     rc = ngx_http_send_header(r);
 
@@ -303,17 +303,17 @@ ngx_http_llm_cache_send(ngx_http_llm_ctx_t *ctx)
     c = r->connection;
     wev = c->write;
 
-    for (i = 0; ctx->cache_replay; i++) {
+    for (i = 0; ctx->cache.replay; i++) {
 
         /* what the client could not take before, first */
 
-        if ((ctx->busy || c->buffered)
+        if ((ctx->out.busy || c->buffered)
             && ngx_http_llm_out_flush(ctx, 0) == NGX_ERROR)
         {
             return NGX_ERROR;
         }
 
-        if (ctx->busy || c->buffered) {
+        if (ctx->out.busy || c->buffered) {
             clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
             if (!wev->delayed) {
@@ -337,7 +337,7 @@ ngx_http_llm_cache_send(ngx_http_llm_ctx_t *ctx)
             return NGX_AGAIN;
         }
 
-        rc = ngx_http_llm_cache_produce(ctx, ctx->cache_replay,
+        rc = ngx_http_llm_cache_produce(ctx, ctx->cache.replay,
                                         NGX_HTTP_LLM_CACHE_BURST);
 
         if (rc == NGX_ERROR) {
@@ -365,9 +365,9 @@ ngx_http_llm_cache_send(ngx_http_llm_ctx_t *ctx)
 void
 ngx_http_llm_cache_replay_end(ngx_http_llm_ctx_t *ctx)
 {
-    if (ctx->cache_replay) {
-        ngx_http_llm_cache_unpin(ctx->cache_replay->pin);
-        ctx->cache_replay = NULL;
+    if (ctx->cache.replay) {
+        ngx_http_llm_cache_unpin(ctx->cache.replay->pin);
+        ctx->cache.replay = NULL;
     }
 }
 
@@ -382,7 +382,7 @@ ngx_http_llm_cache_queued(ngx_http_llm_ctx_t *ctx)
 
     size = 0;
 
-    for (cl = ctx->out; cl; cl = cl->next) {
+    for (cl = ctx->out.chain; cl; cl = cl->next) {
         size += cl->buf->last - cl->buf->pos;
     }
 
@@ -410,8 +410,8 @@ ngx_http_llm_cache_pin(ngx_http_llm_ctx_t *ctx, ngx_http_llm_cache_entry_t *e,
         pin = ngx_queue_data(q, ngx_http_llm_cache_pin_t, queue);
 
         if (pin->len == e->len
-            && pin->key.len == ctx->cache_key.len
-            && ngx_memcmp(pin->key.data, ctx->cache_key.data, pin->key.len)
+            && pin->key.len == ctx->cache.key.len
+            && ngx_memcmp(pin->key.data, ctx->cache.key.data, pin->key.len)
                == 0
             && ngx_memcmp(pin->json, e->json, e->len) == 0)
         {
@@ -420,7 +420,7 @@ ngx_http_llm_cache_pin(ngx_http_llm_ctx_t *ctx, ngx_http_llm_cache_entry_t *e,
     }
 
     pin = ngx_alloc(offsetof(ngx_http_llm_cache_pin_t, data)
-                    + ctx->cache_key.len + e->len, ngx_cycle->log);
+                    + ctx->cache.key.len + e->len, ngx_cycle->log);
     if (pin == NULL) {
         return NULL;
     }
@@ -428,8 +428,8 @@ ngx_http_llm_cache_pin(ngx_http_llm_ctx_t *ctx, ngx_http_llm_cache_entry_t *e,
     ngx_memzero(pin, offsetof(ngx_http_llm_cache_pin_t, data));
 
     pin->key.data = pin->data;
-    pin->key.len = ctx->cache_key.len;
-    pin->json = ngx_cpymem(pin->data, ctx->cache_key.data, pin->key.len);
+    pin->key.len = ctx->cache.key.len;
+    pin->json = ngx_cpymem(pin->data, ctx->cache.key.data, pin->key.len);
     pin->len = e->len;
     ngx_memcpy(pin->json, e->json, e->len);
 
@@ -675,7 +675,7 @@ ngx_http_llm_cache_json(ngx_http_llm_ctx_t *ctx,
     }
 
     rp->pos = 1;
-    ctx->cache_replay = rp;
+    ctx->cache.replay = rp;
 
     return ngx_http_llm_out(ctx, head, p - head);
 }
@@ -764,12 +764,12 @@ ngx_http_llm_cache_memo(ngx_http_llm_ctx_t *ctx,
                             NGX_HTTP_LLM_CHUNK_CREATED
                             NGX_HTTP_LLM_MEMO_CREATED;
 
-    out = ctx->out;
-    out_last = ctx->out_last;
+    out = ctx->out.chain;
+    out_last = ctx->out.last;
     usage = ctx->client_usage;
 
-    ctx->out = NULL;
-    ctx->out_last = &ctx->out;
+    ctx->out.chain = NULL;
+    ctx->out.last = &ctx->out.chain;
     ctx->client_usage = 1;
 
     /* an entry this small is replayed whole, at once */
@@ -778,16 +778,16 @@ ngx_http_llm_cache_memo(ngx_http_llm_ctx_t *ctx,
                                 NGX_HTTP_LLM_MEMO_TIME);
 
     if (rc == NGX_OK) {
-        rc = ngx_http_llm_cache_produce(ctx, ctx->cache_replay,
+        rc = ngx_http_llm_cache_produce(ctx, ctx->cache.replay,
                                         NGX_MAX_SIZE_T_VALUE);
         rc = (rc == NGX_DONE) ? NGX_OK : NGX_ERROR;
     }
 
     ngx_http_llm_cache_replay_end(ctx);
 
-    chain = ctx->out;
-    ctx->out = out;
-    ctx->out_last = out_last;
+    chain = ctx->out.chain;
+    ctx->out.chain = out;
+    ctx->out.last = out_last;
     ctx->client_usage = usage;
 
     if (rc != NGX_OK) {
@@ -814,8 +814,8 @@ ngx_http_llm_cache_memo(ngx_http_llm_ctx_t *ctx,
 
         if (cl->next == NULL) {
             /* the buffers go back for this request's own output */
-            cl->next = ctx->free;
-            ctx->free = chain;
+            cl->next = ctx->out.free;
+            ctx->out.free = chain;
             break;
         }
     }
@@ -1005,7 +1005,7 @@ ngx_http_llm_cache_sse(ngx_http_llm_ctx_t *ctx,
     rp->sse = 1;
     rp->stage = pin->nchoices ? NGX_HTTP_LLM_REPLAY_ROLE
                               : NGX_HTTP_LLM_REPLAY_USAGE;
-    ctx->cache_replay = rp;
+    ctx->cache.replay = rp;
 
     /* the head carries model and fingerprint: made once, reused */
 

@@ -108,7 +108,7 @@ ngx_http_llm_handler(ngx_http_request_t *r)
     ctx->start = ngx_current_msec;
     ctx->prompt_tokens = -1;
     ctx->completion_tokens = -1;
-    ctx->out_last = &ctx->out;
+    ctx->out.last = &ctx->out.chain;
     ctx->list_models = models;
 
     /* the cleanup frees curl, cJSON and malloc()ed state on every path */
@@ -202,8 +202,8 @@ ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
 
             if (ctx->conf->quota
                 && ctx->tenant
-                && !ctx->admitted
-                && !ctx->unenforced)
+                && !ctx->quota.admitted
+                && !ctx->quota.unenforced)
             {
                 rc = ngx_http_llm_quota_admit(ctx, &ctx->error);
 
@@ -246,8 +246,8 @@ ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
             /* a hit: its entry is valid while the lookup's caller runs */
 
             ctx->phase = NGX_HTTP_LLM_PHASE_DONE;
-            ngx_http_llm_cache_serve(ctx, &ctx->cache_hit);
-            ctx->cache_hit.json = NULL;
+            ngx_http_llm_cache_serve(ctx, &ctx->cache.hit);
+            ctx->cache.hit.json = NULL;
             return;
 
         case NGX_HTTP_LLM_PHASE_PROXY:

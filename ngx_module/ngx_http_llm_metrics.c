@@ -283,7 +283,7 @@ ngx_http_llm_metrics_request(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         ngx_str_set(&model, "-");
     }
 
-    if (ctx->cache_status == NGX_HTTP_LLM_CACHE_HIT) {
+    if (ctx->cache.status == NGX_HTTP_LLM_CACHE_HIT) {
         ngx_str_set(&backend, "cache");
 
     } else if (ctx->backend) {
@@ -351,10 +351,10 @@ ngx_http_llm_metrics_request(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         ngx_http_llm_metrics_add(zone, key, len, cost);
     }
 
-    if (ctx->cache_status != NGX_HTTP_LLM_CACHE_NONE) {
+    if (ctx->cache.status != NGX_HTTP_LLM_CACHE_NONE) {
         ngx_http_llm_key("llm_cache_requests_total{result=\"%s\"}",
-                         ctx->cache_status == NGX_HTTP_LLM_CACHE_HIT ? "hit"
-                         : ctx->cache_status == NGX_HTTP_LLM_CACHE_MISS
+                         ctx->cache.status == NGX_HTTP_LLM_CACHE_HIT ? "hit"
+                         : ctx->cache.status == NGX_HTTP_LLM_CACHE_MISS
                          ? "miss" : "bypass");
         ngx_http_llm_metrics_add(zone, key, len, 1);
     }
@@ -365,7 +365,7 @@ ngx_http_llm_metrics_request(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         ngx_http_llm_metrics_add(zone, key, len, 1);
     }
 
-    if (ctx->backend && ctx->first_byte) {
+    if (ctx->backend && ctx->attempt.first_byte) {
         ngx_http_llm_key("llm_upstream_ttfb_seconds{backend=\"%s\"}", lb);
         ngx_http_llm_metrics_observe(zone, key, len, ctx->ttfb);
     }

@@ -112,12 +112,12 @@ ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
     r = ctx->request;
 
     while (len) {
-        b = (ctx->out == NULL) ? NULL
-            : ((ngx_chain_t *) ((u_char *) ctx->out_last
+        b = (ctx->out.chain == NULL) ? NULL
+            : ((ngx_chain_t *) ((u_char *) ctx->out.last
                                 - offsetof(ngx_chain_t, next)))->buf;
 
         if (b == NULL || b->last == b->end) {
-            cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
+            cl = ngx_chain_get_free_buf(r->pool, &ctx->out.free);
             if (cl == NULL) {
                 return NGX_ERROR;
             }
@@ -141,8 +141,8 @@ ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
             b->last_buf = 0;
             b->last_in_chain = 0;
 
-            *ctx->out_last = cl;
-            ctx->out_last = &cl->next;
+            *ctx->out.last = cl;
+            ctx->out.last = &cl->next;
         }
 
         n = ngx_min(len, (size_t) (b->end - b->last));
@@ -166,7 +166,7 @@ ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last)
     r = ctx->request;
 
     if (last) {
-        cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
+        cl = ngx_chain_get_free_buf(r->pool, &ctx->out.free);
         if (cl == NULL) {
             return NGX_ERROR;
         }
@@ -178,29 +178,31 @@ ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last)
         b->last_buf = (r == r->main) ? 1 : 0;
         b->last_in_chain = 1;
 
-        *ctx->out_last = cl;
-        ctx->out_last = &cl->next;
+        *ctx->out.last = cl;
+        ctx->out.last = &cl->next;
 
-    } else if (ctx->out == NULL) {
+    } else if (ctx->out.chain == NULL) {
         /* nothing new: just push what the filters still hold */
         rc = ngx_http_output_filter(r, NULL);
-        ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &ctx->out,
+        ngx_chain_update_chains(r->pool, &ctx->out.free, &ctx->out.busy,
+                                &ctx->out.chain,
                                 (ngx_buf_tag_t) &ngx_http_llm_module);
         return rc;
 
     } else {
-        b = ((ngx_chain_t *) ((u_char *) ctx->out_last
+        b = ((ngx_chain_t *) ((u_char *) ctx->out.last
                               - offsetof(ngx_chain_t, next)))->buf;
         b->flush = 1;
     }
 
-    rc = ngx_http_output_filter(r, ctx->out);
+    rc = ngx_http_output_filter(r, ctx->out.chain);
 
-    ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &ctx->out,
+    ngx_chain_update_chains(r->pool, &ctx->out.free, &ctx->out.busy,
+                            &ctx->out.chain,
                             (ngx_buf_tag_t) &ngx_http_llm_module);
 
-    ctx->out = NULL;
-    ctx->out_last = &ctx->out;
+    ctx->out.chain = NULL;
+    ctx->out.last = &ctx->out.chain;
 
     return rc;
 }
@@ -214,7 +216,7 @@ ngx_http_llm_out_pending(ngx_http_llm_ctx_t *ctx)
 
     size = 0;
 
-    for (cl = ctx->busy; cl; cl = cl->next) {
+    for (cl = ctx->out.busy; cl; cl = cl->next) {
         size += ngx_buf_size(cl->buf);
     }
 
@@ -250,7 +252,7 @@ ngx_http_llm_out_write(ngx_http_request_t *r)
         return NGX_DONE;
     }
 
-    if (!ctx->headers_sent) {
+    if (!ctx->out.headers_sent) {
         return NGX_AGAIN;
     }
 

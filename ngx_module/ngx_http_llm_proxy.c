@@ -217,7 +217,7 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
         /* the fallback's backends afresh; not cached: not the asked model */
 
         ctx->tried = 0;
-        ctx->cache_store = 0;
+        ctx->cache.store = 0;
 
         backend = ngx_http_llm_backend_next(ctx);
     }
@@ -271,7 +271,7 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION,
                      ngx_http_llm_proxy_write_cb);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, ctx);
-    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, ctx->curl_error);
+    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, ctx->attempt.curl_error);
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
                      (long) ctx->conf->connect_timeout);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) left);
@@ -284,23 +284,9 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
     curl_easy_setopt(easy, CURLOPT_XFERINFODATA, ctx);
     curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
 
-    ctx->curl_error[0] = '\0';
-    ctx->body_len = 0;             /* a held body of a failed attempt */
-    ctx->body_truncated = 0;
-    ctx->holding = 0;
-    ctx->upstream_status = 0;
-    ctx->content_type.len = 0;
-    ctx->retry_after.len = 0;
-    ctx->headers_done = 0;
-    ctx->discard = 0;
-    ctx->first_byte = 0;
-    ctx->reached_backend = 0;      /* an earlier attempt's is in lost_* */
-    ctx->attempt_billed = 0;
-    ctx->attempt_bytes = 0;
-    ctx->errlen = 0;
-    ctx->tail_len = 0;
-    ctx->mask_carry_len = 0;
-    ctx->attempt_start = ngx_current_msec;
+    /* what an earlier attempt left is in lost_* or freed by now */
+    ngx_memzero(&ctx->attempt, sizeof(ngx_http_llm_attempt_t));
+    ctx->attempt.start = ngx_current_msec;
 
     ctx->curl_done.handler = ngx_http_llm_proxy_done;
     ctx->curl_done.data = ctx;
@@ -337,10 +323,10 @@ ngx_http_llm_proxy_done(void *data, CURLcode rc)
     /* the request, and ctx with it, may be gone after finalization */
     c = ctx->request->connection;
 
-    if (ctx->easy && ctx->upstream_status == 0) {
+    if (ctx->easy && ctx->attempt.status == 0) {
         status = 0;
         curl_easy_getinfo(ctx->easy, CURLINFO_RESPONSE_CODE, &status);
-        ctx->upstream_status = status;
+        ctx->attempt.status = status;
     }
 
     ngx_http_llm_proxy_release(ctx);
@@ -350,12 +336,12 @@ ngx_http_llm_proxy_done(void *data, CURLcode rc)
         goto done;
     }
 
-    if (!ctx->headers_sent) {
+    if (!ctx->out.headers_sent) {
 
         switch (rc) {
 
         case CURLE_OK:
-            if (ctx->discard) {
+            if (ctx->attempt.discard) {
                 ctx->fail = NGX_HTTP_LLM_FAIL_STATUS;
                 break;
             }
@@ -375,7 +361,7 @@ ngx_http_llm_proxy_done(void *data, CURLcode rc)
             break;
 
         default:
-            ctx->fail = ctx->discard ? NGX_HTTP_LLM_FAIL_STATUS
+            ctx->fail = ctx->attempt.discard ? NGX_HTTP_LLM_FAIL_STATUS
                                      : NGX_HTTP_LLM_FAIL_TRANSFER;
             break;
         }
@@ -389,9 +375,10 @@ ngx_http_llm_proxy_done(void *data, CURLcode rc)
                                   ? "status" : "transfer");
 
         ngx_http_llm_proxy_log_body(ctx, c->log,
-                                    ctx->curl_error[0] ? ctx->curl_error
+                                    ctx->attempt.curl_error[0]
+                                    ? ctx->attempt.curl_error
                                     : curl_easy_strerror(rc),
-                                    ctx->upstream_status);
+                                    ctx->attempt.status);
 
         /*
          * a non-streamed request that timed out after the backend got it,
@@ -404,8 +391,8 @@ ngx_http_llm_proxy_done(void *data, CURLcode rc)
 
         if (ctx->fail == NGX_HTTP_LLM_FAIL_TIMEOUT
             && !ctx->stream
-            && !ctx->first_byte
-            && ctx->reached_backend)
+            && !ctx->attempt.first_byte
+            && ctx->attempt.reached_backend)
         {
             if (!ngx_http_llm_backend_answered(ctx)) {
                 ngx_http_llm_backend_failed(ctx);
@@ -422,7 +409,7 @@ ngx_http_llm_proxy_done(void *data, CURLcode rc)
          * other failures count toward opening its circuit
          */
 
-        if (ctx->upstream_status == NGX_HTTP_TOO_MANY_REQUESTS) {
+        if (ctx->attempt.status == NGX_HTTP_TOO_MANY_REQUESTS) {
             ngx_http_llm_backend_cool(ctx, ngx_http_llm_retry_after(ctx));
 
         } else {
@@ -489,17 +476,17 @@ ngx_http_llm_proxy_fail(ngx_http_llm_ctx_t *ctx)
         break;
 
     case NGX_HTTP_LLM_FAIL_STATUS:
-        if (ctx->upstream_status == NGX_HTTP_TOO_MANY_REQUESTS) {
+        if (ctx->attempt.status == NGX_HTTP_TOO_MANY_REQUESTS) {
             ngx_http_llm_set_error(&err, NGX_HTTP_TOO_MANY_REQUESTS,
                                    "upstream_error", "rate_limit_exceeded",
                                    NULL, "Every backend of model `%V` is "
                                    "rate limited, try again later.",
                                    &ctx->model->name);
 
-            if (ctx->retry_after.len) {
+            if (ctx->attempt.retry_after.len) {
                 /* NUL-terminated by ngx_http_llm_header_value() */
                 (void) ngx_http_llm_add_header(r, "Retry-After",
-                                         (char *) ctx->retry_after.data);
+                                    (char *) ctx->attempt.retry_after.data);
             }
 
             break;
@@ -508,7 +495,7 @@ ngx_http_llm_proxy_fail(ngx_http_llm_ctx_t *ctx)
         ngx_http_llm_set_error(&err, NGX_HTTP_BAD_GATEWAY, "upstream_error",
                                "bad_gateway", NULL,
                                "The model backend returned HTTP %i.",
-                               ctx->upstream_status);
+                               ctx->attempt.status);
         break;
 
     default:
@@ -538,7 +525,7 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
 
     ngx_http_llm_metrics_attempt(ctx, rc == CURLE_OK ? "ok" : "broken");
 
-    if (ctx->holding) {
+    if (ctx->attempt.holding) {
         /* whole, so failures before this point failed over; masked */
 
         ngx_http_llm_proxy_json_end(ctx);
@@ -550,17 +537,20 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
             return;
         }
 
-        ctx->holding = 0;
+        ctx->attempt.holding = 0;
 
         rv = r->header_only ? NGX_OK
-             : (ngx_http_llm_out(ctx, ctx->body, ctx->body_len) != NGX_OK)
+             : (ngx_http_llm_out(ctx, ctx->body, ctx->attempt.body_len)
+                != NGX_OK)
              ? NGX_ERROR : ngx_http_llm_out_flush(ctx, 1);
 
         ngx_http_llm_finalize(ctx, rv);
         return;
     }
 
-    if (!ctx->headers_sent && ngx_http_llm_proxy_send_header(ctx) != NGX_OK) {
+    if (!ctx->out.headers_sent
+        && ngx_http_llm_proxy_send_header(ctx) != NGX_OK)
+    {
         ngx_http_llm_finalize(ctx, NGX_ERROR);
         return;
     }
@@ -584,7 +574,7 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "llm: backend \"%V\" failed mid-response: %s",
                       &ctx->backend->url,
-                      ctx->curl_error[0] ? ctx->curl_error
+                      ctx->attempt.curl_error[0] ? ctx->attempt.curl_error
                                          : curl_easy_strerror(rc));
 
         if (!ctx->sse_mode) {
@@ -627,7 +617,7 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
 
         /* too large to hold for a header: its cost comes as a trailer */
 
-        if (ctx->body_truncated
+        if (ctx->attempt.body_truncated
             && ngx_http_llm_cost_header(ctx, 1) != NGX_OK)
         {
             ngx_http_llm_finalize(ctx, NGX_ERROR);
@@ -666,7 +656,7 @@ ngx_http_llm_proxy_log_body(ngx_http_llm_ctx_t *ctx, ngx_log_t *log,
     u_char  *p, *key;
     size_t   n, k, len;
 
-    len = ctx->errlen;
+    len = ctx->attempt.errlen;
     p = ctx->errbuf;
 
     ngx_http_llm_proxy_mask(ctx, p, len);
@@ -771,7 +761,7 @@ ngx_http_llm_proxy_out_masked(ngx_http_llm_ctx_t *ctx, u_char *p,
         }
 
         ctx->mask_carry_size = 2 * k;
-        ctx->mask_carry_len = 0;
+        ctx->attempt.mask_carry_len = 0;
     }
 
     c = ctx->mask_carry;
@@ -779,8 +769,8 @@ ngx_http_llm_proxy_out_masked(ngx_http_llm_ctx_t *ctx, u_char *p,
     /* a key across the boundary is in the carry and the next k bytes */
 
     w = ngx_min(len, k);
-    ngx_memcpy(c + ctx->mask_carry_len, p, w);
-    total = ctx->mask_carry_len + w;
+    ngx_memcpy(c + ctx->attempt.mask_carry_len, p, w);
+    total = ctx->attempt.mask_carry_len + w;
 
     ngx_http_llm_proxy_mask(ctx, c, total);
 
@@ -796,22 +786,22 @@ ngx_http_llm_proxy_out_masked(ngx_http_llm_ctx_t *ctx, u_char *p,
             total = k;
         }
 
-        ctx->mask_carry_len = total;
+        ctx->attempt.mask_carry_len = total;
 
         return NGX_OK;
     }
 
-    ngx_memcpy(p, c + ctx->mask_carry_len, w);
+    ngx_memcpy(p, c + ctx->attempt.mask_carry_len, w);
     ngx_http_llm_proxy_mask(ctx, p, len);
 
-    if (ngx_http_llm_out(ctx, c, ctx->mask_carry_len) != NGX_OK
+    if (ngx_http_llm_out(ctx, c, ctx->attempt.mask_carry_len) != NGX_OK
         || ngx_http_llm_out(ctx, p, len - k) != NGX_OK)
     {
         return NGX_ERROR;
     }
 
     ngx_memcpy(c, p + len - k, k);
-    ctx->mask_carry_len = k;
+    ctx->attempt.mask_carry_len = k;
 
     return NGX_OK;
 }
@@ -824,8 +814,8 @@ ngx_http_llm_proxy_out_carry(ngx_http_llm_ctx_t *ctx)
 {
     size_t  len;
 
-    len = ctx->mask_carry_len;
-    ctx->mask_carry_len = 0;
+    len = ctx->attempt.mask_carry_len;
+    ctx->attempt.mask_carry_len = 0;
 
     return len ? ngx_http_llm_out(ctx, ctx->mask_carry, len) : NGX_OK;
 }
@@ -841,21 +831,21 @@ ngx_http_llm_proxy_json_end(ngx_http_llm_ctx_t *ctx)
 {
     cJSON  *json;
 
-    if (ctx->body_truncated) {
-        if (ctx->upstream_status == NGX_HTTP_OK) {
+    if (ctx->attempt.body_truncated) {
+        if (ctx->attempt.status == NGX_HTTP_OK) {
             (void) ngx_http_llm_proxy_tail_usage(ctx);
         }
 
         return;
     }
 
-    if (ctx->body_len == 0) {
+    if (ctx->attempt.body_len == 0) {
         return;
     }
 
-    ngx_http_llm_proxy_mask(ctx, ctx->body, ctx->body_len);
+    ngx_http_llm_proxy_mask(ctx, ctx->body, ctx->attempt.body_len);
 
-    json = cJSON_ParseWithLength((char *) ctx->body, ctx->body_len);
+    json = cJSON_ParseWithLength((char *) ctx->body, ctx->attempt.body_len);
 
     if (json) {
         (void) ngx_http_llm_proxy_usage(ctx,
@@ -885,12 +875,12 @@ ngx_http_llm_proxy_tail_usage(ngx_http_llm_ctx_t *ctx)
     ngx_uint_t   tries;
     const char  *end;
 
-    if (ctx->tail == NULL || ctx->tail_len < sizeof("\"usage\"") - 1) {
+    if (ctx->tail == NULL || ctx->attempt.tail_len < sizeof("\"usage\"") - 1) {
         return NGX_DECLINED;
     }
 
     start = ctx->tail;
-    last = start + ctx->tail_len;
+    last = start + ctx->attempt.tail_len;
 
     /* one past the last place a key may begin */
     k = last - (sizeof("\"usage\"") - 1) + 1;
@@ -1000,9 +990,9 @@ ngx_http_llm_proxy_account(ngx_http_llm_ctx_t *ctx)
     ngx_log_t  *log;
 
     if (ctx->backend == NULL
-        || !ctx->first_byte
-        || ctx->upstream_status != NGX_HTTP_OK
-        || ctx->cache_status == NGX_HTTP_LLM_CACHE_HIT
+        || !ctx->attempt.first_byte
+        || ctx->attempt.status != NGX_HTTP_OK
+        || ctx->cache.status == NGX_HTTP_LLM_CACHE_HIT
         || ctx->completion_tokens >= 0)
     {
         return;
@@ -1034,14 +1024,15 @@ ngx_http_llm_retry_after(ngx_http_llm_ctx_t *ctx)
     time_t     t;
     ngx_int_t  n;
 
-    if (ctx->retry_after.len == 0) {
+    if (ctx->attempt.retry_after.len == 0) {
         return 0;
     }
 
-    n = ngx_atoi(ctx->retry_after.data, ctx->retry_after.len);
+    n = ngx_atoi(ctx->attempt.retry_after.data, ctx->attempt.retry_after.len);
 
     if (n == NGX_ERROR) {
-        t = ngx_parse_http_time(ctx->retry_after.data, ctx->retry_after.len);
+        t = ngx_parse_http_time(ctx->attempt.retry_after.data,
+                                ctx->attempt.retry_after.len);
         n = (t == NGX_ERROR || t <= ngx_time()) ? 0 : t - ngx_time();
     }
 
@@ -1157,31 +1148,31 @@ ngx_http_llm_proxy_header_cb(char *buf, size_t size, size_t n, void *data)
 
         status = (p + 4 <= last) ? ngx_atoi(p + 1, 3) : NGX_ERROR;
 
-        ctx->upstream_status = (status == NGX_ERROR) ? 0 : status;
-        ctx->content_type.len = 0;
-        ctx->retry_after.len = 0;
+        ctx->attempt.status = (status == NGX_ERROR) ? 0 : status;
+        ctx->attempt.content_type.len = 0;
+        ctx->attempt.retry_after.len = 0;
 
         return len;
     }
 
     if (len <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
-        if (ctx->upstream_status < 200) {
+        if (ctx->attempt.status < 200) {
             return len;
         }
 
-        ctx->headers_done = 1;
+        ctx->attempt.headers_done = 1;
 
         /*
          * these are the backend's failures, not the client's: another
          * backend may well do better, so the body is only kept for the log
          */
 
-        if (ctx->upstream_status >= 500
-            || ctx->upstream_status == NGX_HTTP_TOO_MANY_REQUESTS
-            || ctx->upstream_status == NGX_HTTP_UNAUTHORIZED
-            || ctx->upstream_status == NGX_HTTP_FORBIDDEN)
+        if (ctx->attempt.status >= 500
+            || ctx->attempt.status == NGX_HTTP_TOO_MANY_REQUESTS
+            || ctx->attempt.status == NGX_HTTP_UNAUTHORIZED
+            || ctx->attempt.status == NGX_HTTP_FORBIDDEN)
         {
-            ctx->discard = 1;
+            ctx->attempt.discard = 1;
 
         } else {
             ngx_http_llm_backend_ok(ctx);
@@ -1191,10 +1182,11 @@ ngx_http_llm_proxy_header_cb(char *buf, size_t size, size_t n, void *data)
     }
 
     v = ngx_http_llm_header_value(ctx->request->pool, buf, len,
-                                  "content-type", &ctx->content_type);
+                                  "content-type", &ctx->attempt.content_type);
     if (v == NULL) {
         (void) ngx_http_llm_header_value(ctx->request->pool, buf, len,
-                                         "retry-after", &ctx->retry_after);
+                                         "retry-after",
+                                         &ctx->attempt.retry_after);
     }
 
     return len;
@@ -1214,16 +1206,16 @@ ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n, void *data)
     len = size * n;
     r = ctx->request;
 
-    if (!ctx->first_byte) {
-        ctx->first_byte = 1;
-        ctx->ttfb = ngx_current_msec - ctx->attempt_start;
+    if (!ctx->attempt.first_byte) {
+        ctx->attempt.first_byte = 1;
+        ctx->ttfb = ngx_current_msec - ctx->attempt.start;
     }
 
-    if (ctx->discard) {
-        room = NGX_HTTP_LLM_ERRBUF_SIZE - ctx->errlen;
+    if (ctx->attempt.discard) {
+        room = NGX_HTTP_LLM_ERRBUF_SIZE - ctx->attempt.errlen;
         room = ngx_min(room, len);
-        ngx_memcpy(ctx->errbuf + ctx->errlen, buf, room);
-        ctx->errlen += room;
+        ngx_memcpy(ctx->errbuf + ctx->attempt.errlen, buf, room);
+        ctx->attempt.errlen += room;
 
         return len;
     }
@@ -1247,7 +1239,7 @@ ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n, void *data)
         return CURL_WRITEFUNC_PAUSE;
     }
 
-    ctx->attempt_bytes += len;     /* a paused piece comes again */
+    ctx->attempt.bytes += len;     /* a paused piece comes again */
 
     ngx_add_timer(&ctx->timer, ctx->conf->idle_timeout);
 
@@ -1257,29 +1249,30 @@ ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n, void *data)
      * too large to hold goes on without
      */
 
-    if (!ctx->headers_sent && !ctx->holding
-        && (ctx->conf->cost_header || ctx->upstream_status != NGX_HTTP_OK)
+    if (!ctx->out.headers_sent && !ctx->attempt.holding
+        && (ctx->conf->cost_header || ctx->attempt.status != NGX_HTTP_OK)
         && !ngx_http_llm_proxy_sse_type(ctx))
     {
-        ctx->holding = 1;
+        ctx->attempt.holding = 1;
     }
 
-    if (ctx->holding) {
+    if (ctx->attempt.holding) {
         if (ngx_http_llm_proxy_tee(ctx, (u_char *) buf, len) != NGX_OK) {
             ctx->client_error = 1;
             return 0;
         }
 
-        if (!ctx->body_truncated) {
+        if (!ctx->attempt.body_truncated) {
             return len;
         }
 
-        ctx->holding = 0;
+        ctx->attempt.holding = 0;
 
         /* held so far, then this: one body to mask, across the two */
 
         if (ngx_http_llm_proxy_send_header(ctx) != NGX_OK
-            || ngx_http_llm_proxy_out_masked(ctx, ctx->body, ctx->body_len)
+            || ngx_http_llm_proxy_out_masked(ctx, ctx->body,
+                                             ctx->attempt.body_len)
                != NGX_OK
             || ngx_http_llm_proxy_out_masked(ctx, (u_char *) buf, len)
                != NGX_OK
@@ -1294,12 +1287,12 @@ ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n, void *data)
         ngx_free(ctx->body);
         ctx->body = NULL;
         ctx->body_size = 0;
-        ctx->body_len = 0;
+        ctx->attempt.body_len = 0;
 
         return len;
     }
 
-    if (!ctx->headers_sent) {
+    if (!ctx->out.headers_sent) {
         if (ngx_http_llm_proxy_send_header(ctx) != NGX_OK) {
             ctx->client_error = 1;
             return 0;
@@ -1336,8 +1329,8 @@ ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n, void *data)
 static ngx_uint_t
 ngx_http_llm_proxy_sse_type(ngx_http_llm_ctx_t *ctx)
 {
-    return ctx->content_type.len >= sizeof(NGX_HTTP_LLM_SSE_TYPE) - 1
-           && ngx_strncasecmp(ctx->content_type.data,
+    return ctx->attempt.content_type.len >= sizeof(NGX_HTTP_LLM_SSE_TYPE) - 1
+           && ngx_strncasecmp(ctx->attempt.content_type.data,
                               (u_char *) NGX_HTTP_LLM_SSE_TYPE,
                               sizeof(NGX_HTTP_LLM_SSE_TYPE) - 1)
               == 0;
@@ -1352,20 +1345,20 @@ ngx_http_llm_proxy_send_header(ngx_http_llm_ctx_t *ctx)
 
     r = ctx->request;
 
-    ctx->headers_sent = 1;
+    ctx->out.headers_sent = 1;
 
-    ctx->sse_mode = ctx->upstream_status == NGX_HTTP_OK
+    ctx->sse_mode = ctx->attempt.status == NGX_HTTP_OK
                     && ngx_http_llm_proxy_sse_type(ctx);
 
     ctx->sse.comment = ngx_http_llm_proxy_comment;
 
-    r->headers_out.status = ctx->upstream_status ? ctx->upstream_status
+    r->headers_out.status = ctx->attempt.status ? ctx->attempt.status
                                                  : NGX_HTTP_BAD_GATEWAY;
-    r->headers_out.content_length_n = ctx->holding ? (off_t) ctx->body_len
-                                                   : -1;
+    r->headers_out.content_length_n = ctx->attempt.holding
+                                      ? (off_t) ctx->attempt.body_len : -1;
 
-    if (ctx->content_type.len) {
-        r->headers_out.content_type = ctx->content_type;
+    if (ctx->attempt.content_type.len) {
+        r->headers_out.content_type = ctx->attempt.content_type;
 
     } else {
         ngx_str_set(&r->headers_out.content_type, "application/json");
@@ -1418,7 +1411,7 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
 
     /* only usage, or the cache, needs the event parsed */
 
-    if (ctx->cache_asm == NULL
+    if (ctx->cache.assembled == NULL
         && memmem(payload, len, "\"usage\"", sizeof("\"usage\"") - 1)
            == NULL)
     {
@@ -1710,7 +1703,7 @@ ngx_http_llm_proxy_progress_cb(void *data, curl_off_t dltotal,
     ngx_http_llm_ctx_t *ctx = data;
 
     if (ultotal > 0 && ulnow >= ultotal) {
-        ctx->reached_backend = 1;
+        ctx->attempt.reached_backend = 1;
     }
 
     return 0;
@@ -1727,47 +1720,48 @@ ngx_http_llm_proxy_tee(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
 {
     size_t   need, n;
 
-    if (ctx->body_truncated) {
+    if (ctx->attempt.body_truncated) {
         return ngx_http_llm_proxy_tail(ctx, p, len);
     }
 
-    need = ctx->body_len + len;
+    need = ctx->attempt.body_len + len;
 
     if (need > ctx->conf->max_response_body) {
-        ctx->body_truncated = 1;
+        ctx->attempt.body_truncated = 1;
         ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
                       "llm: response larger than llm_max_response_body, "
                       "its usage is read from its last %uz bytes",
                       (size_t) NGX_HTTP_LLM_TAIL_SIZE);
 
-        n = ngx_min(ctx->body_len, NGX_HTTP_LLM_TAIL_SIZE);
+        n = ngx_min(ctx->attempt.body_len, NGX_HTTP_LLM_TAIL_SIZE);
 
-        if (ngx_http_llm_proxy_tail(ctx, ctx->body + ctx->body_len - n, n)
+        if (ngx_http_llm_proxy_tail(ctx,
+                                    ctx->body + ctx->attempt.body_len - n, n)
             != NGX_OK)
         {
             return NGX_ERROR;
         }
 
-        if (!ctx->holding && ctx->body) {
+        if (!ctx->attempt.holding && ctx->body) {
             /* a held head still goes to the client, then it is freed */
             ngx_free(ctx->body);
             ctx->body = NULL;
             ctx->body_size = 0;
-            ctx->body_len = 0;
+            ctx->attempt.body_len = 0;
         }
 
         return ngx_http_llm_proxy_tail(ctx, p, len);
     }
 
-    if (ngx_http_llm_grow(&ctx->body, &ctx->body_size, ctx->body_len, need,
-                          ctx->conf->max_response_body)
+    if (ngx_http_llm_grow(&ctx->body, &ctx->body_size, ctx->attempt.body_len,
+                          need, ctx->conf->max_response_body)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(ctx->body + ctx->body_len, p, len);
-    ctx->body_len += len;
+    ngx_memcpy(ctx->body + ctx->attempt.body_len, p, len);
+    ctx->attempt.body_len += len;
 
     return NGX_OK;
 }
@@ -1790,7 +1784,7 @@ ngx_http_llm_proxy_tail(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
             return NGX_ERROR;
         }
 
-        ctx->tail_len = 0;
+        ctx->attempt.tail_len = 0;
     }
 
     if (len == 0) {
@@ -1800,18 +1794,18 @@ ngx_http_llm_proxy_tail(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
     if (len >= NGX_HTTP_LLM_TAIL_SIZE) {
         ngx_memcpy(ctx->tail, p + len - NGX_HTTP_LLM_TAIL_SIZE,
                    NGX_HTTP_LLM_TAIL_SIZE);
-        ctx->tail_len = NGX_HTTP_LLM_TAIL_SIZE;
+        ctx->attempt.tail_len = NGX_HTTP_LLM_TAIL_SIZE;
         return NGX_OK;
     }
 
-    if (ctx->tail_len + len > 2 * NGX_HTTP_LLM_TAIL_SIZE) {
+    if (ctx->attempt.tail_len + len > 2 * NGX_HTTP_LLM_TAIL_SIZE) {
         keep = NGX_HTTP_LLM_TAIL_SIZE - len;
-        ngx_memmove(ctx->tail, ctx->tail + ctx->tail_len - keep, keep);
-        ctx->tail_len = keep;
+        ngx_memmove(ctx->tail, ctx->tail + ctx->attempt.tail_len - keep, keep);
+        ctx->attempt.tail_len = keep;
     }
 
-    ngx_memcpy(ctx->tail + ctx->tail_len, p, len);
-    ctx->tail_len += len;
+    ngx_memcpy(ctx->tail + ctx->attempt.tail_len, p, len);
+    ctx->attempt.tail_len += len;
 
     return NGX_OK;
 }
@@ -1828,11 +1822,11 @@ ngx_http_llm_proxy_timeout(ngx_event_t *ev)
     ngx_log_error(NGX_LOG_WARN, ev->log, 0,
                   "llm: backend \"%V\" timed out %s",
                   &ctx->backend->url,
-                  ctx->first_byte ? "between chunks"
+                  ctx->attempt.first_byte ? "between chunks"
                   : ctx->stream ? "before first byte" : "generating");
 
-    ngx_cpystrn((u_char *) ctx->curl_error,
-                (u_char *) (ctx->first_byte ? "idle timeout"
+    ngx_cpystrn((u_char *) ctx->attempt.curl_error,
+                (u_char *) (ctx->attempt.first_byte ? "idle timeout"
                             : ctx->stream ? "first byte timeout"
                             : "generation timeout"),
                 CURL_ERROR_SIZE);

@@ -290,24 +290,24 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
         || ctx->prompt_estimate > NGX_HTTP_LLM_AMOUNT_MAX
         || ctx->max_tokens > NGX_HTTP_LLM_AMOUNT_MAX - ctx->prompt_estimate)
     {
-        ctx->reserved_cost = -1;
+        ctx->quota.reserved_cost = -1;
 
     } else {
-        ctx->reserved_tokens = ctx->prompt_estimate + ctx->max_tokens;
-        ctx->reserved_cost = ngx_http_llm_cost_exact(ctx->prompt_estimate,
+        ctx->quota.reserved_tokens = ctx->prompt_estimate + ctx->max_tokens;
+        ctx->quota.reserved_cost = ngx_http_llm_cost_exact(ctx->prompt_estimate,
                                                      ctx->max_tokens,
                                                      price_in, price_out);
     }
 
-    if (ctx->reserved_cost < 0) {
-        ctx->reserved_tokens = 0;
-        ctx->reserved_cost = 0;
+    if (ctx->quota.reserved_cost < 0) {
+        ctx->quota.reserved_tokens = 0;
+        ctx->quota.reserved_cost = 0;
 
         ngx_http_llm_too_large(err);
         return NGX_ERROR;
     }
 
-    if (ctx->request_id.len == 0) {
+    if (ctx->quota.request_id.len == 0) {
         now = ngx_time();
         ngx_gmtime(now, &tm);
 
@@ -316,19 +316,19 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
             return NGX_ERROR;
         }
 
-        ctx->request_id.data = p;
+        ctx->quota.request_id.data = p;
         p = ngx_sprintf(p, "%08xD-%P-%ui-%M", ngx_http_llm_node_rand,
                         ngx_pid, ++ngx_http_llm_request_seq,
                         ngx_current_msec);
-        ctx->request_id.len = p - ctx->request_id.data;
+        ctx->quota.request_id.len = p - ctx->quota.request_id.data;
 
-        ctx->key_day.data = p;
+        ctx->quota.key_day.data = p;
         p = ngx_sprintf(p, "%4d%02d%02d", tm.ngx_tm_year, tm.ngx_tm_mon,
                         tm.ngx_tm_mday);
-        ctx->key_day.len = p - ctx->key_day.data;
+        ctx->quota.key_day.len = p - ctx->quota.key_day.data;
 
-        ctx->key_month.data = ctx->key_day.data;
-        ctx->key_month.len = NGX_HTTP_LLM_MONTH_LEN;
+        ctx->quota.key_month.data = ctx->quota.key_day.data;
+        ctx->quota.key_month.len = NGX_HTTP_LLM_MONTH_LEN;
     }
 
     /* the id and day also serve an unmetered request's usage record */
@@ -338,8 +338,8 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
         return ngx_http_llm_quota_offline(ctx, err);
     }
 
-    ngx_queue_insert_tail(&ngx_http_llm_admit_queue, &ctx->admit_link);
-    ctx->admitting = 1;
+    ngx_queue_insert_tail(&ngx_http_llm_admit_queue, &ctx->quota.admit_link);
+    ctx->quota.admitting = 1;
 
     /* a worker that admits also sweeps, from a second after its first */
 
@@ -364,26 +364,26 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
 void
 ngx_http_llm_quota_cancel(ngx_http_llm_ctx_t *ctx)
 {
-    if (!ctx->admitting) {
+    if (!ctx->quota.admitting) {
         return;
     }
 
-    ctx->admitting = 0;
+    ctx->quota.admitting = 0;
 
-    if (ctx->admit_batch == NULL) {
+    if (ctx->quota.admit_batch == NULL) {
         /* not sent yet: nothing was reserved */
-        ngx_queue_remove(&ctx->admit_link);
+        ngx_queue_remove(&ctx->quota.admit_link);
         return;
     }
 
-    ctx->admit_batch->ctx[ctx->admit_slot] = NULL;
-    ctx->admit_batch = NULL;
+    ctx->quota.admit_batch->ctx[ctx->quota.admit_slot] = NULL;
+    ctx->quota.admit_batch = NULL;
 
     /*
      * the script may have reserved by now: settle anyway, it releases only
      * what an admission recorded
      */
-    ctx->admitted = 1;
+    ctx->quota.admitted = 1;
 }
 
 
@@ -397,7 +397,7 @@ ngx_http_llm_same_batch(ngx_http_llm_ctx_t *a, ngx_http_llm_ctx_t *b)
 
     return x->id.len == y->id.len
            && ngx_strncmp(x->id.data, y->id.data, x->id.len) == 0
-           && ngx_strncmp(a->key_day.data, b->key_day.data,
+           && ngx_strncmp(a->quota.key_day.data, b->quota.key_day.data,
                           NGX_HTTP_LLM_DAY_LEN) == 0
            && x->rpm == y->rpm && x->tpm == y->tpm
            && x->budget_day == y->budget_day
@@ -427,7 +427,7 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
     while (!ngx_queue_empty(&ngx_http_llm_admit_queue)) {
 
         q = ngx_queue_head(&ngx_http_llm_admit_queue);
-        first = ngx_queue_data(q, ngx_http_llm_ctx_t, admit_link);
+        first = ngx_queue_data(q, ngx_http_llm_ctx_t, quota.admit_link);
         t = first->tenant;
 
         size = sizeof(ngx_http_llm_admit_batch_t)
@@ -446,7 +446,7 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
              q = next)
         {
             next = ngx_queue_next(q);
-            ctx = ngx_queue_data(q, ngx_http_llm_ctx_t, admit_link);
+            ctx = ngx_queue_data(q, ngx_http_llm_ctx_t, quota.admit_link);
 
             if (ctx != first && !ngx_http_llm_same_batch(first, ctx)) {
                 continue;
@@ -460,8 +460,8 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
             }
 
             batch->ctx[n] = ctx;
-            ctx->admit_batch = batch;
-            ctx->admit_slot = n;
+            ctx->quota.admit_batch = batch;
+            ctx->quota.admit_slot = n;
             n++;
         }
 
@@ -476,9 +476,9 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
 
         ngx_http_llm_argv(NGX_HTTP_LLM_KEY_WIN, &t->id);
         ngx_http_llm_argv(NGX_HTTP_LLM_KEY_SPEND_DAY, &t->id,
-                          &first->key_day);
+                          &first->quota.key_day);
         ngx_http_llm_argv(NGX_HTTP_LLM_KEY_SPEND_MONTH, &t->id,
-                          &first->key_month);
+                          &first->quota.key_month);
         ngx_http_llm_argv(NGX_HTTP_LLM_KEY_INFLIGHT, &t->id);
 
         ngx_http_llm_argv("%i", t->rpm);
@@ -494,9 +494,9 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
             life = ctx->conf->total_timeout + ctx->conf->cache_lock_timeout
                    + NGX_HTTP_LLM_SWEEP_MARGIN;
 
-            ngx_http_llm_argv("%V", &ctx->request_id);
-            ngx_http_llm_argv("%L", ctx->reserved_tokens);
-            ngx_http_llm_argv("%L", ctx->reserved_cost);
+            ngx_http_llm_argv("%V", &ctx->quota.request_id);
+            ngx_http_llm_argv("%L", ctx->quota.reserved_tokens);
+            ngx_http_llm_argv("%L", ctx->quota.reserved_cost);
             ngx_http_llm_argv("%M", life);
         }
 
@@ -555,15 +555,15 @@ ngx_http_llm_admit_done(ngx_http_llm_admit_batch_t *batch, redisReply *reply,
             continue;
         }
 
-        ctx->admit_batch = NULL;
-        ctx->admitting = 0;
+        ctx->quota.admit_batch = NULL;
+        ctx->quota.admitting = 0;
 
         one = (reply && reply->type == REDIS_REPLY_ARRAY
                && i < reply->elements)
               ? reply->element[i] : NULL;
 
         if (lost) {
-            ctx->admit_unknown = 1;
+            ctx->quota.admit_unknown = 1;
         }
 
         ngx_http_llm_admit_result(ctx, one);
@@ -581,7 +581,7 @@ ngx_http_llm_admit_result(ngx_http_llm_ctx_t *ctx, redisReply *reply)
     long long  code, day, month;
     ngx_int_t  rc;
 
-    ctx->admitting = 0;
+    ctx->quota.admitting = 0;
 
     if (reply == NULL
         || reply->type != REDIS_REPLY_ARRAY
@@ -605,7 +605,7 @@ ngx_http_llm_admit_result(ngx_http_llm_ctx_t *ctx, redisReply *reply)
         return;
     }
 
-    ctx->admitted = 1;
+    ctx->quota.admitted = 1;
 
     ngx_http_llm_admit_headers(ctx, reply);
 
@@ -653,7 +653,7 @@ ngx_http_llm_quota_offline(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
         ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
                       "llm: redis unavailable, tenant \"%V\" served "
                       "without quota enforcement", &ctx->tenant->id);
-        ctx->unenforced = 1;
+        ctx->quota.unenforced = 1;
         return NGX_OK;
     }
 
@@ -791,7 +791,7 @@ ngx_http_llm_admit_deny(ngx_http_llm_ctx_t *ctx, redisReply *reply)
                                "tokens", "rate_limit_exceeded", NULL,
                                "Request too large: it may need %L tokens, "
                                "the limit is %i tokens per minute.",
-                               ctx->reserved_tokens, ctx->tenant->tpm);
+                               ctx->quota.reserved_tokens, ctx->tenant->tpm);
         retry = 60000;
 
     } else {
@@ -837,21 +837,24 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
      * the script may have reserved
      */
 
-    if (!ctx->admitted && !ctx->unenforced && !ctx->admit_unknown) {
+    if (!ctx->quota.admitted
+        && !ctx->quota.unenforced
+        && !ctx->quota.admit_unknown)
+    {
         return;
     }
 
-    hit = (ctx->cache_status == NGX_HTTP_LLM_CACHE_HIT);
+    hit = (ctx->cache.status == NGX_HTTP_LLM_CACHE_HIT);
     ngx_str_null(&empty);
 
     b = hit ? NULL : ctx->backend;
 
     ngx_http_llm_usage(ctx, &prompt, &completion, &cost);
 
-    if (ctx->admitted && cost > ctx->reserved_cost) {
+    if (ctx->quota.admitted && cost > ctx->quota.reserved_cost) {
         ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
                       "llm: request cost %L micro-dollars over its "
-                      "reservation of %L", cost, ctx->reserved_cost);
+                      "reservation of %L", cost, ctx->quota.reserved_cost);
     }
 
     ctx->cost = cost;
@@ -864,7 +867,7 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
     p = ngx_slprintf(p, last, __VA_ARGS__);                                   \
     f[i].len = p - f[i].data
 
-    ngx_http_llm_field(0, "%V", &ctx->request_id);
+    ngx_http_llm_field(0, "%V", &ctx->quota.request_id);
     ngx_http_llm_field(1, "%L", hit ? 0 : prompt + completion);
     ngx_http_llm_field(2, "%L", cost);
     ngx_http_llm_field(3, "%V|%s%V", &ctx->model->name,
@@ -872,21 +875,21 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
                        b ? &b->name : hit ? &empty : &ctx->model->name);
     ngx_http_llm_field(4, "%L", prompt);
     ngx_http_llm_field(5, "%L", completion);
-    ngx_http_llm_field(6, "%s%s", ctx->admitted ? "m"
-                                  : ctx->admit_unknown ? "k" : "u",
+    ngx_http_llm_field(6, "%s%s", ctx->quota.admitted ? "m"
+                                  : ctx->quota.admit_unknown ? "k" : "u",
                        hit ? "c" : "");
 
 #undef ngx_http_llm_field
 
     t = &ctx->tenant->id;
 
-    size = sizeof(ngx_http_llm_record_t) + t->len + ctx->key_day.len
-           + ctx->key_month.len + (p - buf);
+    size = sizeof(ngx_http_llm_record_t) + t->len + ctx->quota.key_day.len
+           + ctx->quota.key_month.len + (p - buf);
 
     if (p == last || ngx_http_llm_records_n >= NGX_HTTP_LLM_PENDING_MAX) {
         ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
                       "llm: settlement of \"%V\" dropped: %L tokens, "
-                      "%L micro-dollars", &ctx->request_id,
+                      "%L micro-dollars", &ctx->quota.request_id,
                       prompt + completion, cost);
         ngx_http_llm_metrics_count(
             "llm_settlements_dropped_total{reason=\"queue_full\"}", 1);
@@ -905,12 +908,12 @@ ngx_http_llm_quota_settle(ngx_http_llm_ctx_t *ctx)
     p = ngx_cpymem(p, t->data, t->len);
 
     rec->day.data = p;
-    rec->day.len = ctx->key_day.len;
-    p = ngx_cpymem(p, ctx->key_day.data, ctx->key_day.len);
+    rec->day.len = ctx->quota.key_day.len;
+    p = ngx_cpymem(p, ctx->quota.key_day.data, ctx->quota.key_day.len);
 
     rec->month.data = p;
-    rec->month.len = ctx->key_month.len;
-    p = ngx_cpymem(p, ctx->key_month.data, ctx->key_month.len);
+    rec->month.len = ctx->quota.key_month.len;
+    p = ngx_cpymem(p, ctx->quota.key_month.data, ctx->quota.key_month.len);
 
     for (i = 0; i < NGX_HTTP_LLM_SETTLE_FIELDS; i++) {
         rec->f[i].data = p;

@@ -105,7 +105,7 @@ ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
     *completion = 0;
     *cost = 0;
 
-    if (ctx->cache_status == NGX_HTTP_LLM_CACHE_HIT) {
+    if (ctx->cache.status == NGX_HTTP_LLM_CACHE_HIT) {
         /*
          * a hit costs the location's share of what the answer first
          * cost, and no backend capacity: its tokens are not in the TPM
@@ -114,7 +114,7 @@ ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
         *prompt = ngx_max(ctx->prompt_tokens, 0);
         *completion = ngx_max(ctx->completion_tokens, 0);
 
-        cached = ngx_min(ngx_max(ctx->cache_cost, 0),
+        cached = ngx_min(ngx_max(ctx->cache.cost, 0),
                          NGX_HTTP_LLM_AMOUNT_MAX);
         *cost = (cached * (int64_t) ctx->conf->cache_charge + 99) / 100;
         return;
@@ -122,14 +122,14 @@ ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, int64_t *prompt,
 
     /* a first byte means the body was handed over, whoever says so */
 
-    if (b == NULL || ctx->attempt_billed
-        || !(ctx->reached_backend || ctx->first_byte)
-        || (ctx->upstream_status && ctx->upstream_status != NGX_HTTP_OK))
+    if (b == NULL || ctx->attempt.billed
+        || !(ctx->attempt.reached_backend || ctx->attempt.first_byte)
+        || (ctx->attempt.status && ctx->attempt.status != NGX_HTTP_OK))
     {
         goto lost;
     }
 
-    if (!ctx->first_byte) {
+    if (!ctx->attempt.first_byte) {
         *prompt = ctx->prompt_estimate;
 
     } else if (ctx->usage_lost
@@ -179,22 +179,22 @@ ngx_http_llm_usage_abandon(ngx_http_llm_ctx_t *ctx)
 
     b = ctx->backend;
 
-    if (b == NULL || ctx->attempt_billed
-        || !(ctx->reached_backend || ctx->first_byte)
-        || ctx->discard
-        || (ctx->upstream_status && ctx->upstream_status != NGX_HTTP_OK))
+    if (b == NULL || ctx->attempt.billed
+        || !(ctx->attempt.reached_backend || ctx->attempt.first_byte)
+        || ctx->attempt.discard
+        || (ctx->attempt.status && ctx->attempt.status != NGX_HTTP_OK))
     {
         return;
     }
 
-    ctx->attempt_billed = 1;
+    ctx->attempt.billed = 1;
 
     prompt = ngx_min(ngx_max(ctx->prompt_estimate, 0),
                      NGX_HTTP_LLM_AMOUNT_MAX);
     completion = 0;
 
-    if (ctx->first_byte && ctx->upstream_status == NGX_HTTP_OK) {
-        completion = (int64_t) (ctx->attempt_bytes / 4 + 1);
+    if (ctx->attempt.first_byte && ctx->attempt.status == NGX_HTTP_OK) {
+        completion = (int64_t) (ctx->attempt.bytes / 4 + 1);
         completion = ngx_min(completion, ngx_max(ctx->max_tokens, 0));
         completion = ngx_min(completion, NGX_HTTP_LLM_AMOUNT_MAX);
     }

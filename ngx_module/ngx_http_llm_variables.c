@@ -122,7 +122,7 @@ ngx_http_llm_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         return NGX_OK;
 
     case NGX_HTTP_LLM_VAR_TTFB:
-        if (!ctx->first_byte) {
+        if (!ctx->attempt.first_byte) {
             v->not_found = 1;
             return NGX_OK;
         }
@@ -163,20 +163,20 @@ ngx_http_llm_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         return NGX_OK;
 
     case NGX_HTTP_LLM_VAR_CACHE:
-        if (ctx->cache_status == NGX_HTTP_LLM_CACHE_NONE) {
+        if (ctx->cache.status == NGX_HTTP_LLM_CACHE_NONE) {
             v->not_found = 1;
             return NGX_OK;
         }
 
-        v->data = (u_char *) (ctx->cache_status == NGX_HTTP_LLM_CACHE_HIT
+        v->data = (u_char *) (ctx->cache.status == NGX_HTTP_LLM_CACHE_HIT
                               ? "HIT"
-                              : ctx->cache_status == NGX_HTTP_LLM_CACHE_MISS
+                              : ctx->cache.status == NGX_HTTP_LLM_CACHE_MISS
                               ? "MISS" : "BYPASS");
         v->len = ngx_strlen(v->data);
         return NGX_OK;
 
     case NGX_HTTP_LLM_VAR_UPSTREAM_STATUS:
-        n = ctx->upstream_status ? ctx->upstream_status : -1;
+        n = ctx->attempt.status ? ctx->attempt.status : -1;
         break;
 
     case NGX_HTTP_LLM_VAR_PROMPT_TOKENS:

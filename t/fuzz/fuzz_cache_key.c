@@ -51,7 +51,7 @@ ngx_http_llm_fuzz_key_init(void)
 }
 
 
-/* NGX_OK and the key in ctx->cache_key */
+/* NGX_OK and the key in ctx->cache.key */
 static ngx_int_t
 ngx_http_llm_fuzz_key(ngx_http_llm_ctx_t *ctx)
 {
@@ -394,7 +394,7 @@ ngx_http_llm_fuzz_key_of(ngx_pool_t *pool, u_char *p, size_t len)
     cJSON_Delete(ctx->json);
     ctx->json = NULL;
 
-    return &ctx->cache_key;
+    return &ctx->cache.key;
 }
 
 

@@ -331,8 +331,9 @@ ngx_http_llm_fuzz_quota_flow(ngx_pool_t *pool, ngx_http_llm_fuzz_in_t *in,
         ngx_http_llm_fuzz_ended_once(fr[i], "admission");
 
         if (fr[i]->outcome.run) {
-            ngx_http_llm_fuzz_assert(ctx->admitted || ctx->unenforced
-                                     || ctx->admit_unknown,
+            ngx_http_llm_fuzz_assert(ctx->quota.admitted
+                                     || ctx->quota.unenforced
+                                     || ctx->quota.admit_unknown,
                                      "went on neither admitted nor "
                                      "unenforced");
         }
@@ -343,9 +344,9 @@ ngx_http_llm_fuzz_quota_flow(ngx_pool_t *pool, ngx_http_llm_fuzz_in_t *in,
 
         if (b & 1) {
             ctx->backend = ctx->model->backends.elts;
-            ctx->first_byte = 1;
-            ctx->reached_backend = 1;
-            ctx->upstream_status = (b & 2) ? NGX_HTTP_OK : 503;
+            ctx->attempt.first_byte = 1;
+            ctx->attempt.reached_backend = 1;
+            ctx->attempt.status = (b & 2) ? NGX_HTTP_OK : 503;
             ctx->prompt_tokens = (b & 4) ? ngx_http_llm_fuzz_byte(in) : -1;
             ctx->completion_tokens = (b & 8) ? ngx_http_llm_fuzz_byte(in)
                                              : -1;

@@ -287,15 +287,15 @@ ngx_http_llm_fuzz_check(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b,
                                  "%L choices past the tenant's %i",
                                  choices, t->max_n);
 
-        ngx_http_llm_fuzz_assert(ctx->reserved_tokens
+        ngx_http_llm_fuzz_assert(ctx->quota.reserved_tokens
                                  == ctx->prompt_estimate + ctx->max_tokens,
                                  "reserved %L tokens for %L + %L",
-                                 ctx->reserved_tokens, ctx->prompt_estimate,
-                                 ctx->max_tokens);
+                                 ctx->quota.reserved_tokens,
+                                 ctx->prompt_estimate, ctx->max_tokens);
 
-        ngx_http_llm_fuzz_expect("C1", ctx->reserved_cost >= 0,
+        ngx_http_llm_fuzz_expect("C1", ctx->quota.reserved_cost >= 0,
                                  "a reservation of %L micro-dollars",
-                                 ctx->reserved_cost);
+                                 ctx->quota.reserved_cost);
     }
 
     cJSON_Delete(up);

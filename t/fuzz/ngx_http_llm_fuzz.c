@@ -265,7 +265,7 @@ ngx_http_llm_fuzz_request(ngx_pool_t *pool)
     ctx->start = ngx_current_msec;
     ctx->prompt_tokens = -1;
     ctx->completion_tokens = -1;
-    ctx->out_last = &ctx->out;
+    ctx->out.last = &ctx->out.chain;
 
     fr->module_ctx[0] = ctx;
 
