@@ -366,7 +366,7 @@ typedef struct {
 
 typedef struct {
     ngx_chain_t                *chain;
-    ngx_chain_t               **last;
+    ngx_chain_t                *tail;          /* chain's last link */
     ngx_chain_t                *free;
     ngx_chain_t                *busy;
     unsigned                    headers_sent:1; /* to the client */

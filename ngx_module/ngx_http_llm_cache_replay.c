@@ -759,17 +759,17 @@ ngx_http_llm_cache_memo(ngx_http_llm_ctx_t *ctx,
     size_t         size;
     ngx_int_t      rc;
     ngx_uint_t     usage;
-    ngx_chain_t   *out, **out_last, *chain, *cl;
+    ngx_chain_t   *out, *out_tail, *chain, *cl;
     static u_char  head[] = NGX_HTTP_LLM_CHUNK_ID NGX_HTTP_LLM_MEMO_ID
                             NGX_HTTP_LLM_CHUNK_CREATED
                             NGX_HTTP_LLM_MEMO_CREATED;
 
     out = ctx->out.chain;
-    out_last = ctx->out.last;
+    out_tail = ctx->out.tail;
     usage = ctx->client_usage;
 
     ctx->out.chain = NULL;
-    ctx->out.last = &ctx->out.chain;
+    ctx->out.tail = NULL;
     ctx->client_usage = 1;
 
     /* an entry this small is replayed whole, at once */
@@ -787,7 +787,7 @@ ngx_http_llm_cache_memo(ngx_http_llm_ctx_t *ctx,
 
     chain = ctx->out.chain;
     ctx->out.chain = out;
-    ctx->out.last = out_last;
+    ctx->out.tail = out_tail;
     ctx->client_usage = usage;
 
     if (rc != NGX_OK) {

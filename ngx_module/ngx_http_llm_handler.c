@@ -108,7 +108,6 @@ ngx_http_llm_handler(ngx_http_request_t *r)
     ctx->start = ngx_current_msec;
     ctx->prompt_tokens = -1;
     ctx->completion_tokens = -1;
-    ctx->out.last = &ctx->out.chain;
     ctx->list_models = models;
 
     /* the cleanup frees curl, cJSON and malloc()ed state on every path */

@@ -13,6 +13,9 @@
 #include "ngx_http_llm_output.h"
 
 
+static void ngx_http_llm_out_append(ngx_http_llm_ctx_t *ctx, ngx_chain_t *cl);
+
+
 /* a request ends here: one symbol for every ending, the fuzz targets wrap it */
 
 void
@@ -112,9 +115,7 @@ ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
     r = ctx->request;
 
     while (len) {
-        b = (ctx->out.chain == NULL) ? NULL
-            : ((ngx_chain_t *) ((u_char *) ctx->out.last
-                                - offsetof(ngx_chain_t, next)))->buf;
+        b = (ctx->out.chain == NULL) ? NULL : ctx->out.tail->buf;
 
         if (b == NULL || b->last == b->end) {
             cl = ngx_chain_get_free_buf(r->pool, &ctx->out.free);
@@ -141,8 +142,7 @@ ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
             b->last_buf = 0;
             b->last_in_chain = 0;
 
-            *ctx->out.last = cl;
-            ctx->out.last = &cl->next;
+            ngx_http_llm_out_append(ctx, cl);
         }
 
         n = ngx_min(len, (size_t) (b->end - b->last));
@@ -152,6 +152,20 @@ ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
     }
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_out_append(ngx_http_llm_ctx_t *ctx, ngx_chain_t *cl)
+{
+    if (ctx->out.chain == NULL) {
+        ctx->out.chain = cl;
+
+    } else {
+        ctx->out.tail->next = cl;
+    }
+
+    ctx->out.tail = cl;
 }
 
 
@@ -178,8 +192,7 @@ ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last)
         b->last_buf = (r == r->main) ? 1 : 0;
         b->last_in_chain = 1;
 
-        *ctx->out.last = cl;
-        ctx->out.last = &cl->next;
+        ngx_http_llm_out_append(ctx, cl);
 
     } else if (ctx->out.chain == NULL) {
         /* nothing new: just push what the filters still hold */
@@ -190,9 +203,7 @@ ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last)
         return rc;
 
     } else {
-        b = ((ngx_chain_t *) ((u_char *) ctx->out.last
-                              - offsetof(ngx_chain_t, next)))->buf;
-        b->flush = 1;
+        ctx->out.tail->buf->flush = 1;
     }
 
     rc = ngx_http_output_filter(r, ctx->out.chain);
@@ -202,7 +213,7 @@ ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last)
                             (ngx_buf_tag_t) &ngx_http_llm_module);
 
     ctx->out.chain = NULL;
-    ctx->out.last = &ctx->out.chain;
+    ctx->out.tail = NULL;
 
     return rc;
 }
