@@ -223,17 +223,21 @@ run() {
     build
     worker
     local port=${LLM_PORT:-8080} rport=${REDIS_PORT:-6390}
+    local small=${LLM_SMALL_PORT:-8091} large=${LLM_LARGE_PORT:-8092}
+    local nginx=${NGINX_BIN:-/usr/sbin/nginx}
     stop >/dev/null 2>&1 || true
     mkdir -p "$STATE/logs" "$STATE/tmp" "$STATE/redis"
     say "starting redis on 127.0.0.1:$rport"
     redis-server --bind 127.0.0.1 --port "$rport" --save '' --appendonly no \
         --dir "$STATE/redis" --daemonize yes --pidfile "$STATE/redis.pid" \
         --logfile "$STATE/logs/redis.log"
-    say "starting llama-server workers on :8091 (small) and :8092 (large)"
-    start_llama tiny-8x7b 8091 "$LLM_MODEL_SMALL"
-    start_llama tiny-8x22b 8092 "$LLM_MODEL_LARGE"
-    wait_http http://127.0.0.1:8091/health 120 || die "llama-server (small) did not start"
-    wait_http http://127.0.0.1:8092/health 120 || die "llama-server (large) did not start"
+    say "starting llama-server workers on :$small (small) and :$large (large)"
+    start_llama tiny-8x7b "$small" "$LLM_MODEL_SMALL"
+    start_llama tiny-8x22b "$large" "$LLM_MODEL_LARGE"
+    wait_http "http://127.0.0.1:$small/health" 120 \
+        || die "llama-server (small) did not start"
+    wait_http "http://127.0.0.1:$large/health" 120 \
+        || die "llama-server (large) did not start"
 
     local key hash
     if [[ -f $STATE/demo.key ]]; then
@@ -252,20 +256,25 @@ run() {
     # its relative paths are under the prefix, $STATE
     local conf
     conf=$(<"$ROOT/docs/example.conf")
-    [[ $conf == *"llm_redis 127.0.0.1:6379 "* \
-        && $conf == *"listen 127.0.0.1:8080;"* ]] \
-        || die "docs/example.conf: no \"llm_redis 127.0.0.1:6379\" or" \
-            "\"listen 127.0.0.1:8080\" to put the ports in"
+    local from
+    for from in "llm_redis 127.0.0.1:6379 " "listen 127.0.0.1:8080;" \
+        "http://127.0.0.1:8091/" "http://127.0.0.1:8092/"
+    do
+        [[ $conf == *"$from"* ]] \
+            || die "docs/example.conf: no \"$from\" to put the port in"
+    done
     conf=${conf/"llm_redis 127.0.0.1:6379 "/"llm_redis 127.0.0.1:$rport "}
     conf=${conf/"listen 127.0.0.1:8080;"/"listen 127.0.0.1:$port;"}
+    conf=${conf//"http://127.0.0.1:8091/"/"http://127.0.0.1:$small/"}
+    conf=${conf//"http://127.0.0.1:8092/"/"http://127.0.0.1:$large/"}
     {
         ((EUID == 0)) && echo "user root;"
         printf '%s\n' "$conf"
     } >"$STATE/nginx.conf"
     mkdir -p "$STATE/modules"
     ln -sfn "$ROOT/build/modules/ngx_http_llm_module.so" "$STATE/modules/"
-    /usr/sbin/nginx -t -q -p "$STATE" -c "$STATE/nginx.conf" -e "$STATE/logs/error.log"
-    /usr/sbin/nginx -p "$STATE" -c "$STATE/nginx.conf" -e "$STATE/logs/error.log" \
+    "$nginx" -t -q -p "$STATE" -c "$STATE/nginx.conf" -e "$STATE/logs/error.log"
+    "$nginx" -p "$STATE" -c "$STATE/nginx.conf" -e "$STATE/logs/error.log" \
         || { tail -20 "$STATE/logs/error.log" >&2; die "nginx did not start"; }
     if ! wait_http "http://127.0.0.1:$port/metrics" 10; then
         tail -20 "$STATE/logs/error.log" >&2
