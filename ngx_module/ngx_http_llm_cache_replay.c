@@ -4,7 +4,9 @@
  *
  * A cache hit served: as JSON, or as a real SSE stream of chunks, written
  * a burst at a time as the client reads; small stream replays are kept
- * per worker (the memo) and written again with a new id and time.
+ * per worker (the memo) and written again with a new id and time.  It
+ * answers the client and ends the request, as the proxy does, and so sits
+ * in the request layer, above the cache phase that finds the hit.
  */
 
 

@@ -2,9 +2,11 @@
 /*
  * Copyright (C) nginx-llm-gateway authors
  *
- * The request state machine: dispatch, body, parse, proxy.  Every
- * asynchronous step resumes here through a callback and ends in
- * ngx_http_llm_finalize(), exactly once.
+ * The content handler and the request's phases: dispatch, body, then
+ * ngx_http_llm_run(), which steps through auth, parse, policy, admission,
+ * cache and proxy (or the replay of a hit).  An asynchronous service
+ * resumes here, through ngx_http_llm_run(), with the outcome in the ctx;
+ * a failed phase is answered here, once.
  */
 
 

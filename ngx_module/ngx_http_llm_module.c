@@ -2,7 +2,10 @@
 /*
  * Copyright (C) nginx-llm-gateway authors
  *
- * Directives, configuration, variables and per-worker set-up.
+ * The module: its commands (each parsed in the file whose code uses it,
+ * or by nginx's own setters), the main and location configurations
+ * created, merged and checked at the end of http{}, and per-worker
+ * start and exit.
  */
 
 
