@@ -46,6 +46,8 @@ static void ngx_http_llm_cache_go(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_cache_status_e status);
 static ngx_int_t ngx_http_llm_cache_parse(u_char *p, size_t len,
     ngx_http_llm_cache_entry_t *e);
+static void ngx_http_llm_cache_lock_argv(ngx_http_llm_ctx_t *ctx,
+    const char **argv, size_t *argvlen);
 static void ngx_http_llm_cache_hit(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_cache_entry_t *e);
 static void ngx_http_llm_cache_done(ngx_http_llm_ctx_t *ctx, u_char *entry,
@@ -298,6 +300,21 @@ ngx_http_llm_cache_get_reply(redisReply *reply, void *data)
 }
 
 
+/* both lock scripts' first three arguments: the entry, the lock, our token */
+
+static void
+ngx_http_llm_cache_lock_argv(ngx_http_llm_ctx_t *ctx, const char **argv,
+    size_t *argvlen)
+{
+    argv[3] = (char *) ctx->cache.key.data;
+    argvlen[3] = ctx->cache.key.len;
+    argv[4] = (char *) ctx->cache.lock.data;
+    argvlen[4] = ctx->cache.lock.len;
+    argv[5] = (char *) ctx->cache.token;
+    argvlen[5] = sizeof(ctx->cache.token);
+}
+
+
 static ngx_int_t
 ngx_http_llm_cache_lock(ngx_http_llm_ctx_t *ctx)
 {
@@ -306,12 +323,7 @@ ngx_http_llm_cache_lock(ngx_http_llm_ctx_t *ctx)
     const char  *argv[7];
 
     /* argv[0..2], EVALSHA, the script and its key count: the registry */
-    argv[3] = (char *) ctx->cache.key.data;
-    argvlen[3] = ctx->cache.key.len;
-    argv[4] = (char *) ctx->cache.lock.data;
-    argvlen[4] = ctx->cache.lock.len;
-    argv[5] = (char *) ctx->cache.token;
-    argvlen[5] = sizeof(ctx->cache.token);
+    ngx_http_llm_cache_lock_argv(ctx, argv, argvlen);
     argv[6] = (char *) ttl;
     argvlen[6] = ngx_sprintf(ttl, "%M", ctx->conf->cache_lock_timeout) - ttl;
 
@@ -719,12 +731,7 @@ ngx_http_llm_cache_done(ngx_http_llm_ctx_t *ctx, u_char *entry, size_t len)
         return;
     }
 
-    argv[3] = (char *) ctx->cache.key.data;
-    argvlen[3] = ctx->cache.key.len;
-    argv[4] = (char *) ctx->cache.lock.data;
-    argvlen[4] = ctx->cache.lock.len;
-    argv[5] = (char *) ctx->cache.token;
-    argvlen[5] = sizeof(ctx->cache.token);
+    ngx_http_llm_cache_lock_argv(ctx, argv, argvlen);
     argv[6] = entry ? (char *) entry : "";
     argvlen[6] = entry ? len : 0;
     argv[7] = (char *) ttl;
