@@ -130,7 +130,7 @@ mkdir -p "$OUT/gen" "$OUT/mod" "$OUT/bin"
 ) >/dev/null
 
 # the module with coverage; make-style: only what changed
-mflags=(-g -O1 "${san[@]}" -fsanitize=fuzzer-no-link -Wall
+mflags=(-g -O1 "${san[@]}" -fsanitize=fuzzer-no-link -Wall -Werror
     -Wno-unused-function)
 hdrs=("$ROOT"/ngx_module/*.h "$ROOT"/t/fuzz/*.h
     "$OUT/gen/ngx_http_llm_scripts.h" "$OUT/gen/ngx_http_llm_keys.h")

@@ -15,6 +15,8 @@
 
 
 #include "ngx_http_llm_fuzz.h"
+#include "ngx_http_llm_cache.h"
+#include "ngx_http_llm_request.h"
 
 #include <math.h>
 

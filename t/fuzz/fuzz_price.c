@@ -13,6 +13,7 @@
 
 
 #include "ngx_http_llm_fuzz.h"
+#include "ngx_http_llm_price.h"
 
 
 /* ---------------------------------------------------------- adapter */

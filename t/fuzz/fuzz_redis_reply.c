@@ -22,6 +22,9 @@
 
 
 #include "ngx_http_llm_fuzz.h"
+#include "ngx_http_llm_auth.h"
+#include "ngx_http_llm_quota.h"
+#include "ngx_http_llm_util.h"
 
 
 /* ---------------------------------------------------------- adapter

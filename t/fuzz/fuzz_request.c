@@ -22,6 +22,9 @@
 
 
 #include "ngx_http_llm_fuzz.h"
+#include "ngx_http_llm_policy.h"
+#include "ngx_http_llm_quota.h"
+#include "ngx_http_llm_request.h"
 
 /* ---------------------------------------------------------- adapter
  * Every call into the module is here.

@@ -10,6 +10,7 @@
 
 
 #include "ngx_http_llm_fuzz.h"
+#include "ngx_http_llm_sse.h"
 
 
 /* ---------------------------------------------------------- adapter

@@ -10,6 +10,10 @@
 
 
 #include "ngx_http_llm_fuzz.h"
+#include "ngx_http_llm_backend.h"
+#include "ngx_http_llm_cache.h"
+#include "ngx_http_llm_quota.h"
+#include "ngx_http_llm_request.h"
 
 
 /* the configuration every target sees: two models, three backends */
@@ -265,7 +269,6 @@ ngx_http_llm_fuzz_request(ngx_pool_t *pool)
     ctx->start = ngx_current_msec;
     ctx->prompt_tokens = -1;
     ctx->completion_tokens = -1;
-    ctx->out.last = &ctx->out.chain;
 
     fr->module_ctx[0] = ctx;
 
