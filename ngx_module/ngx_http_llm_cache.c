@@ -73,10 +73,10 @@ ngx_http_llm_cache_exit(void)
 
 
 /*
- * The cache phase.  NGX_OK: go to the backend (ctx->cache.status says
- * why); NGX_AGAIN: a Redis reply or a leader is awaited, and the request
- * resumes through ngx_http_llm_run(); NGX_DONE: answered from this
- * worker's copy.
+ * The cache phase.  NGX_OK: go on, to the backend (ctx->cache.status says
+ * why) or, after a hit in this worker's copy, to the replay phase;
+ * NGX_AGAIN: a Redis reply or a leader is awaited, and the request resumes
+ * through ngx_http_llm_run(); NGX_ERROR: a 500.
  */
 
 ngx_int_t

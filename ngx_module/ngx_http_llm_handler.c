@@ -244,11 +244,14 @@ ngx_http_llm_run(ngx_http_llm_ctx_t *ctx)
 
         case NGX_HTTP_LLM_PHASE_REPLAY:
 
-            /* a hit: its entry is valid while the lookup's caller runs */
+            /*
+             * a hit: its entry is valid while the lookup's caller runs;
+             * serving it may finalize the request and free the ctx, so it
+             * is the last thing done here
+             */
 
             ctx->phase = NGX_HTTP_LLM_PHASE_DONE;
             ngx_http_llm_cache_serve(ctx, &ctx->cache.hit);
-            ctx->cache.hit.json = NULL;
             return;
 
         case NGX_HTTP_LLM_PHASE_PROXY:

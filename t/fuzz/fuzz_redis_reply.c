@@ -191,7 +191,6 @@ ngx_http_llm_fuzz_auth_flow(ngx_pool_t *pool, ngx_http_llm_fuzz_in_t *in,
     ngx_int_t                  rc;
     ngx_http_llm_ctx_t        *ctx;
     ngx_http_llm_key_t        *k;
-    ngx_http_llm_error_t       err;
     ngx_http_llm_tenant_t     *t;
     ngx_http_llm_fuzz_req_t   *fr;
 
@@ -225,15 +224,15 @@ ngx_http_llm_fuzz_auth_flow(ngx_pool_t *pool, ngx_http_llm_fuzz_in_t *in,
         ngx_str_set(&k->tenant, "acme");
     }
 
-    ngx_memzero(&err, sizeof(ngx_http_llm_error_t));
-
-    rc = ngx_http_llm_fuzz_auth(ctx, &err);
+    rc = ngx_http_llm_fuzz_auth(ctx, &ctx->error);
 
     if (rc == NGX_OK) {
         fr->outcome.run++;
 
     } else if (rc == NGX_ERROR) {
-        fr->outcome.fail++;
+        /* answered as ngx_http_llm_run() answers a failed phase */
+        ctx->phase = NGX_HTTP_LLM_PHASE_FAIL;
+        __wrap_ngx_http_llm_run(ctx);
     }
 
     ngx_http_llm_fuzz_answer(in);
@@ -295,7 +294,6 @@ ngx_http_llm_fuzz_quota_flow(ngx_pool_t *pool, ngx_http_llm_fuzz_in_t *in,
     ngx_int_t                 rc;
     ngx_uint_t                i, n, round, b;
     ngx_http_llm_ctx_t       *ctx;
-    ngx_http_llm_error_t      err;
     ngx_http_llm_fuzz_req_t  *fr[NGX_HTTP_LLM_FUZZ_BATCH];
 
     n = 1 + ngx_http_llm_fuzz_byte(in) % NGX_HTTP_LLM_FUZZ_BATCH;
@@ -303,13 +301,16 @@ ngx_http_llm_fuzz_quota_flow(ngx_pool_t *pool, ngx_http_llm_fuzz_in_t *in,
     for (i = 0; i < n; i++) {
         fr[i] = ngx_http_llm_fuzz_metered(pool, in, flags);
 
-        rc = ngx_http_llm_fuzz_admit(&fr[i]->ctx, &err);
+        ctx = &fr[i]->ctx;
+
+        rc = ngx_http_llm_fuzz_admit(ctx, &ctx->error);
 
         if (rc == NGX_OK) {
             fr[i]->outcome.run++;
 
         } else if (rc == NGX_ERROR) {
-            fr[i]->outcome.fail++;
+            ctx->phase = NGX_HTTP_LLM_PHASE_FAIL;
+            __wrap_ngx_http_llm_run(ctx);
         }
     }
 

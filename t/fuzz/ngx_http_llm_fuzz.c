@@ -474,7 +474,6 @@ ngx_http_llm_redis_cmd_t *__wrap_ngx_http_llm_redis_script(ngx_uint_t script,
 ngx_uint_t __wrap_ngx_http_llm_redis_ready(void);
 void __wrap_ngx_http_llm_redis_cancel(ngx_http_llm_redis_cmd_t *cmd);
 void __wrap_ngx_http_llm_redis_reset(const char *why);
-void __wrap_ngx_http_llm_run(ngx_http_llm_ctx_t *ctx);
 void __wrap_ngx_http_llm_fail(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
 void __wrap_ngx_http_llm_finalize(ngx_http_llm_ctx_t *ctx, ngx_int_t rc);

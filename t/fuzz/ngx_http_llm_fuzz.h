@@ -94,6 +94,9 @@ void ngx_http_llm_fuzz_fail(const char *file, int line, const char *id,
 ngx_uint_t ngx_http_llm_fuzz_skip(const char *id);
 
 ngx_http_llm_fuzz_cmd_t *ngx_http_llm_fuzz_next_cmd(void);
+
+/* the request's run loop as the targets see it: a failed phase answered */
+void __wrap_ngx_http_llm_run(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_fuzz_run_posted(void);
 
 ngx_uint_t ngx_http_llm_fuzz_byte(ngx_http_llm_fuzz_in_t *in);
