@@ -453,9 +453,6 @@ ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_llm_main_conf_t *lmcf = conf;
 
-    ngx_uint_t             i, j;
-    ngx_http_llm_model_t  *m;
-
     ngx_conf_init_uint_value(lmcf->keepalive, 64);
     ngx_conf_init_msec_value(lmcf->auth_cache_ttl, 10000);
     ngx_conf_init_size_value(lmcf->cache_local, 0);
@@ -473,31 +470,6 @@ ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (ngx_http_llm_metrics_init_conf(cf, lmcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
-    }
-
-    m = lmcf->models.elts;
-
-    for (i = 0; i < lmcf->models.nelts; i++) {
-        if (m[i].fallback_name.len == 0) {
-            continue;
-        }
-
-        for (j = 0; j < lmcf->models.nelts; j++) {
-            if (j != i && m[j].name.len == m[i].fallback_name.len
-                && ngx_strncmp(m[j].name.data, m[i].fallback_name.data,
-                               m[j].name.len) == 0)
-            {
-                m[i].fallback = &m[j];
-            }
-        }
-
-        if (m[i].fallback == NULL) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"fallback\" of \"llm_model\" \"%V\" names "
-                               "no other model: \"%V\"", &m[i].name,
-                               &m[i].fallback_name);
-            return NGX_CONF_ERROR;
-        }
     }
 
     if (ngx_http_llm_check_keys(cf, lmcf) != NGX_CONF_OK) {

@@ -143,14 +143,41 @@ ngx_http_llm_router_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* at the end of http{}: the models the router names must exist */
+/* at the end of http{}: the models that fallbacks and the router name exist */
 
 char *
 ngx_http_llm_router_init(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf)
 {
-    ngx_uint_t              i;
+    ngx_uint_t              i, j;
     ngx_http_llm_model_t   *m;
     ngx_http_llm_router_t  *rt;
+
+    /* each model's fallback, by name */
+
+    m = lmcf->models.elts;
+
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        if (m[i].fallback_name.len == 0) {
+            continue;
+        }
+
+        for (j = 0; j < lmcf->models.nelts; j++) {
+            if (j != i && m[j].name.len == m[i].fallback_name.len
+                && ngx_strncmp(m[j].name.data, m[i].fallback_name.data,
+                               m[j].name.len) == 0)
+            {
+                m[i].fallback = &m[j];
+            }
+        }
+
+        if (m[i].fallback == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"fallback\" of \"llm_model\" \"%V\" names "
+                               "no other model: \"%V\"", &m[i].name,
+                               &m[i].fallback_name);
+            return NGX_CONF_ERROR;
+        }
+    }
 
     rt = lmcf->router;
 

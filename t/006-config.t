@@ -20,6 +20,7 @@ for my $case (
     ['llm_model m { context_window -5; backend http://127.0.0.1:1/v1; }', qr/invalid "context_window"/],
     ['llm_model m { temperature 1; backend http://127.0.0.1:1/v1; }', qr/unknown directive "temperature" in "llm_model"/],
     ["$m $m", qr/duplicate "llm_model" "m"/],
+    ['llm_model m { fallback x; backend http://127.0.0.1:1/v1; }', qr/"fallback" of "llm_model" "m" names no other model: "x"/],
     ["$m llm_redis redis.example.com:6379;", qr/"llm_redis" needs an IPv4 address/],
     ["$m llm_redis 127.0.0.1:99999;", qr/invalid "llm_redis" parameter/],
     ["$m llm_redis 127.0.0.1 colour=red;", qr/invalid "llm_redis" parameter "colour=red"/],
