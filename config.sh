@@ -8,7 +8,8 @@
 #   ./config.sh worker    build llama-server and generate the two tiny models
 #   ./config.sh run       start redis, two llama.cpp workers and the gateway
 #   ./config.sh stop      stop what run started
-#   ./config.sh test      run the whole test suite (plain, then sanitizers)
+#   ./config.sh test      run the whole test suite (the layers check, plain,
+#                         fuzz targets 30 s each, then sanitizers)
 #   ./config.sh bench     run the benchmarks in bench/
 #   ./config.sh fuzz [SECONDS] [TARGET]  build the libFuzzer targets of
 #                         t/fuzz/ (clang, ASan+UBSan, into build-fuzz/) and
