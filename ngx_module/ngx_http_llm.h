@@ -96,6 +96,7 @@ typedef struct {
     ngx_str_t                   host;       /* NUL-terminated */
     in_port_t                   port;
     ngx_str_t                   unix_path;  /* NUL-terminated */
+    ngx_str_t                   user;       /* an ACL user, or none */
     ngx_str_t                   password;
     ngx_uint_t                  db;
     ngx_msec_t                  timeout;

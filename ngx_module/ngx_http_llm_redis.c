@@ -25,6 +25,10 @@
 #define NGX_HTTP_LLM_REDIS_PORT         6379
 #define NGX_HTTP_LLM_REDIS_TIMEOUT      500
 
+/* ACL user names and passwords are short; a bigger file is not one */
+#define NGX_HTTP_LLM_REDIS_USER_MAX     256
+#define NGX_HTTP_LLM_REDIS_PASSWORD_MAX 4096
+
 /* the most callers told of each new connection */
 #define NGX_HTTP_LLM_HOOKS              4
 
@@ -78,6 +82,11 @@ static void ngx_http_llm_redis_lost(const char *why, const char *err);
 static void ngx_http_llm_redis_retry(ngx_event_t *ev);
 static void ngx_http_llm_redis_reply(redisAsyncContext *ac, void *reply,
     void *privdata);
+static ngx_int_t ngx_http_llm_redis_url(ngx_conf_t *cf,
+    ngx_http_llm_redis_conf_t *rc, ngx_str_t *addr);
+static ngx_int_t ngx_http_llm_redis_user_valid(ngx_str_t *user);
+static ngx_int_t ngx_http_llm_redis_password_file(ngx_conf_t *cf,
+    ngx_http_llm_redis_conf_t *rc, ngx_str_t *name);
 static void ngx_http_llm_redis_setup_reply(redisAsyncContext *ac,
     void *reply, void *privdata);
 static void ngx_http_llm_redis_timeout(ngx_event_t *ev);
@@ -126,7 +135,10 @@ static const char  *ngx_http_llm_redis_errors[] = {
 };
 
 
-/* llm_redis 127.0.0.1:6379 | unix:/path [password_env=V] [db=N] [timeout=T] */
+/*
+ * llm_redis 127.0.0.1:6379 | unix:/path | redis://[user@]host[:port][/db]
+ *     [user=NAME] [password_file=F | password_env=V] [db=N] [timeout=T]
+ */
 
 char *
 ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -136,7 +148,7 @@ ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     char                       *pw;
     u_char                     *colon;
     ngx_int_t                   n;
-    ngx_str_t                  *value, s;
+    ngx_str_t                  *value, s, addr;
     ngx_uint_t                  i;
     ngx_http_llm_redis_conf_t  *rc;
 
@@ -152,31 +164,36 @@ ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
     rc->timeout = NGX_HTTP_LLM_REDIS_TIMEOUT;
     i = 1;
+    addr = value[1];
 
-    if (ngx_strncmp(value[1].data, "unix:", 5) == 0) {
-        rc->unix_path.len = value[1].len - 5;
-        rc->unix_path.data = value[1].data + 5;
+    if (ngx_http_llm_redis_url(cf, rc, &addr) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_strncmp(addr.data, "unix:", 5) == 0) {
+        rc->unix_path.len = addr.len - 5;
+        rc->unix_path.data = addr.data + 5;
 
         if (rc->unix_path.len == 0) {
             goto invalid;
         }
 
     } else {
-        colon = ngx_strlchr(value[1].data, value[1].data + value[1].len, ':');
+        colon = ngx_strlchr(addr.data, addr.data + addr.len, ':');
 
         if (colon == NULL) {
             rc->port = NGX_HTTP_LLM_REDIS_PORT;
-            rc->host = value[1];
+            rc->host = addr;
 
         } else {
-            n = ngx_atoi(colon + 1, value[1].data + value[1].len - colon - 1);
+            n = ngx_atoi(colon + 1, addr.data + addr.len - colon - 1);
             if (n < 1 || n > 65535) {
                 goto invalid;
             }
 
             rc->port = (in_port_t) n;
-            rc->host.data = value[1].data;
-            rc->host.len = colon - value[1].data;
+            rc->host.data = addr.data;
+            rc->host.len = colon - addr.data;
         }
 
         /* hiredis resolves names with a blocking call: addresses only */
@@ -221,6 +238,28 @@ ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "password_file=", 14) == 0) {
+            s.data = value[i].data + 14;
+            s.len = value[i].len - 14;
+
+            if (ngx_http_llm_redis_password_file(cf, rc, &s) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
+            rc->user.data = value[i].data + 5;
+            rc->user.len = value[i].len - 5;
+
+            if (ngx_http_llm_redis_user_valid(&rc->user) != NGX_OK) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
             rc->password.data = value[i].data + 9;
             rc->password.len = value[i].len - 9;
@@ -252,6 +291,14 @@ ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         goto invalid;
     }
 
+    if (rc->user.len && rc->password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_redis\" user \"%V\" needs "
+                           "\"password_file=\" or \"password_env=\"",
+                           &rc->user);
+        return NGX_CONF_ERROR;
+    }
+
     lmcf->redis = rc;
 
     return NGX_CONF_OK;
@@ -261,6 +308,199 @@ invalid:
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid \"llm_redis\" parameter \"%V\"", &value[i]);
     return NGX_CONF_ERROR;
+}
+
+
+/*
+ * redis://[user@]host[:port][/db]: the address, the ACL user and the
+ * database; a password never comes from the configuration's text, and
+ * the other forms are not served yet
+ */
+
+static ngx_int_t
+ngx_http_llm_redis_url(ngx_conf_t *cf, ngx_http_llm_redis_conf_t *rc,
+    ngx_str_t *addr)
+{
+    u_char     *at, *slash, *last;
+    ngx_int_t   n;
+    ngx_str_t   scheme;
+
+    last = addr->data + addr->len;
+
+    at = ngx_strlcasestrn(addr->data, last, (u_char *) "://", 3 - 1);
+
+    if (at == NULL) {
+        return NGX_OK;
+    }
+
+    scheme.data = addr->data;
+    scheme.len = at - addr->data;
+
+    if (!ngx_http_llm_is_lit(scheme.data, scheme.len, "redis")) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_redis\" does not support \"%V://\" "
+                           "addresses yet", &scheme);
+        return NGX_ERROR;
+    }
+
+    addr->data = at + 3;
+    addr->len = last - addr->data;
+
+    at = ngx_strlchr(addr->data, last, '@');
+
+    if (at) {
+        rc->user.data = addr->data;
+        rc->user.len = at - addr->data;
+
+        if (ngx_strlchr(rc->user.data, at, ':')) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"llm_redis\" takes no password in its "
+                               "address: use \"password_file=\" or "
+                               "\"password_env=\"");
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_llm_redis_user_valid(&rc->user) != NGX_OK) {
+            goto invalid;
+        }
+
+        addr->data = at + 1;
+        addr->len = last - addr->data;
+    }
+
+    slash = ngx_strlchr(addr->data, last, '/');
+
+    if (slash) {
+        n = ngx_atoi(slash + 1, last - slash - 1);
+        if (n == NGX_ERROR) {
+            goto invalid;
+        }
+
+        rc->db = n;
+        addr->len = slash - addr->data;
+    }
+
+    if (addr->len == 0) {
+        goto invalid;
+    }
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid \"llm_redis\" address \"%V\"",
+                       &((ngx_str_t *) cf->args->elts)[1]);
+    return NGX_ERROR;
+}
+
+
+/* an ACL user name: printable, no space, as AUTH takes it */
+
+static ngx_int_t
+ngx_http_llm_redis_user_valid(ngx_str_t *user)
+{
+    u_char  *p, *last;
+
+    if (user->len == 0 || user->len > NGX_HTTP_LLM_REDIS_USER_MAX) {
+        return NGX_ERROR;
+    }
+
+    last = user->data + user->len;
+
+    for (p = user->data; p < last; p++) {
+        if (*p <= 0x20 || *p >= 0x7f) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * password_file=F: the whole file but a final line end, read once at
+ * start; its text is never logged
+ */
+
+static ngx_int_t
+ngx_http_llm_redis_password_file(ngx_conf_t *cf,
+    ngx_http_llm_redis_conf_t *rc, ngx_str_t *name)
+{
+    u_char           *p, *last;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_str_t         file;
+    ngx_file_t        f;
+    ngx_file_info_t   fi;
+
+    file = *name;
+
+    if (file.len == 0 || ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"llm_redis\" password_file");
+        return NGX_ERROR;
+    }
+
+    fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"llm_redis\" cannot open password_file "
+                           "\"%V\"", &file);
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&f, sizeof(ngx_file_t));
+    f.fd = fd;
+    f.name = file;
+    f.log = cf->log;
+
+    p = NULL;
+    n = NGX_ERROR;
+
+    if (ngx_fd_info(fd, &fi) != NGX_FILE_ERROR
+        && ngx_file_size(&fi) > 0
+        && ngx_file_size(&fi) <= NGX_HTTP_LLM_REDIS_PASSWORD_MAX)
+    {
+        p = ngx_pnalloc(cf->pool, (size_t) ngx_file_size(&fi) + 1);
+
+        if (p) {
+            n = ngx_read_file(&f, p, (size_t) ngx_file_size(&fi), 0);
+        }
+    }
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
+                      ngx_close_file_n " \"%V\" failed", &file);
+    }
+
+    if (n <= 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_redis\" cannot read a password from "
+                           "password_file \"%V\"", &file);
+        return NGX_ERROR;
+    }
+
+    last = p + n;
+
+    while (last > p && (last[-1] == '\n' || last[-1] == '\r')) {
+        last--;
+    }
+
+    if (last == p || ngx_strlchr(p, last, '\n') || ngx_strlchr(p, last, '\r')) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_redis\" password_file \"%V\" must hold "
+                           "one line", &file);
+        return NGX_ERROR;
+    }
+
+    *last = '\0';
+
+    rc->password.data = p;
+    rc->password.len = last - p;
+
+    return NGX_OK;
 }
 
 
@@ -696,8 +936,8 @@ static void
 ngx_http_llm_redis_connect(void)
 {
     int                         n;
-    const char                 *argv[2];
-    size_t                      argvlen[2];
+    const char                 *argv[3];
+    size_t                      argvlen[3];
     redisAsyncContext          *ac;
     ngx_http_llm_redis_conf_t  *conf;
 
@@ -750,12 +990,21 @@ ngx_http_llm_redis_connect(void)
     /* queued ahead of everything else, so they run first */
 
     if (conf->password.len) {
+        /* AUTH [user] password: an ACL user, or the default one */
+
         ngx_http_llm_arg_lit(argv, argvlen, 0, "AUTH");
-        argv[1] = (const char *) conf->password.data;
-        argvlen[1] = conf->password.len;
+        n = 1;
+
+        if (conf->user.len) {
+            argv[n] = (const char *) conf->user.data;
+            argvlen[n++] = conf->user.len;
+        }
+
+        argv[n] = (const char *) conf->password.data;
+        argvlen[n++] = conf->password.len;
 
         redisAsyncCommandArgv(ac, ngx_http_llm_redis_setup_reply, "AUTH",
-                              2, argv, argvlen);
+                              (int) n, argv, argvlen);
     }
 
     if (conf->db) {
