@@ -147,14 +147,229 @@ sub stop_redis {
     _kill($pid, 'KILL');
 }
 
+# PORT may be [PORT, ARGS...]: more redis-cli arguments ahead of the
+# command, such as -c to follow a cluster's redirections
 sub redis_cli {
     my ($self, $port, @args) = @_;
-    open my $fh, '-|', 'redis-cli', '-p', $port, @args or die "redis-cli: $!";
+    my @cli = ref $port ? @$port : ($port);
+    $port = shift @cli;
+    open my $fh, '-|', 'redis-cli', '-p', $port, @cli, @args
+        or die "redis-cli: $!";
     local $/;
     my $out = <$fh>;
     close $fh;
     $out =~ s/\s+\z// if defined $out;
     return $out;
+}
+
+# ---------------------------------------------------------------- sentinel
+
+# A Sentinel group: a primary, one replica of it and three sentinels
+# watching it as "mymaster" (quorum 2, down after 1 s, failover timeout
+# 5 s), each sentinel with a conf file of its own in its own dir, since
+# sentinels rewrite theirs.  Returns once every sentinel names the
+# primary, knows the replica and the two other sentinels, and the replica
+# is in sync: {primary, replica, sentinels => [3 ports], name}.
+# opts: name (mymaster), timeout (20 s)
+sub start_sentinel_group {
+    my ($self, %o) = @_;
+    my $name = $o{name} // 'mymaster';
+    my $primary = $self->start_redis;
+    my $replica = $self->start_redis(
+        args => ['--replicaof', '127.0.0.1', $primary]);
+    my @sentinels;
+    for (1 .. 3) {
+        my $port = free_port();
+        my $dir = "$self->{dir}/sentinel-$port";
+        mkdir $dir;
+        open my $fh, '>', "$dir/sentinel.conf" or die "$dir: $!";
+        print $fh <<"EOC";
+bind 127.0.0.1
+port $port
+dir $dir
+logfile $dir/sentinel.log
+sentinel monitor $name 127.0.0.1 $primary 2
+sentinel down-after-milliseconds $name 1000
+sentinel failover-timeout $name 5000
+sentinel parallel-syncs $name 1
+EOC
+        close $fh;
+        my $pid = _spawn('sentinel', {}, 'redis-server', "$dir/sentinel.conf",
+            '--sentinel');
+        wait_until(sub { _port_open($port) }, 10)
+            or die "sentinel did not start: " . `tail -5 $dir/sentinel.log`;
+        $self->{redis}{$port} = $pid;
+        push @sentinels, $port;
+    }
+    my $g = { primary => $primary, replica => $replica,
+              sentinels => \@sentinels, name => $name };
+    $self->sentinel_settled($g, $primary, $replica, $o{timeout} // 20)
+        or die "the sentinel group did not settle:\n"
+            . join '', map { `tail -5 $self->{dir}/sentinel-$_/sentinel.log` }
+                @sentinels;
+    return $g;
+}
+
+# the "ip:port" every sentinel of group g names as the primary; undef
+# while they differ or one cannot be asked
+sub sentinel_master {
+    my ($self, $g) = @_;
+    my %seen;
+    for my $s (@{ $g->{sentinels} }) {
+        my $a = $self->redis_cli($s, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME',
+            $g->{name}) // '';
+        my ($ip, $port) = split /\n/, $a;
+        return undef unless defined $port && $port =~ /^\d+$/;
+        $seen{"$ip:$port"} = 1;
+    }
+    my @a = keys %seen;
+    return @a == 1 ? $a[0] : undef;
+}
+
+# a sentinel's view of the instances of a kind (REPLICAS, SENTINELS): a
+# list of {field => value}
+sub sentinel_list {
+    my ($self, $s, $g, $kind) = @_;
+    my $out = $self->redis_cli($s, '--no-raw', 'SENTINEL', $kind, $g->{name})
+        // '';
+    # --no-raw: "1) 1) "name"\n   2) "127.0.0.1:P"...", one instance a
+    # top-level number
+    my (@list, $cur);
+    for (split /\n/, $out) {
+        $cur = {}, push @list, $cur if /^\d+\) /;
+        my @q = /"((?:[^"\\]|\\.)*)"/g or next;
+        push @{ $cur->{_kv} }, @q;
+    }
+    return map { my %h = @{ $_->{_kv} || [] }; \%h } @list;
+}
+
+# waits until the group is in a steady state again: every sentinel names
+# primary, knows replica as a replica of it that is up, and the two other
+# sentinels; the replica's link to the primary is up and in sync
+sub sentinel_settled {
+    my ($self, $g, $primary, $replica, $timeout) = @_;
+    return wait_until(sub {
+        ($self->sentinel_master($g) // '') eq "127.0.0.1:$primary" or return 0;
+        my $info = $self->redis_cli($replica, 'INFO', 'replication') // '';
+        $info =~ /master_port:$primary\b/ && $info =~ /master_link_status:up/
+            && $info =~ /master_sync_in_progress:0/ or return 0;
+        for my $s (@{ $g->{sentinels} }) {
+            my @r = grep { ($_->{port} // '') eq $replica
+                           && ($_->{flags} // '') eq 'slave'
+                           && ($_->{'master-port'} // '') eq $primary
+                           && ($_->{'master-link-status'} // '') eq 'ok' }
+                $self->sentinel_list($s, $g, 'REPLICAS');
+            return 0 unless @r;
+            my @s = $self->sentinel_list($s, $g, 'SENTINELS');
+            return 0 unless @s == 2;
+        }
+        return 1;
+    }, $timeout // 20);
+}
+
+# ---------------------------------------------------------------- cluster
+
+# A Redis Cluster of 6 nodes, 3 primaries with a replica each (node
+# timeout 1 s), made with redis-cli --cluster create; returns once every
+# node says cluster_state:ok and every replica is in sync:
+# {ports => [6], primaries => [3], replicas => [3],
+#  replica_of => {replica port => primary port}}.  opts: timeout (30 s)
+sub start_cluster {
+    my ($self, %o) = @_;
+    my @ports;
+    for (1 .. 6) {
+        my $port = free_port();
+        my $bus = free_port();
+        my $dir = "$self->{dir}/redis-$port";
+        $self->start_redis(port => $port, args => ['--cluster-enabled', 'yes',
+            '--cluster-config-file', "$dir/nodes.conf",
+            '--cluster-node-timeout', 1000, '--cluster-port', $bus]);
+        push @ports, $port;
+    }
+    my $out = `redis-cli --cluster create @{[ map { "127.0.0.1:$_" } @ports ]} --cluster-replicas 1 --cluster-yes 2>&1`;
+    die "redis-cli --cluster create failed:\n$out" if $?;
+    my $c = { ports => \@ports };
+    wait_until(sub {
+        for my $p (@ports) {
+            ($self->redis_cli($p, 'CLUSTER', 'INFO') // '')
+                =~ /cluster_state:ok/ or return 0;
+        }
+        my %nodes = $self->cluster_nodes($ports[0]);
+        my @m = grep { $nodes{$_}{role} eq 'master' } keys %nodes;
+        my @r = grep { $nodes{$_}{role} eq 'slave' } keys %nodes;
+        return 0 unless @m == 3 && @r == 3;
+        for my $r (@r) {
+            ($self->redis_cli($r, 'INFO', 'replication') // '')
+                =~ /master_link_status:up/ or return 0;
+        }
+        $c->{primaries} = [sort { $a <=> $b } @m];
+        $c->{replicas} = [sort { $a <=> $b } @r];
+        $c->{replica_of} = { map { $_ => $nodes{$_}{master_port} } @r };
+        return 1;
+    }, $o{timeout} // 30) or die "the cluster did not form:\n$out";
+    return $c;
+}
+
+# CLUSTER NODES as one node sees it, by port: {id, role (master|slave),
+# master_port (of a replica), flags, slots => [[from, to], ...]}
+sub cluster_nodes {
+    my ($self, $port) = @_;
+    my (%by_id, %nodes);
+    for (split /\n/, $self->redis_cli($port, 'CLUSTER', 'NODES') // '') {
+        my ($id, $addr, $flags, $master, undef, undef, undef, $link, @slots)
+            = split ' ';
+        my ($p) = $addr =~ /:(\d+)/ or next;
+        my $role = $flags =~ /master/ ? 'master' : 'slave';
+        $by_id{$id} = $p;
+        $nodes{$p} = { id => $id, role => $role, flags => $flags,
+            master => $master, link => $link,
+            slots => [map { /^(\d+)(?:-(\d+))?$/ ? [$1, $2 // $1] : () }
+                      @slots] };
+    }
+    for my $n (values %nodes) {
+        $n->{master_port} = $by_id{ $n->{master} } if $n->{master} ne '-';
+    }
+    return %nodes;
+}
+
+# the slot of a key, and the port of the primary serving a slot, as the
+# node at port sees them
+sub cluster_keyslot {
+    my ($self, $port, $key) = @_;
+    return $self->redis_cli($port, 'CLUSTER', 'KEYSLOT', $key);
+}
+
+sub cluster_slot_owner {
+    my ($self, $port, $slot) = @_;
+    my %nodes = $self->cluster_nodes($port);
+    for my $p (keys %nodes) {
+        next unless $nodes{$p}{role} eq 'master'
+            && $nodes{$p}{flags} !~ /fail/;
+        for (@{ $nodes{$p}{slots} }) {
+            return $p if $slot >= $_->[0] && $slot <= $_->[1];
+        }
+    }
+    return undef;
+}
+
+# ---------------------------------------------------------------- children
+
+# runs code in a child process of its own (stopped at the end like every
+# other), which exits when the code returns, without running any END block
+# of the parent's; returns the pid
+sub background {
+    my ($self, $name, $code) = @_;
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        setsid();
+        @instances = ();
+        @children = ();
+        eval { $code->() };
+        print STDERR "$name: $@" if $@;
+        POSIX::_exit($@ ? 1 : 0);
+    }
+    push @children, [$pid, $name];
+    return $pid;
 }
 
 # a key of a family (KEY_<NAME>), each <word> of it the next value
@@ -186,7 +401,8 @@ sub key_re {
 }
 
 # a tenant and one key for it, straight into Redis (the admin tool is
-# tested on its own)
+# tested on its own); PORT as redis_cli() takes it: [PORT, '-c'] on a
+# cluster
 sub add_tenant {
     my ($self, $port, $tenant, $key, %policy) = @_;
     require Digest::SHA;
