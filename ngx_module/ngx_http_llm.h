@@ -15,7 +15,6 @@
 #include <curl/curl.h>
 #include <cjson/cJSON.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/async.h>
 
 #include "ngx_http_llm_score.h"
 
@@ -92,14 +91,41 @@ typedef struct {
 } ngx_http_llm_router_t;
 
 
+/* how llm_redis and llm_cache_redis reach Redis */
+#define NGX_HTTP_LLM_REDIS_SINGLE         0
+#define NGX_HTTP_LLM_REDIS_SENTINEL       1
+#define NGX_HTTP_LLM_REDIS_CLUSTER        2
+
+/* the two roles: quotas and keys, and the cache */
+#define NGX_HTTP_LLM_REDIS_MAIN           0
+#define NGX_HTTP_LLM_REDIS_CACHE          1
+
+
 typedef struct {
+    ngx_str_t                   name;       /* host:port, for logs */
     ngx_str_t                   host;       /* NUL-terminated */
     in_port_t                   port;
-    ngx_str_t                   unix_path;  /* NUL-terminated */
+    ngx_addr_t                  addr;       /* unix: only */
+} ngx_http_llm_redis_addr_t;
+
+
+typedef struct {
+    ngx_uint_t                  mode;       /* NGX_HTTP_LLM_REDIS_SINGLE */
+    ngx_array_t                 addrs;      /* ngx_http_llm_redis_addr_t */
+    ngx_str_t                   master;     /* Sentinel's name of it */
     ngx_str_t                   user;       /* an ACL user, or none */
     ngx_str_t                   password;
     ngx_uint_t                  db;
     ngx_msec_t                  timeout;
+    unsigned                    tls:1;
+    ngx_flag_t                  verify;
+    ngx_str_t                   ssl_trusted;
+    ngx_str_t                   ssl_certificate;
+    ngx_str_t                   ssl_certificate_key;
+    ngx_ssl_t                  *ssl;
+    ngx_http_core_loc_conf_t   *clcf;       /* of http{}: its resolver */
+    ngx_resolver_t             *resolver;
+    ngx_msec_t                  resolver_timeout;
 } ngx_http_llm_redis_conf_t;
 
 
@@ -152,6 +178,11 @@ typedef struct {
     ngx_array_t                 models;     /* ngx_http_llm_model_t */
     ngx_uint_t                  keepalive;
     ngx_http_llm_redis_conf_t  *redis;
+    ngx_http_llm_redis_conf_t  *cache_redis;     /* NULL: redis */
+    ngx_str_t                   redis_ssl_trusted;
+    ngx_str_t                   redis_ssl_certificate;
+    ngx_str_t                   redis_ssl_certificate_key;
+    ngx_flag_t                  redis_ssl_verify;
     ngx_array_t                 keys;       /* ngx_http_llm_key_t */
     ngx_msec_t                  auth_cache_ttl;
     ngx_http_llm_router_t      *router;

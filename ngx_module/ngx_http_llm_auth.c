@@ -171,7 +171,8 @@ ngx_http_llm_auth(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
     ngx_http_llm_arg_lit(argv, argvlen, 2, "tenant");
     ngx_http_llm_arg_lit(argv, argvlen, 3, "revoked");
 
-    ctx->redis = ngx_http_llm_redis_command(4, argv, argvlen,
+    ctx->redis = ngx_http_llm_redis_command(NGX_HTTP_LLM_REDIS_MAIN, 4, argv,
+                                            argvlen,
                                             ngx_http_llm_auth_key_reply, ctx);
     if (ctx->redis == NULL) {
         return ngx_http_llm_auth_offline(ctx, err);
@@ -327,7 +328,8 @@ ngx_http_llm_auth_fetch_tenant(ngx_http_llm_ctx_t *ctx, ngx_str_t *id)
     argv[1] = (char *) p;
     argvlen[1] = ngx_sprintf(p, NGX_HTTP_LLM_KEY_TENANT, id) - p;
 
-    ctx->redis = ngx_http_llm_redis_command(2, argv, argvlen,
+    ctx->redis = ngx_http_llm_redis_command(NGX_HTTP_LLM_REDIS_MAIN, 2, argv,
+                                            argvlen,
                                             ngx_http_llm_auth_tenant_reply,
                                             ctx);
 

@@ -94,7 +94,9 @@ ngx_http_llm_cache_lookup(ngx_http_llm_ctx_t *ctx)
         return NGX_OK;
     }
 
-    if (!ngx_http_llm_cache_wanted(ctx) || !ngx_http_llm_redis_ready()) {
+    if (!ngx_http_llm_cache_wanted(ctx)
+        || !ngx_http_llm_redis_ready(NGX_HTTP_LLM_REDIS_CACHE))
+    {
         ngx_http_llm_cache_go(ctx, NGX_HTTP_LLM_CACHE_BYPASS);
         return NGX_OK;
     }
@@ -249,7 +251,8 @@ ngx_http_llm_cache_get(ngx_http_llm_ctx_t *ctx)
     argv[1] = (char *) ctx->cache.key.data;
     argvlen[1] = ctx->cache.key.len;
 
-    ctx->redis = ngx_http_llm_redis_command(2, argv, argvlen,
+    ctx->redis = ngx_http_llm_redis_command(NGX_HTTP_LLM_REDIS_CACHE, 2, argv,
+                                            argvlen,
                                             ngx_http_llm_cache_get_reply, ctx);
 
     return ctx->redis ? NGX_OK : NGX_ERROR;
@@ -327,10 +330,10 @@ ngx_http_llm_cache_lock(ngx_http_llm_ctx_t *ctx)
     argv[6] = (char *) ttl;
     argvlen[6] = ngx_sprintf(ttl, "%M", ctx->conf->cache_lock_timeout) - ttl;
 
-    ctx->redis = ngx_http_llm_redis_script(NGX_HTTP_LLM_SCRIPT_CACHE_LOCK,
-                                           7, argv, argvlen,
-                                           ngx_http_llm_cache_lock_reply,
-                                           ctx);
+    ctx->redis = ngx_http_llm_redis_script(NGX_HTTP_LLM_REDIS_CACHE,
+                                           NGX_HTTP_LLM_SCRIPT_CACHE_LOCK, 7,
+                                           argv, argvlen,
+                                           ngx_http_llm_cache_lock_reply, ctx);
 
     return ctx->redis ? NGX_OK : NGX_ERROR;
 }
@@ -727,7 +730,8 @@ ngx_http_llm_cache_done(ngx_http_llm_ctx_t *ctx, u_char *entry, size_t len)
         argv[4] = (char *) ttl;
         argvlen[4] = ngx_sprintf(ttl, "%M", ctx->conf->cache_ttl) - ttl;
 
-        (void) ngx_http_llm_redis_command(5, argv, argvlen, NULL, NULL);
+        (void) ngx_http_llm_redis_command(NGX_HTTP_LLM_REDIS_CACHE, 5, argv,
+                                          argvlen, NULL, NULL);
         return;
     }
 
@@ -739,7 +743,8 @@ ngx_http_llm_cache_done(ngx_http_llm_ctx_t *ctx, u_char *entry, size_t len)
     argv[8] = (char *) mark;
     argvlen[8] = ngx_sprintf(mark, "%d", NGX_HTTP_LLM_CACHE_FAILED) - mark;
 
-    (void) ngx_http_llm_redis_script(NGX_HTTP_LLM_SCRIPT_CACHE_DONE, 9, argv,
+    (void) ngx_http_llm_redis_script(NGX_HTTP_LLM_REDIS_CACHE,
+                                     NGX_HTTP_LLM_SCRIPT_CACHE_DONE, 9, argv,
                                      argvlen, NULL, NULL);
 
     ctx->cache.leader = 0;

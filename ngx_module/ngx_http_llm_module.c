@@ -122,6 +122,41 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       0,
       NULL },
 
+    { ngx_string("llm_cache_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_llm_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_redis_ssl_trusted_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_llm_main_conf_t, redis_ssl_trusted),
+      NULL },
+
+    { ngx_string("llm_redis_ssl_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_llm_main_conf_t, redis_ssl_certificate),
+      NULL },
+
+    { ngx_string("llm_redis_ssl_certificate_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_llm_main_conf_t, redis_ssl_certificate_key),
+      NULL },
+
+    { ngx_string("llm_redis_ssl_verify"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_llm_main_conf_t, redis_ssl_verify),
+      NULL },
+
     { ngx_string("llm_settle_queue"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -443,6 +478,7 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
     lmcf->cache_local_ttl = NGX_CONF_UNSET_MSEC;
     lmcf->settle_queue = NGX_CONF_UNSET_UINT;
     lmcf->metrics_size = NGX_CONF_UNSET_SIZE;
+    lmcf->redis_ssl_verify = NGX_CONF_UNSET;
 
     return lmcf;
 }
@@ -465,6 +501,10 @@ ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
     if (lmcf->settle_queue < 128) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"llm_settle_queue\" must be at least 128");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_llm_redis_init_conf(cf, lmcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -728,7 +768,7 @@ ngx_http_llm_init_process(ngx_cycle_t *cycle)
     ngx_http_llm_backend_init_process(lmcf);
 
     if (lmcf->redis
-        && ngx_http_llm_redis_init(cycle, lmcf->redis) != NGX_OK)
+        && ngx_http_llm_redis_init(cycle, lmcf) != NGX_OK)
     {
         return NGX_ERROR;
     }

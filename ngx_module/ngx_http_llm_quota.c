@@ -333,7 +333,8 @@ ngx_http_llm_quota_admit(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
 
     /* the id and day also serve an unmetered request's usage record */
 
-    if (ctx->redis_down || !ngx_http_llm_redis_ready()) {
+    if (ctx->redis_down || !ngx_http_llm_redis_ready(NGX_HTTP_LLM_REDIS_MAIN))
+    {
         /* one Redis timeout per request at most */
         return ngx_http_llm_quota_offline(ctx, err);
     }
@@ -500,7 +501,8 @@ ngx_http_llm_admit_flush(ngx_event_t *ev)
             ngx_http_llm_argv("%M", life);
         }
 
-        if (ngx_http_llm_redis_script(NGX_HTTP_LLM_SCRIPT_ADMIT, (int) argc,
+        if (ngx_http_llm_redis_script(NGX_HTTP_LLM_REDIS_MAIN,
+                                      NGX_HTTP_LLM_SCRIPT_ADMIT, (int) argc,
                                       argv, argvlen, ngx_http_llm_admit_reply,
                                       batch)
             == NULL)
@@ -524,7 +526,8 @@ ngx_http_llm_admit_reply(redisReply *reply, void *data)
 
         if (reply && ngx_strcmp(error, "READONLY") == 0) {
             /* a failed-over master: the address may lead to the new one */
-            ngx_http_llm_redis_reset("answers READONLY");
+            ngx_http_llm_redis_reset(NGX_HTTP_LLM_REDIS_MAIN,
+                                     "answers READONLY");
         }
     }
 
@@ -1139,7 +1142,8 @@ ngx_http_llm_settle_try(ngx_http_llm_pending_t *pd)
         return NGX_DECLINED;
     }
 
-    if (ngx_http_llm_redis_script(NGX_HTTP_LLM_SCRIPT_SETTLE, pd->argc,
+    if (ngx_http_llm_redis_script(NGX_HTTP_LLM_REDIS_MAIN,
+                                  NGX_HTTP_LLM_SCRIPT_SETTLE, pd->argc,
                                   pd->argv, pd->argvlen,
                                   ngx_http_llm_settle_reply, pd)
         == NULL)
@@ -1187,7 +1191,8 @@ ngx_http_llm_settle_reply(redisReply *reply, void *data)
             }
 
             if (ngx_strcmp(error, "READONLY") == 0) {
-                ngx_http_llm_redis_reset("answers READONLY");
+                ngx_http_llm_redis_reset(NGX_HTTP_LLM_REDIS_MAIN,
+                                         "answers READONLY");
             }
 
             /* again on this connection after a pause, or on the next */
@@ -1195,7 +1200,7 @@ ngx_http_llm_settle_reply(redisReply *reply, void *data)
             ngx_http_llm_metrics_count("llm_settlements_retried_total", 1);
             ngx_http_llm_settle_queue(pd);
 
-            if (ngx_http_llm_redis_ready()
+            if (ngx_http_llm_redis_ready(NGX_HTTP_LLM_REDIS_MAIN)
                 && !ngx_http_llm_retry_event.timer_set)
             {
                 ngx_http_llm_retry_event.log = ngx_cycle->log;
@@ -1250,7 +1255,8 @@ ngx_http_llm_settle_reply(redisReply *reply, void *data)
 
     /* what waited for room among the commands in flight */
 
-    if (ngx_http_llm_pending && ngx_http_llm_redis_ready()
+    if (ngx_http_llm_pending
+        && ngx_http_llm_redis_ready(NGX_HTTP_LLM_REDIS_MAIN)
         && !ngx_http_llm_retry_event.timer_set)
     {
         ngx_http_llm_quota_flush();
@@ -1291,7 +1297,8 @@ ngx_http_llm_settle_grace(ngx_event_t *ev)
             return;
         }
 
-        if (ngx_http_llm_pending && ngx_http_llm_redis_ready()
+        if (ngx_http_llm_pending
+            && ngx_http_llm_redis_ready(NGX_HTTP_LLM_REDIS_MAIN)
             && ngx_http_llm_sent_n == 0)
         {
             ngx_http_llm_quota_flush();
@@ -1305,7 +1312,7 @@ ngx_http_llm_settle_grace(ngx_event_t *ev)
 static void
 ngx_http_llm_settle_retry(ngx_event_t *ev)
 {
-    if (ngx_http_llm_redis_ready()) {
+    if (ngx_http_llm_redis_ready(NGX_HTTP_LLM_REDIS_MAIN)) {
         ngx_http_llm_quota_flush();
     }
 }
@@ -1425,7 +1432,9 @@ ngx_http_llm_sweep_start(ngx_event_t *ev)
 
     ngx_add_timer(&ngx_http_llm_sweep.event, NGX_HTTP_LLM_SWEEP_INTERVAL);
 
-    if (ngx_http_llm_sweep.running || !ngx_http_llm_redis_ready()) {
+    if (ngx_http_llm_sweep.running
+        || !ngx_http_llm_redis_ready(NGX_HTTP_LLM_REDIS_MAIN))
+    {
         return;
     }
 
@@ -1443,7 +1452,7 @@ ngx_http_llm_sweep_start(ngx_event_t *ev)
     /* a little under the interval */
     ngx_http_llm_arg_lit(argv, argvlen, 5, "55000");
 
-    if (ngx_http_llm_redis_command(6, argv, argvlen,
+    if (ngx_http_llm_redis_command(NGX_HTTP_LLM_REDIS_MAIN, 6, argv, argvlen,
                                    ngx_http_llm_sweep_locked, NULL)
         != NULL)
     {
@@ -1480,7 +1489,7 @@ ngx_http_llm_sweep_scan(void)
     ngx_http_llm_arg_lit(argv, argvlen, 4, "COUNT");
     ngx_http_llm_arg_lit(argv, argvlen, 5, NGX_HTTP_LLM_SWEEP_COUNT);
 
-    if (ngx_http_llm_redis_command(6, argv, argvlen,
+    if (ngx_http_llm_redis_command(NGX_HTTP_LLM_REDIS_MAIN, 6, argv, argvlen,
                                    ngx_http_llm_sweep_scanned, NULL)
         == NULL)
     {
@@ -1586,7 +1595,8 @@ ngx_http_llm_sweep_next(void)
     argvlen[6] = ngx_sprintf(life, "%ui",
                              (ngx_uint_t) NGX_HTTP_LLM_SWEEP_LEGACY) - life;
 
-    if (ngx_http_llm_redis_script(NGX_HTTP_LLM_SCRIPT_SWEEP, 7, argv, argvlen,
+    if (ngx_http_llm_redis_script(NGX_HTTP_LLM_REDIS_MAIN,
+                                  NGX_HTTP_LLM_SCRIPT_SWEEP, 7, argv, argvlen,
                                   ngx_http_llm_sweep_swept, NULL)
         == NULL)
     {

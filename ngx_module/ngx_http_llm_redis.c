@@ -2,16 +2,21 @@
 /*
  * Copyright (C) nginx-llm-gateway authors
  *
- * One asynchronous hiredis connection per worker on nginx's event loop:
- * reconnect with backoff, a timeout per command, pipelining, and callers
- * that may vanish before their reply arrives.  The module's Lua scripts
- * are kept here too: loaded on every connect, called by their SHA1, and
- * loaded again when Redis has lost them.
+ * The Redis commands of the module and where they go.  Each role
+ * (llm_redis: keys and quotas; llm_cache_redis: the cache) is one node,
+ * a primary found through Sentinel, or a Redis Cluster, each node one
+ * ngx_http_llm_redis_conn_t.  A command has a timeout of its own, is
+ * routed by its key's slot on a cluster, follows MOVED and ASK, and waits
+ * out TRYAGAIN and CLUSTERDOWN within that timeout.  The module's Lua
+ * scripts are kept here too: loaded on every connection, called by their
+ * SHA1, and loaded again when Redis has lost them.
  */
 
 
 #include "ngx_http_llm.h"
 #include "ngx_http_llm_redis.h"
+#include "ngx_http_llm_redis_conn.h"
+#include "ngx_http_llm_redis_slots.h"
 #include "ngx_http_llm_scripts.h"
 #include "ngx_http_llm_util.h"
 
@@ -29,6 +34,23 @@
 #define NGX_HTTP_LLM_REDIS_USER_MAX     256
 #define NGX_HTTP_LLM_REDIS_PASSWORD_MAX 4096
 
+/* seeds or sentinels in one address */
+#define NGX_HTTP_LLM_REDIS_ADDRS_MAX    16
+
+/* a cluster of more nodes than this is not one we were written for */
+#define NGX_HTTP_LLM_REDIS_NODES_MAX    1000
+
+
+/* redirections one command follows; a loop of them is a broken cluster */
+#define NGX_HTTP_LLM_REDIS_REDIRECTS    5
+
+/* TRYAGAIN and CLUSTERDOWN: first wait, and the longest */
+#define NGX_HTTP_LLM_REDIS_AGAIN_MIN    10
+#define NGX_HTTP_LLM_REDIS_AGAIN_MAX    100
+
+/* the slot map is asked for at most this often */
+#define NGX_HTTP_LLM_REDIS_REFRESH      100
+
 /* the most callers told of each new connection */
 #define NGX_HTTP_LLM_HOOKS              4
 
@@ -36,21 +58,69 @@
 #define NGX_HTTP_LLM_SHA1_HEX_LEN       (2 * SHA_DIGEST_LENGTH)
 
 /*
- * Redis errors by their code, the transient ones first: a cluster's
- * redirections are not followed, so they are not
+ * Redis errors by their code, the transient ones first; MOVED and ASK
+ * reach a caller only when the redirections ran out
  */
 #define NGX_HTTP_LLM_REDIS_TRANSIENT    9
 
 
-/* owned by hiredis until its reply callback runs, which frees it */
+typedef struct ngx_http_llm_redis_s       ngx_http_llm_redis_t;
+typedef struct ngx_http_llm_redis_node_s  ngx_http_llm_redis_node_t;
+
+
+/* what a node is to its role */
+#define NGX_HTTP_LLM_NODE_DATA          0
+#define NGX_HTTP_LLM_NODE_SENTINEL      1   /* asks for the primary */
+#define NGX_HTTP_LLM_NODE_WATCH         2   /* hears +switch-master */
+
+
+struct ngx_http_llm_redis_node_s {
+    ngx_http_llm_redis_conn_t   conn;
+    ngx_http_llm_redis_t       *redis;
+    ngx_uint_t                  kind;
+    ngx_uint_t                  index;      /* in redis->nodes */
+    ngx_event_t                 retry;
+    ngx_msec_t                  backoff;
+    ngx_msec_t                  down_until; /* no reconnect before */
+    unsigned                    ready:1;    /* up, and a primary */
+    unsigned                    want_slots:1;
+    u_char                      text[NGX_SOCKADDR_STRLEN + 8];
+};
+
+
+struct ngx_http_llm_redis_s {
+    ngx_http_llm_redis_conf_t  *conf;
+    ngx_http_llm_redis_conf_t   sconf;      /* the sentinels': no AUTH */
+    ngx_uint_t                  role;
+    ngx_http_llm_redis_node_t  *primary;    /* single node, Sentinel */
+    ngx_array_t                 nodes;      /* cluster: node pointers */
+    uint16_t                   *slots;      /* node index + 1; 0: none */
+    ngx_uint_t                  mapped;     /* the slot map is built */
+    ngx_uint_t                  next;       /* the next seed, sentinel */
+    ngx_http_llm_redis_node_t  *sentinel;
+    ngx_http_llm_redis_node_t  *watch;
+    ngx_event_t                 refresh;    /* slot map, primary */
+    ngx_msec_t                  refresh_backoff;
+    ngx_event_t                 reset;
+    const char                 *reset_why;
+};
+
 
 struct ngx_http_llm_redis_cmd_s {
     ngx_http_llm_redis_pt       handler;    /* NULL: nobody to tell */
     void                       *data;
+    ngx_http_llm_redis_t       *redis;
+    ngx_http_llm_redis_node_t  *node;       /* where it was sent */
+    ngx_http_llm_redis_wait_t  *wait;       /* NULL: not in flight */
     ngx_event_t                 timer;
-    char                       *script;     /* an EVALSHA as sent, or NULL */
-    size_t                      script_len;
-    unsigned                    retry:1;    /* sent again on NOSCRIPT */
+    ngx_event_t                 again;      /* TRYAGAIN, CLUSTERDOWN */
+    ngx_msec_t                  again_wait;
+    char                       *buf;        /* as sent */
+    size_t                      len;
+    ngx_int_t                   slot;       /* NGX_DECLINED: no key */
+    ngx_uint_t                  redirects;
+    unsigned                    script:1;   /* sent again on NOSCRIPT */
+    unsigned                    asking:1;
 };
 
 
@@ -67,53 +137,71 @@ typedef struct {
 } ngx_http_llm_redis_hook_t;
 
 
-static ngx_http_llm_redis_cmd_t *ngx_http_llm_redis_send(int argc,
-    const char **argv, const size_t *argvlen, ngx_http_llm_redis_pt handler,
-    void *data, ngx_uint_t script);
-static ngx_int_t ngx_http_llm_redis_again(redisAsyncContext *ac,
-    ngx_http_llm_redis_cmd_t *cmd, redisReply *reply);
-static void ngx_http_llm_redis_load(void);
-static void ngx_http_llm_redis_connect(void);
-static void ngx_http_llm_redis_on_connect(const redisAsyncContext *ac,
-    int status);
-static void ngx_http_llm_redis_on_disconnect(const redisAsyncContext *ac,
-    int status);
-static void ngx_http_llm_redis_lost(const char *why, const char *err);
-static void ngx_http_llm_redis_retry(ngx_event_t *ev);
-static void ngx_http_llm_redis_reply(redisAsyncContext *ac, void *reply,
-    void *privdata);
+static char *ngx_http_llm_redis_parse(ngx_conf_t *cf,
+    ngx_http_llm_redis_conf_t *rc);
 static ngx_int_t ngx_http_llm_redis_url(ngx_conf_t *cf,
+    ngx_http_llm_redis_conf_t *rc, ngx_str_t *addr);
+static ngx_int_t ngx_http_llm_redis_addr(ngx_conf_t *cf,
     ngx_http_llm_redis_conf_t *rc, ngx_str_t *addr);
 static ngx_int_t ngx_http_llm_redis_user_valid(ngx_str_t *user);
 static ngx_int_t ngx_http_llm_redis_password_file(ngx_conf_t *cf,
     ngx_http_llm_redis_conf_t *rc, ngx_str_t *name);
-static void ngx_http_llm_redis_setup_reply(redisAsyncContext *ac,
-    void *reply, void *privdata);
+static ngx_int_t ngx_http_llm_redis_role_init(ngx_cycle_t *cycle,
+    ngx_http_llm_redis_t *redis, ngx_http_llm_redis_conf_t *conf,
+    ngx_uint_t role);
+static void ngx_http_llm_redis_role_exit(ngx_http_llm_redis_t *redis);
+static ngx_http_llm_redis_node_t *ngx_http_llm_redis_node(
+    ngx_http_llm_redis_t *redis, ngx_uint_t kind, u_char *host, size_t len,
+    in_port_t port);
+static void ngx_http_llm_redis_node_free(ngx_http_llm_redis_node_t *node);
+static void ngx_http_llm_redis_node_open(ngx_http_llm_redis_node_t *node);
+static void ngx_http_llm_redis_node_state(ngx_http_llm_redis_conn_t *rc,
+    void *data);
+static void ngx_http_llm_redis_node_up(ngx_http_llm_redis_node_t *node);
+static void ngx_http_llm_redis_node_down(ngx_http_llm_redis_node_t *node);
+static void ngx_http_llm_redis_node_retry(ngx_event_t *ev);
+static void ngx_http_llm_redis_node_ready(ngx_http_llm_redis_node_t *node);
+static void ngx_http_llm_redis_role_reply(ngx_http_llm_redis_conn_t *rc,
+    redisReply *reply, void *data);
+static void ngx_http_llm_redis_info(ngx_http_llm_redis_conn_t *rc,
+    redisReply *reply, void *data);
+static ngx_int_t ngx_http_llm_redis_raw(ngx_http_llm_redis_node_t *node,
+    int argc, const char **argv, const size_t *argvlen,
+    ngx_http_llm_redis_reply_pt handler, void *data);
+static void ngx_http_llm_redis_load(ngx_http_llm_redis_node_t *node);
+static ngx_http_llm_redis_cmd_t *ngx_http_llm_redis_send(
+    ngx_http_llm_redis_t *redis, int argc, const char **argv,
+    const size_t *argvlen, ngx_http_llm_redis_pt handler, void *data,
+    ngx_uint_t script);
+static ngx_int_t ngx_http_llm_redis_dispatch(ngx_http_llm_redis_cmd_t *cmd,
+    ngx_http_llm_redis_node_t *node);
+static void ngx_http_llm_redis_reply(ngx_http_llm_redis_conn_t *rc,
+    redisReply *reply, void *data);
+static ngx_int_t ngx_http_llm_redis_redirected(
+    ngx_http_llm_redis_cmd_t *cmd, redisReply *reply);
+static void ngx_http_llm_redis_deliver(ngx_http_llm_redis_cmd_t *cmd,
+    redisReply *reply);
+static void ngx_http_llm_redis_free(ngx_http_llm_redis_cmd_t *cmd);
 static void ngx_http_llm_redis_timeout(ngx_event_t *ev);
-static void ngx_http_llm_redis_drop(const char *why);
-static void ngx_http_llm_redis_event(ngx_event_t *ev);
-static void ngx_http_llm_redis_add_read(void *data);
-static void ngx_http_llm_redis_del_read(void *data);
-static void ngx_http_llm_redis_add_write(void *data);
-static void ngx_http_llm_redis_del_write(void *data);
-static void ngx_http_llm_redis_cleanup(void *data);
-static void ngx_http_llm_redis_flush(ngx_event_t *ev);
+static void ngx_http_llm_redis_again(ngx_event_t *ev);
 static void ngx_http_llm_redis_reset_handler(ngx_event_t *ev);
-static void ngx_http_llm_redis_info(redisAsyncContext *ac, void *reply,
-    void *privdata);
+static void ngx_http_llm_redis_refresh(ngx_event_t *ev);
+static void ngx_http_llm_redis_refresh_later(ngx_http_llm_redis_t *redis,
+    ngx_msec_t delay);
+static void ngx_http_llm_redis_slots_reply(ngx_http_llm_redis_conn_t *rc,
+    redisReply *reply, void *data);
+static void ngx_http_llm_redis_sentinel_reply(ngx_http_llm_redis_conn_t *rc,
+    redisReply *reply, void *data);
+static void ngx_http_llm_redis_watch_reply(ngx_http_llm_redis_conn_t *rc,
+    redisReply *reply, void *data);
+static void ngx_http_llm_redis_primary_at(ngx_http_llm_redis_t *redis,
+    u_char *host, size_t len, in_port_t port);
 
 
-static ngx_http_llm_redis_conf_t  *ngx_http_llm_redis_conf;
-static redisAsyncContext          *ngx_http_llm_redis_ac;
-static ngx_connection_t           *ngx_http_llm_redis_conn;
-static ngx_event_t                 ngx_http_llm_redis_retry_event;
-static ngx_msec_t                  ngx_http_llm_redis_backoff;
+static ngx_http_llm_redis_t        ngx_http_llm_redis_roles[2];
+static ngx_http_llm_redis_t       *ngx_http_llm_redis_role[2];
 static ngx_log_t                  *ngx_http_llm_redis_log;
-static ngx_uint_t                  ngx_http_llm_redis_up;
-static ngx_event_t                 ngx_http_llm_redis_flush_event;
-static ngx_uint_t                  ngx_http_llm_redis_flushing;
-static ngx_event_t                 ngx_http_llm_redis_reset_event;
-static const char                 *ngx_http_llm_redis_reset_why;
+static ngx_uint_t                  ngx_http_llm_redis_exiting;
 static ngx_http_llm_redis_hook_t   ngx_http_llm_redis_hooks[NGX_HTTP_LLM_HOOKS];
 static ngx_uint_t                  ngx_http_llm_redis_nhooks;
 
@@ -136,8 +224,13 @@ static const char  *ngx_http_llm_redis_errors[] = {
 
 
 /*
- * llm_redis 127.0.0.1:6379 | unix:/path | redis://[user@]host[:port][/db]
- *     [user=NAME] [password_file=F | password_env=V] [db=N] [timeout=T]
+ * llm_redis | llm_cache_redis ADDRESS [user=NAME]
+ *     [password_file=F | password_env=V] [db=N] [timeout=T]
+ *
+ * ADDRESS: 127.0.0.1:6379 | unix:/path | redis://[user@]host[:port][/db]
+ *     | rediss://... | redis-sentinel://host:port,.../master
+ *     | rediss-sentinel://... | redis-cluster://host:port,...
+ *     | rediss-cluster://...
  */
 
 char *
@@ -145,14 +238,12 @@ ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_llm_main_conf_t *lmcf = conf;
 
-    char                       *pw;
-    u_char                     *colon;
-    ngx_int_t                   n;
-    ngx_str_t                  *value, s, addr;
-    ngx_uint_t                  i;
-    ngx_http_llm_redis_conf_t  *rc;
+    ngx_http_llm_redis_conf_t  **slot, *rc;
 
-    if (lmcf->redis) {
+    slot = (cmd->name.len == sizeof("llm_redis") - 1) ? &lmcf->redis
+                                                       : &lmcf->cache_redis;
+
+    if (*slot) {
         return "is duplicate";
     }
 
@@ -161,57 +252,40 @@ ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    value = cf->args->elts;
+    if (ngx_array_init(&rc->addrs, cf->pool, 1,
+                       sizeof(ngx_http_llm_redis_addr_t))
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     rc->timeout = NGX_HTTP_LLM_REDIS_TIMEOUT;
+    rc->clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (ngx_http_llm_redis_parse(cf, rc) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    *slot = rc;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_redis_parse(ngx_conf_t *cf, ngx_http_llm_redis_conf_t *rc)
+{
+    char       *pw;
+    ngx_int_t   n;
+    ngx_str_t  *value, s, addr;
+    ngx_uint_t  i;
+
+    value = cf->args->elts;
     i = 1;
     addr = value[1];
 
     if (ngx_http_llm_redis_url(cf, rc, &addr) != NGX_OK) {
         return NGX_CONF_ERROR;
-    }
-
-    if (ngx_strncmp(addr.data, "unix:", 5) == 0) {
-        rc->unix_path.len = addr.len - 5;
-        rc->unix_path.data = addr.data + 5;
-
-        if (rc->unix_path.len == 0) {
-            goto invalid;
-        }
-
-    } else {
-        colon = ngx_strlchr(addr.data, addr.data + addr.len, ':');
-
-        if (colon == NULL) {
-            rc->port = NGX_HTTP_LLM_REDIS_PORT;
-            rc->host = addr;
-
-        } else {
-            n = ngx_atoi(colon + 1, addr.data + addr.len - colon - 1);
-            if (n < 1 || n > 65535) {
-                goto invalid;
-            }
-
-            rc->port = (in_port_t) n;
-            rc->host.data = addr.data;
-            rc->host.len = colon - addr.data;
-        }
-
-        /* hiredis resolves names with a blocking call: addresses only */
-
-        if (ngx_inet_addr(rc->host.data, rc->host.len) == INADDR_NONE) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"llm_redis\" needs an IPv4 address or a "
-                               "unix: socket, not \"%V\"", &rc->host);
-            return NGX_CONF_ERROR;
-        }
-
-        s = rc->host;
-        rc->host.data = ngx_pnalloc(cf->pool, s.len + 1);
-        if (rc->host.data == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_cpystrn(rc->host.data, s.data, s.len + 1);
     }
 
     for (i = 2; i < cf->args->nelts; i++) {
@@ -221,9 +295,9 @@ ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             if (pw == NULL) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "\"llm_redis\": environment variable "
+                                   "\"%V\": environment variable "
                                    "\"%s\" is not set",
-                                   value[i].data + 13);
+                                   &value[0], value[i].data + 13);
                 return NGX_CONF_ERROR;
             }
 
@@ -249,6 +323,14 @@ ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\" takes no password in the "
+                               "configuration: use \"password_file=\" or "
+                               "\"password_env=\"", &value[0]);
+            return NGX_CONF_ERROR;
+        }
+
         if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
             rc->user.data = value[i].data + 5;
             rc->user.len = value[i].len - 5;
@@ -257,12 +339,6 @@ ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 goto invalid;
             }
 
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
-            rc->password.data = value[i].data + 9;
-            rc->password.len = value[i].len - 9;
             continue;
         }
 
@@ -293,70 +369,97 @@ ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (rc->user.len && rc->password.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"llm_redis\" user \"%V\" needs "
+                           "\"%V\" user \"%V\" needs "
                            "\"password_file=\" or \"password_env=\"",
-                           &rc->user);
+                           &value[0], &rc->user);
         return NGX_CONF_ERROR;
     }
 
-    lmcf->redis = rc;
+    if (rc->mode == NGX_HTTP_LLM_REDIS_CLUSTER && rc->db) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": a Redis Cluster has database 0 only",
+                           &value[0]);
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 
 invalid:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid \"llm_redis\" parameter \"%V\"", &value[i]);
+                       "invalid \"%V\" parameter \"%V\"", &value[0],
+                       &value[i]);
     return NGX_CONF_ERROR;
 }
 
 
 /*
- * redis://[user@]host[:port][/db]: the address, the ACL user and the
- * database; a password never comes from the configuration's text, and
- * the other forms are not served yet
+ * SCHEME://[user@]host:port[,host:port...][/db | /master]: the mode, the
+ * addresses, the ACL user and the database or Sentinel's name of the
+ * primary; a password never comes from the configuration's text
  */
 
 static ngx_int_t
 ngx_http_llm_redis_url(ngx_conf_t *cf, ngx_http_llm_redis_conf_t *rc,
     ngx_str_t *addr)
 {
-    u_char     *at, *slash, *last;
+    u_char     *at, *slash, *last, *p, *comma;
     ngx_int_t   n;
-    ngx_str_t   scheme;
+    ngx_str_t   scheme, one, *value;
 
+    value = cf->args->elts;
     last = addr->data + addr->len;
 
     at = ngx_strlcasestrn(addr->data, last, (u_char *) "://", 3 - 1);
 
     if (at == NULL) {
-        return NGX_OK;
+        return ngx_http_llm_redis_addr(cf, rc, addr);
     }
 
     scheme.data = addr->data;
     scheme.len = at - addr->data;
 
-    if (!ngx_http_llm_is_lit(scheme.data, scheme.len, "redis")) {
+    /* rediss, rediss-sentinel, rediss-cluster */
+    rc->tls = (scheme.len >= 6 && (scheme.data[5] == 's'
+                                   || scheme.data[5] == 'S'));
+
+    if (ngx_http_llm_is_lit(scheme.data, scheme.len, "redis")
+        || ngx_http_llm_is_lit(scheme.data, scheme.len, "rediss"))
+    {
+        rc->mode = NGX_HTTP_LLM_REDIS_SINGLE;
+
+    } else if (ngx_http_llm_is_lit(scheme.data, scheme.len, "redis-sentinel")
+               || ngx_http_llm_is_lit(scheme.data, scheme.len,
+                                      "rediss-sentinel"))
+    {
+        rc->mode = NGX_HTTP_LLM_REDIS_SENTINEL;
+
+    } else if (ngx_http_llm_is_lit(scheme.data, scheme.len, "redis-cluster")
+               || ngx_http_llm_is_lit(scheme.data, scheme.len,
+                                      "rediss-cluster"))
+    {
+        rc->mode = NGX_HTTP_LLM_REDIS_CLUSTER;
+
+    } else {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"llm_redis\" does not support \"%V://\" "
-                           "addresses yet", &scheme);
+                           "\"%V\" does not know \"%V://\" addresses",
+                           &value[0], &scheme);
         return NGX_ERROR;
     }
 
-    addr->data = at + 3;
-    addr->len = last - addr->data;
+    p = at + 3;
 
-    at = ngx_strlchr(addr->data, last, '@');
+    at = ngx_strlchr(p, last, '@');
 
     if (at) {
-        rc->user.data = addr->data;
-        rc->user.len = at - addr->data;
+        rc->user.data = p;
+        rc->user.len = at - p;
 
         if (ngx_strlchr(rc->user.data, at, ':')) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"llm_redis\" takes no password in its "
+                               "\"%V\" takes no password in its "
                                "address: use \"password_file=\" or "
-                               "\"password_env=\"");
+                               "\"password_env=\"", &value[0]);
             return NGX_ERROR;
         }
 
@@ -364,24 +467,64 @@ ngx_http_llm_redis_url(ngx_conf_t *cf, ngx_http_llm_redis_conf_t *rc,
             goto invalid;
         }
 
-        addr->data = at + 1;
-        addr->len = last - addr->data;
+        p = at + 1;
     }
 
-    slash = ngx_strlchr(addr->data, last, '/');
+    slash = ngx_strlchr(p, last, '/');
 
     if (slash) {
-        n = ngx_atoi(slash + 1, last - slash - 1);
-        if (n == NGX_ERROR) {
+        if (rc->mode == NGX_HTTP_LLM_REDIS_SENTINEL) {
+            rc->master.data = slash + 1;
+            rc->master.len = last - slash - 1;
+
+        } else {
+            n = ngx_atoi(slash + 1, last - slash - 1);
+            if (n == NGX_ERROR) {
+                goto invalid;
+            }
+
+            rc->db = n;
+        }
+
+        last = slash;
+    }
+
+    if (rc->mode == NGX_HTTP_LLM_REDIS_SENTINEL && rc->master.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" needs the primary's name: "
+                           "redis-sentinel://host:port,.../NAME", &value[0]);
+        return NGX_ERROR;
+    }
+
+    for ( ;; ) {
+        comma = ngx_strlchr(p, last, ',');
+
+        one.data = p;
+        one.len = (comma ? comma : last) - p;
+
+        if (one.len == 0 || ngx_strlchr(one.data, one.data + one.len, '/')
+            || (one.len > 5 && ngx_strncmp(one.data, "unix:", 5) == 0))
+        {
             goto invalid;
         }
 
-        rc->db = n;
-        addr->len = slash - addr->data;
+        if (ngx_http_llm_redis_addr(cf, rc, &one) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (comma == NULL) {
+            break;
+        }
+
+        p = comma + 1;
     }
 
-    if (addr->len == 0) {
-        goto invalid;
+    if (rc->mode == NGX_HTTP_LLM_REDIS_SINGLE && rc->addrs.nelts > 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": more than one address is for "
+                           "redis-sentinel:// or redis-cluster://",
+                           &value[0]);
+        return NGX_ERROR;
     }
 
     return NGX_OK;
@@ -389,8 +532,95 @@ ngx_http_llm_redis_url(ngx_conf_t *cf, ngx_http_llm_redis_conf_t *rc,
 invalid:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid \"llm_redis\" address \"%V\"",
-                       &((ngx_str_t *) cf->args->elts)[1]);
+                       "invalid \"%V\" address \"%V\"", &value[0],
+                       &value[1]);
+    return NGX_ERROR;
+}
+
+
+/* host[:port] or unix:/path; a name is resolved later, with "resolver" */
+
+static ngx_int_t
+ngx_http_llm_redis_addr(ngx_conf_t *cf, ngx_http_llm_redis_conf_t *rc,
+    ngx_str_t *addr)
+{
+    u_char                     *p;
+    ngx_url_t                   u;
+    ngx_str_t                  *value;
+    ngx_http_llm_redis_addr_t  *a;
+
+    value = cf->args->elts;
+
+    if (rc->addrs.nelts == NGX_HTTP_LLM_REDIS_ADDRS_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" takes at most %d addresses", &value[0],
+                           NGX_HTTP_LLM_REDIS_ADDRS_MAX);
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = *addr;
+    u.default_port = NGX_HTTP_LLM_REDIS_PORT;
+    u.no_resolve = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.host.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"%V\" address \"%V\"%s%s", &value[0],
+                           addr, u.err ? ": " : "", u.err ? u.err : "");
+        return NGX_ERROR;
+    }
+
+    a = ngx_array_push(&rc->addrs);
+    if (a == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(a, sizeof(ngx_http_llm_redis_addr_t));
+
+    if (u.family == AF_UNIX) {
+        if (rc->tls) {
+            goto invalid;
+        }
+
+        a->addr = u.addrs[0];
+        a->name = u.addrs[0].name;
+        a->host = a->name;
+        return NGX_OK;
+    }
+
+    /* a bracketed IPv6 address is matched and connected to without them */
+
+    if (u.host.len > 2 && u.host.data[0] == '[') {
+        u.host.data++;
+        u.host.len -= 2;
+    }
+
+    p = ngx_pnalloc(cf->pool, u.host.len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_cpystrn(p, u.host.data, u.host.len + 1);
+
+    a->host.data = p;
+    a->host.len = u.host.len;
+    a->port = u.port;
+
+    a->name.data = ngx_pnalloc(cf->pool, u.host.len + 2 + NGX_INT_T_LEN + 1);
+    if (a->name.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    a->name.len = ngx_sprintf(a->name.data, "%V:%d", &a->host, (int) u.port)
+                  - a->name.data;
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"%V\": a unix: socket takes no TLS", &value[0]);
     return NGX_ERROR;
 }
 
@@ -432,13 +662,15 @@ ngx_http_llm_redis_password_file(ngx_conf_t *cf,
     ngx_fd_t          fd;
     ngx_str_t         file;
     ngx_file_t        f;
+    ngx_str_t        *dname;
     ngx_file_info_t   fi;
 
+    dname = cf->args->elts;
     file = *name;
 
     if (file.len == 0 || ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid \"llm_redis\" password_file");
+                           "invalid \"%V\" password_file", dname);
         return NGX_ERROR;
     }
 
@@ -446,8 +678,8 @@ ngx_http_llm_redis_password_file(ngx_conf_t *cf,
 
     if (fd == NGX_INVALID_FILE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "\"llm_redis\" cannot open password_file "
-                           "\"%V\"", &file);
+                           "\"%V\" cannot open password_file \"%V\"",
+                           dname, &file);
         return NGX_ERROR;
     }
 
@@ -477,8 +709,8 @@ ngx_http_llm_redis_password_file(ngx_conf_t *cf,
 
     if (n <= 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"llm_redis\" cannot read a password from "
-                           "password_file \"%V\"", &file);
+                           "\"%V\" cannot read a password from "
+                           "password_file \"%V\"", dname, &file);
         return NGX_ERROR;
     }
 
@@ -490,8 +722,8 @@ ngx_http_llm_redis_password_file(ngx_conf_t *cf,
 
     if (last == p || ngx_strlchr(p, last, '\n') || ngx_strlchr(p, last, '\r')) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"llm_redis\" password_file \"%V\" must hold "
-                           "one line", &file);
+                           "\"%V\" password_file \"%V\" must hold "
+                           "one line", dname, &file);
         return NGX_ERROR;
     }
 
@@ -504,11 +736,100 @@ ngx_http_llm_redis_password_file(ngx_conf_t *cf,
 }
 
 
+
+/*
+ * At the end of http{}: the TLS settings given to both roles, their TLS
+ * contexts made, and a name in an address needs a resolver
+ */
+
+char *
+ngx_http_llm_redis_init_conf(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf)
+{
+    ngx_uint_t                  i, r;
+    ngx_http_llm_redis_addr_t  *a;
+    ngx_http_llm_redis_conf_t  *rc, *roles[2];
+    ngx_http_core_loc_conf_t   *clcf;
+
+    ngx_conf_init_value(lmcf->redis_ssl_verify, 1);
+
+    if (lmcf->redis_ssl_certificate.len
+        && lmcf->redis_ssl_certificate_key.len == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_redis_ssl_certificate\" needs "
+                           "\"llm_redis_ssl_certificate_key\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (lmcf->cache_redis && lmcf->redis == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_cache_redis\" needs \"llm_redis\"");
+        return NGX_CONF_ERROR;
+    }
+
+    roles[0] = lmcf->redis;
+    roles[1] = lmcf->cache_redis;
+
+    for (r = 0; r < 2; r++) {
+        rc = roles[r];
+
+        if (rc == NULL) {
+            continue;
+        }
+
+        rc->verify = lmcf->redis_ssl_verify;
+        rc->ssl_trusted = lmcf->redis_ssl_trusted;
+        rc->ssl_certificate = lmcf->redis_ssl_certificate;
+        rc->ssl_certificate_key = lmcf->redis_ssl_certificate_key;
+
+        if (ngx_http_llm_redis_conn_ssl(cf, rc) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        a = rc->addrs.elts;
+
+        for (i = 0; i < rc->addrs.nelts; i++) {
+            if (a[i].addr.sockaddr
+                || ngx_inet_addr(a[i].host.data, a[i].host.len)
+                   != INADDR_NONE
+#if (NGX_HAVE_INET6)
+                || ngx_inet6_addr(a[i].host.data, a[i].host.len, NULL)
+                   == NGX_OK
+#endif
+                )
+            {
+                continue;
+            }
+
+            clcf = rc->clcf;
+
+            /* without "resolver", http{} has one with no servers */
+
+            if (clcf->resolver == NULL
+                || clcf->resolver == NGX_CONF_UNSET_PTR
+                || clcf->resolver->connections.nelts == 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%s\" host \"%V\" is a name: it "
+                                   "needs a \"resolver\" in http{}",
+                                   r ? "llm_cache_redis" : "llm_redis",
+                                   &a[i].host);
+                return NGX_CONF_ERROR;
+            }
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 ngx_int_t
-ngx_http_llm_redis_init(ngx_cycle_t *cycle, ngx_http_llm_redis_conf_t *conf)
+ngx_http_llm_redis_init(ngx_cycle_t *cycle, ngx_http_llm_main_conf_t *lmcf)
 {
     u_char                        md[SHA_DIGEST_LENGTH];
     ngx_uint_t                    i;
+    ngx_http_conf_ctx_t          *hc;
+    ngx_http_core_loc_conf_t     *clcf;
     ngx_http_llm_redis_script_t  *sc;
 
     for (i = 0; i < NGX_HTTP_LLM_SCRIPT_N; i++) {
@@ -518,27 +839,151 @@ ngx_http_llm_redis_init(ngx_cycle_t *cycle, ngx_http_llm_redis_conf_t *conf)
         ngx_hex_dump(sc->sha, md, SHA_DIGEST_LENGTH);
     }
 
-    ngx_http_llm_redis_conf = conf;
     ngx_http_llm_redis_log = cycle->log;
+    ngx_http_llm_redis_exiting = 0;
 
-    ngx_http_llm_redis_retry_event.handler = ngx_http_llm_redis_retry;
-    ngx_http_llm_redis_retry_event.log = cycle->log;
-    ngx_http_llm_redis_retry_event.data = &ngx_http_llm_timer_conn;
+    /* the http{} level resolver: a dummy one unless "resolver" is set */
 
-    ngx_http_llm_redis_flush_event.handler = ngx_http_llm_redis_flush;
-    ngx_http_llm_redis_flush_event.log = cycle->log;
-    ngx_http_llm_redis_flush_event.data = &ngx_http_llm_timer_conn;
-    ngx_http_llm_redis_retry_event.cancelable = 1;
+    hc = (ngx_http_conf_ctx_t *) cycle->conf_ctx[ngx_http_module.index];
+    clcf = hc->loc_conf[ngx_http_core_module.ctx_index];
 
-    ngx_http_llm_redis_reset_event.handler =
-        ngx_http_llm_redis_reset_handler;
-    ngx_http_llm_redis_reset_event.log = cycle->log;
-    ngx_http_llm_redis_reset_event.data = &ngx_http_llm_timer_conn;
-
-    ngx_http_llm_redis_backoff = NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
+    lmcf->redis->resolver = clcf->resolver;
+    lmcf->redis->resolver_timeout = clcf->resolver_timeout;
 
     /* a Redis that is down must not keep the worker from starting */
-    ngx_http_llm_redis_connect();
+
+    if (ngx_http_llm_redis_role_init(cycle, &ngx_http_llm_redis_roles[0],
+                                     lmcf->redis, NGX_HTTP_LLM_REDIS_MAIN)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_http_llm_redis_role[NGX_HTTP_LLM_REDIS_MAIN] =
+        &ngx_http_llm_redis_roles[0];
+    ngx_http_llm_redis_role[NGX_HTTP_LLM_REDIS_CACHE] =
+        &ngx_http_llm_redis_roles[0];
+
+    if (lmcf->cache_redis) {
+        lmcf->cache_redis->resolver = clcf->resolver;
+        lmcf->cache_redis->resolver_timeout = clcf->resolver_timeout;
+
+        if (ngx_http_llm_redis_role_init(cycle, &ngx_http_llm_redis_roles[1],
+                                         lmcf->cache_redis,
+                                         NGX_HTTP_LLM_REDIS_CACHE)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_http_llm_redis_role[NGX_HTTP_LLM_REDIS_CACHE] =
+            &ngx_http_llm_redis_roles[1];
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_redis_role_init(ngx_cycle_t *cycle, ngx_http_llm_redis_t *redis,
+    ngx_http_llm_redis_conf_t *conf, ngx_uint_t role)
+{
+    ngx_uint_t                  i;
+    ngx_http_llm_redis_addr_t  *a;
+    ngx_http_llm_redis_node_t  *node;
+
+    ngx_memzero(redis, sizeof(ngx_http_llm_redis_t));
+
+    redis->conf = conf;
+    redis->role = role;
+
+    redis->sconf = *conf;
+    ngx_str_null(&redis->sconf.user);
+    ngx_str_null(&redis->sconf.password);
+    redis->sconf.db = 0;
+
+    redis->refresh.handler = ngx_http_llm_redis_refresh;
+    redis->refresh.data = redis;
+    redis->refresh.log = cycle->log;
+    redis->refresh.cancelable = 1;
+    redis->refresh_backoff = NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
+
+    redis->reset.handler = ngx_http_llm_redis_reset_handler;
+    redis->reset.data = redis;
+    redis->reset.log = cycle->log;
+
+    if (ngx_array_init(&redis->nodes, cycle->pool, 8, sizeof(void *))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    a = conf->addrs.elts;
+
+    switch (conf->mode) {
+
+    case NGX_HTTP_LLM_REDIS_SINGLE:
+        node = ngx_http_llm_redis_node(redis, NGX_HTTP_LLM_NODE_DATA,
+                                       a[0].host.data, a[0].host.len,
+                                       a[0].port);
+        if (node == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (a[0].addr.sockaddr) {
+            node->conn.addr = a[0].addr;
+        }
+
+        node->conn.name = a[0].name;
+        redis->primary = node;
+
+        ngx_http_llm_redis_node_open(node);
+        break;
+
+    case NGX_HTTP_LLM_REDIS_SENTINEL:
+        redis->sentinel = ngx_http_llm_redis_node(redis,
+                                                  NGX_HTTP_LLM_NODE_SENTINEL,
+                                                  a[0].host.data,
+                                                  a[0].host.len, a[0].port);
+        redis->watch = ngx_http_llm_redis_node(redis, NGX_HTTP_LLM_NODE_WATCH,
+                                               a[0].host.data, a[0].host.len,
+                                               a[0].port);
+        redis->primary = ngx_http_llm_redis_node(redis,
+                                                 NGX_HTTP_LLM_NODE_DATA,
+                                                 a[0].host.data,
+                                                 a[0].host.len, a[0].port);
+        if (redis->sentinel == NULL || redis->watch == NULL
+            || redis->primary == NULL)
+        {
+            return NGX_ERROR;
+        }
+
+        redis->watch->conn.subscriber = 1;
+
+        ngx_http_llm_redis_node_open(redis->sentinel);
+        ngx_http_llm_redis_node_open(redis->watch);
+        break;
+
+    default: /* NGX_HTTP_LLM_REDIS_CLUSTER */
+        redis->slots = ngx_calloc(NGX_HTTP_LLM_REDIS_SLOTS * sizeof(uint16_t),
+                                  cycle->log);
+        if (redis->slots == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < conf->addrs.nelts; i++) {
+            if (ngx_http_llm_redis_node(redis, NGX_HTTP_LLM_NODE_DATA,
+                                        a[i].host.data, a[i].host.len,
+                                        a[i].port)
+                == NULL)
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        ngx_http_llm_redis_refresh(&redis->refresh);
+        break;
+    }
 
     return NGX_OK;
 }
@@ -547,39 +992,497 @@ ngx_http_llm_redis_init(ngx_cycle_t *cycle, ngx_http_llm_redis_conf_t *conf)
 void
 ngx_http_llm_redis_exit(ngx_cycle_t *cycle)
 {
-    redisAsyncContext  *ac;
+    ngx_uint_t  i;
 
-    if (ngx_http_llm_redis_retry_event.timer_set) {
-        ngx_del_timer(&ngx_http_llm_redis_retry_event);
+    /* no reconnect from a state handler on the way out */
+    ngx_http_llm_redis_exiting = 1;
+
+    for (i = 0; i < 2; i++) {
+        if (ngx_http_llm_redis_roles[i].conf) {
+            ngx_http_llm_redis_role_exit(&ngx_http_llm_redis_roles[i]);
+        }
     }
 
-    if (ngx_http_llm_redis_reset_event.posted) {
-        ngx_delete_posted_event(&ngx_http_llm_redis_reset_event);
+    ngx_http_llm_redis_role[0] = NULL;
+    ngx_http_llm_redis_role[1] = NULL;
+}
+
+
+static void
+ngx_http_llm_redis_role_exit(ngx_http_llm_redis_t *redis)
+{
+    ngx_uint_t                   i;
+    ngx_http_llm_redis_node_t  **nodes;
+
+    if (redis->refresh.timer_set) {
+        ngx_del_timer(&redis->refresh);
     }
 
-    /* no reconnect from the disconnect callback on the way out */
-    ngx_http_llm_redis_conf = NULL;
+    if (redis->reset.posted) {
+        ngx_delete_posted_event(&redis->reset);
+    }
 
-    ac = ngx_http_llm_redis_ac;
+    nodes = redis->nodes.elts;
 
-    if (ac) {
-        ngx_http_llm_redis_ac = NULL;
-        ngx_http_llm_redis_up = 0;
-        redisAsyncFree(ac);
+    for (i = 0; i < redis->nodes.nelts; i++) {
+        ngx_http_llm_redis_node_free(nodes[i]);
+    }
+
+    redis->nodes.nelts = 0;
+
+    if (redis->slots) {
+        ngx_free(redis->slots);
+        redis->slots = NULL;
+    }
+
+    redis->conf = NULL;
+}
+
+
+/*
+ * A node of the role, found by its address or made; a cluster learns of
+ * its nodes from CLUSTER SLOTS and redirections
+ */
+
+static ngx_http_llm_redis_node_t *
+ngx_http_llm_redis_node(ngx_http_llm_redis_t *redis, ngx_uint_t kind,
+    u_char *host, size_t len, in_port_t port)
+{
+    u_char                      *p;
+    ngx_uint_t                   i;
+    ngx_http_llm_redis_node_t   *node, **nodes, **slot;
+
+    if (len == 0 || len > NGX_SOCKADDR_STRLEN - 1) {
+        return NULL;
+    }
+
+    nodes = redis->nodes.elts;
+
+    if (kind == NGX_HTTP_LLM_NODE_DATA
+        && redis->conf->mode == NGX_HTTP_LLM_REDIS_CLUSTER)
+    {
+        for (i = 0; i < redis->nodes.nelts; i++) {
+            node = nodes[i];
+
+            if (node->conn.port == port && node->conn.host.len == len
+                && ngx_strncmp(node->conn.host.data, host, len) == 0)
+            {
+                return node;
+            }
+        }
+
+        if (redis->nodes.nelts >= NGX_HTTP_LLM_REDIS_NODES_MAX) {
+            return NULL;
+        }
+    }
+
+    node = ngx_calloc(sizeof(ngx_http_llm_redis_node_t),
+                      ngx_http_llm_redis_log);
+    if (node == NULL) {
+        return NULL;
+    }
+
+    slot = ngx_array_push(&redis->nodes);
+    if (slot == NULL) {
+        ngx_free(node);
+        return NULL;
+    }
+
+    *slot = node;
+
+    node->redis = redis;
+    node->kind = kind;
+    node->index = redis->nodes.nelts - 1;
+    node->backoff = NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
+
+    node->retry.handler = ngx_http_llm_redis_node_retry;
+    node->retry.data = node;
+    node->retry.log = ngx_http_llm_redis_log;
+    node->retry.cancelable = 1;
+
+    p = ngx_cpymem(node->text, host, len);
+    *p++ = '\0';
+
+    node->conn.host.data = node->text;
+    node->conn.host.len = len;
+    node->conn.name.data = p;
+    node->conn.name.len = ngx_sprintf(p, "%*s:%d", len, host, (int) port) - p;
+
+    ngx_http_llm_redis_conn_set_host(&node->conn, host, len, port);
+
+    node->conn.resolver = redis->conf->resolver;
+    node->conn.resolver_timeout = redis->conf->resolver_timeout;
+    node->conn.conf = (kind == NGX_HTTP_LLM_NODE_DATA) ? redis->conf
+                                                        : &redis->sconf;
+    node->conn.log = ngx_http_llm_redis_log;
+    node->conn.handler = ngx_http_llm_redis_node_state;
+    node->conn.data = node;
+
+    return node;
+}
+
+
+static void
+ngx_http_llm_redis_node_free(ngx_http_llm_redis_node_t *node)
+{
+    if (node->retry.timer_set) {
+        ngx_del_timer(&node->retry);
+    }
+
+    ngx_http_llm_redis_conn_close(&node->conn, NULL);
+    ngx_free(node);
+}
+
+
+static void
+ngx_http_llm_redis_node_open(ngx_http_llm_redis_node_t *node)
+{
+    if (node->retry.timer_set) {
+        ngx_del_timer(&node->retry);
+    }
+
+    node->ready = 0;
+    ngx_http_llm_redis_conn_open(&node->conn);
+}
+
+
+static void
+ngx_http_llm_redis_node_state(ngx_http_llm_redis_conn_t *rc, void *data)
+{
+    ngx_http_llm_redis_node_t  *node = data;
+
+    if (rc->state == NGX_HTTP_LLM_REDIS_UP) {
+        ngx_http_llm_redis_node_up(node);
+
+    } else {
+        ngx_http_llm_redis_node_down(node);
+    }
+}
+
+
+static void
+ngx_http_llm_redis_node_up(ngx_http_llm_redis_node_t *node)
+{
+    size_t                 argvlen[3];
+    const char            *argv[3];
+    ngx_http_llm_redis_t  *redis;
+
+    redis = node->redis;
+    node->backoff = NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
+
+    switch (node->kind) {
+
+    case NGX_HTTP_LLM_NODE_SENTINEL:
+        ngx_http_llm_redis_refresh(&redis->refresh);
+        return;
+
+    case NGX_HTTP_LLM_NODE_WATCH:
+        ngx_http_llm_arg_lit(argv, argvlen, 0, "SUBSCRIBE");
+        ngx_http_llm_arg_lit(argv, argvlen, 1, "+switch-master");
+
+        if (ngx_http_llm_redis_raw(node, 2, argv, argvlen,
+                                   ngx_http_llm_redis_watch_reply, redis)
+            != NGX_OK)
+        {
+            ngx_http_llm_redis_conn_close(&node->conn, NULL);
+            ngx_http_llm_redis_node_down(node);
+        }
+
+        return;
+    }
+
+    ngx_http_llm_redis_load(node);
+
+    switch (redis->conf->mode) {
+
+    case NGX_HTTP_LLM_REDIS_SENTINEL:
+        /* what Sentinel named may be demoted since: it must say so */
+        ngx_http_llm_arg_lit(argv, argvlen, 0, "ROLE");
+
+        if (ngx_http_llm_redis_raw(node, 1, argv, argvlen,
+                                   ngx_http_llm_redis_role_reply, node)
+            != NGX_OK)
+        {
+            ngx_http_llm_redis_conn_close(&node->conn, NULL);
+            ngx_http_llm_redis_node_down(node);
+        }
+
+        return;
+
+    case NGX_HTTP_LLM_REDIS_CLUSTER:
+        if (node->want_slots || !redis->mapped) {
+            node->want_slots = 0;
+
+            ngx_http_llm_arg_lit(argv, argvlen, 0, "CLUSTER");
+            ngx_http_llm_arg_lit(argv, argvlen, 1, "SLOTS");
+
+            (void) ngx_http_llm_redis_raw(node, 2, argv, argvlen,
+                                          ngx_http_llm_redis_slots_reply,
+                                          redis);
+        }
+
+        node->ready = 1;
+
+        if (redis->mapped) {
+            ngx_http_llm_redis_node_ready(node);
+        }
+
+        return;
+
+    default:
+        ngx_http_llm_arg_lit(argv, argvlen, 0, "INFO");
+        ngx_http_llm_arg_lit(argv, argvlen, 1, "server");
+
+        (void) ngx_http_llm_redis_raw(node, 2, argv, argvlen,
+                                      ngx_http_llm_redis_info, NULL);
+
+        node->ready = 1;
+        ngx_http_llm_redis_node_ready(node);
+    }
+}
+
+
+/* a data node takes commands: whoever waits for one is told */
+
+static void
+ngx_http_llm_redis_node_ready(ngx_http_llm_redis_node_t *node)
+{
+    ngx_uint_t  i;
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_http_llm_redis_log, 0,
+                  "llm: redis %V connected", &node->conn.name);
+
+    if (node->redis->role != NGX_HTTP_LLM_REDIS_MAIN) {
+        return;
+    }
+
+    for (i = 0; i < ngx_http_llm_redis_nhooks; i++) {
+        ngx_http_llm_redis_hooks[i].handler(ngx_http_llm_redis_hooks[i].data);
+    }
+}
+
+
+/*
+ * A node went down: a single node is connected to again after a backoff,
+ * a primary is asked of the sentinels again, and a cluster's node is
+ * opened again when a command needs it, after its map is asked for
+ */
+
+static void
+ngx_http_llm_redis_node_down(ngx_http_llm_redis_node_t *node)
+{
+    ngx_http_llm_redis_t  *redis;
+
+    node->ready = 0;
+
+    if (ngx_http_llm_redis_exiting) {
+        return;
+    }
+
+    redis = node->redis;
+
+    ngx_log_error(NGX_LOG_ERR, ngx_http_llm_redis_log, 0,
+                  "llm: redis %V is down, retrying in %Mms",
+                  &node->conn.name, node->backoff);
+
+    node->down_until = ngx_current_msec + node->backoff;
+
+    if (node->retry.timer_set) {
+        ngx_del_timer(&node->retry);
+    }
+
+    if (node->kind != NGX_HTTP_LLM_NODE_DATA
+        || redis->conf->mode == NGX_HTTP_LLM_REDIS_SINGLE)
+    {
+        ngx_add_timer(&node->retry, node->backoff);
+
+    } else if (redis->conf->mode == NGX_HTTP_LLM_REDIS_SENTINEL) {
+        ngx_http_llm_redis_refresh_later(redis, node->backoff);
+
+    } else {
+        ngx_http_llm_redis_refresh_later(redis, NGX_HTTP_LLM_REDIS_REFRESH);
+    }
+
+    node->backoff = ngx_min(node->backoff * 2,
+                            NGX_HTTP_LLM_REDIS_BACKOFF_MAX);
+}
+
+
+static void
+ngx_http_llm_redis_node_retry(ngx_event_t *ev)
+{
+    ngx_uint_t                  n;
+    ngx_http_llm_redis_t       *redis;
+    ngx_http_llm_redis_addr_t  *a;
+    ngx_http_llm_redis_node_t  *node = ev->data;
+
+    redis = node->redis;
+
+    if (node->kind != NGX_HTTP_LLM_NODE_DATA) {
+        /* the next sentinel: one that is down must not stop discovery */
+        a = redis->conf->addrs.elts;
+        n = redis->conf->addrs.nelts;
+        redis->next = (redis->next + 1) % n;
+        a = &a[redis->next];
+
+        node->text[0] = '\0';
+        (void) ngx_cpystrn(node->text, a->host.data, a->host.len + 1);
+        node->conn.host.len = a->host.len;
+        node->conn.name.data = node->text + a->host.len + 1;
+        node->conn.name.len = ngx_sprintf(node->conn.name.data, "%V",
+                                          &a->name)
+                              - node->conn.name.data;
+
+        ngx_http_llm_redis_conn_set_host(&node->conn, a->host.data,
+                                         a->host.len, a->port);
+    }
+
+    ngx_http_llm_redis_node_open(node);
+}
+
+
+static void
+ngx_http_llm_redis_role_reply(ngx_http_llm_redis_conn_t *rc,
+    redisReply *reply, void *data)
+{
+    ngx_http_llm_redis_node_t  *node = data;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
+        && reply->element[0]->type == REDIS_REPLY_STRING
+        && ngx_http_llm_is_lit(reply->element[0]->str,
+                               reply->element[0]->len, "master"))
+    {
+        node->ready = 1;
+        node->redis->refresh_backoff = NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
+        ngx_http_llm_redis_node_ready(node);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_http_llm_redis_log, 0,
+                  "llm: redis %V is not a primary (yet), asking the "
+                  "sentinels again", &rc->name);
+
+    ngx_http_llm_redis_conn_close(rc, NULL);
+    ngx_http_llm_redis_refresh_later(node->redis,
+                                     NGX_HTTP_LLM_REDIS_REFRESH);
+}
+
+
+/*
+ * What the scripts need: Redis 5.0 (writes after TIME and HSCAN, which
+ * older versions refuse in scripts unless told to replicate effects)
+ */
+
+static void
+ngx_http_llm_redis_info(ngx_http_llm_redis_conn_t *rc, redisReply *reply,
+    void *data)
+{
+    char       *v;
+    ngx_int_t   major;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_STRING) {
+        return;
+    }
+
+    v = ngx_strstr(reply->str, "redis_version:");
+
+    if (v == NULL) {
+        ngx_log_error(NGX_LOG_ERR, ngx_http_llm_redis_log, 0,
+                      "llm: redis did not say its version; the quota "
+                      "scripts need 5.0 or later");
+        return;
+    }
+
+    v += sizeof("redis_version:") - 1;
+    major = ngx_atoi((u_char *) v, strcspn(v, "."));
+
+    if (major < 5) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_http_llm_redis_log, 0,
+                      "llm: redis %*s is too old: the quota, settlement "
+                      "and sweep scripts need 5.0 or later (writes after "
+                      "TIME, HSCAN in scripts)", strcspn(v, "\r\n"), v);
+    }
+
+    if (ngx_strstr(reply->str, "redis_mode:cluster")) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_http_llm_redis_log, 0,
+                      "llm: redis %V runs as a cluster: its address wants "
+                      "redis-cluster://", &rc->name);
+    }
+}
+
+
+/* a command of the module's own, on one node, with its own handler */
+
+static ngx_int_t
+ngx_http_llm_redis_raw(ngx_http_llm_redis_node_t *node, int argc,
+    const char **argv, const size_t *argvlen,
+    ngx_http_llm_redis_reply_pt handler, void *data)
+{
+    char       *buf;
+    long long   len;
+    ngx_int_t   rc;
+
+    len = redisFormatCommandArgv(&buf, argc, argv, argvlen);
+    if (len < 0) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_llm_redis_conn_send(&node->conn, buf, (size_t) len,
+                                      handler, data)
+         ? NGX_OK : NGX_ERROR;
+
+    redisFreeCommand(buf);
+
+    return rc;
+}
+
+
+/* on every connect, ahead of any EVALSHA on that connection */
+
+static void
+ngx_http_llm_redis_load(ngx_http_llm_redis_node_t *node)
+{
+    size_t       argvlen[3];
+    ngx_uint_t   i;
+    const char  *argv[3];
+
+    ngx_http_llm_arg_lit(argv, argvlen, 0, "SCRIPT");
+    ngx_http_llm_arg_lit(argv, argvlen, 1, "LOAD");
+
+    for (i = 0; i < NGX_HTTP_LLM_SCRIPT_N; i++) {
+        argv[2] = ngx_http_llm_redis_scripts[i].source;
+        argvlen[2] = ngx_strlen(argv[2]);
+        (void) ngx_http_llm_redis_raw(node, 3, argv, argvlen, NULL, NULL);
     }
 }
 
 
 ngx_uint_t
-ngx_http_llm_redis_ready(void)
+ngx_http_llm_redis_ready(ngx_uint_t role)
 {
-    return ngx_http_llm_redis_up;
+    ngx_http_llm_redis_t  *redis;
+
+    redis = ngx_http_llm_redis_role[role];
+
+    if (redis == NULL) {
+        return 0;
+    }
+
+    if (redis->conf->mode == NGX_HTTP_LLM_REDIS_CLUSTER) {
+        return redis->mapped;
+    }
+
+    return redis->primary->ready;
 }
 
 
 /*
- * handler(data) is called each time a connection is ready, after the
- * scripts are loaded on it; registered once per process, before then
+ * handler(data) is called each time a connection of llm_redis is ready,
+ * after the scripts are loaded on it; registered once per process
  */
 
 void
@@ -617,10 +1520,11 @@ ngx_http_llm_redis_on_ready(ngx_http_llm_redis_ready_pt handler, void *data)
  */
 
 ngx_http_llm_redis_cmd_t *
-ngx_http_llm_redis_command(int argc, const char **argv,
+ngx_http_llm_redis_command(ngx_uint_t role, int argc, const char **argv,
     const size_t *argvlen, ngx_http_llm_redis_pt handler, void *data)
 {
-    return ngx_http_llm_redis_send(argc, argv, argvlen, handler, data, 0);
+    return ngx_http_llm_redis_send(ngx_http_llm_redis_role[role], argc, argv,
+                                   argvlen, handler, data, 0);
 }
 
 
@@ -633,8 +1537,9 @@ ngx_http_llm_redis_command(int argc, const char **argv,
  */
 
 ngx_http_llm_redis_cmd_t *
-ngx_http_llm_redis_script(ngx_uint_t script, int argc, const char **argv,
-    size_t *argvlen, ngx_http_llm_redis_pt handler, void *data)
+ngx_http_llm_redis_script(ngx_uint_t role, ngx_uint_t script, int argc,
+    const char **argv, size_t *argvlen, ngx_http_llm_redis_pt handler,
+    void *data)
 {
     ngx_http_llm_redis_script_t  *sc;
 
@@ -646,109 +1551,305 @@ ngx_http_llm_redis_script(ngx_uint_t script, int argc, const char **argv,
     argv[2] = sc->nkeys;
     argvlen[2] = ngx_strlen(sc->nkeys);
 
-    return ngx_http_llm_redis_send(argc, argv, argvlen, handler, data, 1);
+    return ngx_http_llm_redis_send(ngx_http_llm_redis_role[role], argc, argv,
+                                   argvlen, handler, data, 1);
 }
 
 
-/* a script call is kept as sent, to be sent again on NOSCRIPT */
-
 static ngx_http_llm_redis_cmd_t *
-ngx_http_llm_redis_send(int argc, const char **argv, const size_t *argvlen,
-    ngx_http_llm_redis_pt handler, void *data, ngx_uint_t script)
+ngx_http_llm_redis_send(ngx_http_llm_redis_t *redis, int argc,
+    const char **argv, const size_t *argvlen, ngx_http_llm_redis_pt handler,
+    void *data, ngx_uint_t script)
 {
-    int                        rc;
     long long                  len;
     ngx_http_llm_redis_cmd_t  *cmd;
 
-    if (ngx_http_llm_redis_ac == NULL || !ngx_http_llm_redis_up) {
+    if (redis == NULL || !ngx_http_llm_redis_ready(redis->role)) {
         return NULL;
     }
 
-    cmd = ngx_alloc(sizeof(ngx_http_llm_redis_cmd_t), ngx_http_llm_redis_log);
+    cmd = ngx_calloc(sizeof(ngx_http_llm_redis_cmd_t),
+                     ngx_http_llm_redis_log);
     if (cmd == NULL) {
         return NULL;
     }
 
-    ngx_memzero(cmd, sizeof(ngx_http_llm_redis_cmd_t));
+    cmd->slot = NGX_DECLINED;
 
-    cmd->handler = handler;
-    cmd->data = data;
-    cmd->timer.handler = ngx_http_llm_redis_timeout;
-    cmd->timer.data = &ngx_http_llm_timer_conn;
-    cmd->timer.log = ngx_http_llm_redis_log;
+    if (redis->conf->mode == NGX_HTTP_LLM_REDIS_CLUSTER) {
+        cmd->slot = ngx_http_llm_redis_command_slot(argc, argv, argvlen);
 
-    if (script) {
-        len = redisFormatCommandArgv(&cmd->script, argc, argv, argvlen);
-        if (len < 0) {
+        if (cmd->slot == NGX_ERROR) {
+            ngx_log_error(NGX_LOG_ALERT, ngx_http_llm_redis_log, 0,
+                          "llm: a redis command's keys are in more than "
+                          "one slot");
             ngx_free(cmd);
             return NULL;
         }
-
-        cmd->script_len = (size_t) len;
-        cmd->retry = 1;
-
-        rc = redisAsyncFormattedCommand(ngx_http_llm_redis_ac,
-                                        ngx_http_llm_redis_reply, cmd,
-                                        cmd->script, cmd->script_len);
-
-    } else {
-        rc = redisAsyncCommandArgv(ngx_http_llm_redis_ac,
-                                   ngx_http_llm_redis_reply, cmd, argc, argv,
-                                   argvlen);
     }
 
-    if (rc != REDIS_OK) {
-        if (cmd->script) {
-            redisFreeCommand(cmd->script);
-        }
-
+    len = redisFormatCommandArgv(&cmd->buf, argc, argv, argvlen);
+    if (len < 0) {
         ngx_free(cmd);
         return NULL;
     }
 
-    ngx_add_timer(&cmd->timer, ngx_http_llm_redis_conf->timeout);
+    cmd->len = (size_t) len;
+    cmd->handler = handler;
+    cmd->data = data;
+    cmd->redis = redis;
+    cmd->script = script;
+
+    cmd->timer.handler = ngx_http_llm_redis_timeout;
+    cmd->timer.data = cmd;
+    cmd->timer.log = ngx_http_llm_redis_log;
+
+    cmd->again.handler = ngx_http_llm_redis_again;
+    cmd->again.data = cmd;
+    cmd->again.log = ngx_http_llm_redis_log;
+
+    if (ngx_http_llm_redis_dispatch(cmd, NULL) != NGX_OK) {
+        ngx_http_llm_redis_free(cmd);
+        return NULL;
+    }
+
+    ngx_add_timer(&cmd->timer, redis->conf->timeout);
 
     return cmd;
+}
+
+
+/*
+ * To the node given (a redirection), or to the slot's primary, or to the
+ * primary; a cluster's node that is down is opened again here
+ */
+
+static ngx_int_t
+ngx_http_llm_redis_dispatch(ngx_http_llm_redis_cmd_t *cmd,
+    ngx_http_llm_redis_node_t *node)
+{
+    size_t                       argvlen[1];
+    ngx_uint_t                   i, n;
+    const char                  *argv[1];
+    ngx_http_llm_redis_t        *redis;
+    ngx_http_llm_redis_node_t  **nodes;
+
+    redis = cmd->redis;
+
+    if (redis->conf->mode != NGX_HTTP_LLM_REDIS_CLUSTER) {
+        node = redis->primary;
+
+        if (!node->ready) {
+            return NGX_ERROR;
+        }
+
+    } else if (node == NULL) {
+        nodes = redis->nodes.elts;
+
+        if (cmd->slot >= 0 && redis->slots[cmd->slot]) {
+            node = nodes[redis->slots[cmd->slot] - 1];
+
+        } else {
+            /* no key: any node that is up */
+            n = redis->nodes.nelts;
+
+            for (i = 0; i < n; i++) {
+                node = nodes[(redis->next + i) % n];
+
+                if (node->ready) {
+                    break;
+                }
+            }
+
+            if (i == n) {
+                return NGX_ERROR;
+            }
+
+            redis->next = (redis->next + 1) % n;
+        }
+    }
+
+    if (node->conn.state == NGX_HTTP_LLM_REDIS_CLOSED) {
+        if ((ngx_msec_int_t) (node->down_until - ngx_current_msec) > 0) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_llm_redis_node_open(node);
+
+        if (node->conn.state == NGX_HTTP_LLM_REDIS_CLOSED) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (cmd->asking) {
+        cmd->asking = 0;
+
+        ngx_http_llm_arg_lit(argv, argvlen, 0, "ASKING");
+
+        if (ngx_http_llm_redis_raw(node, 1, argv, argvlen, NULL, NULL)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    cmd->wait = ngx_http_llm_redis_conn_send(&node->conn, cmd->buf, cmd->len,
+                                             ngx_http_llm_redis_reply, cmd);
+    if (cmd->wait == NULL) {
+        return NGX_ERROR;
+    }
+
+    cmd->node = node;
+
+    return NGX_OK;
 }
 
 
 void
 ngx_http_llm_redis_cancel(ngx_http_llm_redis_cmd_t *cmd)
 {
-    /* the reply, whenever it comes, frees cmd; it is not sent again */
+    /* a reply, whenever it comes, frees cmd; it is not sent again */
 
     cmd->handler = NULL;
-    cmd->retry = 0;
+    cmd->script = 0;
 
     if (cmd->timer.timer_set) {
         ngx_del_timer(&cmd->timer);
+    }
+
+    if (cmd->wait == NULL) {
+        ngx_http_llm_redis_free(cmd);
     }
 }
 
 
 static void
-ngx_http_llm_redis_reply(redisAsyncContext *ac, void *reply, void *privdata)
+ngx_http_llm_redis_reply(ngx_http_llm_redis_conn_t *rc, redisReply *reply,
+    void *data)
 {
-    void                      *data;
-    ngx_http_llm_redis_pt      handler;
-    ngx_http_llm_redis_cmd_t  *cmd = privdata;
+    ngx_http_llm_redis_cmd_t  *cmd = data;
 
-    if (cmd->timer.timer_set) {
-        ngx_del_timer(&cmd->timer);
-    }
+    cmd->wait = NULL;
 
-    if (cmd->retry && ngx_http_llm_redis_again(ac, cmd, reply) == NGX_OK) {
+    if (cmd->handler == NULL) {
+        ngx_http_llm_redis_free(cmd);
         return;
     }
+
+    if (reply && reply->type == REDIS_REPLY_ERROR
+        && ngx_http_llm_redis_redirected(cmd, reply) == NGX_OK)
+    {
+        return;
+    }
+
+    ngx_http_llm_redis_deliver(cmd, reply);
+}
+
+
+/*
+ * An error the command can get past: a lost script (a restart, SCRIPT
+ * FLUSH, a new primary) is loaded and the call sent again; a cluster's
+ * MOVED and ASK are followed, TRYAGAIN and CLUSTERDOWN waited out
+ */
+
+static ngx_int_t
+ngx_http_llm_redis_redirected(ngx_http_llm_redis_cmd_t *cmd,
+    redisReply *reply)
+{
+    ngx_int_t                   rc;
+    ngx_str_t                   host;
+    in_port_t                   port;
+    ngx_uint_t                  ask, slot;
+    ngx_http_llm_redis_t       *redis;
+    ngx_http_llm_redis_node_t  *node;
+
+    redis = cmd->redis;
+
+    if (cmd->script && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+        cmd->script = 0;
+
+        ngx_log_error(NGX_LOG_WARN, ngx_http_llm_redis_log, 0,
+                      "llm: redis %V lost the scripts, loading them again",
+                      &cmd->node->conn.name);
+
+        ngx_http_llm_redis_load(cmd->node);
+
+        return ngx_http_llm_redis_dispatch(cmd, cmd->node);
+    }
+
+    if (redis->conf->mode != NGX_HTTP_LLM_REDIS_CLUSTER) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_strncmp(reply->str, "TRYAGAIN", 8) == 0
+        || ngx_strncmp(reply->str, "CLUSTERDOWN", 11) == 0)
+    {
+        /* a slot in migration, or a failover: within the timeout */
+
+        cmd->again_wait = cmd->again_wait
+                          ? ngx_min(cmd->again_wait * 2,
+                                    NGX_HTTP_LLM_REDIS_AGAIN_MAX)
+                          : NGX_HTTP_LLM_REDIS_AGAIN_MIN;
+
+        ngx_add_timer(&cmd->again, cmd->again_wait);
+
+        if (reply->str[0] == 'C') {
+            ngx_http_llm_redis_refresh_later(redis,
+                                             NGX_HTTP_LLM_REDIS_REFRESH);
+        }
+
+        return NGX_OK;
+    }
+
+    rc = ngx_http_llm_redis_redirect(reply->str, reply->len, &ask, &slot,
+                                     &host, &port);
+
+    if (rc != NGX_OK
+        || cmd->redirects++ == NGX_HTTP_LLM_REDIS_REDIRECTS)
+    {
+        return NGX_DECLINED;
+    }
+
+    node = ngx_http_llm_redis_node(redis, NGX_HTTP_LLM_NODE_DATA, host.data,
+                                   host.len, port);
+    if (node == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (ask) {
+        cmd->asking = 1;
+
+    } else {
+        /* the slot moved for good: the rest of the map may have too */
+        redis->slots[slot] = (uint16_t) (node->index + 1);
+        ngx_http_llm_redis_refresh_later(redis, NGX_HTTP_LLM_REDIS_REFRESH);
+    }
+
+    return ngx_http_llm_redis_dispatch(cmd, node);
+}
+
+
+static void
+ngx_http_llm_redis_again(ngx_event_t *ev)
+{
+    ngx_http_llm_redis_cmd_t  *cmd = ev->data;
+
+    if (ngx_http_llm_redis_dispatch(cmd, NULL) != NGX_OK) {
+        ngx_http_llm_redis_deliver(cmd, NULL);
+    }
+}
+
+
+static void
+ngx_http_llm_redis_deliver(ngx_http_llm_redis_cmd_t *cmd, redisReply *reply)
+{
+    void                   *data;
+    ngx_http_llm_redis_pt   handler;
 
     handler = cmd->handler;
     data = cmd->data;
 
-    if (cmd->script) {
-        redisFreeCommand(cmd->script);
-    }
-
-    ngx_free(cmd);
+    ngx_http_llm_redis_free(cmd);
 
     if (handler) {
         handler(reply, data);
@@ -757,24 +1858,48 @@ ngx_http_llm_redis_reply(redisAsyncContext *ac, void *reply, void *privdata)
 
 
 static void
+ngx_http_llm_redis_free(ngx_http_llm_redis_cmd_t *cmd)
+{
+    if (cmd->timer.timer_set) {
+        ngx_del_timer(&cmd->timer);
+    }
+
+    if (cmd->again.timer_set) {
+        ngx_del_timer(&cmd->again);
+    }
+
+    if (cmd->buf) {
+        redisFreeCommand(cmd->buf);
+    }
+
+    ngx_free(cmd);
+}
+
+
+static void
 ngx_http_llm_redis_timeout(ngx_event_t *ev)
 {
-    ngx_http_llm_redis_pt      handler;
-    ngx_http_llm_redis_cmd_t  *cmd;
-
-    cmd = (ngx_http_llm_redis_cmd_t *) ((u_char *) ev
-                                        - offsetof(ngx_http_llm_redis_cmd_t,
-                                                   timer));
+    void                       *data;
+    ngx_http_llm_redis_pt       handler;
+    ngx_http_llm_redis_cmd_t   *cmd = ev->data;
+    ngx_http_llm_redis_node_t  *node;
 
     ngx_log_error(NGX_LOG_WARN, ev->log, 0, "llm: redis command timed out");
 
-    /* hiredis still holds cmd; its late reply will free it */
-
     handler = cmd->handler;
+    data = cmd->data;
     cmd->handler = NULL;
+    node = cmd->wait ? cmd->node : NULL;
+
+    if (node == NULL) {
+        /* waiting out a TRYAGAIN: nothing else holds it */
+        ngx_http_llm_redis_free(cmd);
+    }
+
+    /* else the connection still holds cmd; its late reply will free it */
 
     if (handler) {
-        handler(NULL, cmd->data);
+        handler(NULL, data);
     }
 
     /*
@@ -782,66 +1907,371 @@ ngx_http_llm_redis_timeout(ngx_event_t *ev)
      * fail fast under the location's policy until a new connection works
      */
 
-    ngx_http_llm_redis_drop("stopped answering");
+    if (node && node->conn.state != NGX_HTTP_LLM_REDIS_CLOSED) {
+        ngx_http_llm_redis_conn_close(&node->conn, "stopped answering");
+        ngx_http_llm_redis_node_down(node);
+    }
 }
 
 
 /*
- * Redis lost the scripts (a restart, SCRIPT FLUSH, a failover to a node
- * that never loaded them): they are loaded again, ahead of the same call
- * sent once more on the same connection
+ * The connection is dropped and made again at the end of this turn: not
+ * from inside the reply callback that found it had to be.  Behind
+ * Sentinel, the primary is asked for again.
  */
 
-static ngx_int_t
-ngx_http_llm_redis_again(redisAsyncContext *ac, ngx_http_llm_redis_cmd_t *cmd,
-    redisReply *reply)
+void
+ngx_http_llm_redis_reset(ngx_uint_t role, const char *why)
 {
-    cmd->retry = 0;
+    ngx_http_llm_redis_t  *redis;
 
-    if (reply == NULL
-        || reply->type != REDIS_REPLY_ERROR
-        || ngx_strncmp(reply->str, "NOSCRIPT", sizeof("NOSCRIPT") - 1) != 0
-        || ac != ngx_http_llm_redis_ac
-        || !ngx_http_llm_redis_up)
-    {
-        return NGX_DECLINED;
+    redis = ngx_http_llm_redis_role[role];
+
+    if (redis == NULL || redis->reset.posted) {
+        return;
     }
 
-    ngx_log_error(NGX_LOG_WARN, ngx_http_llm_redis_log, 0,
-                  "llm: redis lost the scripts, loading them again");
-
-    ngx_http_llm_redis_load();
-
-    if (redisAsyncFormattedCommand(ac, ngx_http_llm_redis_reply, cmd,
-                                   cmd->script, cmd->script_len)
-        != REDIS_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    ngx_add_timer(&cmd->timer, ngx_http_llm_redis_conf->timeout);
-
-    return NGX_OK;
+    redis->reset_why = why;
+    ngx_post_event(&redis->reset, &ngx_posted_events);
 }
 
 
-/* on every connect, ahead of any EVALSHA on that connection */
+static void
+ngx_http_llm_redis_reset_handler(ngx_event_t *ev)
+{
+    ngx_http_llm_redis_t       *redis = ev->data;
+    ngx_http_llm_redis_node_t  *node;
+
+    if (redis->conf->mode == NGX_HTTP_LLM_REDIS_CLUSTER) {
+        ngx_http_llm_redis_refresh_later(redis, 0);
+        return;
+    }
+
+    node = redis->primary;
+
+    if (node->conn.state == NGX_HTTP_LLM_REDIS_CLOSED) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, ngx_http_llm_redis_log, 0,
+                  "llm: redis %V %s", &node->conn.name, redis->reset_why);
+
+    ngx_http_llm_redis_conn_close(&node->conn, NULL);
+    ngx_http_llm_redis_node_down(node);
+}
+
 
 static void
-ngx_http_llm_redis_load(void)
+ngx_http_llm_redis_refresh_later(ngx_http_llm_redis_t *redis,
+    ngx_msec_t delay)
 {
-    size_t       argvlen[3];
-    ngx_uint_t   i;
-    const char  *argv[3];
-
-    ngx_http_llm_arg_lit(argv, argvlen, 0, "SCRIPT");
-    ngx_http_llm_arg_lit(argv, argvlen, 1, "LOAD");
-
-    for (i = 0; i < NGX_HTTP_LLM_SCRIPT_N; i++) {
-        argv[2] = ngx_http_llm_redis_scripts[i].source;
-        argvlen[2] = ngx_strlen(argv[2]);
-        (void) ngx_http_llm_redis_command(3, argv, argvlen, NULL, NULL);
+    if (ngx_http_llm_redis_exiting || redis->refresh.timer_set) {
+        return;
     }
+
+    ngx_add_timer(&redis->refresh, delay);
+}
+
+
+/*
+ * Asks where things are: a cluster's slot map from a node that is up (or
+ * the next seed), or the primary from a sentinel
+ */
+
+static void
+ngx_http_llm_redis_refresh(ngx_event_t *ev)
+{
+    size_t                       argvlen[3];
+    ngx_uint_t                   i, n;
+    const char                  *argv[3];
+    ngx_http_llm_redis_t        *redis = ev->data;
+    ngx_http_llm_redis_node_t   *node, **nodes;
+
+    if (ngx_http_llm_redis_exiting) {
+        return;
+    }
+
+    if (ev->timer_set) {
+        ngx_del_timer(ev);
+    }
+
+    if (redis->conf->mode == NGX_HTTP_LLM_REDIS_SENTINEL) {
+        node = redis->sentinel;
+
+        if (node->conn.state != NGX_HTTP_LLM_REDIS_UP) {
+            /* its state handler comes back here once it is up */
+            if (node->conn.state == NGX_HTTP_LLM_REDIS_CLOSED
+                && !node->retry.timer_set)
+            {
+                ngx_http_llm_redis_node_open(node);
+            }
+
+            return;
+        }
+
+        ngx_http_llm_arg_lit(argv, argvlen, 0, "SENTINEL");
+        ngx_http_llm_arg_lit(argv, argvlen, 1, "get-master-addr-by-name");
+        argv[2] = (const char *) redis->conf->master.data;
+        argvlen[2] = redis->conf->master.len;
+
+        if (ngx_http_llm_redis_raw(node, 3, argv, argvlen,
+                                   ngx_http_llm_redis_sentinel_reply, redis)
+            != NGX_OK)
+        {
+            ngx_http_llm_redis_conn_close(&node->conn, NULL);
+            ngx_http_llm_redis_node_down(node);
+        }
+
+        return;
+    }
+
+    nodes = redis->nodes.elts;
+    n = redis->nodes.nelts;
+
+    for (i = 0; i < n; i++) {
+        node = nodes[(redis->next + i) % n];
+
+        if (node->conn.state == NGX_HTTP_LLM_REDIS_UP) {
+            ngx_http_llm_arg_lit(argv, argvlen, 0, "CLUSTER");
+            ngx_http_llm_arg_lit(argv, argvlen, 1, "SLOTS");
+
+            (void) ngx_http_llm_redis_raw(node, 2, argv, argvlen,
+                                          ngx_http_llm_redis_slots_reply,
+                                          redis);
+            return;
+        }
+    }
+
+    /* none is up: the next one, which asks once it is */
+
+    redis->next = (redis->next + 1) % n;
+    node = nodes[redis->next];
+    node->want_slots = 1;
+
+    if (node->conn.state == NGX_HTTP_LLM_REDIS_CLOSED) {
+        ngx_http_llm_redis_node_open(node);
+    }
+
+    /* and again, should that one not come up either */
+    ngx_http_llm_redis_refresh_later(redis, redis->refresh_backoff);
+
+    redis->refresh_backoff = ngx_min(redis->refresh_backoff * 2,
+                                     NGX_HTTP_LLM_REDIS_BACKOFF_MAX);
+}
+
+
+static void
+ngx_http_llm_redis_slots_reply(ngx_http_llm_redis_conn_t *rc,
+    redisReply *reply, void *data)
+{
+    ngx_http_llm_redis_t *redis = data;
+
+    ngx_uint_t                   i, s, n, first;
+    ngx_http_llm_redis_node_t   *node, **nodes;
+    ngx_http_llm_redis_range_t  *ranges;
+
+    if (reply == NULL || ngx_http_llm_redis_exiting) {
+        return;
+    }
+
+    ranges = ngx_alloc(NGX_HTTP_LLM_REDIS_SLOTS
+                       * sizeof(ngx_http_llm_redis_range_t),
+                       ngx_http_llm_redis_log);
+    if (ranges == NULL) {
+        return;
+    }
+
+    if (ngx_http_llm_redis_slots_parse(reply, ranges,
+                                       NGX_HTTP_LLM_REDIS_SLOTS, &n)
+        != NGX_OK
+        || n == 0)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_http_llm_redis_log, 0,
+                      "llm: redis %V gave no usable CLUSTER SLOTS",
+                      &rc->name);
+        ngx_free(ranges);
+        ngx_http_llm_redis_refresh_later(redis, redis->refresh_backoff);
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        node = ngx_http_llm_redis_node(redis, NGX_HTTP_LLM_NODE_DATA,
+                                       ranges[i].host.data,
+                                       ranges[i].host.len, ranges[i].port);
+        if (node == NULL) {
+            continue;
+        }
+
+        for (s = ranges[i].start; s <= ranges[i].end; s++) {
+            redis->slots[s] = (uint16_t) (node->index + 1);
+        }
+    }
+
+    ngx_free(ranges);
+
+    first = !redis->mapped;
+    redis->mapped = 1;
+    redis->refresh_backoff = NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
+
+    if (first) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_http_llm_redis_log, 0,
+                      "llm: redis cluster mapped from %V: %ui ranges",
+                      &rc->name, n);
+
+        nodes = redis->nodes.elts;
+
+        for (i = 0; i < redis->nodes.nelts; i++) {
+            if (nodes[i]->ready) {
+                ngx_http_llm_redis_node_ready(nodes[i]);
+            }
+        }
+    }
+}
+
+
+/* SENTINEL get-master-addr-by-name: [host, port], or nil */
+
+static void
+ngx_http_llm_redis_sentinel_reply(ngx_http_llm_redis_conn_t *rc,
+    redisReply *reply, void *data)
+{
+    ngx_http_llm_redis_t *redis = data;
+
+    ngx_int_t  port;
+
+    if (reply == NULL || ngx_http_llm_redis_exiting) {
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[1]->type != REDIS_REPLY_STRING)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_http_llm_redis_log, 0,
+                      "llm: redis sentinel %V does not know the primary "
+                      "\"%V\"", &rc->name, &redis->conf->master);
+
+        ngx_http_llm_redis_refresh_later(redis, redis->refresh_backoff);
+        redis->refresh_backoff = ngx_min(redis->refresh_backoff * 2,
+                                         NGX_HTTP_LLM_REDIS_BACKOFF_MAX);
+        return;
+    }
+
+    port = ngx_atoi((u_char *) reply->element[1]->str,
+                    reply->element[1]->len);
+
+    if (port < 1 || port > 65535) {
+        ngx_log_error(NGX_LOG_ERR, ngx_http_llm_redis_log, 0,
+                      "llm: redis sentinel %V gave a bad port", &rc->name);
+        return;
+    }
+
+    ngx_http_llm_redis_primary_at(redis, (u_char *) reply->element[0]->str,
+                                  reply->element[0]->len, (in_port_t) port);
+}
+
+
+/* ["message", "+switch-master", "name old-host old-port host port"] */
+
+static void
+ngx_http_llm_redis_watch_reply(ngx_http_llm_redis_conn_t *rc,
+    redisReply *reply, void *data)
+{
+    ngx_http_llm_redis_t *redis = data;
+
+    u_char     *p, *last, *f[5];
+    ngx_int_t   port;
+    ngx_uint_t  i;
+
+    if (reply == NULL || ngx_http_llm_redis_exiting
+        || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || !ngx_http_llm_is_lit(reply->element[0]->str,
+                                reply->element[0]->len, "message")
+        || reply->element[2]->type != REDIS_REPLY_STRING)
+    {
+        return;
+    }
+
+    p = (u_char *) reply->element[2]->str;
+    last = p + reply->element[2]->len;
+
+    for (i = 0; i < 5; i++) {
+        f[i] = p;
+        p = ngx_strlchr(p, last, ' ');
+
+        if (p == NULL) {
+            if (i != 4) {
+                return;
+            }
+
+            p = last;
+            break;
+        }
+
+        p++;
+    }
+
+    if ((size_t) (f[1] - f[0] - 1) != redis->conf->master.len
+        || ngx_strncmp(f[0], redis->conf->master.data,
+                       redis->conf->master.len) != 0)
+    {
+        return;
+    }
+
+    port = ngx_atoi(f[4], last - f[4]);
+
+    if (port < 1 || port > 65535) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_http_llm_redis_log, 0,
+                  "llm: redis sentinel %V: +switch-master to %*s:%i",
+                  &rc->name, f[4] - f[3] - 1, f[3], port);
+
+    ngx_http_llm_redis_primary_at(redis, f[3], f[4] - f[3] - 1,
+                                  (in_port_t) port);
+}
+
+
+/* the primary is there: connected to unless it is already */
+
+static void
+ngx_http_llm_redis_primary_at(ngx_http_llm_redis_t *redis, u_char *host,
+    size_t len, in_port_t port)
+{
+    u_char                     *p;
+    ngx_http_llm_redis_node_t  *node;
+
+    node = redis->primary;
+
+    if (len == 0 || len > NGX_SOCKADDR_STRLEN - 1) {
+        return;
+    }
+
+    if (node->conn.port == port && node->conn.host.len == len
+        && ngx_strncmp(node->conn.host.data, host, len) == 0
+        && node->conn.state != NGX_HTTP_LLM_REDIS_CLOSED)
+    {
+        return;
+    }
+
+    if (node->conn.state != NGX_HTTP_LLM_REDIS_CLOSED) {
+        ngx_http_llm_redis_conn_close(&node->conn, "is no longer the primary");
+    }
+
+    p = ngx_cpymem(node->text, host, len);
+    *p++ = '\0';
+
+    node->conn.host.data = node->text;
+    node->conn.host.len = len;
+    node->conn.name.data = p;
+    node->conn.name.len = ngx_sprintf(p, "%*s:%d", len, host, (int) port) - p;
+
+    ngx_http_llm_redis_conn_set_host(&node->conn, node->text, len, port);
+
+    node->backoff = NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
+    ngx_http_llm_redis_node_open(node);
 }
 
 
@@ -884,429 +2314,4 @@ ngx_http_llm_redis_error(redisReply *reply, ngx_uint_t *transient)
     *transient = 0;
 
     return "other";
-}
-
-
-/*
- * The connection is dropped and made again at the end of this turn: not
- * from inside the reply callback that found it had to be
- */
-
-void
-ngx_http_llm_redis_reset(const char *why)
-{
-    if (ngx_http_llm_redis_reset_event.posted) {
-        return;
-    }
-
-    ngx_http_llm_redis_reset_why = why;
-    ngx_post_event(&ngx_http_llm_redis_reset_event, &ngx_posted_events);
-}
-
-
-static void
-ngx_http_llm_redis_reset_handler(ngx_event_t *ev)
-{
-    ngx_http_llm_redis_drop(ngx_http_llm_redis_reset_why);
-}
-
-
-static void
-ngx_http_llm_redis_drop(const char *why)
-{
-    redisAsyncContext  *ac;
-
-    ac = ngx_http_llm_redis_ac;
-
-    if (ac == NULL) {
-        return;
-    }
-
-    ngx_http_llm_redis_ac = NULL;
-    ngx_http_llm_redis_up = 0;
-
-    /* pending commands get NULL replies from here */
-    redisAsyncFree(ac);
-
-    ngx_http_llm_redis_lost(why, "");
-}
-
-
-static void
-ngx_http_llm_redis_connect(void)
-{
-    int                         n;
-    const char                 *argv[3];
-    size_t                      argvlen[3];
-    redisAsyncContext          *ac;
-    ngx_http_llm_redis_conf_t  *conf;
-
-    conf = ngx_http_llm_redis_conf;
-
-    if (conf->unix_path.len) {
-        ac = redisAsyncConnectUnix((char *) conf->unix_path.data);
-
-    } else {
-        ac = redisAsyncConnect((char *) conf->host.data, (int) conf->port);
-    }
-
-    if (ac == NULL || ac->err) {
-        ngx_http_llm_redis_lost("connect failed", ac ? ac->errstr : "");
-
-        if (ac) {
-            redisAsyncFree(ac);
-        }
-
-        return;
-    }
-
-    ngx_http_llm_redis_ac = ac;
-
-    ac->ev.data = NULL;
-    ac->ev.addRead = ngx_http_llm_redis_add_read;
-    ac->ev.delRead = ngx_http_llm_redis_del_read;
-    ac->ev.addWrite = ngx_http_llm_redis_add_write;
-    ac->ev.delWrite = ngx_http_llm_redis_del_write;
-    ac->ev.cleanup = ngx_http_llm_redis_cleanup;
-
-    ngx_http_llm_redis_conn = ngx_get_connection(ac->c.fd,
-                                                 ngx_http_llm_redis_log);
-    if (ngx_http_llm_redis_conn == NULL) {
-        ngx_http_llm_redis_ac = NULL;
-        redisAsyncFree(ac);
-        ngx_http_llm_redis_lost("no free connection", "");
-        return;
-    }
-
-    ngx_http_llm_redis_conn->data = ac;
-    ngx_http_llm_redis_conn->read->handler = ngx_http_llm_redis_event;
-    ngx_http_llm_redis_conn->write->handler = ngx_http_llm_redis_event;
-    ngx_http_llm_redis_conn->read->log = ngx_http_llm_redis_log;
-    ngx_http_llm_redis_conn->write->log = ngx_http_llm_redis_log;
-
-    redisAsyncSetConnectCallback(ac, ngx_http_llm_redis_on_connect);
-    redisAsyncSetDisconnectCallback(ac, ngx_http_llm_redis_on_disconnect);
-
-    /* queued ahead of everything else, so they run first */
-
-    if (conf->password.len) {
-        /* AUTH [user] password: an ACL user, or the default one */
-
-        ngx_http_llm_arg_lit(argv, argvlen, 0, "AUTH");
-        n = 1;
-
-        if (conf->user.len) {
-            argv[n] = (const char *) conf->user.data;
-            argvlen[n++] = conf->user.len;
-        }
-
-        argv[n] = (const char *) conf->password.data;
-        argvlen[n++] = conf->password.len;
-
-        redisAsyncCommandArgv(ac, ngx_http_llm_redis_setup_reply, "AUTH",
-                              (int) n, argv, argvlen);
-    }
-
-    if (conf->db) {
-        u_char  buf[NGX_INT_T_LEN];
-
-        n = ngx_sprintf(buf, "%ui", conf->db) - buf;
-
-        ngx_http_llm_arg_lit(argv, argvlen, 0, "SELECT");
-        argv[1] = (const char *) buf;
-        argvlen[1] = n;
-
-        redisAsyncCommandArgv(ac, ngx_http_llm_redis_setup_reply, "SELECT",
-                              2, argv, argvlen);
-    }
-
-    /* hiredis connects without a timeout: the retry timer bounds it */
-    ngx_add_timer(&ngx_http_llm_redis_retry_event, conf->timeout * 4);
-}
-
-
-static void
-ngx_http_llm_redis_on_connect(const redisAsyncContext *ac, int status)
-{
-    ngx_uint_t  i;
-
-    if (status != REDIS_OK) {
-        /* hiredis frees the context itself after this callback */
-        ngx_http_llm_redis_ac = NULL;
-        ngx_http_llm_redis_lost("connect failed", ac->errstr);
-        return;
-    }
-
-    if (ngx_http_llm_redis_retry_event.timer_set) {
-        ngx_del_timer(&ngx_http_llm_redis_retry_event);
-    }
-
-    ngx_http_llm_redis_up = 1;
-    ngx_http_llm_redis_backoff = NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
-
-    (void) redisAsyncCommand(ngx_http_llm_redis_ac, ngx_http_llm_redis_info,
-                             NULL, "INFO server");
-
-    ngx_http_llm_redis_load();
-
-    for (i = 0; i < ngx_http_llm_redis_nhooks; i++) {
-        ngx_http_llm_redis_hooks[i].handler(ngx_http_llm_redis_hooks[i].data);
-    }
-
-    ngx_log_error(NGX_LOG_NOTICE, ngx_http_llm_redis_log, 0,
-                  "llm: redis connected");
-}
-
-
-static void
-ngx_http_llm_redis_on_disconnect(const redisAsyncContext *ac, int status)
-{
-    if (ngx_http_llm_redis_ac != ac) {
-        /* we dropped it ourselves and said why */
-        return;
-    }
-
-    ngx_http_llm_redis_ac = NULL;
-
-    if (ngx_http_llm_redis_conf == NULL) {
-        return;
-    }
-
-    ngx_http_llm_redis_lost("disconnected",
-                            status == REDIS_OK ? "" : ac->errstr);
-}
-
-
-static void
-ngx_http_llm_redis_setup_reply(redisAsyncContext *ac, void *reply,
-    void *privdata)
-{
-    redisReply  *rr = reply;
-
-    if (rr && rr->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, ngx_http_llm_redis_log, 0,
-                      "llm: redis %s failed: %s", (char *) privdata, rr->str);
-    }
-}
-
-
-/*
- * What the scripts need: Redis 5.0 (writes after TIME and HSCAN, which
- * older versions refuse in scripts unless told to replicate effects) and
- * no cluster (one connection follows no MOVED or ASK)
- */
-
-static void
-ngx_http_llm_redis_info(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    char        *v, *mode;
-    ngx_int_t    major;
-    redisReply  *rr = reply;
-
-    if (rr == NULL || rr->type != REDIS_REPLY_STRING) {
-        return;
-    }
-
-    v = ngx_strstr(rr->str, "redis_version:");
-
-    if (v == NULL) {
-        ngx_log_error(NGX_LOG_ERR, ngx_http_llm_redis_log, 0,
-                      "llm: redis did not say its version; the quota "
-                      "scripts need 5.0 or later");
-        return;
-    }
-
-    v += sizeof("redis_version:") - 1;
-    major = ngx_atoi((u_char *) v, strcspn(v, "."));
-
-    if (major < 5) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_http_llm_redis_log, 0,
-                      "llm: redis %*s is too old: the quota, settlement "
-                      "and sweep scripts need 5.0 or later (writes after "
-                      "TIME, HSCAN in scripts)", strcspn(v, "\r\n"), v);
-    }
-
-    mode = ngx_strstr(rr->str, "redis_mode:cluster");
-
-    if (mode) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_http_llm_redis_log, 0,
-                      "llm: redis runs as a cluster, which the gateway "
-                      "does not support: tenants whose keys live on "
-                      "another node get errors");
-    }
-}
-
-
-static void
-ngx_http_llm_redis_lost(const char *why, const char *err)
-{
-    ngx_http_llm_redis_up = 0;
-
-    if (ngx_http_llm_redis_conf == NULL) {
-        return;
-    }
-
-    ngx_log_error(NGX_LOG_ERR, ngx_http_llm_redis_log, 0,
-                  "llm: redis %s%s%s, retrying in %Mms", why,
-                  err[0] ? ": " : "", err, ngx_http_llm_redis_backoff);
-
-    if (ngx_http_llm_redis_retry_event.timer_set) {
-        ngx_del_timer(&ngx_http_llm_redis_retry_event);
-    }
-
-    ngx_add_timer(&ngx_http_llm_redis_retry_event,
-                  ngx_http_llm_redis_backoff);
-
-    ngx_http_llm_redis_backoff = ngx_min(ngx_http_llm_redis_backoff * 2,
-                                         NGX_HTTP_LLM_REDIS_BACKOFF_MAX);
-}
-
-
-static void
-ngx_http_llm_redis_retry(ngx_event_t *ev)
-{
-    redisAsyncContext  *ac;
-
-    ac = ngx_http_llm_redis_ac;
-
-    if (ac) {
-        if (ngx_http_llm_redis_up) {
-            return;
-        }
-
-        /* the connect attempt hung: give up on it */
-        ngx_http_llm_redis_ac = NULL;
-        redisAsyncFree(ac);
-        ngx_http_llm_redis_lost("connect timed out", "");
-        return;
-    }
-
-    ngx_http_llm_redis_connect();
-}
-
-
-static void
-ngx_http_llm_redis_event(ngx_event_t *ev)
-{
-    ngx_connection_t   *c;
-    redisAsyncContext  *ac;
-
-    c = ev->data;
-    ac = c->data;
-
-    /*
-     * level-triggered, so a reply larger than hiredis reads at once
-     * (16 KiB) brings us back here until the socket is drained
-     */
-
-    if (ev->write) {
-        redisAsyncHandleWrite(ac);
-
-    } else {
-        redisAsyncHandleRead(ac);
-    }
-}
-
-
-static void
-ngx_http_llm_redis_add_read(void *data)
-{
-    ngx_event_t  *rev;
-
-    rev = ngx_http_llm_redis_conn->read;
-
-    if (!rev->active) {
-        (void) ngx_add_event(rev, NGX_READ_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-
-static void
-ngx_http_llm_redis_del_read(void *data)
-{
-    ngx_event_t  *rev;
-
-    rev = ngx_http_llm_redis_conn->read;
-
-    if (rev->active) {
-        (void) ngx_del_event(rev, NGX_READ_EVENT, 0);
-    }
-}
-
-
-/*
- * Commands issued during one turn of the event loop leave in one write(),
- * at the end of the turn, pipelined: no epoll_ctl() per command.  Only a
- * socket that cannot take everything, or one still connecting, waits for
- * a write event.
- */
-
-static void
-ngx_http_llm_redis_add_write(void *data)
-{
-    ngx_event_t  *wev;
-
-    if (ngx_http_llm_redis_up && !ngx_http_llm_redis_flushing) {
-        if (!ngx_http_llm_redis_flush_event.posted) {
-            ngx_post_event(&ngx_http_llm_redis_flush_event,
-                           &ngx_posted_events);
-        }
-
-        return;
-    }
-
-    wev = ngx_http_llm_redis_conn->write;
-
-    if (!wev->active) {
-        (void) ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-
-static void
-ngx_http_llm_redis_del_write(void *data)
-{
-    ngx_event_t  *wev;
-
-    wev = ngx_http_llm_redis_conn->write;
-
-    if (wev->active) {
-        (void) ngx_del_event(wev, NGX_WRITE_EVENT, 0);
-    }
-}
-
-
-static void
-ngx_http_llm_redis_flush(ngx_event_t *ev)
-{
-    if (ngx_http_llm_redis_ac == NULL || ngx_http_llm_redis_conn == NULL) {
-        return;
-    }
-
-    ngx_http_llm_redis_flushing = 1;
-    redisAsyncHandleWrite(ngx_http_llm_redis_ac);
-    ngx_http_llm_redis_flushing = 0;
-}
-
-
-/* hiredis is about to close the fd it owns: drop our wrapper first */
-
-static void
-ngx_http_llm_redis_cleanup(void *data)
-{
-    ngx_connection_t  *c;
-
-    if (ngx_http_llm_redis_flush_event.posted) {
-        ngx_delete_posted_event(&ngx_http_llm_redis_flush_event);
-    }
-
-    c = ngx_http_llm_redis_conn;
-
-    if (c == NULL) {
-        return;
-    }
-
-    ngx_http_llm_redis_conn = NULL;
-
-    ngx_http_llm_release_connection(c);
 }

@@ -21,8 +21,8 @@ for my $case (
     ['llm_model m { temperature 1; backend http://127.0.0.1:1/v1; }', qr/unknown directive "temperature" in "llm_model"/],
     ["$m $m", qr/duplicate "llm_model" "m"/],
     ['llm_model m { fallback x; backend http://127.0.0.1:1/v1; }', qr/"fallback" of "llm_model" "m" names no other model: "x"/],
-    ["$m llm_redis redis.example.com:6379;", qr/"llm_redis" needs an IPv4 address/],
-    ["$m llm_redis 127.0.0.1:99999;", qr/invalid "llm_redis" parameter/],
+    ["$m llm_redis redis.example.com:6379;", qr/"llm_redis" host "redis.example.com" is a name: it needs a "resolver"/],
+    ["$m llm_redis 127.0.0.1:99999;", qr/invalid "llm_redis" address "127.0.0.1:99999": invalid port/],
     ["$m llm_redis 127.0.0.1 colour=red;", qr/invalid "llm_redis" parameter "colour=red"/],
     ["$m llm_api_key not-a-hash t;", qr/"llm_api_key" takes the SHA-256/],
 ) {
@@ -55,7 +55,7 @@ for my $case (
     like($out, $re, "message names the directive") or diag($out);
 }
 
-my ($failed, $out) = $t->start_nginx(http => "$m llm_redis unix:/tmp/x.sock password=p db=2 timeout=100ms;
+my ($failed, $out) = $t->start_nginx(http => "$m llm_redis unix:/tmp/x.sock db=2 timeout=100ms;
     llm_api_key " . ('a' x 64) . " t;",
     server => 'location /v1/ { llm_gateway; llm_auth on; llm_quota on; llm_redis_failure open;
                                llm_cache on; llm_cache_policy any; llm_cache_scope shared;

@@ -78,7 +78,7 @@ my $gw2 = $t->start_nginx(
     server => $server);
 my ($code) = ask($gw2);
 is($code, 503, 'a wrong password: 503 under fail-closed');
-ok(wait_until(sub { $t->error_log($gw2) =~ /redis AUTH failed: WRONGPASS/ },
+ok(wait_until(sub { $t->error_log($gw2) =~ /redis 127\.0\.0\.1:\d+: AUTH failed: WRONGPASS/ },
     5), 'the failed AUTH is logged with Redis\'s reason');
 unlike($t->error_log($gw2), qr/not-the-password/,
     'and without the password');
@@ -94,8 +94,13 @@ close $fh;
 
 for my $case (
     ["redis://gw:$secret\@127.0.0.1:$rp", qr/"llm_redis" takes no password in its address/],
-    ["rediss://127.0.0.1:$rp", qr/"llm_redis" does not support "rediss:\/\/" addresses yet/],
-    ["redis-cluster://127.0.0.1:$rp", qr/does not support "redis-cluster:\/\/"/],
+    ["rediss://127.0.0.1:$rp", qr/"llm_redis" with TLS and "llm_redis_ssl_verify on" needs "llm_redis_ssl_trusted_certificate"/],
+    ["redis-cluster://127.0.0.1:$rp/3", qr/"llm_redis": a Redis Cluster has database 0 only/],
+    ["redis-sentinel://127.0.0.1:$rp", qr/"llm_redis" needs the primary's name/],
+    ["memcache://127.0.0.1:$rp", qr/"llm_redis" does not know "memcache:\/\/" addresses/],
+    ["127.0.0.1:$rp password=$secret", qr/"llm_redis" takes no password in the configuration/],
+    ["redis://127.0.0.1:$rp,127.0.0.1:1", qr/more than one address is for redis-sentinel/],
+    ["redis://redis.invalid:$rp", qr/host "redis.invalid" is a name: it needs a "resolver"/],
     ["redis://gw\@127.0.0.1:$rp", qr/"llm_redis" user "gw" needs "password_file=" or "password_env="/],
     ["redis://127.0.0.1:$rp password_file=/nonexistent/pw", qr/"llm_redis" cannot open password_file "\/nonexistent\/pw"/],
     ["redis://127.0.0.1:$rp password_file=$empty", qr/cannot read a password from password_file/],

@@ -465,15 +465,15 @@ ngx_http_llm_fuzz_reply(ngx_http_llm_fuzz_in_t *in, ngx_uint_t depth)
  * object file here; the module's own files stay untouched.
  */
 
-ngx_http_llm_redis_cmd_t *__wrap_ngx_http_llm_redis_command(int argc,
-    const char **argv, const size_t *argvlen, ngx_http_llm_redis_pt handler,
-    void *data);
-ngx_http_llm_redis_cmd_t *__wrap_ngx_http_llm_redis_script(ngx_uint_t script,
-    int argc, const char **argv, size_t *argvlen,
+ngx_http_llm_redis_cmd_t *__wrap_ngx_http_llm_redis_command(ngx_uint_t role,
+    int argc, const char **argv, const size_t *argvlen,
     ngx_http_llm_redis_pt handler, void *data);
-ngx_uint_t __wrap_ngx_http_llm_redis_ready(void);
+ngx_http_llm_redis_cmd_t *__wrap_ngx_http_llm_redis_script(ngx_uint_t role,
+    ngx_uint_t script, int argc, const char **argv, size_t *argvlen,
+    ngx_http_llm_redis_pt handler, void *data);
+ngx_uint_t __wrap_ngx_http_llm_redis_ready(ngx_uint_t role);
 void __wrap_ngx_http_llm_redis_cancel(ngx_http_llm_redis_cmd_t *cmd);
-void __wrap_ngx_http_llm_redis_reset(const char *why);
+void __wrap_ngx_http_llm_redis_reset(ngx_uint_t role, const char *why);
 void __wrap_ngx_http_llm_fail(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err);
 void __wrap_ngx_http_llm_finalize(ngx_http_llm_ctx_t *ctx, ngx_int_t rc);
@@ -482,8 +482,9 @@ void __wrap_ngx_http_finalize_request(ngx_http_request_t *r, ngx_int_t rc);
 
 
 ngx_http_llm_redis_cmd_t *
-__wrap_ngx_http_llm_redis_command(int argc, const char **argv,
-    const size_t *argvlen, ngx_http_llm_redis_pt handler, void *data)
+__wrap_ngx_http_llm_redis_command(ngx_uint_t role, int argc,
+    const char **argv, const size_t *argvlen, ngx_http_llm_redis_pt handler,
+    void *data)
 {
     ngx_http_llm_fuzz_cmd_t  *cmd;
 
@@ -513,19 +514,19 @@ __wrap_ngx_http_llm_redis_command(int argc, const char **argv,
 /* a script call is a command by the name the registry would send */
 
 ngx_http_llm_redis_cmd_t *
-__wrap_ngx_http_llm_redis_script(ngx_uint_t script, int argc,
-    const char **argv, size_t *argvlen, ngx_http_llm_redis_pt handler,
-    void *data)
+__wrap_ngx_http_llm_redis_script(ngx_uint_t role, ngx_uint_t script,
+    int argc, const char **argv, size_t *argvlen,
+    ngx_http_llm_redis_pt handler, void *data)
 {
     ngx_http_llm_arg_lit(argv, argvlen, 0, "EVALSHA");
 
-    return __wrap_ngx_http_llm_redis_command(argc, argv, argvlen, handler,
-                                             data);
+    return __wrap_ngx_http_llm_redis_command(role, argc, argv, argvlen,
+                                             handler, data);
 }
 
 
 ngx_uint_t
-__wrap_ngx_http_llm_redis_ready(void)
+__wrap_ngx_http_llm_redis_ready(ngx_uint_t role)
 {
     return ngx_http_llm_fuzz_redis_up;
 }
@@ -541,7 +542,7 @@ __wrap_ngx_http_llm_redis_cancel(ngx_http_llm_redis_cmd_t *cmd)
 /* the connection is dropped: the target fails what waits, later */
 
 void
-__wrap_ngx_http_llm_redis_reset(const char *why)
+__wrap_ngx_http_llm_redis_reset(ngx_uint_t role, const char *why)
 {
     ngx_http_llm_fuzz_redis_reset = 1;
 }
