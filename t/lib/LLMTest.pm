@@ -90,8 +90,9 @@ sub wait_until {
 }
 
 sub _port_open {
-    my ($port) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+    my ($port, $host) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => $host // '127.0.0.1',
+        PeerPort => $port,
         Timeout => 1);
     return 0 unless $s;
     close $s;
@@ -133,11 +134,22 @@ sub start_redis {
     my $port = $o{port} // free_port();
     my $dir = "$self->{dir}/redis-$port";
     mkdir $dir;
-    my $pid = _spawn('redis', {}, 'redis-server', '--bind', '127.0.0.1',
-        '--port', $port, '--save', '', '--appendonly', 'no', '--dir', $dir,
+    # bind: another address of 127/8; tls => {cert, key, ca, auth_clients}:
+    # TLS only, on $port (the plain port is then 0)
+    my $bind = $o{bind} // '127.0.0.1';
+    my @listen = ('--port', $port);
+    if (my $tls = $o{tls}) {
+        @listen = ('--port', 0, '--tls-port', $port,
+            '--tls-cert-file', $tls->{cert}, '--tls-key-file', $tls->{key},
+            '--tls-ca-cert-file', $tls->{ca},
+            '--tls-auth-clients', $tls->{auth_clients} // 'no');
+    }
+    my $pid = _spawn('redis', {}, 'redis-server', '--bind', $bind,
+        @listen, '--save', '', '--appendonly', 'no', '--dir', $dir,
         '--logfile', "$dir/redis.log", ($o{args} ? @{$o{args}} : ()));
-    wait_until(sub { _port_open($port) }, 10) or die "redis did not start";
-    $self->{redis}{$port} = $pid;
+    wait_until(sub { _port_open($port, $bind) }, 10)
+        or die "redis did not start: " . `tail -5 $dir/redis.log`;
+    $self->{redis}{$o{bind} ? "$bind:$port" : $port} = $pid;
     return $port;
 }
 
@@ -147,13 +159,20 @@ sub stop_redis {
     _kill($pid, 'KILL');
 }
 
-# PORT may be [PORT, ARGS...]: more redis-cli arguments ahead of the
-# command, such as -c to follow a cluster's redirections
+# $port: a port; [PORT, ARGS...], a port and more redis-cli arguments
+# ahead of the command (-c to follow a cluster's redirections); or an
+# array of redis-cli's own arguments (--tls ...), e.g. from
+# redis_tls_cli()
+sub _cli_target {
+    my ($t) = @_;
+    return ('-p', $t) unless ref $t eq 'ARRAY';
+    return ('-p', @$t) if $t->[0] =~ /^\d+\z/;
+    return @$t;
+}
+
 sub redis_cli {
     my ($self, $port, @args) = @_;
-    my @cli = ref $port ? @$port : ($port);
-    $port = shift @cli;
-    open my $fh, '-|', 'redis-cli', '-p', $port, @cli, @args
+    open my $fh, '-|', 'redis-cli', _cli_target($port), @args
         or die "redis-cli: $!";
     local $/;
     my $out = <$fh>;
@@ -415,6 +434,100 @@ sub add_tenant {
             rkey(KEY_API_KEY, Digest::SHA::sha256_hex($key)),
             tenant => $tenant, revoked => 0);
     }
+}
+
+# redis-cli's arguments for a Redis over TLS, for redis_cli/add_tenant;
+# %o: host, cert, key (a client certificate)
+sub redis_tls_cli {
+    my ($self, $port, $ca, %o) = @_;
+    return ['-h', $o{host} // '127.0.0.1', '-p', $port, '--tls',
+        '--cacert', $ca,
+        ($o{cert} ? ('--cert', $o{cert}, '--key', $o{key}) : ())];
+}
+
+# ---------------------------------------------------------------- TLS
+
+sub _openssl {
+    my ($self, @args) = @_;
+    my $out = `cd $self->{dir} && openssl @args 2>&1`;
+    die "openssl @args: $out" if $?;
+}
+
+# a CA of its own in dir: returns (cert, key)
+sub make_ca {
+    my ($self, $name) = @_;
+    my $d = $self->{dir};
+    $self->_openssl("req -x509 -newkey rsa:2048 -nodes -days 2"
+        . " -keyout $d/$name.key -out $d/$name.pem -subj /CN=$name"
+        . " -addext basicConstraints=critical,CA:TRUE"
+        . " -addext keyUsage=critical,keyCertSign,cRLSign");
+    return ("$d/$name.pem", "$d/$name.key");
+}
+
+# a certificate signed by a CA; san: 'DNS:localhost,IP:127.0.0.1';
+# client: for clientAuth; returns (cert, key)
+sub make_cert {
+    my ($self, $name, $ca, %o) = @_;
+    my $d = $self->{dir};
+    my $eku = $o{client} ? 'clientAuth' : 'serverAuth';
+    open my $fh, '>', "$d/$name.ext" or die $!;
+    print $fh "basicConstraints=CA:FALSE\nextendedKeyUsage=$eku\n";
+    print $fh "subjectAltName=$o{san}\n" if $o{san};
+    close $fh;
+    $self->_openssl("req -newkey rsa:2048 -nodes -keyout $d/$name.key"
+        . " -out $d/$name.csr -subj /CN=$name");
+    $self->_openssl("x509 -req -in $d/$name.csr -CA $ca->[0] -CAkey $ca->[1]"
+        . " -CAcreateserial -days 2 -out $d/$name.pem -extfile $d/$name.ext");
+    return ("$d/$name.pem", "$d/$name.key");
+}
+
+# ---------------------------------------------------------------- DNS
+
+# a DNS responder (t/lib/DNSMock.pm) on a UDP port of 127.0.0.1; it reads
+# its answers (name address per line) from a file at each query, so that
+# set_dns() can move a name; returns the port
+sub start_dns {
+    my ($self, %names) = @_;
+    my $port = free_port();
+    $self->{dns_file} = "$self->{dir}/dns-$port.hosts";
+    $self->set_dns(%names);
+    my $log = "$self->{dir}/dns-$port.log";
+    _spawn('dns', {}, 'sh', '-c', "exec $^X $ROOT/t/lib/DNSMock.pm"
+        . " $port $self->{dns_file} >$log 2>&1");
+    require IO::Socket::INET;
+    wait_until(sub { defined dns_query($port, 'probe.invalid') }, 10)
+        or die "dns did not start: " . `cat $log`;
+    return $port;
+}
+
+sub set_dns {
+    my ($self, %names) = @_;
+    my $tmp = "$self->{dns_file}.tmp";
+    open my $fh, '>', $tmp or die $!;
+    print $fh "$_ $names{$_}\n" for sort keys %names;
+    close $fh;
+    rename $tmp, $self->{dns_file} or die $!;
+}
+
+# an A query: returns the address, '' for NXDOMAIN, undef for no answer
+sub dns_query {
+    my ($port, $name) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+        Proto => 'udp') or return;
+    my $q = pack('n6', 0x1234, 0x0100, 1, 0, 0, 0)
+        . join('', map { chr(length) . $_ } split /\./, $name) . "\0"
+        . pack('n2', 1, 1);
+    $s->send($q);
+    my $r = '';
+    my $rin = '';
+    vec($rin, fileno($s), 1) = 1;
+    return unless select($rin, undef, undef, 0.5);
+    $s->recv($r, 512) // return;
+    my ($id, $flags, $qd, $an) = unpack('n4', $r);
+    return unless $id == 0x1234;
+    return '' if ($flags & 0xf) == 3 || !$an;
+    # the answer is the last 4 bytes (one A record after the question)
+    return join '.', unpack('C4', substr($r, -4));
 }
 
 sub start_llama {
