@@ -74,7 +74,7 @@ nginx_source() {   # prints the directory of an nginx source tree
 src=$(nginx_source)
 [[ -f $src/src/core/nginx.c ]] || die "no nginx sources in $src"
 
-stamp="$(stat -c %i "$src")-$CC-${san[*]}"
+stamp="$(stat -c %i "$src")-$CC-${san[*]}-ssl"
 if [[ ! -f $OUT/stamp || $(cat "$OUT/stamp") != "$stamp" ]]; then
     echo "==> configuring nginx for fuzzing in $OUT" >&2
     # what was built goes; a grown corpus stays
@@ -85,7 +85,7 @@ if [[ ! -f $OUT/stamp || $(cat "$OUT/stamp") != "$stamp" ]]; then
     [[ -x $OUT/nginx-src/configure ]] || cfg=./auto/configure
     (cd "$OUT/nginx-src" && $cfg --with-cc="$CC" \
         --with-cc-opt="-g -O1 ${san[*]}" --with-ld-opt="${san[*]}" \
-        --without-http_rewrite_module \
+        --without-http_rewrite_module --with-http_ssl_module \
         --without-http_gzip_module --without-pcre \
         >"$OUT/configure.log" 2>&1) \
         || { tail -20 "$OUT/configure.log"; die "configure failed"; }
@@ -179,6 +179,6 @@ for t in "${targets[@]}"; do
     if newer "$OUT/bin/$t" "${deps[@]}" "${mods[@]}"; then
         $CC "${mflags[@]}" "${incs[@]}" -c -o "$OUT/mod/$t.o" "$c"
         $CC "${ld[@]}" -o "$OUT/bin/$t" "$OUT/mod/$t.o" "${link[@]}" \
-            "${objs[@]}" -lcurl -lcjson -lhiredis -lcrypto -lcrypt -lpthread
+            "${objs[@]}" -lcurl -lcjson -lhiredis -lssl -lcrypto -lcrypt -lpthread
     fi
 done
