@@ -125,6 +125,7 @@ typedef struct {
     u_char                      lock[32];
     size_t                      lock_len;
     u_char                      scan[NGX_INT64_LEN + 1];
+    ngx_uint_t                  primary;    /* the one SCAN walks */
     u_char                      hscan[NGX_INT64_LEN + 1];
     ngx_str_t                  *keys;       /* this SCAN page, malloc()ed */
     ngx_uint_t                  nkeys;
@@ -1471,6 +1472,7 @@ ngx_http_llm_sweep_locked(redisReply *reply, void *data)
     }
 
     ngx_memcpy(ngx_http_llm_sweep.scan, "0", 2);
+    ngx_http_llm_sweep.primary = 0;
     ngx_http_llm_sweep_scan();
 }
 
@@ -1489,8 +1491,12 @@ ngx_http_llm_sweep_scan(void)
     ngx_http_llm_arg_lit(argv, argvlen, 4, "COUNT");
     ngx_http_llm_arg_lit(argv, argvlen, 5, NGX_HTTP_LLM_SWEEP_COUNT);
 
-    if (ngx_http_llm_redis_command(NGX_HTTP_LLM_REDIS_MAIN, 6, argv, argvlen,
-                                   ngx_http_llm_sweep_scanned, NULL)
+    /* a cluster's keys are scanned primary by primary */
+
+    if (ngx_http_llm_redis_command_on(NGX_HTTP_LLM_REDIS_MAIN,
+                                      ngx_http_llm_sweep.primary, 6, argv,
+                                      argvlen, ngx_http_llm_sweep_scanned,
+                                      NULL)
         == NULL)
     {
         ngx_http_llm_sweep_end("redis is not available");
@@ -1574,7 +1580,10 @@ ngx_http_llm_sweep_next(void)
     }
 
     if (ngx_http_llm_sweep.key == ngx_http_llm_sweep.nkeys) {
-        if (ngx_strcmp(ngx_http_llm_sweep.scan, "0") == 0) {
+        if (ngx_strcmp(ngx_http_llm_sweep.scan, "0") == 0
+            && ++ngx_http_llm_sweep.primary
+               >= ngx_http_llm_redis_primaries(NGX_HTTP_LLM_REDIS_MAIN))
+        {
             ngx_http_llm_sweep_end(NULL);
             return;
         }

@@ -95,6 +95,8 @@ struct ngx_http_llm_redis_s {
     ngx_http_llm_redis_node_t  *primary;    /* single node, Sentinel */
     ngx_array_t                 nodes;      /* cluster: node pointers */
     uint16_t                   *slots;      /* node index + 1; 0: none */
+    ngx_uint_t                 *primaries;  /* node indexes, as mapped */
+    ngx_uint_t                  nprimaries;
     ngx_uint_t                  mapped;     /* the slot map is built */
     ngx_uint_t                  next;       /* the next seed, sentinel */
     ngx_http_llm_redis_node_t  *sentinel;
@@ -172,7 +174,7 @@ static void ngx_http_llm_redis_load(ngx_http_llm_redis_node_t *node);
 static ngx_http_llm_redis_cmd_t *ngx_http_llm_redis_send(
     ngx_http_llm_redis_t *redis, int argc, const char **argv,
     const size_t *argvlen, ngx_http_llm_redis_pt handler, void *data,
-    ngx_uint_t script);
+    ngx_uint_t script, ngx_http_llm_redis_node_t *node);
 static ngx_int_t ngx_http_llm_redis_dispatch(ngx_http_llm_redis_cmd_t *cmd,
     ngx_http_llm_redis_node_t *node);
 static void ngx_http_llm_redis_reply(ngx_http_llm_redis_conn_t *rc,
@@ -1035,6 +1037,11 @@ ngx_http_llm_redis_role_exit(ngx_http_llm_redis_t *redis)
         redis->slots = NULL;
     }
 
+    if (redis->primaries) {
+        ngx_free(redis->primaries);
+        redis->primaries = NULL;
+    }
+
     redis->conf = NULL;
 }
 
@@ -1524,7 +1531,54 @@ ngx_http_llm_redis_command(ngx_uint_t role, int argc, const char **argv,
     const size_t *argvlen, ngx_http_llm_redis_pt handler, void *data)
 {
     return ngx_http_llm_redis_send(ngx_http_llm_redis_role[role], argc, argv,
-                                   argvlen, handler, data, 0);
+                                   argvlen, handler, data, 0, NULL);
+}
+
+
+/*
+ * The primaries a command without a key must visit one by one, as SCAN:
+ * one but on a cluster
+ */
+
+ngx_uint_t
+ngx_http_llm_redis_primaries(ngx_uint_t role)
+{
+    ngx_http_llm_redis_t  *redis;
+
+    redis = ngx_http_llm_redis_role[role];
+
+    if (redis == NULL || redis->conf->mode != NGX_HTTP_LLM_REDIS_CLUSTER) {
+        return 1;
+    }
+
+    return redis->nprimaries;
+}
+
+
+/* as ngx_http_llm_redis_command(), to the n-th of those primaries */
+
+ngx_http_llm_redis_cmd_t *
+ngx_http_llm_redis_command_on(ngx_uint_t role, ngx_uint_t n, int argc,
+    const char **argv, const size_t *argvlen, ngx_http_llm_redis_pt handler,
+    void *data)
+{
+    ngx_http_llm_redis_t        *redis;
+    ngx_http_llm_redis_node_t  **nodes, *node;
+
+    redis = ngx_http_llm_redis_role[role];
+    node = NULL;
+
+    if (redis && redis->conf->mode == NGX_HTTP_LLM_REDIS_CLUSTER) {
+        if (n >= redis->nprimaries) {
+            return NULL;
+        }
+
+        nodes = redis->nodes.elts;
+        node = nodes[redis->primaries[n]];
+    }
+
+    return ngx_http_llm_redis_send(redis, argc, argv, argvlen, handler, data,
+                                   0, node);
 }
 
 
@@ -1552,14 +1606,14 @@ ngx_http_llm_redis_script(ngx_uint_t role, ngx_uint_t script, int argc,
     argvlen[2] = ngx_strlen(sc->nkeys);
 
     return ngx_http_llm_redis_send(ngx_http_llm_redis_role[role], argc, argv,
-                                   argvlen, handler, data, 1);
+                                   argvlen, handler, data, 1, NULL);
 }
 
 
 static ngx_http_llm_redis_cmd_t *
 ngx_http_llm_redis_send(ngx_http_llm_redis_t *redis, int argc,
     const char **argv, const size_t *argvlen, ngx_http_llm_redis_pt handler,
-    void *data, ngx_uint_t script)
+    void *data, ngx_uint_t script, ngx_http_llm_redis_node_t *node)
 {
     long long                  len;
     ngx_http_llm_redis_cmd_t  *cmd;
@@ -1608,7 +1662,7 @@ ngx_http_llm_redis_send(ngx_http_llm_redis_t *redis, int argc,
     cmd->again.data = cmd;
     cmd->again.log = ngx_http_llm_redis_log;
 
-    if (ngx_http_llm_redis_dispatch(cmd, NULL) != NGX_OK) {
+    if (ngx_http_llm_redis_dispatch(cmd, node) != NGX_OK) {
         ngx_http_llm_redis_free(cmd);
         return NULL;
     }
@@ -2066,7 +2120,7 @@ ngx_http_llm_redis_slots_reply(ngx_http_llm_redis_conn_t *rc,
 {
     ngx_http_llm_redis_t *redis = data;
 
-    ngx_uint_t                   i, s, n, first;
+    ngx_uint_t                   i, k, s, n, first;
     ngx_http_llm_redis_node_t   *node, **nodes;
     ngx_http_llm_redis_range_t  *ranges;
 
@@ -2094,12 +2148,34 @@ ngx_http_llm_redis_slots_reply(ngx_http_llm_redis_conn_t *rc,
         return;
     }
 
+    if (redis->primaries == NULL) {
+        redis->primaries = ngx_alloc(NGX_HTTP_LLM_REDIS_NODES_MAX
+                                     * sizeof(ngx_uint_t),
+                                     ngx_http_llm_redis_log);
+        if (redis->primaries == NULL) {
+            ngx_free(ranges);
+            return;
+        }
+    }
+
+    redis->nprimaries = 0;
+
     for (i = 0; i < n; i++) {
         node = ngx_http_llm_redis_node(redis, NGX_HTTP_LLM_NODE_DATA,
                                        ranges[i].host.data,
                                        ranges[i].host.len, ranges[i].port);
         if (node == NULL) {
             continue;
+        }
+
+        for (k = 0; k < redis->nprimaries; k++) {
+            if (redis->primaries[k] == node->index) {
+                break;
+            }
+        }
+
+        if (k == redis->nprimaries) {
+            redis->primaries[redis->nprimaries++] = node->index;
         }
 
         for (s = ranges[i].start; s <= ranges[i].end; s++) {

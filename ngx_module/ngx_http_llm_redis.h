@@ -26,6 +26,10 @@ void ngx_http_llm_redis_on_ready(ngx_http_llm_redis_ready_pt handler,
 ngx_http_llm_redis_cmd_t *ngx_http_llm_redis_command(ngx_uint_t role,
     int argc, const char **argv, const size_t *argvlen,
     ngx_http_llm_redis_pt handler, void *data);
+ngx_uint_t ngx_http_llm_redis_primaries(ngx_uint_t role);
+ngx_http_llm_redis_cmd_t *ngx_http_llm_redis_command_on(ngx_uint_t role,
+    ngx_uint_t n, int argc, const char **argv, const size_t *argvlen,
+    ngx_http_llm_redis_pt handler, void *data);
 ngx_http_llm_redis_cmd_t *ngx_http_llm_redis_script(ngx_uint_t role,
     ngx_uint_t script, int argc, const char **argv, size_t *argvlen,
     ngx_http_llm_redis_pt handler, void *data);

@@ -23,7 +23,8 @@ CACHE=${LLM_CACHE_DIR:-$HOME/.cache/nginx-llm-gateway}
 CC=${FUZZ_CC:-clang}
 san=("-fsanitize=address,undefined" -fno-sanitize-recover=all
     -fno-omit-frame-pointer)
-WRAP=(ngx_http_llm_redis_command ngx_http_llm_redis_script
+WRAP=(ngx_http_llm_redis_command ngx_http_llm_redis_command_on
+    ngx_http_llm_redis_script
     ngx_http_llm_redis_ready
     ngx_http_llm_redis_cancel ngx_http_llm_redis_reset
     ngx_http_llm_run ngx_http_llm_fail

@@ -471,6 +471,9 @@ ngx_http_llm_redis_cmd_t *__wrap_ngx_http_llm_redis_command(ngx_uint_t role,
 ngx_http_llm_redis_cmd_t *__wrap_ngx_http_llm_redis_script(ngx_uint_t role,
     ngx_uint_t script, int argc, const char **argv, size_t *argvlen,
     ngx_http_llm_redis_pt handler, void *data);
+ngx_http_llm_redis_cmd_t *__wrap_ngx_http_llm_redis_command_on(
+    ngx_uint_t role, ngx_uint_t n, int argc, const char **argv,
+    const size_t *argvlen, ngx_http_llm_redis_pt handler, void *data);
 ngx_uint_t __wrap_ngx_http_llm_redis_ready(ngx_uint_t role);
 void __wrap_ngx_http_llm_redis_cancel(ngx_http_llm_redis_cmd_t *cmd);
 void __wrap_ngx_http_llm_redis_reset(ngx_uint_t role, const char *why);
@@ -508,6 +511,18 @@ __wrap_ngx_http_llm_redis_command(ngx_uint_t role, int argc,
 
     /* an opaque handle: the module only gives it back to cancel */
     return (ngx_http_llm_redis_cmd_t *) cmd;
+}
+
+
+/* one primary of a cluster: the target has one Redis */
+
+ngx_http_llm_redis_cmd_t *
+__wrap_ngx_http_llm_redis_command_on(ngx_uint_t role, ngx_uint_t n, int argc,
+    const char **argv, const size_t *argvlen, ngx_http_llm_redis_pt handler,
+    void *data)
+{
+    return __wrap_ngx_http_llm_redis_command(role, argc, argv, argvlen,
+                                             handler, data);
 }
 
 
