@@ -41,8 +41,13 @@
 #define NGX_HTTP_LLM_REDIS_NODES_MAX    1000
 
 
-/* redirections one command follows; a loop of them is a broken cluster */
-#define NGX_HTTP_LLM_REDIS_REDIRECTS    5
+/*
+ * redirections one command follows; past the first two, each waits as
+ * TRYAGAIN does: while a slot's move is being finished node by node, its
+ * nodes may send a command back and forth for a moment
+ */
+#define NGX_HTTP_LLM_REDIS_REDIRECTS    16
+#define NGX_HTTP_LLM_REDIS_REDIRECTS_NOW  2
 
 /* TRYAGAIN and CLUSTERDOWN: first wait, and the longest */
 #define NGX_HTTP_LLM_REDIS_AGAIN_MIN    10
@@ -113,6 +118,7 @@ struct ngx_http_llm_redis_cmd_s {
     void                       *data;
     ngx_http_llm_redis_t       *redis;
     ngx_http_llm_redis_node_t  *node;       /* where it was sent */
+    ngx_http_llm_redis_node_t  *target;     /* where it goes after a wait */
     ngx_http_llm_redis_wait_t  *wait;       /* NULL: not in flight */
     ngx_event_t                 timer;
     ngx_event_t                 again;      /* TRYAGAIN, CLUSTERDOWN */
@@ -185,6 +191,7 @@ static void ngx_http_llm_redis_deliver(ngx_http_llm_redis_cmd_t *cmd,
     redisReply *reply);
 static void ngx_http_llm_redis_free(ngx_http_llm_redis_cmd_t *cmd);
 static void ngx_http_llm_redis_timeout(ngx_event_t *ev);
+static void ngx_http_llm_redis_wait(ngx_http_llm_redis_cmd_t *cmd);
 static void ngx_http_llm_redis_again(ngx_event_t *ev);
 static void ngx_http_llm_redis_reset_handler(ngx_event_t *ev);
 static void ngx_http_llm_redis_refresh(ngx_event_t *ev);
@@ -852,6 +859,11 @@ ngx_http_llm_redis_init(ngx_cycle_t *cycle, ngx_http_llm_main_conf_t *lmcf)
     lmcf->redis->resolver = clcf->resolver;
     lmcf->redis->resolver_timeout = clcf->resolver_timeout;
 
+    if (clcf->resolver_timeout == NGX_CONF_UNSET_MSEC) {
+        /* not merged at the http{} level: nginx's own default */
+        lmcf->redis->resolver_timeout = 30000;
+    }
+
     /* a Redis that is down must not keep the worker from starting */
 
     if (ngx_http_llm_redis_role_init(cycle, &ngx_http_llm_redis_roles[0],
@@ -868,7 +880,8 @@ ngx_http_llm_redis_init(ngx_cycle_t *cycle, ngx_http_llm_main_conf_t *lmcf)
 
     if (lmcf->cache_redis) {
         lmcf->cache_redis->resolver = clcf->resolver;
-        lmcf->cache_redis->resolver_timeout = clcf->resolver_timeout;
+        lmcf->cache_redis->resolver_timeout =
+            lmcf->redis->resolver_timeout;
 
         if (ngx_http_llm_redis_role_init(cycle, &ngx_http_llm_redis_roles[1],
                                          lmcf->cache_redis,
@@ -1840,12 +1853,8 @@ ngx_http_llm_redis_redirected(ngx_http_llm_redis_cmd_t *cmd,
     {
         /* a slot in migration, or a failover: within the timeout */
 
-        cmd->again_wait = cmd->again_wait
-                          ? ngx_min(cmd->again_wait * 2,
-                                    NGX_HTTP_LLM_REDIS_AGAIN_MAX)
-                          : NGX_HTTP_LLM_REDIS_AGAIN_MIN;
-
-        ngx_add_timer(&cmd->again, cmd->again_wait);
+        cmd->target = NULL;
+        ngx_http_llm_redis_wait(cmd);
 
         if (reply->str[0] == 'C') {
             ngx_http_llm_redis_refresh_later(redis,
@@ -1879,7 +1888,27 @@ ngx_http_llm_redis_redirected(ngx_http_llm_redis_cmd_t *cmd,
         ngx_http_llm_redis_refresh_later(redis, NGX_HTTP_LLM_REDIS_REFRESH);
     }
 
+    if (cmd->redirects > NGX_HTTP_LLM_REDIS_REDIRECTS_NOW) {
+        cmd->target = node;
+        ngx_http_llm_redis_wait(cmd);
+        return NGX_OK;
+    }
+
     return ngx_http_llm_redis_dispatch(cmd, node);
+}
+
+
+/* sent again later, the wait doubling, its timer still running */
+
+static void
+ngx_http_llm_redis_wait(ngx_http_llm_redis_cmd_t *cmd)
+{
+    cmd->again_wait = cmd->again_wait
+                      ? ngx_min(cmd->again_wait * 2,
+                                NGX_HTTP_LLM_REDIS_AGAIN_MAX)
+                      : NGX_HTTP_LLM_REDIS_AGAIN_MIN;
+
+    ngx_add_timer(&cmd->again, cmd->again_wait);
 }
 
 
@@ -1888,7 +1917,7 @@ ngx_http_llm_redis_again(ngx_event_t *ev)
 {
     ngx_http_llm_redis_cmd_t  *cmd = ev->data;
 
-    if (ngx_http_llm_redis_dispatch(cmd, NULL) != NGX_OK) {
+    if (ngx_http_llm_redis_dispatch(cmd, cmd->target) != NGX_OK) {
         ngx_http_llm_redis_deliver(cmd, NULL);
     }
 }

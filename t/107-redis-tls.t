@@ -48,7 +48,7 @@ sub gateway {
         diag($out);
         return;
     }
-    return $t->start_nginx(http => "$redis $model", server => $server);
+    return $t->start_nginx(http => "$redis $model", server => $server, %o);
 }
 
 # 1. verified TLS to 127.0.0.1, matched against the IP SAN
