@@ -89,7 +89,8 @@ struct ngx_http_llm_redis_node_s {
     ngx_msec_t                  down_until; /* no reconnect before */
     unsigned                    ready:1;    /* up, and a primary */
     unsigned                    want_slots:1;
-    u_char                      text[NGX_SOCKADDR_STRLEN + 8];
+    /* the host, NUL, then host:port */
+    u_char                      text[2 * NGX_HTTP_LLM_REDIS_HOST_MAX + 8];
 };
 
 
@@ -605,6 +606,13 @@ ngx_http_llm_redis_addr(ngx_conf_t *cf, ngx_http_llm_redis_conf_t *rc,
         u.host.len -= 2;
     }
 
+    if (u.host.len > NGX_HTTP_LLM_REDIS_HOST_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" host \"%V\" is longer than %d bytes",
+                           &value[0], &u.host, NGX_HTTP_LLM_REDIS_HOST_MAX);
+        return NGX_ERROR;
+    }
+
     p = ngx_pnalloc(cf->pool, u.host.len + 1);
     if (p == NULL) {
         return NGX_ERROR;
@@ -1009,17 +1017,19 @@ ngx_http_llm_redis_exit(ngx_cycle_t *cycle)
 {
     ngx_uint_t  i;
 
-    /* no reconnect from a state handler on the way out */
+    /*
+     * no reconnect from a state handler on the way out, and no command
+     * sent from a handler told of a closed one: its node may be gone
+     */
     ngx_http_llm_redis_exiting = 1;
+    ngx_http_llm_redis_role[0] = NULL;
+    ngx_http_llm_redis_role[1] = NULL;
 
     for (i = 0; i < 2; i++) {
         if (ngx_http_llm_redis_roles[i].conf) {
             ngx_http_llm_redis_role_exit(&ngx_http_llm_redis_roles[i]);
         }
     }
-
-    ngx_http_llm_redis_role[0] = NULL;
-    ngx_http_llm_redis_role[1] = NULL;
 }
 
 
@@ -1072,7 +1082,7 @@ ngx_http_llm_redis_node(ngx_http_llm_redis_t *redis, ngx_uint_t kind,
     ngx_uint_t                   i;
     ngx_http_llm_redis_node_t   *node, **nodes, **slot;
 
-    if (len == 0 || len > NGX_SOCKADDR_STRLEN - 1) {
+    if (len == 0 || len > NGX_HTTP_LLM_REDIS_HOST_MAX) {
         return NULL;
     }
 
@@ -2350,7 +2360,7 @@ ngx_http_llm_redis_primary_at(ngx_http_llm_redis_t *redis, u_char *host,
 
     node = redis->primary;
 
-    if (len == 0 || len > NGX_SOCKADDR_STRLEN - 1) {
+    if (len == 0 || len > NGX_HTTP_LLM_REDIS_HOST_MAX) {
         return;
     }
 

@@ -178,6 +178,7 @@ ngx_http_llm_redis_conn_open(ngx_http_llm_redis_conn_t *rc)
     rc->out_len = 0;
     rc->out_sent = 0;
     rc->close_due = 0;
+    rc->close_notify = 0;
 
     rc->flush.handler = ngx_http_llm_redis_conn_flush;
     rc->flush.data = rc;
@@ -595,7 +596,7 @@ ngx_http_llm_redis_conn_setup_reply(ngx_http_llm_redis_conn_t *rc,
         ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                       "llm: redis %V: %s failed: %s", &rc->name,
                       (char *) data, reply->str);
-        ngx_http_llm_redis_conn_close(rc, "refused the setup");
+        ngx_http_llm_redis_conn_lost(rc, "refused the setup", 1);
         return;
     }
 
@@ -838,7 +839,7 @@ ngx_http_llm_redis_conn_read(ngx_event_t *rev)
 
             if (rc->close_due) {
                 rc->busy--;
-                ngx_http_llm_redis_conn_lost(rc, NULL, 0);
+                ngx_http_llm_redis_conn_lost(rc, NULL, rc->close_notify);
                 return;
             }
         }
@@ -899,14 +900,16 @@ ngx_http_llm_redis_conn_lost(ngx_http_llm_redis_conn_t *rc, const char *why,
         return;
     }
 
-    if (rc->busy) {
-        rc->close_due = 1;
-        return;
-    }
-
     if (why) {
         ngx_log_error(NGX_LOG_ERR, rc->log, 0, "llm: redis %V %s",
                       &rc->name, why);
+    }
+
+    if (rc->busy) {
+        /* a reply handler is still on the stack: at the end of it */
+        rc->close_due = 1;
+        rc->close_notify |= notify;
+        return;
     }
 
     rc->state = NGX_HTTP_LLM_REDIS_CLOSED;
@@ -956,6 +959,7 @@ ngx_http_llm_redis_conn_lost(ngx_http_llm_redis_conn_t *rc, const char *why,
     rc->out_size = 0;
     rc->setup = 0;
     rc->close_due = 0;
+    rc->close_notify = 0;
 
     /* a handler here may open the connection again: the queue goes first */
 

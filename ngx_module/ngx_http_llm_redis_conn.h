@@ -71,6 +71,7 @@ struct ngx_http_llm_redis_conn_s {
     ngx_event_t                    flush;
     ngx_uint_t                     busy;       /* in the read loop */
     unsigned                       close_due:1;
+    unsigned                       close_notify:1;
     ngx_sockaddr_t                 sockaddr;
 };
 

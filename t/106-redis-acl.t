@@ -83,6 +83,16 @@ ok(wait_until(sub { $t->error_log($gw2) =~ /redis 127\.0\.0\.1:\d+: AUTH failed:
 unlike($t->error_log($gw2), qr/not-the-password/,
     'and without the password');
 
+# the refused AUTH is tried again: once Redis takes that password, the
+# same gateway is served without a reload
+$t->redis_cli($rp, '--user', 'gw', '--pass', $secret, '--no-auth-warning',
+    'ACL', 'SETUSER', 'gw', '>not-the-password');
+my $last;
+# (rpm 3 was spent above: Redis answering shows as a 429)
+ok(wait_until(sub { ($last = (ask($gw2))[0]) == 429 }, 10),
+    'a refused AUTH is retried: Redis answers once it takes the password')
+    or diag("last: $last");
+
 # what nginx -t refuses, naming the directive
 my $one = $t->dir . '/two-lines.pw';
 open $fh, '>', $one or die $!;
