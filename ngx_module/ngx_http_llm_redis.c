@@ -85,6 +85,7 @@ struct ngx_http_llm_redis_node_s {
     ngx_uint_t                  kind;
     ngx_uint_t                  index;      /* in redis->nodes */
     ngx_event_t                 retry;
+    ngx_event_t                 probe;      /* ROLE, CLUSTER SLOTS, ... */
     ngx_msec_t                  backoff;
     ngx_msec_t                  down_until; /* no reconnect before */
     unsigned                    ready:1;    /* up, and a primary */
@@ -169,6 +170,9 @@ static void ngx_http_llm_redis_node_state(ngx_http_llm_redis_conn_t *rc,
 static void ngx_http_llm_redis_node_up(ngx_http_llm_redis_node_t *node);
 static void ngx_http_llm_redis_node_down(ngx_http_llm_redis_node_t *node);
 static void ngx_http_llm_redis_node_retry(ngx_event_t *ev);
+static void ngx_http_llm_redis_probe(ngx_http_llm_redis_node_t *node,
+    ngx_uint_t on);
+static void ngx_http_llm_redis_probe_timeout(ngx_event_t *ev);
 static void ngx_http_llm_redis_node_ready(ngx_http_llm_redis_node_t *node);
 static void ngx_http_llm_redis_role_reply(ngx_http_llm_redis_conn_t *rc,
     redisReply *reply, void *data);
@@ -1130,6 +1134,11 @@ ngx_http_llm_redis_node(ngx_http_llm_redis_t *redis, ngx_uint_t kind,
     node->retry.log = ngx_http_llm_redis_log;
     node->retry.cancelable = 1;
 
+    node->probe.handler = ngx_http_llm_redis_probe_timeout;
+    node->probe.data = node;
+    node->probe.log = ngx_http_llm_redis_log;
+    node->probe.cancelable = 1;
+
     p = ngx_cpymem(node->text, host, len);
     *p++ = '\0';
 
@@ -1158,6 +1167,8 @@ ngx_http_llm_redis_node_free(ngx_http_llm_redis_node_t *node)
     if (node->retry.timer_set) {
         ngx_del_timer(&node->retry);
     }
+
+    ngx_http_llm_redis_probe(node, 0);
 
     ngx_http_llm_redis_conn_close(&node->conn, NULL);
     ngx_free(node);
@@ -1235,8 +1246,10 @@ ngx_http_llm_redis_node_up(ngx_http_llm_redis_node_t *node)
         {
             ngx_http_llm_redis_conn_close(&node->conn, NULL);
             ngx_http_llm_redis_node_down(node);
+            return;
         }
 
+        ngx_http_llm_redis_probe(node, 1);
         return;
 
     case NGX_HTTP_LLM_REDIS_CLUSTER:
@@ -1246,9 +1259,12 @@ ngx_http_llm_redis_node_up(ngx_http_llm_redis_node_t *node)
             ngx_http_llm_arg_lit(argv, argvlen, 0, "CLUSTER");
             ngx_http_llm_arg_lit(argv, argvlen, 1, "SLOTS");
 
-            (void) ngx_http_llm_redis_raw(node, 2, argv, argvlen,
-                                          ngx_http_llm_redis_slots_reply,
-                                          redis);
+            if (ngx_http_llm_redis_raw(node, 2, argv, argvlen,
+                                       ngx_http_llm_redis_slots_reply, redis)
+                == NGX_OK)
+            {
+                ngx_http_llm_redis_probe(node, 1);
+            }
         }
 
         node->ready = 1;
@@ -1371,11 +1387,50 @@ ngx_http_llm_redis_node_retry(ngx_event_t *ev)
 }
 
 
+/*
+ * The module's own questions (ROLE, CLUSTER SLOTS, SENTINEL ...) have the
+ * command timeout too: a node that takes them and never answers would
+ * otherwise leave the role waiting for good
+ */
+
+static void
+ngx_http_llm_redis_probe(ngx_http_llm_redis_node_t *node, ngx_uint_t on)
+{
+    if (node->probe.timer_set) {
+        ngx_del_timer(&node->probe);
+    }
+
+    if (on) {
+        ngx_add_timer(&node->probe, node->redis->conf->timeout);
+    }
+}
+
+
+static void
+ngx_http_llm_redis_probe_timeout(ngx_event_t *ev)
+{
+    ngx_http_llm_redis_node_t  *node = ev->data;
+
+    if (node->conn.state == NGX_HTTP_LLM_REDIS_CLOSED) {
+        return;
+    }
+
+    ngx_http_llm_redis_conn_close(&node->conn, NULL);
+
+    ngx_log_error(NGX_LOG_ERR, ngx_http_llm_redis_log, 0,
+                  "llm: redis %V did not answer in time", &node->conn.name);
+
+    ngx_http_llm_redis_node_down(node);
+}
+
+
 static void
 ngx_http_llm_redis_role_reply(ngx_http_llm_redis_conn_t *rc,
     redisReply *reply, void *data)
 {
     ngx_http_llm_redis_node_t  *node = data;
+
+    ngx_http_llm_redis_probe(node, 0);
 
     if (reply == NULL) {
         return;
@@ -1758,6 +1813,8 @@ ngx_http_llm_redis_dispatch(ngx_http_llm_redis_cmd_t *cmd,
         }
     }
 
+    argv[0] = NULL;
+
     if (cmd->asking) {
         cmd->asking = 0;
 
@@ -1773,6 +1830,12 @@ ngx_http_llm_redis_dispatch(ngx_http_llm_redis_cmd_t *cmd,
     cmd->wait = ngx_http_llm_redis_conn_send(&node->conn, cmd->buf, cmd->len,
                                              ngx_http_llm_redis_reply, cmd);
     if (cmd->wait == NULL) {
+        if (argv[0]) {
+            /* an ASKING without its command would serve the next one */
+            ngx_http_llm_redis_conn_close(&node->conn, NULL);
+            ngx_http_llm_redis_node_down(node);
+        }
+
         return NGX_ERROR;
     }
 
@@ -2113,8 +2176,10 @@ ngx_http_llm_redis_refresh(ngx_event_t *ev)
         {
             ngx_http_llm_redis_conn_close(&node->conn, NULL);
             ngx_http_llm_redis_node_down(node);
+            return;
         }
 
+        ngx_http_llm_redis_probe(node, 1);
         return;
     }
 
@@ -2128,9 +2193,13 @@ ngx_http_llm_redis_refresh(ngx_event_t *ev)
             ngx_http_llm_arg_lit(argv, argvlen, 0, "CLUSTER");
             ngx_http_llm_arg_lit(argv, argvlen, 1, "SLOTS");
 
-            (void) ngx_http_llm_redis_raw(node, 2, argv, argvlen,
-                                          ngx_http_llm_redis_slots_reply,
-                                          redis);
+            if (ngx_http_llm_redis_raw(node, 2, argv, argvlen,
+                                       ngx_http_llm_redis_slots_reply, redis)
+                == NGX_OK)
+            {
+                ngx_http_llm_redis_probe(node, 1);
+            }
+
             return;
         }
     }
@@ -2162,6 +2231,8 @@ ngx_http_llm_redis_slots_reply(ngx_http_llm_redis_conn_t *rc,
     ngx_uint_t                   i, k, s, n, first;
     ngx_http_llm_redis_node_t   *node, **nodes;
     ngx_http_llm_redis_range_t  *ranges;
+
+    ngx_http_llm_redis_probe(rc->data, 0);
 
     if (reply == NULL || ngx_http_llm_redis_exiting) {
         return;
@@ -2254,6 +2325,8 @@ ngx_http_llm_redis_sentinel_reply(ngx_http_llm_redis_conn_t *rc,
 
     ngx_int_t  port;
 
+    ngx_http_llm_redis_probe(rc->data, 0);
+
     if (reply == NULL || ngx_http_llm_redis_exiting) {
         return;
     }
@@ -2278,6 +2351,7 @@ ngx_http_llm_redis_sentinel_reply(ngx_http_llm_redis_conn_t *rc,
     if (port < 1 || port > 65535) {
         ngx_log_error(NGX_LOG_ERR, ngx_http_llm_redis_log, 0,
                       "llm: redis sentinel %V gave a bad port", &rc->name);
+        ngx_http_llm_redis_refresh_later(redis, redis->refresh_backoff);
         return;
     }
 
@@ -2361,6 +2435,7 @@ ngx_http_llm_redis_primary_at(ngx_http_llm_redis_t *redis, u_char *host,
     node = redis->primary;
 
     if (len == 0 || len > NGX_HTTP_LLM_REDIS_HOST_MAX) {
+        ngx_http_llm_redis_refresh_later(redis, redis->refresh_backoff);
         return;
     }
 

@@ -184,6 +184,8 @@ ngx_http_llm_redis_conn_open(ngx_http_llm_redis_conn_t *rc)
     rc->flush.data = rc;
     rc->flush.log = rc->log;
 
+    rc->state = NGX_HTTP_LLM_REDIS_CONNECTING;
+
     rc->reader = redisReaderCreate();
     if (rc->reader == NULL) {
         ngx_http_llm_redis_conn_lost(rc, "out of memory", 1);
@@ -192,7 +194,6 @@ ngx_http_llm_redis_conn_open(ngx_http_llm_redis_conn_t *rc)
 
     /* AUTH and SELECT go first, ahead of what is sent while connecting */
 
-    rc->state = NGX_HTTP_LLM_REDIS_CONNECTING;
     ngx_http_llm_redis_conn_setup(rc);
 
     if (rc->state == NGX_HTTP_LLM_REDIS_CLOSED) {
@@ -364,6 +365,9 @@ ngx_http_llm_redis_conn_connected(ngx_event_t *wev)
         ngx_http_llm_redis_conn_lost(rc, "TLS failed", 1);
         return;
     }
+
+    /* the buffer of a write OpenSSL must retry may grow, and so move */
+    SSL_set_mode(c->ssl->connection, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 
     /* SNI for names; RFC 6066 has no place for an address */
 
@@ -659,6 +663,14 @@ ngx_http_llm_redis_conn_append(ngx_http_llm_redis_conn_t *rc,
     u_char  *p;
     size_t   size;
 
+    if (rc->out_len + len > rc->out_size && rc->out_sent) {
+        /* what the socket took makes room first */
+        ngx_memmove(rc->out, rc->out + rc->out_sent,
+                    rc->out_len - rc->out_sent);
+        rc->out_len -= rc->out_sent;
+        rc->out_sent = 0;
+    }
+
     if (rc->out_len + len > rc->out_size) {
         if (rc->out_len + len > NGX_HTTP_LLM_REDIS_OUT_MAX) {
             ngx_log_error(NGX_LOG_ERR, rc->log, 0,
@@ -758,6 +770,7 @@ ngx_http_llm_redis_conn_read(ngx_event_t *rev)
 {
     void                       *reply;
     ssize_t                     n;
+    ngx_uint_t                  keep;
     ngx_queue_t                *q;
     ngx_connection_t           *c;
     ngx_http_llm_redis_wait_t  *w;
@@ -823,7 +836,10 @@ ngx_http_llm_redis_conn_read(ngx_event_t *rev)
             q = ngx_queue_head(&rc->waiting);
             w = ngx_queue_data(q, ngx_http_llm_redis_wait_t, queue);
 
-            if (!rc->subscriber) {
+            /* a subscriber's one waiter hears every message */
+            keep = rc->subscriber;
+
+            if (!keep) {
                 ngx_queue_remove(q);
             }
 
@@ -833,7 +849,7 @@ ngx_http_llm_redis_conn_read(ngx_event_t *rev)
 
             freeReplyObject(reply);
 
-            if (!rc->subscriber) {
+            if (!keep) {
                 ngx_free(w);
             }
 
@@ -961,7 +977,10 @@ ngx_http_llm_redis_conn_lost(ngx_http_llm_redis_conn_t *rc, const char *why,
     rc->close_due = 0;
     rc->close_notify = 0;
 
-    /* a handler here may open the connection again: the queue goes first */
+    /*
+     * the owner hears first, so that a command sent again from a waiter's
+     * handler meets a node that is down, not one opened again at once
+     */
 
     ngx_queue_init(&waiting);
 
@@ -970,6 +989,10 @@ ngx_http_llm_redis_conn_lost(ngx_http_llm_redis_conn_t *rc, const char *why,
     }
 
     ngx_queue_init(&rc->waiting);
+
+    if (notify) {
+        rc->handler(rc, rc->data);
+    }
 
     while (!ngx_queue_empty(&waiting)) {
         q = ngx_queue_head(&waiting);
@@ -981,9 +1004,5 @@ ngx_http_llm_redis_conn_lost(ngx_http_llm_redis_conn_t *rc, const char *why,
         }
 
         ngx_free(w);
-    }
-
-    if (notify && rc->state == NGX_HTTP_LLM_REDIS_CLOSED) {
-        rc->handler(rc, rc->data);
     }
 }
