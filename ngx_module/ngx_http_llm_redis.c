@@ -163,6 +163,8 @@ static void ngx_http_llm_redis_role_exit(ngx_http_llm_redis_t *redis);
 static ngx_http_llm_redis_node_t *ngx_http_llm_redis_node(
     ngx_http_llm_redis_t *redis, ngx_uint_t kind, u_char *host, size_t len,
     in_port_t port);
+static void ngx_http_llm_redis_node_at(ngx_http_llm_redis_node_t *node,
+    u_char *host, size_t len, in_port_t port);
 static void ngx_http_llm_redis_node_free(ngx_http_llm_redis_node_t *node);
 static void ngx_http_llm_redis_node_open(ngx_http_llm_redis_node_t *node);
 static void ngx_http_llm_redis_node_state(ngx_http_llm_redis_conn_t *rc,
@@ -1082,7 +1084,6 @@ static ngx_http_llm_redis_node_t *
 ngx_http_llm_redis_node(ngx_http_llm_redis_t *redis, ngx_uint_t kind,
     u_char *host, size_t len, in_port_t port)
 {
-    u_char                      *p;
     ngx_uint_t                   i;
     ngx_http_llm_redis_node_t   *node, **nodes, **slot;
 
@@ -1139,15 +1140,7 @@ ngx_http_llm_redis_node(ngx_http_llm_redis_t *redis, ngx_uint_t kind,
     node->probe.log = ngx_http_llm_redis_log;
     node->probe.cancelable = 1;
 
-    p = ngx_cpymem(node->text, host, len);
-    *p++ = '\0';
-
-    node->conn.host.data = node->text;
-    node->conn.host.len = len;
-    node->conn.name.data = p;
-    node->conn.name.len = ngx_sprintf(p, "%*s:%d", len, host, (int) port) - p;
-
-    ngx_http_llm_redis_conn_set_host(&node->conn, host, len, port);
+    ngx_http_llm_redis_node_at(node, host, len, port);
 
     node->conn.resolver = redis->conf->resolver;
     node->conn.resolver_timeout = redis->conf->resolver_timeout;
@@ -1158,6 +1151,29 @@ ngx_http_llm_redis_node(ngx_http_llm_redis_t *redis, ngx_uint_t kind,
     node->conn.data = node;
 
     return node;
+}
+
+
+/* where a node is: its host (at most NGX_HTTP_LLM_REDIS_HOST_MAX), name */
+
+static void
+ngx_http_llm_redis_node_at(ngx_http_llm_redis_node_t *node, u_char *host,
+    size_t len, in_port_t port)
+{
+    u_char  *p;
+
+    /* host may be the node's own text, as sentinels are taken in turn */
+    p = ngx_movemem(node->text, host, len);
+    *p++ = '\0';
+
+    node->conn.host.data = node->text;
+    node->conn.host.len = len;
+    node->conn.name.data = p;
+    node->conn.name.len = ngx_sprintf(p, "%*s:%d", len, node->text,
+                                      (int) port)
+                          - p;
+
+    ngx_http_llm_redis_conn_set_host(&node->conn, node->text, len, port);
 }
 
 
@@ -1371,16 +1387,7 @@ ngx_http_llm_redis_node_retry(ngx_event_t *ev)
         redis->next = (redis->next + 1) % n;
         a = &a[redis->next];
 
-        node->text[0] = '\0';
-        (void) ngx_cpystrn(node->text, a->host.data, a->host.len + 1);
-        node->conn.host.len = a->host.len;
-        node->conn.name.data = node->text + a->host.len + 1;
-        node->conn.name.len = ngx_sprintf(node->conn.name.data, "%V",
-                                          &a->name)
-                              - node->conn.name.data;
-
-        ngx_http_llm_redis_conn_set_host(&node->conn, a->host.data,
-                                         a->host.len, a->port);
+        ngx_http_llm_redis_node_at(node, a->host.data, a->host.len, a->port);
     }
 
     ngx_http_llm_redis_node_open(node);
@@ -2429,7 +2436,6 @@ static void
 ngx_http_llm_redis_primary_at(ngx_http_llm_redis_t *redis, u_char *host,
     size_t len, in_port_t port)
 {
-    u_char                     *p;
     ngx_http_llm_redis_node_t  *node;
 
     node = redis->primary;
@@ -2450,15 +2456,7 @@ ngx_http_llm_redis_primary_at(ngx_http_llm_redis_t *redis, u_char *host,
         ngx_http_llm_redis_conn_close(&node->conn, "is no longer the primary");
     }
 
-    p = ngx_cpymem(node->text, host, len);
-    *p++ = '\0';
-
-    node->conn.host.data = node->text;
-    node->conn.host.len = len;
-    node->conn.name.data = p;
-    node->conn.name.len = ngx_sprintf(p, "%*s:%d", len, host, (int) port) - p;
-
-    ngx_http_llm_redis_conn_set_host(&node->conn, node->text, len, port);
+    ngx_http_llm_redis_node_at(node, host, len, port);
 
     node->backoff = NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
     ngx_http_llm_redis_node_open(node);
