@@ -549,7 +549,10 @@ sub start_llama {
 sub start_nginx {
     my ($self, %o) = @_;
     my $port = $o{port} // free_port();
-    my $prefix = "$self->{dir}/nginx-$port";
+    # an nginx -t binds nothing, so its port may be handed out again: its
+    # prefix, and the emerg it logs there, must not be the next one's
+    my $prefix = "$self->{dir}/nginx-$port"
+        . ($o{expect_fail} ? '-t' . ++$self->{conf_tests} : '');
     mkdir $prefix;
     mkdir "$prefix/$_" for qw(logs tmp);
     my $user = $> == 0 ? 'user root;' : '';
