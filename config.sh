@@ -15,9 +15,12 @@
 #                         t/fuzz/ (clang, ASan+UBSan, into build-fuzz/) and
 #                         run each for SECONDS (default 60; FUZZ_RUNS=N:
 #                         N executions instead); non-zero exit on a crash
-#   ./config.sh route-eval [args] [set.tsv]  the router's offline evaluation
-#                         on bench/routing/prompts.tsv or another labelled set
-#                         (bench/route-eval.c)
+#   ./config.sh route-eval [args] [set.tsv]  the hand-weighted score's offline
+#                         evaluation on bench/routing/prompts.tsv or another set
+#   ./config.sh route-train [-s SEED] [-q LOSS%] [-o MODEL] [FILE...]  train the
+#                         learned router on bench/routing/ (or FILEs) into
+#                         bench/routing/router.model, report its test split
+#                         and plot its curve (bench/route-train.c)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,7 +31,7 @@ NODE_DIR=$ROOT/node_modules
 APT_PACKAGES=(nginx nginx-dev libcurl4-openssl-dev libcjson-dev libhiredis-dev
     libssl-dev redis-server redis-tools wrk cmake g++ gcc make pkg-config git
     perl libjson-pp-perl curl ca-certificates procps openssl
-    clang libclang-rt-14-dev)
+    clang libclang-rt-14-dev gnuplot-nox)
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'config.sh: %s\n' "$*" >&2; exit 1; }
@@ -346,6 +349,36 @@ route_eval() {
     "$ROOT/build/route-eval" "$@" ${file:+"$file"}
 }
 
+route_train() {   # [route-train options] [FILE...]
+    local a out="" eval="" files=() opts=() bin=$ROOT/build/route-train
+    local curve=$ROOT/build/route-curve.tsv
+    mkdir -p "$ROOT/build"
+    gcc -O2 -Wall -Wextra -I"$ROOT/ngx_module" -o "$bin" \
+        "$ROOT/bench/route-train.c" "$ROOT/ngx_module/ngx_http_llm_features.c" \
+        "$ROOT/ngx_module/ngx_http_llm_classifier.c" -lcjson -lm \
+        || die "route-train: build failed"
+    while (($#)); do
+        case $1 in
+            -o) out=$2; shift 2 ;;
+            -e) eval=$2; opts+=("$1" "$2"); shift 2 ;;
+            -s|-q|-n|-c) opts+=("$1" "$2"); shift 2 ;;
+            -*) opts+=("$1"); shift ;;
+            *) files+=("$1"); shift ;;
+        esac
+    done
+    if ((${#files[@]} == 0)); then
+        files=("$ROOT"/bench/routing/corpus/*.jsonl
+               "$ROOT/bench/routing/prompts.tsv" "$ROOT/bench/routing/heldout.tsv")
+    fi
+    [[ -n $out || -n $eval ]] || out=$ROOT/bench/routing/router.model
+    "$bin" "${opts[@]}" -c "$curve" ${out:+-o "$out"} "${files[@]}"
+    if command -v gnuplot >/dev/null 2>&1; then
+        gnuplot -e "data='$curve'; out='$ROOT/build/route-curve.svg'" \
+            "$ROOT/bench/routing/curve.gp" \
+            && say "curve: $ROOT/build/route-curve.svg (docs/routing-curve.svg)"
+    fi
+}
+
 # ---------------------------------------------------------------- fuzz
 fuzz() {   # [seconds] [target]
     local secs=${1:-60} only=${2:-} out=$ROOT/build-fuzz t rc=0 len log
@@ -437,6 +470,7 @@ case ${1:-} in
     test) test_suite ;;
     bench) deps; build; exec "$ROOT/bench/run.sh" ;;
     route-eval) shift; route_eval "$@" ;;
+    route-train) shift; route_train "$@" ;;
     fuzz) shift; deps; fuzz "$@" ;;
-    *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

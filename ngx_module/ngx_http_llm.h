@@ -17,6 +17,7 @@
 #include <hiredis/hiredis.h>
 
 #include "ngx_http_llm_score.h"
+#include "ngx_http_llm_classifier.h"
 
 
 #define NGX_HTTP_LLM_OUT_BUF_SIZE      8192
@@ -87,7 +88,11 @@ typedef struct {
     ngx_http_llm_model_t       *cheap;
     ngx_http_llm_model_t       *strong;
     ngx_uint_t                  budget;     /* percent spent: cheap */
-    ngx_http_llm_weights_t      weights;
+    ngx_http_llm_weights_t      weights;    /* the hand-weighted score */
+    ngx_http_llm_classifier_t  *classifier; /* or a learned model */
+    double                      threshold;  /* the learned model's */
+    double                      loss;       /* max_quality_loss, or -1 */
+    unsigned                    weights_file:1;
 } ngx_http_llm_router_t;
 
 

@@ -6,7 +6,9 @@
  * (resolved here, as are tenants' lists of models), or the router model
  * ("auto"), which picks the cheap or the strong model by, in order: the
  * tenant's policy, the context windows, the tenant's budget, and the
- * prompt's complexity score.  When every backend of the model is spent,
+ * prompt's complexity: a learned classifier's probability that the prompt
+ * needs the strong model (ngx_http_llm_classifier.c), or the older
+ * hand-weighted score (ngx_http_llm_score.c).  When every backend of the model is spent,
  * its fallback model may take over.  Every answer says how its model was
  * chosen in "x-llm-route".
  */
@@ -45,15 +47,29 @@ static ngx_int_t ngx_http_llm_route_set(ngx_http_llm_ctx_t *ctx,
 
 static ngx_http_llm_spend_t  ngx_http_llm_spend[NGX_HTTP_LLM_SPEND_SLOTS];
 
+/* one request at a time is scored in a worker */
+static ngx_http_llm_features_t  ngx_http_llm_route_features;
 
-/* llm_router NAME cheap=MODEL strong=MODEL [weights=FILE] [budget=N%] */
+
+static void *
+ngx_http_llm_router_alloc(void *pool, size_t size)
+{
+    return ngx_palloc(pool, size);
+}
+
+
+/*
+ * llm_router NAME cheap=MODEL strong=MODEL [weights=FILE]
+ *            [max_quality_loss=N%] [budget=N%]
+ */
 
 char *
 ngx_http_llm_router_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_llm_main_conf_t *lmcf = conf;
 
-    char                    err[256];
+    char                    err[1024], *end;
+    double                  loss;
     ngx_int_t               n;
     ngx_str_t              *value, file;
     ngx_uint_t              i;
@@ -72,6 +88,7 @@ ngx_http_llm_router_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     rt->name = value[1];
     rt->budget = 80;
+    rt->loss = -1;
     ngx_http_llm_weights_default(&rt->weights);
 
     for (i = 2; i < cf->args->nelts; i++) {
@@ -112,8 +129,35 @@ ngx_http_llm_router_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
-            if (ngx_http_llm_weights_load(&rt->weights, (char *) file.data,
-                                          err, sizeof(err))
+            if (rt->classifier || rt->weights_file) {
+                return "has duplicate \"weights\"";
+            }
+
+            if (!ngx_http_llm_classifier_file((char *) file.data)) {
+                if (ngx_http_llm_weights_load(&rt->weights,
+                                              (char *) file.data, err,
+                                              sizeof(err))
+                    != 0)
+                {
+                    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                       "\"llm_router\" weights: %s", err);
+                    return NGX_CONF_ERROR;
+                }
+
+                rt->weights_file = 1;
+                continue;
+            }
+
+            rt->classifier = ngx_palloc(cf->pool,
+                                        sizeof(ngx_http_llm_classifier_t));
+            if (rt->classifier == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            if (ngx_http_llm_classifier_load(rt->classifier,
+                                             (char *) file.data,
+                                             ngx_http_llm_router_alloc,
+                                             cf->pool, err, sizeof(err))
                 != 0)
             {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -121,6 +165,24 @@ ngx_http_llm_router_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "max_quality_loss=", 17) == 0) {
+            /* NUL-terminated: an argument of the configuration is */
+            loss = strtod((char *) value[i].data + 17, &end);
+
+            if (end == (char *) value[i].data + 17 || *end != '%'
+                || end[1] != '\0' || !(loss >= 0 && loss <= 50))
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"llm_router\" "
+                                   "max_quality_loss \"%V\": a percentage "
+                                   "from 0%% to 50%% expected", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            rt->loss = loss / 100;
             continue;
         }
 
@@ -135,6 +197,29 @@ ngx_http_llm_router_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "\"llm_router\" needs cheap=MODEL and "
                            "strong=MODEL");
         return NGX_CONF_ERROR;
+    }
+
+    if (rt->loss >= 0) {
+        if (rt->classifier == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"llm_router\" max_quality_loss needs the "
+                               "weights= of a learned model "
+                               "(./config.sh route-train writes one)");
+            return NGX_CONF_ERROR;
+        }
+
+        if (rt->classifier->ncalibration == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"llm_router\" max_quality_loss: the "
+                               "model has no calibration (\"p\" lines)");
+            return NGX_CONF_ERROR;
+        }
+
+        rt->threshold = ngx_http_llm_classifier_threshold(rt->classifier,
+                                                          rt->loss);
+
+    } else if (rt->classifier) {
+        rt->threshold = rt->classifier->threshold;
     }
 
     lmcf->router = rt;
@@ -358,7 +443,18 @@ ngx_http_llm_route(ngx_http_llm_ctx_t *ctx, int64_t completion,
         return ngx_http_llm_route_set(ctx, rt->cheap, "budget", -1);
     }
 
-    /* 4: the complexity score */
+    /* 4: the complexity: learned, or the hand weights */
+
+    if (rt->classifier) {
+        ngx_http_llm_features(ctx->json, &ngx_http_llm_route_features);
+        score = ngx_http_llm_classifier_score(rt->classifier,
+                                              &ngx_http_llm_route_features);
+
+        return ngx_http_llm_route_set(ctx,
+                                      score >= rt->threshold
+                                      ? rt->strong : rt->cheap,
+                                      "complexity", score);
+    }
 
     score = ngx_http_llm_score(&rt->weights, ctx->json, NULL);
 
