@@ -1042,6 +1042,15 @@ main(int argc, char **argv)
     printf("picked L2 %g; max_quality_loss=%g%%: threshold %.4f\n", best_l2,
            loss * 100, t);
 
+    printf("the named features' weights:");
+
+    for (i = 0; i < NGX_HTTP_LLM_D_N; i++) {
+        printf("%s %s %+.2f", i % 4 ? "," : "\n ",
+               ngx_http_llm_dense_names[i], (double) best[i]);
+    }
+
+    printf("\n");
+
     measure(VAL, t, &m);
     print_measures("validation", &m);
     measure(TEST, t, &m);

@@ -13,8 +13,9 @@
  *
  * Every field is read up to a cap, so that a request costs the same
  * bounded time whatever its size: the last turn's first 6 KB and last
- * 2 KB, the system prompt's first 3 KB, the earlier turns' 1 KB each, the
- * four most recent of them.
+ * 2 KB (its 4-grams in the first 1 KB of each: more of them cost time and
+ * add nothing on the corpus's validation split), the system prompt's
+ * first 3 KB, the earlier turns' 1 KB each, the four most recent of them.
  */
 
 
@@ -30,6 +31,7 @@
 #define NGX_HTTP_LLM_SYSTEM_HEAD  3072
 #define NGX_HTTP_LLM_TURN_HEAD    1024
 #define NGX_HTTP_LLM_TURNS_BACK   4
+#define NGX_HTTP_LLM_CHAR_HEAD    1024
 
 #define NGX_HTTP_LLM_CUE_SIZE     1024
 
@@ -173,7 +175,7 @@ static int ngx_http_llm_cue(uint32_t h);
 static void ngx_http_llm_scan(ngx_http_llm_scan_t *s, const char *p,
     size_t len);
 static void ngx_http_llm_scan_end(ngx_http_llm_scan_t *s);
-static void ngx_http_llm_word_end(ngx_http_llm_scan_t *s);
+static void ngx_http_llm_word_end(ngx_http_llm_scan_t *s, uint32_t h);
 static size_t ngx_http_llm_content(ngx_http_llm_scan_t *s, cJSON *content,
     size_t budget, int tail);
 static size_t ngx_http_llm_content_len(cJSON *content);
@@ -204,11 +206,13 @@ ngx_http_llm_emit(ngx_http_llm_scan_t *s, int kind, uint32_t h)
         return;
     }
 
-    h = ngx_http_llm_mix(h ^ ngx_http_llm_seeds[kind]);
+    /* multiplicative hashing: the top bits of the product */
+    h = ((h ^ ngx_http_llm_seeds[kind]) * 0x9e3779b1u)
+        >> (32 - NGX_HTTP_LLM_HASH_BITS);
 
     /* the kind rides in the top byte until the scale is known */
     f->idx[f->n++] = ((uint32_t) kind << 24)
-                     | (NGX_HTTP_LLM_D_N + (h & (NGX_HTTP_LLM_HASH_SIZE - 1)));
+                     | (NGX_HTTP_LLM_D_N + h);
     s->count[kind]++;
 }
 
@@ -238,10 +242,11 @@ ngx_http_llm_features_layout(void)
      */
 
     n = (size_t) snprintf(layout, sizeof(layout),
-                          "v1;hash=%d;last=%d+%d:w,w2,c4;system=%d:w;"
+                          "v1;hash=%d;last=%d+%d:w,w2,c4@%d;system=%d:w;"
                           "turns=%dx%d:w;dense=",
                           NGX_HTTP_LLM_HASH_BITS, NGX_HTTP_LLM_LAST_HEAD,
-                          NGX_HTTP_LLM_LAST_TAIL, NGX_HTTP_LLM_SYSTEM_HEAD,
+                          NGX_HTTP_LLM_LAST_TAIL, NGX_HTTP_LLM_CHAR_HEAD,
+                          NGX_HTTP_LLM_SYSTEM_HEAD,
                           NGX_HTTP_LLM_TURNS_BACK, NGX_HTTP_LLM_TURN_HEAD);
 
     for (i = 0; i < NGX_HTTP_LLM_D_N && n < sizeof(layout) - 32; i++) {
@@ -581,98 +586,127 @@ ngx_http_llm_json_bytes(cJSON *item, int depth)
 static void
 ngx_http_llm_scan(ngx_http_llm_scan_t *s, const char *text, size_t len)
 {
-    size_t          i;
-    unsigned char   c, raw, cls;
+    size_t          i, bytes, high, digits, symbols, math, questions;
+    size_t          ticks, nwin;
+    uint32_t        word, win;
+    unsigned char   c, raw, cls, last_raw, last_norm;
 
     if (!ngx_http_llm_class_ready) {
         ngx_http_llm_class_init();
     }
+
+    /*
+     * the state is in locals while the loop runs: the features written
+     * through a pointer would otherwise make the compiler reload it
+     */
+
+    bytes = 0;
+    high = 0;
+    digits = 0;
+    symbols = 0;
+    math = 0;
+    questions = 0;
+    ticks = s->ticks;
+    nwin = s->nwin;
+    win = s->win;
+    word = s->word;
+    last_raw = s->last_raw;
+    last_norm = s->last_norm;
 
     for (i = 0; i < len; i++) {
         raw = (unsigned char) text[i];
         c = ngx_http_llm_lower[raw];
         cls = ngx_http_llm_class[raw];
 
-        if (s->last_raw == 0xc3 && raw >= 0x80 && raw <= 0x9e
-            && raw != 0x97)
-        {
+        if (last_raw == 0xc3 && raw >= 0x80 && raw <= 0x9e && raw != 0x97) {
             c = raw + 0x20;
         }
 
-        s->last_raw = raw;
+        last_raw = raw;
 
         if (s->stats) {
-            s->bytes++;
+            bytes++;
 
             if (cls & NGX_HTTP_LLM_C_COUNTED) {
                 if (cls & NGX_HTTP_LLM_C_HIGH) {
-                    s->high++;
+                    high++;
 
                     /* U+2200..U+22FF, the mathematical operators */
                     if ((raw == 0x88 || raw == 0x89) && i
                         && (unsigned char) text[i - 1] == 0xe2)
                     {
-                        s->math_symbols++;
+                        math++;
                     }
 
                 } else if (cls & NGX_HTTP_LLM_C_DIGIT) {
-                    s->digits++;
+                    digits++;
 
                 } else if (cls & NGX_HTTP_LLM_C_SYMBOL) {
-                    s->symbols++;
+                    symbols++;
 
                 } else if (cls & NGX_HTTP_LLM_C_MATH) {
-                    s->math_symbols++;
+                    math++;
 
                 } else if (raw == '?') {
-                    s->questions++;
+                    questions++;
                 }
             }
 
             if (raw == '`') {
-                if (++s->ticks >= 3) {
+                if (++ticks >= 3) {
                     s->fence = 1;
                 }
 
             } else {
-                s->ticks = 0;
+                ticks = 0;
             }
         }
 
         if (cls & NGX_HTTP_LLM_C_SPACE) {
-            ngx_http_llm_word_end(s);
+            if (s->wlen) {
+                ngx_http_llm_word_end(s, word);
+            }
 
-            if (s->last_norm == ' ') {
+            if (last_norm == ' ') {
                 continue;
             }
 
         } else if (cls & NGX_HTTP_LLM_C_WORD) {
-            if (s->word_kind >= 0) {
-                s->word = ((s->wlen ? s->word : 2166136261u) ^ c)
-                          * 16777619u;
-                s->wlen++;
-            }
+            word = ((s->wlen ? word : 2166136261u) ^ c) * 16777619u;
+            s->wlen++;
 
         } else {
-            ngx_http_llm_word_end(s);
-
-            if (s->word_kind >= 0) {
-                s->word = (2166136261u ^ c) * 16777619u;
-                s->wlen = 1;
-                ngx_http_llm_word_end(s);
+            if (s->wlen) {
+                ngx_http_llm_word_end(s, word);
             }
+
+            s->wlen = 1;
+            ngx_http_llm_word_end(s, (2166136261u ^ c) * 16777619u);
         }
 
-        s->last_norm = c;
+        last_norm = c;
 
-        if (s->chars) {
-            s->win = (s->win << 8) | c;
+        if (s->chars && nwin < NGX_HTTP_LLM_CHAR_HEAD) {
+            win = (win << 8) | c;
 
-            if (++s->nwin >= 4) {
-                ngx_http_llm_emit(s, NGX_HTTP_LLM_K_LAST_CHAR, s->win);
+            if (++nwin >= 4) {
+                ngx_http_llm_emit(s, NGX_HTTP_LLM_K_LAST_CHAR, win);
             }
         }
     }
+
+    s->bytes += bytes;
+    s->high += high;
+    s->digits += digits;
+    s->symbols += symbols;
+    s->math_symbols += math;
+    s->questions += questions;
+    s->ticks = ticks;
+    s->nwin = nwin;
+    s->win = win;
+    s->word = word;
+    s->last_raw = last_raw;
+    s->last_norm = last_norm;
 }
 
 
@@ -681,7 +715,10 @@ ngx_http_llm_scan(ngx_http_llm_scan_t *s, const char *text, size_t len)
 static void
 ngx_http_llm_scan_end(ngx_http_llm_scan_t *s)
 {
-    ngx_http_llm_word_end(s);
+    if (s->wlen) {
+        ngx_http_llm_word_end(s, s->word);
+    }
+
     s->prev = 0;
     s->win = 0;
     s->nwin = 0;
@@ -691,17 +728,15 @@ ngx_http_llm_scan_end(ngx_http_llm_scan_t *s)
 
 
 static void
-ngx_http_llm_word_end(ngx_http_llm_scan_t *s)
+ngx_http_llm_word_end(ngx_http_llm_scan_t *s, uint32_t h)
 {
-    int       cue;
-    uint32_t  h;
+    int  cue;
 
-    if (s->wlen == 0) {
+    s->wlen = 0;
+
+    if (s->word_kind < 0) {
         return;
     }
-
-    h = s->word;
-    s->wlen = 0;
 
     ngx_http_llm_emit(s, s->word_kind, h);
 
