@@ -18,6 +18,7 @@
 
 #include "ngx_http_llm_score.h"
 #include "ngx_http_llm_classifier.h"
+#include "ngx_http_llm_tokenizer.h"
 
 
 #define NGX_HTTP_LLM_OUT_BUF_SIZE      8192
@@ -78,6 +79,7 @@ struct ngx_http_llm_model_s {
     ngx_array_t                 aliases;    /* ngx_str_t */
     ngx_str_t                   fallback_name;
     ngx_http_llm_model_t       *fallback;
+    ngx_http_llm_tokenizer_t   *tokenizer;  /* NULL: bytes / 3 */
 };
 
 
@@ -442,6 +444,8 @@ typedef struct {
     const char                 *route_reason;
     double                      route_score;   /* < 0: not scored */
     int64_t                     route_tokens;
+    ngx_http_llm_model_t       *counted[2];    /* exact counts, per model */
+    int64_t                     count[2];
     const char                 *error_code;    /* of the error sent */
     ngx_http_llm_backend_t     *backend;
     uint64_t                    tried;         /* backends, by index */

@@ -63,6 +63,9 @@ static ngx_msec_t ngx_http_llm_now(void);
 static ngx_uint_t ngx_http_llm_backend_rank(ngx_http_llm_backend_t *b);
 static char *ngx_http_llm_model(ngx_conf_t *cf, ngx_command_t *dummy,
     void *conf);
+static char *ngx_http_llm_model_tokenizer(ngx_conf_t *cf,
+    ngx_http_llm_model_t *model);
+static void ngx_http_llm_model_tokenizer_free(void *data);
 static char *ngx_http_llm_alias(ngx_conf_t *cf,
     ngx_http_llm_model_t *model);
 static char *ngx_http_llm_read_key(ngx_conf_t *cf, ngx_str_t *name);
@@ -845,11 +848,77 @@ ngx_http_llm_model(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
         return NGX_CONF_OK;
     }
 
+    if (value[0].len == sizeof("tokenizer") - 1
+        && ngx_strncmp(value[0].data, "tokenizer", value[0].len) == 0)
+    {
+        return ngx_http_llm_model_tokenizer(cf, model);
+    }
+
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "unknown directive \"%V\" in \"llm_model\"",
                        &value[0]);
 
     return NGX_CONF_ERROR;
+}
+
+
+/*
+ * "tokenizer file.gguf": the model's own vocabulary, from any GGUF file of
+ * it, for the router's context guard and the quota's reservation
+ */
+
+static char *
+ngx_http_llm_model_tokenizer(ngx_conf_t *cf, ngx_http_llm_model_t *model)
+{
+    char                 err[512];
+    ngx_str_t           *value, file;
+    ngx_pool_cleanup_t  *cln;
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts != 2) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number of arguments in "
+                           "\"tokenizer\" of \"llm_model\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (model->tokenizer) {
+        return "\"tokenizer\" is duplicate";
+    }
+
+    file = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    model->tokenizer = ngx_http_llm_tokenizer_load((char *) file.data, err,
+                                                   sizeof(err));
+    if (model->tokenizer == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"tokenizer\" of \"llm_model\" "
+                           "\"%V\": %s", &model->name, err);
+        return NGX_CONF_ERROR;
+    }
+
+    /* the vocabulary lives as long as the configuration */
+    cln->handler = ngx_http_llm_model_tokenizer_free;
+    cln->data = model->tokenizer;
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_llm_model_tokenizer_free(void *data)
+{
+    ngx_http_llm_tokenizer_free(data);
 }
 
 

@@ -36,7 +36,7 @@ static ngx_int_t ngx_http_llm_too_large(ngx_http_llm_ctx_t *ctx,
     int64_t asked, ngx_uint_t window, ngx_http_llm_error_t *err);
 static ngx_int_t ngx_http_llm_set_tokens(ngx_http_llm_ctx_t *ctx,
     int64_t per_choice);
-static int64_t ngx_http_llm_prompt_bound(cJSON *json);
+static int64_t ngx_http_llm_prompt_bound(ngx_http_llm_ctx_t *ctx);
 static int64_t ngx_http_llm_text_size(cJSON *item);
 static int64_t ngx_http_llm_json_size(cJSON *item);
 
@@ -107,7 +107,14 @@ ngx_http_llm_apply_policy(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
     }
 
     if (ctx->conf->quota && t) {
-        ctx->prompt_estimate = ngx_http_llm_prompt_bound(ctx->json);
+        ctx->prompt_estimate = ngx_http_llm_prompt_bound(ctx);
+
+        if (ctx->prompt_estimate < 0) {
+            ngx_http_llm_set_error(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                   "server_error", NULL, NULL,
+                                   "The server is out of memory.");
+            return NGX_ERROR;
+        }
     }
 
     return NGX_OK;
@@ -305,7 +312,9 @@ ngx_http_llm_set_tokens(ngx_http_llm_ctx_t *ctx, int64_t per_choice)
  * The prompt's tokens at most, for the reservation:
  * - a token of llama-style (BPE) tokenizers covers at least one byte, so
  *   the bytes of the messages' strings and names bound their text, and
- *   a template adds a few tokens per message;
+ *   a template adds a few tokens per message; when the model names its
+ *   tokenizer, the messages' text is counted in its tokens instead,
+ *   exactly;
  * - a media part (image, audio, video, file) costs up to
  *   NGX_HTTP_LLM_MEDIA_TOKENS besides its bytes: the most one image is
  *   billed; audio sent as base64 is bounded by its bytes already (some
@@ -318,10 +327,10 @@ ngx_http_llm_set_tokens(ngx_http_llm_ctx_t *ctx, int64_t per_choice)
  */
 
 static int64_t
-ngx_http_llm_prompt_bound(cJSON *json)
+ngx_http_llm_prompt_bound(ngx_http_llm_ctx_t *ctx)
 {
-    cJSON       *msgs, *m, *content, *part, *type;
-    int64_t      n;
+    cJSON       *json, *msgs, *m, *content, *part, *type;
+    int64_t      n, tokens;
     ngx_uint_t   i;
 
     static const char  *fields[] = {
@@ -329,6 +338,7 @@ ngx_http_llm_prompt_bound(cJSON *json)
         "function_call", NULL
     };
 
+    json = ctx->json;
     msgs = cJSON_GetObjectItemCaseSensitive(json, "messages");
     n = 16;
 
@@ -356,6 +366,17 @@ ngx_http_llm_prompt_bound(cJSON *json)
     for (i = 0; fields[i]; i++) {
         n += ngx_http_llm_json_size(cJSON_GetObjectItemCaseSensitive(json,
                                                                  fields[i]));
+    }
+
+    /* the model's tokenizer counts the messages' text, exactly */
+
+    if (ctx->model && ctx->model->tokenizer) {
+        tokens = ngx_http_llm_prompt_tokens(ctx, ctx->model);
+        if (tokens < 0) {
+            return -1;
+        }
+
+        n += tokens - (int64_t) ngx_http_llm_prompt_bytes(json, NULL);
     }
 
     return n;

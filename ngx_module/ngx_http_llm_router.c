@@ -37,8 +37,11 @@ static ngx_int_t ngx_http_llm_route_allowed(ngx_http_llm_tenant_t *t,
     ngx_http_llm_model_t *m);
 static ngx_uint_t ngx_http_llm_route_budget(ngx_http_llm_router_t *rt,
     ngx_http_llm_tenant_t *t);
-static int64_t ngx_http_llm_route_need(ngx_http_llm_ctx_t *ctx,
-    int64_t completion);
+static ngx_int_t ngx_http_llm_route_fits(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_model_t *m, int64_t completion, int64_t *need);
+static const char *ngx_http_llm_route_about(ngx_http_llm_model_t *m);
+static void ngx_http_llm_route_bounds(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_model_t *m, size_t *lo, size_t *hi);
 static u_char *ngx_http_llm_route_value(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_model_t *from, size_t *len);
 static ngx_int_t ngx_http_llm_route_set(ngx_http_llm_ctx_t *ctx,
@@ -359,8 +362,8 @@ ngx_http_llm_route(ngx_http_llm_ctx_t *ctx, int64_t completion,
     ngx_http_llm_error_t *err)
 {
     double                     score;
-    int64_t                    need;
-    ngx_int_t                  cheap_ok, strong_ok;
+    int64_t                    need, cheap_need;
+    ngx_int_t                  cheap_ok, strong_ok, cheap_fits, strong_fits;
     ngx_http_llm_model_t      *m;
     ngx_http_llm_tenant_t     *t;
     ngx_http_llm_router_t     *rt;
@@ -393,40 +396,67 @@ ngx_http_llm_route(ngx_http_llm_ctx_t *ctx, int64_t completion,
 
     /* 2: the context windows */
 
-    need = ngx_http_llm_route_need(ctx, completion);
+    strong_fits = ngx_http_llm_route_fits(ctx, rt->strong, completion,
+                                          &need);
+    if (strong_fits == NGX_ERROR) {
+        goto nomem;
+    }
+
+    cheap_fits = ngx_http_llm_route_fits(ctx, rt->cheap, completion,
+                                         &cheap_need);
+    if (cheap_fits == NGX_ERROR) {
+        goto nomem;
+    }
 
     ctx->route_tokens = need;
 
-    if (need > (int64_t) rt->strong->context_window
-        && need > (int64_t) rt->cheap->context_window)
-    {
+    if (!strong_fits && !cheap_fits) {
         ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
                                "invalid_request_error",
                                "context_length_exceeded", "messages",
                                "This model's maximum context length is %ui "
-                               "tokens. However, you requested about %L "
-                               "tokens (about %L in the messages, %L in "
+                               "tokens. However, you requested %s%L "
+                               "tokens (%s%L in the messages, %L in "
                                "the completion). Please reduce the length "
                                "of the messages or completion.",
                                ngx_max(rt->strong->context_window,
                                        rt->cheap->context_window),
-                               need, need - completion, completion);
+                               ngx_http_llm_route_about(rt->strong), need,
+                               ngx_http_llm_route_about(rt->strong),
+                               need - completion, completion);
         return NGX_ERROR;
     }
 
-    if (need > (int64_t) rt->cheap->context_window) {
+    if (!cheap_fits) {
         if (!strong_ok) {
             ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
                                    "invalid_request_error",
                                    "context_length_exceeded", "messages",
-                                   "The request needs about %L tokens, "
+                                   "The request needs %s%L tokens, "
                                    "more than the %ui of the only model "
-                                   "this key may use.", need,
-                                   rt->cheap->context_window);
+                                   "this key may use.",
+                                   ngx_http_llm_route_about(rt->cheap),
+                                   cheap_need, rt->cheap->context_window);
             return NGX_ERROR;
         }
 
         return ngx_http_llm_route_set(ctx, rt->strong, "context", -1);
+    }
+
+    if (!strong_fits && !cheap_ok) {
+        ngx_http_llm_set_error(err, NGX_HTTP_BAD_REQUEST,
+                               "invalid_request_error",
+                               "context_length_exceeded", "messages",
+                               "The request needs %s%L tokens, more than "
+                               "the %ui of the only model this key may "
+                               "use.", ngx_http_llm_route_about(rt->strong),
+                               need, rt->strong->context_window);
+        return NGX_ERROR;
+    }
+
+    if (!strong_fits) {
+        ctx->route_tokens = cheap_need;
+        return ngx_http_llm_route_set(ctx, rt->cheap, "context", -1);
     }
 
     if (!strong_ok) {
@@ -462,6 +492,13 @@ ngx_http_llm_route(ngx_http_llm_ctx_t *ctx, int64_t completion,
                                   score >= rt->weights.threshold
                                   ? rt->strong : rt->cheap,
                                   "complexity", score);
+
+nomem:
+
+    ngx_http_llm_set_error(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                           "server_error", NULL, NULL,
+                           "The server is out of memory.");
+    return NGX_ERROR;
 }
 
 
@@ -477,6 +514,7 @@ ngx_http_llm_route_fallback(ngx_http_llm_ctx_t *ctx)
 {
     u_char                *p;
     size_t                 len;
+    int64_t                need;
     ngx_http_llm_model_t  *from, *to;
 
     from = ctx->model;
@@ -490,9 +528,7 @@ ngx_http_llm_route_fallback(ngx_http_llm_ctx_t *ctx)
         return NGX_DECLINED;
     }
 
-    if (ngx_http_llm_route_need(ctx, ctx->choice_tokens)
-        > (int64_t) to->context_window)
-    {
+    if (ngx_http_llm_route_fits(ctx, to, ctx->choice_tokens, &need) != 1) {
         return NGX_DECLINED;
     }
 
@@ -520,20 +556,196 @@ ngx_http_llm_route_fallback(ngx_http_llm_ctx_t *ctx)
 
 
 /*
- * The tokens a request needs of a model's context: its prompt and the
- * answer's bound.  A token of llama-style tokenizers averages three bytes
- * or more of English, code or UTF-8 text in most scripts: bytes / 3
- * estimates the prompt, it does not bound it.
+ * Whether a request fits a model's context: its prompt and the answer's
+ * bound.  The prompt is the messages' text in the model's tokens, plus 8
+ * a message and 16 for the template.  With the model's tokenizer, its
+ * bounds decide when they can (ngx_http_llm_tokenizer_bounds(), linear
+ * and cheap), the exact count when they straddle the window.  Without
+ * one, bytes / 3: a token of llama-style tokenizers averages three bytes
+ * or more of English, code or UTF-8 text in most scripts, an estimate,
+ * not a bound.  1 or 0, *need the tokens (at least that many when it
+ * does not fit by the bounds alone); NGX_ERROR: out of memory.
  */
 
-static int64_t
-ngx_http_llm_route_need(ngx_http_llm_ctx_t *ctx, int64_t completion)
+static ngx_int_t
+ngx_http_llm_route_fits(ngx_http_llm_ctx_t *ctx, ngx_http_llm_model_t *m,
+    int64_t completion, int64_t *need)
 {
-    size_t  bytes, msgs;
+    size_t   bytes, msgs, lo, hi;
+    int64_t  rest, window, n;
 
     bytes = ngx_http_llm_prompt_bytes(ctx->json, &msgs);
+    rest = (int64_t) (8 * msgs + 16) + completion;
+    window = (int64_t) m->context_window;
 
-    return (int64_t) (bytes / 3 + 8 * msgs + 16) + completion;
+    if (m->tokenizer == NULL) {
+        *need = (int64_t) (bytes / 3) + rest;
+        return *need <= window;
+    }
+
+    ngx_http_llm_route_bounds(ctx, m, &lo, &hi);
+
+    if ((int64_t) hi + rest <= window) {
+        *need = (int64_t) hi + rest;
+        return 1;
+    }
+
+    if ((int64_t) lo + rest > window) {
+        *need = (int64_t) lo + rest;
+        return 0;
+    }
+
+    n = ngx_http_llm_prompt_tokens(ctx, m);
+    if (n < 0) {
+        return NGX_ERROR;
+    }
+
+    *need = n + rest;
+
+    return *need <= window;
+}
+
+
+/* "at least " when the count of a model with a tokenizer was a bound */
+
+static const char *
+ngx_http_llm_route_about(ngx_http_llm_model_t *m)
+{
+    return m->tokenizer ? "at least " : "about ";
+}
+
+
+/* the bounds of the messages' text in the model's tokens */
+
+static void
+ngx_http_llm_route_bounds(ngx_http_llm_ctx_t *ctx, ngx_http_llm_model_t *m,
+    size_t *lo, size_t *hi)
+{
+    size_t   l, h;
+    cJSON   *msg, *c, *part, *text;
+
+    *lo = 0;
+    *hi = 0;
+
+    cJSON_ArrayForEach(msg, cJSON_GetObjectItemCaseSensitive(ctx->json,
+                                                             "messages"))
+    {
+        c = cJSON_GetObjectItemCaseSensitive(msg, "content");
+        part = cJSON_IsArray(c) ? c->child : NULL;
+        text = cJSON_IsString(c) ? c : NULL;
+
+        do {
+            if (part) {
+                text = cJSON_GetObjectItemCaseSensitive(part, "text");
+                part = part->next;
+            }
+
+            if (cJSON_IsString(text)) {
+                ngx_http_llm_tokenizer_bounds(m->tokenizer,
+                                              (u_char *) text->valuestring,
+                                              ngx_strlen(text->valuestring),
+                                              &l, &h);
+                *lo += l;
+                *hi += h;
+            }
+
+            text = NULL;
+
+        } while (part);
+    }
+}
+
+
+/*
+ * The messages' text in the model's tokens, exactly, counted once per
+ * request and model; the quota's reservation takes it too.  -1: the
+ * model has no tokenizer, or out of memory.
+ */
+
+int64_t
+ngx_http_llm_prompt_tokens(ngx_http_llm_ctx_t *ctx, ngx_http_llm_model_t *m)
+{
+    void        *scratch;
+    size_t       len, max, size;
+    int64_t      n;
+    ssize_t      k;
+    ngx_uint_t   i, pass;
+    cJSON       *msg, *c, *part, *text;
+
+    if (m->tokenizer == NULL) {
+        return -1;
+    }
+
+    for (i = 0; i < 2; i++) {
+        if (ctx->counted[i] == m) {
+            return ctx->count[i];
+        }
+    }
+
+    /* the first pass sizes the scratch memory, the second counts */
+
+    max = 0;
+    n = 0;
+    scratch = NULL;
+    size = 0;
+
+    for (pass = 0; pass < 2; pass++) {
+
+        if (pass == 1 && max) {
+            size = ngx_http_llm_tokenizer_scratch(m->tokenizer, max);
+            scratch = ngx_palloc(ctx->request->pool, size);
+            if (scratch == NULL) {
+                return -1;
+            }
+        }
+
+        cJSON_ArrayForEach(msg, cJSON_GetObjectItemCaseSensitive(ctx->json,
+                                                                 "messages"))
+        {
+            c = cJSON_GetObjectItemCaseSensitive(msg, "content");
+            part = cJSON_IsArray(c) ? c->child : NULL;
+            text = cJSON_IsString(c) ? c : NULL;
+
+            do {
+                if (part) {
+                    text = cJSON_GetObjectItemCaseSensitive(part, "text");
+                    part = part->next;
+                }
+
+                if (cJSON_IsString(text)) {
+                    len = ngx_strlen(text->valuestring);
+
+                    if (pass == 0) {
+                        max = ngx_max(max, len);
+
+                    } else if (len) {
+                        k = ngx_http_llm_tokenizer_count(m->tokenizer,
+                                                (u_char *) text->valuestring,
+                                                len, scratch, size);
+                        if (k < 0) {
+                            return -1;
+                        }
+
+                        n += k;
+                    }
+                }
+
+                text = NULL;
+
+            } while (part);
+        }
+    }
+
+    if (size > 1024 * 1024) {
+        /* a large request's scratch goes back at once, not at its end */
+        ngx_pfree(ctx->request->pool, scratch);
+    }
+
+    i = ctx->counted[0] ? 1 : 0;
+    ctx->counted[i] = m;
+    ctx->count[i] = n;
+
+    return n;
 }
 
 

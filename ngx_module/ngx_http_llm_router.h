@@ -24,6 +24,8 @@ ngx_int_t ngx_http_llm_route_header(ngx_http_llm_ctx_t *ctx);
 ngx_http_llm_model_t *ngx_http_llm_find_model(ngx_http_request_t *r,
     ngx_str_t *name);
 ngx_int_t ngx_http_llm_model_allowed(ngx_str_t *list, ngx_str_t *name);
+int64_t ngx_http_llm_prompt_tokens(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_model_t *m);
 void ngx_http_llm_router_spend(ngx_http_llm_tenant_t *t, int64_t day,
     int64_t month);
 
