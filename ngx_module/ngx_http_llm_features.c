@@ -32,6 +32,7 @@
 #define NGX_HTTP_LLM_TURN_HEAD    1024
 #define NGX_HTTP_LLM_TURNS_BACK   4
 #define NGX_HTTP_LLM_CHAR_HEAD    1024
+#define NGX_HTTP_LLM_ASK          256
 
 #define NGX_HTTP_LLM_CUE_SIZE     1024
 
@@ -44,6 +45,8 @@ enum {
     NGX_HTTP_LLM_K_LAST_CHAR,
     NGX_HTTP_LLM_K_SYSTEM_WORD,
     NGX_HTTP_LLM_K_CONTEXT_WORD,
+    NGX_HTTP_LLM_K_ASK_WORD,
+    NGX_HTTP_LLM_K_ASK_PAIR,
     NGX_HTTP_LLM_K_N = NGX_HTTP_LLM_KINDS
 };
 
@@ -71,6 +74,10 @@ typedef struct {
     int                       pairs;
     int                       chars;
     int                       stats;
+    int                       ask;
+    size_t                    ask_head;       /* words ending up to here */
+    size_t                    ask_from;       /* and past here: the ask */
+    size_t                    pos;            /* bytes read of the part */
 
     /* the word being read, the one before it, the last 4 bytes */
     uint32_t                  word;
@@ -108,7 +115,8 @@ const char  *ngx_http_llm_lang_names[6] = {
 
 
 static const uint32_t  ngx_http_llm_seeds[NGX_HTTP_LLM_K_N] = {
-    0x9e3779b1, 0x85ebca6b, 0xc2b2ae35, 0x27d4eb2f, 0x165667b1
+    0x9e3779b1, 0x85ebca6b, 0xc2b2ae35, 0x27d4eb2f, 0x165667b1,
+    0xd3a2646c, 0xfd7046c5
 };
 
 
@@ -242,11 +250,11 @@ ngx_http_llm_features_layout(void)
      */
 
     n = (size_t) snprintf(layout, sizeof(layout),
-                          "v1;hash=%d;last=%d+%d:w,w2,c4@%d;system=%d:w;"
+                          "v1;hash=%d;last=%d+%d:w,w2,c4@%d;ask=%d:w,w2;system=%d:w;"
                           "turns=%dx%d:w;mean;dense=",
                           NGX_HTTP_LLM_HASH_BITS, NGX_HTTP_LLM_LAST_HEAD,
                           NGX_HTTP_LLM_LAST_TAIL, NGX_HTTP_LLM_CHAR_HEAD,
-                          NGX_HTTP_LLM_SYSTEM_HEAD,
+                          NGX_HTTP_LLM_ASK, NGX_HTTP_LLM_SYSTEM_HEAD,
                           NGX_HTTP_LLM_TURNS_BACK, NGX_HTTP_LLM_TURN_HEAD);
 
     for (i = 0; i < NGX_HTTP_LLM_D_N && n < sizeof(layout) - 32; i++) {
@@ -328,16 +336,31 @@ ngx_http_llm_features(cJSON *request, ngx_http_llm_features_t *f)
         s.chars = 1;
         s.stats = 1;
 
+        /*
+         * the ask: the turn's first and last NGX_HTTP_LLM_ASK bytes, where
+         * a document's instruction is, are a field of their own too (a
+         * short turn is all ask)
+         */
+
+        s.ask = 1;
+        s.ask_head = NGX_HTTP_LLM_ASK;
+
         if (last_len <= NGX_HTTP_LLM_LAST_HEAD + NGX_HTTP_LLM_LAST_TAIL) {
+            s.ask_from = last_len > NGX_HTTP_LLM_ASK
+                         ? last_len - NGX_HTTP_LLM_ASK : 0;
             ngx_http_llm_content(&s, content, last_len, 0);
 
         } else {
+            s.ask_from = (size_t) -1;
             ngx_http_llm_content(&s, content, NGX_HTTP_LLM_LAST_HEAD, 0);
             ngx_http_llm_scan_end(&s);
+            s.ask_head = 0;
+            s.ask_from = NGX_HTTP_LLM_LAST_TAIL - NGX_HTTP_LLM_ASK;
             ngx_http_llm_content(&s, content, NGX_HTTP_LLM_LAST_TAIL, 1);
         }
 
         ngx_http_llm_scan_end(&s);
+        s.ask = 0;
     }
 
     /* the system prompt: its words */
@@ -590,7 +613,7 @@ static void
 ngx_http_llm_scan(ngx_http_llm_scan_t *s, const char *text, size_t len)
 {
     size_t          i, bytes, high, digits, symbols, math, questions;
-    size_t          ticks, nwin;
+    size_t          ticks, nwin, pos;
     uint32_t        word, win;
     unsigned char   c, raw, cls, last_raw, last_norm;
 
@@ -611,6 +634,7 @@ ngx_http_llm_scan(ngx_http_llm_scan_t *s, const char *text, size_t len)
     questions = 0;
     ticks = s->ticks;
     nwin = s->nwin;
+    pos = s->pos;
     win = s->win;
     word = s->word;
     last_raw = s->last_raw;
@@ -620,6 +644,7 @@ ngx_http_llm_scan(ngx_http_llm_scan_t *s, const char *text, size_t len)
         raw = (unsigned char) text[i];
         c = ngx_http_llm_lower[raw];
         cls = ngx_http_llm_class[raw];
+        pos++;
 
         if (last_raw == 0xc3 && raw >= 0x80 && raw <= 0x9e && raw != 0x97) {
             c = raw + 0x20;
@@ -667,6 +692,7 @@ ngx_http_llm_scan(ngx_http_llm_scan_t *s, const char *text, size_t len)
 
         if (cls & NGX_HTTP_LLM_C_SPACE) {
             if (s->wlen) {
+                s->pos = pos;
                 ngx_http_llm_word_end(s, word);
             }
 
@@ -679,6 +705,8 @@ ngx_http_llm_scan(ngx_http_llm_scan_t *s, const char *text, size_t len)
             s->wlen++;
 
         } else {
+            s->pos = pos;
+
             if (s->wlen) {
                 ngx_http_llm_word_end(s, word);
             }
@@ -706,6 +734,7 @@ ngx_http_llm_scan(ngx_http_llm_scan_t *s, const char *text, size_t len)
     s->questions += questions;
     s->ticks = ticks;
     s->nwin = nwin;
+    s->pos = pos;
     s->win = win;
     s->word = word;
     s->last_raw = last_raw;
@@ -725,6 +754,7 @@ ngx_http_llm_scan_end(ngx_http_llm_scan_t *s)
     s->prev = 0;
     s->win = 0;
     s->nwin = 0;
+    s->pos = 0;
     s->last_norm = ' ';
     s->last_raw = 0;
 }
@@ -745,6 +775,15 @@ ngx_http_llm_word_end(ngx_http_llm_scan_t *s, uint32_t h)
 
     if (s->pairs && s->prev) {
         ngx_http_llm_emit(s, s->word_kind + 1, s->prev * 0x01000193u ^ h);
+    }
+
+    if (s->ask && (s->pos <= s->ask_head || s->pos > s->ask_from)) {
+        ngx_http_llm_emit(s, NGX_HTTP_LLM_K_ASK_WORD, h);
+
+        if (s->prev) {
+            ngx_http_llm_emit(s, NGX_HTTP_LLM_K_ASK_PAIR,
+                              s->prev * 0x01000193u ^ h);
+        }
     }
 
     s->prev = h | 1;

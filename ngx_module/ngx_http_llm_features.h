@@ -62,7 +62,7 @@ typedef enum {
 
 
 /* the kinds of hashed features: each weighs the same, however many it has */
-#define NGX_HTTP_LLM_KINDS       5
+#define NGX_HTTP_LLM_KINDS       7
 
 
 /*
