@@ -275,8 +275,13 @@ run() {
         ((EUID == 0)) && echo "user root;"
         printf '%s\n' "$conf"
     } >"$STATE/nginx.conf"
-    mkdir -p "$STATE/modules"
+    mkdir -p "$STATE/modules" "$STATE/vocab"
     ln -sfn "$ROOT/build/modules/ngx_http_llm_module.so" "$STATE/modules/"
+    # the router's model and the models' vocabularies (the tiny models
+    # carry llama.cpp's 32000-token SPM vocabulary, Mixtral's kind)
+    ln -sfn "$ROOT/bench/routing/router.model" "$STATE/router.model"
+    ln -sfn "$LLM_MODEL_SMALL" "$STATE/vocab/mixtral-8x7b.gguf"
+    ln -sfn "$LLM_MODEL_LARGE" "$STATE/vocab/mixtral-8x22b.gguf"
     "$nginx" -t -q -p "$STATE" -c "$STATE/nginx.conf" -e "$STATE/logs/error.log"
     "$nginx" -p "$STATE" -c "$STATE/nginx.conf" -e "$STATE/logs/error.log" \
         || { tail -20 "$STATE/logs/error.log" >&2; die "nginx did not start"; }

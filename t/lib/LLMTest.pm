@@ -621,9 +621,15 @@ EOF
 sub check_conf {
     my ($self, $conf) = @_;
     my $prefix = tempdir('conf-XXXXXX', DIR => $self->{dir});
-    mkdir "$prefix/$_" for qw(logs tmp modules);
+    mkdir "$prefix/$_" for qw(logs tmp modules vocab);
     symlink $MODULE, "$prefix/modules/ngx_http_llm_module.so"
         or die "symlink $MODULE: $!";
+    # what the example configuration names, as ./config.sh run links it
+    symlink "$ROOT/bench/routing/router.model", "$prefix/router.model";
+    my $cache = $ENV{LLM_CACHE_DIR} // "$ENV{HOME}/.cache/nginx-llm-gateway";
+    my $vocab = "$cache/llama-src/models/ggml-vocab-llama-spm.gguf";
+    symlink $ENV{LLM_MODEL_SMALL} // $vocab, "$prefix/vocab/mixtral-8x7b.gguf";
+    symlink $ENV{LLM_MODEL_LARGE} // $vocab, "$prefix/vocab/mixtral-8x22b.gguf";
     open my $fh, '>', "$prefix/nginx.conf" or die;
     print $fh $conf;
     close $fh;
