@@ -366,6 +366,7 @@ route_train() {   # [route-train options] [FILE...]
         case $1 in
             -o) out=$2; shift 2 ;;
             -e) eval=$2; opts+=("$1" "$2"); shift 2 ;;
+            -b) opts+=("$1" "$2"); curve=""; shift 2 ;;
             -s|-q|-n|-c) opts+=("$1" "$2"); shift 2 ;;
             -*) opts+=("$1"); shift ;;
             *) files+=("$1"); shift ;;
@@ -376,8 +377,8 @@ route_train() {   # [route-train options] [FILE...]
                "$ROOT/bench/routing/prompts.tsv" "$ROOT/bench/routing/heldout.tsv")
     fi
     [[ -n $out || -n $eval ]] || out=$ROOT/bench/routing/router.model
-    "$bin" "${opts[@]}" -c "$curve" ${out:+-o "$out"} "${files[@]}"
-    if command -v gnuplot >/dev/null 2>&1; then
+    "$bin" "${opts[@]}" ${curve:+-c "$curve"} ${out:+-o "$out"} "${files[@]}"
+    if [[ -n $curve ]] && command -v gnuplot >/dev/null 2>&1; then
         gnuplot -e "data='$curve'; out='$ROOT/build/route-curve.svg'" \
             "$ROOT/bench/routing/curve.gp" \
             && say "curve: $ROOT/build/route-curve.svg (docs/routing-curve.svg)"
