@@ -250,8 +250,8 @@ ngx_http_llm_features_layout(void)
      */
 
     n = (size_t) snprintf(layout, sizeof(layout),
-                          "v1;hash=%d;last=%d+%d:w,w2,c4@%d;ask=%d:w,w2;system=%d:w;"
-                          "turns=%dx%d:w;mean;dense=",
+                          "v1;hash=%d;last=%d+%d:w,w2,c4@%d;ask=%d:w,w2;"
+                          "system=%d:w;turns=%dx%d:w;mean;dense=",
                           NGX_HTTP_LLM_HASH_BITS, NGX_HTTP_LLM_LAST_HEAD,
                           NGX_HTTP_LLM_LAST_TAIL, NGX_HTTP_LLM_CHAR_HEAD,
                           NGX_HTTP_LLM_ASK, NGX_HTTP_LLM_SYSTEM_HEAD,

@@ -8,8 +8,8 @@
  * tenant's policy, the context windows, the tenant's budget, and the
  * prompt's complexity: a learned classifier's probability that the prompt
  * needs the strong model (ngx_http_llm_classifier.c), or the older
- * hand-weighted score (ngx_http_llm_score.c).  When every backend of the model is spent,
- * its fallback model may take over.  Every answer says how its model was
+ * hand-weighted score (ngx_http_llm_score.c).  When every backend of the
+ * model is spent, its fallback model may take over.  Every answer says how its model was
  * chosen in "x-llm-route".
  */
 
