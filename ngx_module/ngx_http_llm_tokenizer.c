@@ -67,6 +67,7 @@ struct ngx_http_llm_tokenizer_s {
     int32_t          byte[256];    /* <0xXX>, or -1 */
     unsigned char    alone[256];   /* no longer token holds byte b */
     int32_t          space;        /* U+2581 alone, or -1 */
+    int              word_start;   /* U+2581 only leads a token */
     int32_t          bos;
     int              add_bos;
     int              add_space_prefix;
@@ -146,6 +147,11 @@ static void ngx_http_llm_tok_emit(ngx_http_llm_tok_run_t *run, int32_t id);
 static int ngx_http_llm_tok_spm(const ngx_http_llm_tokenizer_t *t,
     ngx_http_llm_tok_run_t *run, const unsigned char *text, size_t len,
     int prefix);
+static int ngx_http_llm_tok_cut(const ngx_http_llm_tokenizer_t *t,
+    const unsigned char *esc, const ngx_http_llm_tok_sym_t *prev, size_t off,
+    size_t clen);
+static int ngx_http_llm_tok_part(const ngx_http_llm_tokenizer_t *t,
+    ngx_http_llm_tok_run_t *run, size_t start, size_t end);
 static void ngx_http_llm_tok_try(const ngx_http_llm_tokenizer_t *t,
     ngx_http_llm_tok_run_t *run, size_t *nheap, int32_t left);
 static void ngx_http_llm_tok_push(ngx_http_llm_tok_bigram_t *heap,
@@ -878,17 +884,30 @@ ngx_http_llm_tokenizer_parse(const void *data, size_t size, const char *name,
 
     t->space = ngx_http_llm_tok_find(t, (unsigned char *) "\xe2\x96\x81", 3);
 
-    /* a byte no longer token holds never merges: a hard boundary */
+    /*
+     * a byte no longer token holds never merges: a hard boundary; and
+     * where U+2581 is in a token only after U+2581 or at its start, no
+     * token crosses the start of a word
+     */
+
+    t->word_start = 1;
 
     for (i = 0; i < n; i++) {
         elen = t->off[i + 1] - t->off[i];
+        s = t->text + t->off[i];
 
         if (elen < 2) {
             continue;
         }
 
         for (j = 0; j < elen; j++) {
-            t->alone[t->text[t->off[i] + j]] = 0;
+            t->alone[s[j]] = 0;
+
+            if (j > 0 && j + 3 <= elen && memcmp(s + j, "\xe2\x96\x81", 3) == 0
+                && (j < 3 || memcmp(s + j - 3, "\xe2\x96\x81", 3) != 0))
+            {
+                t->word_start = 0;
+            }
         }
     }
 
@@ -963,6 +982,16 @@ ngx_http_llm_tokenizer_text(const ngx_http_llm_tokenizer_t *t, int32_t id,
     *len = t->off[id + 1] - t->off[id];
 
     return (const char *) t->text + t->off[id];
+}
+
+
+/* the token a byte falls back to, or -1 */
+
+int32_t
+ngx_http_llm_tokenizer_byte(const ngx_http_llm_tokenizer_t *t,
+    unsigned char byte)
+{
+    return t->byte[byte];
 }
 
 
@@ -1152,18 +1181,23 @@ ngx_http_llm_tok_emit(ngx_http_llm_tok_run_t *run, int32_t id)
 }
 
 
-/* llm_tokenizer_spm_session::tokenize() on one piece of text */
+/*
+ * llm_tokenizer_spm_session::tokenize() on one piece of text.  Where no
+ * token can cross, the piece is cut in parts, each merged on its own: the
+ * same merges in the same order within a part, and a small queue that
+ * stays in the cache.  No token crosses a byte that no longer token holds,
+ * nor, when the vocabulary has U+2581 only at the start of tokens (as
+ * SentencePiece makes them, runs of it aside), the start of a word.
+ */
 
 static int
 ngx_http_llm_tok_spm(const ngx_http_llm_tokenizer_t *t,
     ngx_http_llm_tok_run_t *run, const unsigned char *text, size_t len,
     int prefix)
 {
-    size_t                      n, i, nsym, nheap, clen;
-    int32_t                     id, left, right;
-    unsigned char              *esc;
-    ngx_http_llm_tok_sym_t     *sym, *ls, *rs;
-    ngx_http_llm_tok_bigram_t  *b;
+    size_t                   n, i, nsym, clen, start;
+    unsigned char           *esc;
+    ngx_http_llm_tok_sym_t  *sym;
 
     esc = run->esc;
     n = 0;
@@ -1189,6 +1223,7 @@ ngx_http_llm_tok_spm(const ngx_http_llm_tokenizer_t *t,
 
     sym = run->sym;
     nsym = 0;
+    start = 0;
 
     for (i = 0; i < n; i += clen) {
         clen = ngx_http_llm_tok_utf8_len[esc[i] >> 4];
@@ -1202,18 +1237,72 @@ ngx_http_llm_tok_spm(const ngx_http_llm_tokenizer_t *t,
             return -1;
         }
 
-        sym[nsym].prev = (int32_t) nsym - 1;
-        sym[nsym].next = (i + clen == n) ? -1 : (int32_t) nsym + 1;
+        if (nsym > start && ngx_http_llm_tok_cut(t, esc, &sym[nsym - 1], i,
+                                                 clen))
+        {
+            if (ngx_http_llm_tok_part(t, run, start, nsym) != 0) {
+                return -1;
+            }
+
+            start = nsym;
+        }
+
+        sym[nsym].prev = (nsym == start) ? -1 : (int32_t) nsym - 1;
+        sym[nsym].next = (int32_t) nsym + 1;
         sym[nsym].off = i;
         sym[nsym].n = clen;
         nsym++;
     }
 
-    /* every adjacent pair that is a token, then heapify in place */
+    if (nsym > start) {
+        return ngx_http_llm_tok_part(t, run, start, nsym);
+    }
+
+    return 0;
+}
+
+
+/* no token crosses from the character prev to the one at off */
+
+static int
+ngx_http_llm_tok_cut(const ngx_http_llm_tokenizer_t *t,
+    const unsigned char *esc, const ngx_http_llm_tok_sym_t *prev, size_t off,
+    size_t clen)
+{
+    if ((clen == 1 && t->alone[esc[off]])
+        || (prev->n == 1 && t->alone[esc[prev->off]]))
+    {
+        return 1;
+    }
+
+    /* a word starts: U+2581 after what does not end in U+2581 */
+    return t->word_start
+           && clen == 3 && memcmp(esc + off, "\xe2\x96\x81", 3) == 0
+           && (prev->n < 3
+               || memcmp(esc + prev->off + prev->n - 3, "\xe2\x96\x81", 3)
+                  != 0);
+}
+
+
+/* the merges of symbols start to end - 1, and their tokens */
+
+static int
+ngx_http_llm_tok_part(const ngx_http_llm_tokenizer_t *t,
+    ngx_http_llm_tok_run_t *run, size_t start, size_t end)
+{
+    size_t                      i, nheap;
+    int32_t                     id, left, right;
+    unsigned char              *esc;
+    ngx_http_llm_tok_sym_t     *sym, *ls, *rs;
+    ngx_http_llm_tok_bigram_t  *b;
+
+    esc = run->esc;
+    sym = run->sym;
+    sym[end - 1].next = -1;
 
     nheap = 0;
 
-    for (i = 1; i < nsym; i++) {
+    for (i = start + 1; i < end; i++) {
         ngx_http_llm_tok_try(t, run, &nheap, (int32_t) i - 1);
     }
 
@@ -1257,7 +1346,7 @@ ngx_http_llm_tok_spm(const ngx_http_llm_tokenizer_t *t,
 
     /* resegment: a symbol is a token, or its bytes go out one by one */
 
-    for (left = 0; left != -1; left = sym[left].next) {
+    for (left = (int32_t) start; left != -1; left = sym[left].next) {
         ls = &sym[left];
         id = ngx_http_llm_tok_find(t, esc + ls->off, ls->n);
 

@@ -37,6 +37,8 @@ int32_t ngx_http_llm_tokenizer_bos(const ngx_http_llm_tokenizer_t *t);
 int ngx_http_llm_tokenizer_add_bos(const ngx_http_llm_tokenizer_t *t);
 const char *ngx_http_llm_tokenizer_text(const ngx_http_llm_tokenizer_t *t,
     int32_t id, size_t *len);
+int32_t ngx_http_llm_tokenizer_byte(const ngx_http_llm_tokenizer_t *t,
+    unsigned char byte);
 
 size_t ngx_http_llm_tokenizer_scratch(const ngx_http_llm_tokenizer_t *t,
     size_t len);
