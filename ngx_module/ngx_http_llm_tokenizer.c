@@ -1477,19 +1477,22 @@ ngx_http_llm_tok_pop(ngx_http_llm_tok_bigram_t *heap, size_t *n)
 /*
  * Bounds without the merges.  Merges never add tokens: a character that is
  * a token is one at most, any other is its bytes at most.  And no token is
- * longer than the longest, nor crosses a byte that no longer token holds.
- * The characters are cut from the escaped text, as the tokenizer cuts
- * them: a bad lead byte may swallow part of an escaped space.  With
- * user-defined tokens the split moves the space prefixes and may cut
- * characters: then only what holds whatever the split does.
+ * longer than the longest, nor crosses where the tokenizer cuts the text
+ * (ngx_http_llm_tok_cut(): a byte that no longer token holds, the start of
+ * a word): each part is one token at least, and its bytes over the
+ * longest.  The characters are cut from the escaped text, as the
+ * tokenizer cuts them: a bad lead byte may swallow part of an escaped
+ * space.  With user-defined tokens the split moves the space prefixes and
+ * may cut characters: then only what holds whatever the split does.
  */
 
 void
 ngx_http_llm_tokenizer_bounds(const ngx_http_llm_tokenizer_t *t,
     const unsigned char *text, size_t len, size_t *lo, size_t *hi)
 {
-    size_t          i, l, h, run, clen, k, pend;
-    unsigned char   c[4], esc[3];
+    int             cut;
+    size_t          i, l, h, part, clen, k, pend, pn;
+    unsigned char   c[4], pc[4], esc[3];
 
     if (len == 0) {
         *lo = 0;
@@ -1506,59 +1509,25 @@ ngx_http_llm_tokenizer_bounds(const ngx_http_llm_tokenizer_t *t,
 
     l = 0;
     h = 0;
-    run = 0;
+    part = 0;
+    pn = 0;
     i = 0;
 
-    /* the escaped bytes not yet taken: the prefix, then those of a space */
+    /* the escaped bytes not yet taken, last first */
     pend = 0;
 
     if (t->add_space_prefix) {
-        esc[0] = 0x81;
-        esc[1] = 0x96;
         esc[2] = 0xe2;
+        esc[1] = 0x96;
+        esc[0] = 0x81;
         pend = 3;
     }
 
     for ( ;; ) {
 
-        /* the lead byte */
+        /* a character: its lead byte says how many bytes */
 
-        if (pend) {
-            c[0] = esc[--pend];
-
-        } else if (i < len) {
-            c[0] = text[i++];
-
-            if (c[0] == ' ') {
-                c[0] = 0xe2;
-                esc[1] = 0x96;
-                esc[0] = 0x81;
-                pend = 2;
-            }
-
-        } else {
-            break;
-        }
-
-        /* the fast way: an ASCII character, alone */
-
-        if (c[0] < 0x80 && pend == 0) {
-            h++;
-
-            if (t->alone[c[0]]) {
-                l += (run + t->max_len - 1) / t->max_len + 1;
-                run = 0;
-
-            } else {
-                run++;
-            }
-
-            continue;
-        }
-
-        clen = ngx_http_llm_tok_utf8_len[c[0] >> 4];
-
-        for (k = 1; k < clen; k++) {
+        for (k = 0; k == 0 || k < clen; k++) {
             if (pend) {
                 c[k] = esc[--pend];
 
@@ -1575,21 +1544,47 @@ ngx_http_llm_tokenizer_bounds(const ngx_http_llm_tokenizer_t *t,
             } else {
                 break;
             }
+
+            if (k == 0) {
+                clen = ngx_http_llm_tok_utf8_len[c[0] >> 4];
+            }
+        }
+
+        if (k == 0) {
+            break;
         }
 
         clen = k;
-        h += ngx_http_llm_tok_find(t, c, clen) >= 0 ? 1 : clen;
 
-        if (clen == 1 && t->alone[c[0]]) {
-            l += (run + t->max_len - 1) / t->max_len + 1;
-            run = 0;
+        if (clen == 1) {
+            /* a byte alone is one token, as itself or as its byte token */
+            h++;
 
         } else {
-            run += clen;
+            h += ngx_http_llm_tok_find(t, c, clen) >= 0 ? 1 : clen;
         }
+
+        /* as ngx_http_llm_tok_cut() */
+
+        cut = pn
+              && ((clen == 1 && t->alone[c[0]])
+                  || (pn == 1 && t->alone[pc[0]])
+                  || (t->word_start && clen == 3
+                      && memcmp(c, "\xe2\x96\x81", 3) == 0
+                      && (pn < 3
+                          || memcmp(pc + pn - 3, "\xe2\x96\x81", 3) != 0)));
+
+        if (cut) {
+            l += (part + t->max_len - 1) / t->max_len;
+            part = 0;
+        }
+
+        part += clen;
+        memcpy(pc, c, clen);
+        pn = clen;
     }
 
-    l += (run + t->max_len - 1) / t->max_len;
+    l += (part + t->max_len - 1) / t->max_len;
 
     *lo = l;
     *hi = h;
