@@ -37,6 +37,9 @@
 #define NGX_HTTP_LLM_TOK_MAX_KEY      65536
 #define NGX_HTTP_LLM_TOK_MAX_DEPTH    4
 
+/* no way: below any count of tokens */
+#define NGX_HTTP_LLM_TOK_NONE         (-(1L << 40))
+
 /* GGUF value types */
 #define GGUF_UINT8     0
 #define GGUF_INT8      1
@@ -68,6 +71,8 @@ struct ngx_http_llm_tokenizer_s {
     unsigned char    alone[256];   /* no longer token holds byte b */
     int32_t          space;        /* U+2581 alone, or -1 */
     int              word_start;   /* U+2581 only leads a token */
+    unsigned char    pair[129][16];  /* ASCII a then b is a token; a 128:
+                                        U+2581 */
     int32_t          bos;
     int              add_bos;
     int              add_space_prefix;
@@ -900,6 +905,16 @@ ngx_http_llm_tokenizer_parse(const void *data, size_t size, const char *name,
             continue;
         }
 
+        /* the pairs the upper bound asks about most */
+
+        if (elen == 2 && s[0] < 0x80 && s[1] < 0x80) {
+            t->pair[s[0]][s[1] >> 3] |= 1 << (s[1] & 7);
+        }
+
+        if (elen == 4 && memcmp(s, "\xe2\x96\x81", 3) == 0 && s[3] < 0x80) {
+            t->pair[128][s[3] >> 3] |= 1 << (s[3] & 7);
+        }
+
         for (j = 0; j < elen; j++) {
             t->alone[s[j]] = 0;
 
@@ -1480,7 +1495,11 @@ ngx_http_llm_tok_pop(ngx_http_llm_tok_bigram_t *heap, size_t *n)
  * longer than the longest, nor crosses where the tokenizer cuts the text
  * (ngx_http_llm_tok_cut(): a byte that no longer token holds, the start of
  * a word): each part is one token at least, and its bytes over the
- * longest.  The characters are cut from the escaped text, as the
+ * longest.  Nor are two characters that make a token both left alone, side
+ * by side (their pair would have merged): within a part, the most tokens
+ * a cut of the characters can be where no such pair is, a merged symbol
+ * one token and a character left alone one or its bytes.  The characters
+ * are cut from the escaped text, as the
  * tokenizer cuts them: a bad lead byte may swallow part of an escaped
  * space.  With user-defined tokens the split moves the space prefixes and
  * may cut characters: then only what holds whatever the split does.
@@ -1490,9 +1509,10 @@ void
 ngx_http_llm_tokenizer_bounds(const ngx_http_llm_tokenizer_t *t,
     const unsigned char *text, size_t len, size_t *lo, size_t *hi)
 {
-    int             cut;
+    int             cut, pair;
+    long            w, fs, fm, fs1, fm1, b1, b2, b3, free;
     size_t          i, l, h, part, clen, k, pend, pn;
-    unsigned char   c[4], pc[4], esc[3];
+    unsigned char   c[4], pc[4], esc[3], two[8];
 
     if (len == 0) {
         *lo = 0;
@@ -1512,6 +1532,11 @@ ngx_http_llm_tokenizer_bounds(const ngx_http_llm_tokenizer_t *t,
     part = 0;
     pn = 0;
     i = 0;
+    b1 = 0;
+    b2 = 0;
+    b3 = 0;
+    fs1 = 0;
+    fm1 = 0;
 
     /* the escaped bytes not yet taken, last first */
     pend = 0;
@@ -1556,13 +1581,8 @@ ngx_http_llm_tokenizer_bounds(const ngx_http_llm_tokenizer_t *t,
 
         clen = k;
 
-        if (clen == 1) {
-            /* a byte alone is one token, as itself or as its byte token */
-            h++;
-
-        } else {
-            h += ngx_http_llm_tok_find(t, c, clen) >= 0 ? 1 : clen;
-        }
+        /* a byte alone is one token, as itself or as its byte token */
+        w = (clen == 1 || ngx_http_llm_tok_find(t, c, clen) >= 0) ? 1 : clen;
 
         /* as ngx_http_llm_tok_cut() */
 
@@ -1576,8 +1596,49 @@ ngx_http_llm_tokenizer_bounds(const ngx_http_llm_tokenizer_t *t,
 
         if (cut) {
             l += (part + t->max_len - 1) / t->max_len;
+            h += b1;
             part = 0;
         }
+
+        /*
+         * the most tokens of the part so far: fs if this character is left
+         * alone, fm if it ends a merged symbol (of two or three characters:
+         * a longer one counts less); b1, b2, b3 the best one, two and three
+         * characters back
+         */
+
+        if (part == 0) {
+            b1 = 0;
+            b2 = NGX_HTTP_LLM_TOK_NONE;
+            b3 = NGX_HTTP_LLM_TOK_NONE;
+            free = 0;
+
+        } else {
+            if (clen == 1 && c[0] < 0x80 && pn == 1 && pc[0] < 0x80) {
+                pair = t->pair[pc[0]][c[0] >> 3] & (1 << (c[0] & 7));
+
+            } else if (clen == 1 && c[0] < 0x80 && pn == 3
+                       && memcmp(pc, "\xe2\x96\x81", 3) == 0)
+            {
+                pair = t->pair[128][c[0] >> 3] & (1 << (c[0] & 7));
+
+            } else {
+                memcpy(two, pc, pn);
+                memcpy(two + pn, c, clen);
+                pair = ngx_http_llm_tok_find(t, two, pn + clen) >= 0;
+            }
+
+            free = (pair || fs1 < fm1) ? fm1 : fs1;
+        }
+
+        fs = w + free;
+        fm = 1 + (b2 > b3 ? b2 : b3);
+
+        fs1 = fs;
+        fm1 = fm;
+        b3 = b2;
+        b2 = b1;
+        b1 = fs > fm ? fs : fm;
 
         part += clen;
         memcpy(pc, c, clen);
@@ -1585,6 +1646,7 @@ ngx_http_llm_tokenizer_bounds(const ngx_http_llm_tokenizer_t *t,
     }
 
     l += (part + t->max_len - 1) / t->max_len;
+    h += b1;
 
     *lo = l;
     *hi = h;

@@ -364,7 +364,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t                     at;
     ssize_t                    n;
     int32_t                   *ids;
-    ngx_http_llm_tokenizer_t  *t;
+    ngx_http_llm_tokenizer_t  *t, nouser;
 
     if (size == 0) {
         return 0;
@@ -425,6 +425,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     ids = ngx_http_llm_fuzz_count(ngx_http_llm_fuzz_small, data, size, &n,
                                   0);
+    free(ids);
+
+    /* and without its user-defined tokens, for the bounds' own way */
+    nouser = *ngx_http_llm_fuzz_small;
+    nouser.n_user = 0;
+
+    ids = ngx_http_llm_fuzz_count(&nouser, data, size, &n, 0);
     free(ids);
 
     if (ngx_http_llm_fuzz_real) {
