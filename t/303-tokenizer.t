@@ -205,6 +205,8 @@ for my $d (@diff[0 .. ($#diff < 9 ? $#diff : 9)]) {
 my $b = mine(encode_utf8($big));
 ok($b && $b->{lo} <= $b->{n} && $b->{n} <= $b->{hi},
    "200 KB: $b->{n} tokens within [$b->{lo}, $b->{hi}]");
+ok($b->{lo} * 3 >= $b->{n} && $b->{hi} <= 2 * $b->{n},
+   '200 KB: the bounds within a third and twice the count');
 
 # ---------------------------------------------------------------- invalid UTF-8
 
