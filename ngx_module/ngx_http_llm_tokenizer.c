@@ -601,10 +601,10 @@ ngx_http_llm_tokenizer_parse(const void *data, size_t size, const char *name,
             goto failed;
         }
 
-#define ngx_http_llm_tok_key(lit)                                             \
+#define ngx_http_llm_tok_is(lit)                                              \
         (klen == sizeof(lit) - 1 && memcmp(key, lit, klen) == 0)
 
-        if (ngx_http_llm_tok_key("tokenizer.ggml.model")) {
+        if (ngx_http_llm_tok_is("tokenizer.ggml.model")) {
             if (type != GGUF_STRING
                 || ngx_http_llm_tok_str(&r, &model, &model_len) != 0)
             {
@@ -614,14 +614,14 @@ ngx_http_llm_tokenizer_parse(const void *data, size_t size, const char *name,
             continue;
         }
 
-        if (ngx_http_llm_tok_key("tokenizer.ggml.tokens")
-            || ngx_http_llm_tok_key("tokenizer.ggml.scores")
-            || ngx_http_llm_tok_key("tokenizer.ggml.token_type"))
+        if (ngx_http_llm_tok_is("tokenizer.ggml.tokens")
+            || ngx_http_llm_tok_is("tokenizer.ggml.scores")
+            || ngx_http_llm_tok_is("tokenizer.ggml.token_type"))
         {
             ngx_http_llm_tok_array_t  *a;
 
-            a = ngx_http_llm_tok_key("tokenizer.ggml.tokens") ? &tokens
-                : ngx_http_llm_tok_key("tokenizer.ggml.scores") ? &scores
+            a = ngx_http_llm_tok_is("tokenizer.ggml.tokens") ? &tokens
+                : ngx_http_llm_tok_is("tokenizer.ggml.scores") ? &scores
                 : &types;
 
             if (type != GGUF_ARRAY
@@ -642,18 +642,18 @@ ngx_http_llm_tokenizer_parse(const void *data, size_t size, const char *name,
             continue;
         }
 
-        if (ngx_http_llm_tok_key("tokenizer.ggml.add_bos_token")
-            || ngx_http_llm_tok_key("tokenizer.ggml.add_space_prefix")
-            || ngx_http_llm_tok_key("tokenizer.ggml.bos_token_id"))
+        if (ngx_http_llm_tok_is("tokenizer.ggml.add_bos_token")
+            || ngx_http_llm_tok_is("tokenizer.ggml.add_space_prefix")
+            || ngx_http_llm_tok_is("tokenizer.ggml.bos_token_id"))
         {
             if (ngx_http_llm_tok_int(&r, type, &iv) != 0) {
                 goto bad_key;
             }
 
-            if (ngx_http_llm_tok_key("tokenizer.ggml.add_bos_token")) {
+            if (ngx_http_llm_tok_is("tokenizer.ggml.add_bos_token")) {
                 t->add_bos = iv != 0;
 
-            } else if (ngx_http_llm_tok_key("tokenizer.ggml.add_space_prefix")) {
+            } else if (ngx_http_llm_tok_is("tokenizer.ggml.add_space_prefix")) {
                 t->add_space_prefix = iv != 0;
 
             } else {
@@ -663,7 +663,7 @@ ngx_http_llm_tokenizer_parse(const void *data, size_t size, const char *name,
             continue;
         }
 
-#undef ngx_http_llm_tok_key
+#undef ngx_http_llm_tok_is
 
         if (ngx_http_llm_tok_skip(&r, type, 0) != 0) {
             goto bad_key;
