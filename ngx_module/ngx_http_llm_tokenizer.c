@@ -37,6 +37,9 @@
 #define NGX_HTTP_LLM_TOK_MAX_KEY      65536
 #define NGX_HTTP_LLM_TOK_MAX_DEPTH    4
 
+/* no way: below any count of tokens */
+#define NGX_HTTP_LLM_TOK_NONE         (-(1L << 40))
+
 /* GGUF value types */
 #define GGUF_UINT8     0
 #define GGUF_INT8      1
@@ -67,6 +70,9 @@ struct ngx_http_llm_tokenizer_s {
     int32_t          byte[256];    /* <0xXX>, or -1 */
     unsigned char    alone[256];   /* no longer token holds byte b */
     int32_t          space;        /* U+2581 alone, or -1 */
+    int              word_start;   /* U+2581 only leads a token */
+    unsigned char    pair[129][16];  /* ASCII a then b is a token; a 128:
+                                        U+2581 */
     int32_t          bos;
     int              add_bos;
     int              add_space_prefix;
@@ -146,6 +152,11 @@ static void ngx_http_llm_tok_emit(ngx_http_llm_tok_run_t *run, int32_t id);
 static int ngx_http_llm_tok_spm(const ngx_http_llm_tokenizer_t *t,
     ngx_http_llm_tok_run_t *run, const unsigned char *text, size_t len,
     int prefix);
+static int ngx_http_llm_tok_cut(const ngx_http_llm_tokenizer_t *t,
+    const unsigned char *esc, const ngx_http_llm_tok_sym_t *prev, size_t off,
+    size_t clen);
+static int ngx_http_llm_tok_part(const ngx_http_llm_tokenizer_t *t,
+    ngx_http_llm_tok_run_t *run, size_t start, size_t end);
 static void ngx_http_llm_tok_try(const ngx_http_llm_tokenizer_t *t,
     ngx_http_llm_tok_run_t *run, size_t *nheap, int32_t left);
 static void ngx_http_llm_tok_push(ngx_http_llm_tok_bigram_t *heap,
@@ -590,10 +601,10 @@ ngx_http_llm_tokenizer_parse(const void *data, size_t size, const char *name,
             goto failed;
         }
 
-#define ngx_http_llm_tok_key(lit)                                             \
+#define ngx_http_llm_tok_is(lit)                                              \
         (klen == sizeof(lit) - 1 && memcmp(key, lit, klen) == 0)
 
-        if (ngx_http_llm_tok_key("tokenizer.ggml.model")) {
+        if (ngx_http_llm_tok_is("tokenizer.ggml.model")) {
             if (type != GGUF_STRING
                 || ngx_http_llm_tok_str(&r, &model, &model_len) != 0)
             {
@@ -603,14 +614,14 @@ ngx_http_llm_tokenizer_parse(const void *data, size_t size, const char *name,
             continue;
         }
 
-        if (ngx_http_llm_tok_key("tokenizer.ggml.tokens")
-            || ngx_http_llm_tok_key("tokenizer.ggml.scores")
-            || ngx_http_llm_tok_key("tokenizer.ggml.token_type"))
+        if (ngx_http_llm_tok_is("tokenizer.ggml.tokens")
+            || ngx_http_llm_tok_is("tokenizer.ggml.scores")
+            || ngx_http_llm_tok_is("tokenizer.ggml.token_type"))
         {
             ngx_http_llm_tok_array_t  *a;
 
-            a = ngx_http_llm_tok_key("tokenizer.ggml.tokens") ? &tokens
-                : ngx_http_llm_tok_key("tokenizer.ggml.scores") ? &scores
+            a = ngx_http_llm_tok_is("tokenizer.ggml.tokens") ? &tokens
+                : ngx_http_llm_tok_is("tokenizer.ggml.scores") ? &scores
                 : &types;
 
             if (type != GGUF_ARRAY
@@ -631,18 +642,18 @@ ngx_http_llm_tokenizer_parse(const void *data, size_t size, const char *name,
             continue;
         }
 
-        if (ngx_http_llm_tok_key("tokenizer.ggml.add_bos_token")
-            || ngx_http_llm_tok_key("tokenizer.ggml.add_space_prefix")
-            || ngx_http_llm_tok_key("tokenizer.ggml.bos_token_id"))
+        if (ngx_http_llm_tok_is("tokenizer.ggml.add_bos_token")
+            || ngx_http_llm_tok_is("tokenizer.ggml.add_space_prefix")
+            || ngx_http_llm_tok_is("tokenizer.ggml.bos_token_id"))
         {
             if (ngx_http_llm_tok_int(&r, type, &iv) != 0) {
                 goto bad_key;
             }
 
-            if (ngx_http_llm_tok_key("tokenizer.ggml.add_bos_token")) {
+            if (ngx_http_llm_tok_is("tokenizer.ggml.add_bos_token")) {
                 t->add_bos = iv != 0;
 
-            } else if (ngx_http_llm_tok_key("tokenizer.ggml.add_space_prefix")) {
+            } else if (ngx_http_llm_tok_is("tokenizer.ggml.add_space_prefix")) {
                 t->add_space_prefix = iv != 0;
 
             } else {
@@ -652,7 +663,7 @@ ngx_http_llm_tokenizer_parse(const void *data, size_t size, const char *name,
             continue;
         }
 
-#undef ngx_http_llm_tok_key
+#undef ngx_http_llm_tok_is
 
         if (ngx_http_llm_tok_skip(&r, type, 0) != 0) {
             goto bad_key;
@@ -878,17 +889,40 @@ ngx_http_llm_tokenizer_parse(const void *data, size_t size, const char *name,
 
     t->space = ngx_http_llm_tok_find(t, (unsigned char *) "\xe2\x96\x81", 3);
 
-    /* a byte no longer token holds never merges: a hard boundary */
+    /*
+     * a byte no longer token holds never merges: a hard boundary; and
+     * where U+2581 is in a token only after U+2581 or at its start, no
+     * token crosses the start of a word
+     */
+
+    t->word_start = 1;
 
     for (i = 0; i < n; i++) {
         elen = t->off[i + 1] - t->off[i];
+        s = t->text + t->off[i];
 
         if (elen < 2) {
             continue;
         }
 
+        /* the pairs the upper bound asks about most */
+
+        if (elen == 2 && s[0] < 0x80 && s[1] < 0x80) {
+            t->pair[s[0]][s[1] >> 3] |= 1 << (s[1] & 7);
+        }
+
+        if (elen == 4 && memcmp(s, "\xe2\x96\x81", 3) == 0 && s[3] < 0x80) {
+            t->pair[128][s[3] >> 3] |= 1 << (s[3] & 7);
+        }
+
         for (j = 0; j < elen; j++) {
-            t->alone[t->text[t->off[i] + j]] = 0;
+            t->alone[s[j]] = 0;
+
+            if (j > 0 && j + 3 <= elen && memcmp(s + j, "\xe2\x96\x81", 3) == 0
+                && (j < 3 || memcmp(s + j - 3, "\xe2\x96\x81", 3) != 0))
+            {
+                t->word_start = 0;
+            }
         }
     }
 
@@ -963,6 +997,16 @@ ngx_http_llm_tokenizer_text(const ngx_http_llm_tokenizer_t *t, int32_t id,
     *len = t->off[id + 1] - t->off[id];
 
     return (const char *) t->text + t->off[id];
+}
+
+
+/* the token a byte falls back to, or -1 */
+
+int32_t
+ngx_http_llm_tokenizer_byte(const ngx_http_llm_tokenizer_t *t,
+    unsigned char byte)
+{
+    return t->byte[byte];
 }
 
 
@@ -1152,18 +1196,23 @@ ngx_http_llm_tok_emit(ngx_http_llm_tok_run_t *run, int32_t id)
 }
 
 
-/* llm_tokenizer_spm_session::tokenize() on one piece of text */
+/*
+ * llm_tokenizer_spm_session::tokenize() on one piece of text.  Where no
+ * token can cross, the piece is cut in parts, each merged on its own: the
+ * same merges in the same order within a part, and a small queue that
+ * stays in the cache.  No token crosses a byte that no longer token holds,
+ * nor, when the vocabulary has U+2581 only at the start of tokens (as
+ * SentencePiece makes them, runs of it aside), the start of a word.
+ */
 
 static int
 ngx_http_llm_tok_spm(const ngx_http_llm_tokenizer_t *t,
     ngx_http_llm_tok_run_t *run, const unsigned char *text, size_t len,
     int prefix)
 {
-    size_t                      n, i, nsym, nheap, clen;
-    int32_t                     id, left, right;
-    unsigned char              *esc;
-    ngx_http_llm_tok_sym_t     *sym, *ls, *rs;
-    ngx_http_llm_tok_bigram_t  *b;
+    size_t                   n, i, nsym, clen, start;
+    unsigned char           *esc;
+    ngx_http_llm_tok_sym_t  *sym;
 
     esc = run->esc;
     n = 0;
@@ -1189,6 +1238,7 @@ ngx_http_llm_tok_spm(const ngx_http_llm_tokenizer_t *t,
 
     sym = run->sym;
     nsym = 0;
+    start = 0;
 
     for (i = 0; i < n; i += clen) {
         clen = ngx_http_llm_tok_utf8_len[esc[i] >> 4];
@@ -1202,18 +1252,72 @@ ngx_http_llm_tok_spm(const ngx_http_llm_tokenizer_t *t,
             return -1;
         }
 
-        sym[nsym].prev = (int32_t) nsym - 1;
-        sym[nsym].next = (i + clen == n) ? -1 : (int32_t) nsym + 1;
+        if (nsym > start && ngx_http_llm_tok_cut(t, esc, &sym[nsym - 1], i,
+                                                 clen))
+        {
+            if (ngx_http_llm_tok_part(t, run, start, nsym) != 0) {
+                return -1;
+            }
+
+            start = nsym;
+        }
+
+        sym[nsym].prev = (nsym == start) ? -1 : (int32_t) nsym - 1;
+        sym[nsym].next = (int32_t) nsym + 1;
         sym[nsym].off = i;
         sym[nsym].n = clen;
         nsym++;
     }
 
-    /* every adjacent pair that is a token, then heapify in place */
+    if (nsym > start) {
+        return ngx_http_llm_tok_part(t, run, start, nsym);
+    }
+
+    return 0;
+}
+
+
+/* no token crosses from the character prev to the one at off */
+
+static int
+ngx_http_llm_tok_cut(const ngx_http_llm_tokenizer_t *t,
+    const unsigned char *esc, const ngx_http_llm_tok_sym_t *prev, size_t off,
+    size_t clen)
+{
+    if ((clen == 1 && t->alone[esc[off]])
+        || (prev->n == 1 && t->alone[esc[prev->off]]))
+    {
+        return 1;
+    }
+
+    /* a word starts: U+2581 after what does not end in U+2581 */
+    return t->word_start
+           && clen == 3 && memcmp(esc + off, "\xe2\x96\x81", 3) == 0
+           && (prev->n < 3
+               || memcmp(esc + prev->off + prev->n - 3, "\xe2\x96\x81", 3)
+                  != 0);
+}
+
+
+/* the merges of symbols start to end - 1, and their tokens */
+
+static int
+ngx_http_llm_tok_part(const ngx_http_llm_tokenizer_t *t,
+    ngx_http_llm_tok_run_t *run, size_t start, size_t end)
+{
+    size_t                      i, nheap;
+    int32_t                     id, left, right;
+    unsigned char              *esc;
+    ngx_http_llm_tok_sym_t     *sym, *ls, *rs;
+    ngx_http_llm_tok_bigram_t  *b;
+
+    esc = run->esc;
+    sym = run->sym;
+    sym[end - 1].next = -1;
 
     nheap = 0;
 
-    for (i = 1; i < nsym; i++) {
+    for (i = start + 1; i < end; i++) {
         ngx_http_llm_tok_try(t, run, &nheap, (int32_t) i - 1);
     }
 
@@ -1257,7 +1361,7 @@ ngx_http_llm_tok_spm(const ngx_http_llm_tokenizer_t *t,
 
     /* resegment: a symbol is a token, or its bytes go out one by one */
 
-    for (left = 0; left != -1; left = sym[left].next) {
+    for (left = (int32_t) start; left != -1; left = sym[left].next) {
         ls = &sym[left];
         id = ngx_http_llm_tok_find(t, esc + ls->off, ls->n);
 
@@ -1388,19 +1492,27 @@ ngx_http_llm_tok_pop(ngx_http_llm_tok_bigram_t *heap, size_t *n)
 /*
  * Bounds without the merges.  Merges never add tokens: a character that is
  * a token is one at most, any other is its bytes at most.  And no token is
- * longer than the longest, nor crosses a byte that no longer token holds.
- * The characters are cut from the escaped text, as the tokenizer cuts
- * them: a bad lead byte may swallow part of an escaped space.  With
- * user-defined tokens the split moves the space prefixes and may cut
- * characters: then only what holds whatever the split does.
+ * longer than the longest, nor crosses where the tokenizer cuts the text
+ * (ngx_http_llm_tok_cut(): a byte that no longer token holds, the start of
+ * a word): each part is one token at least, and its bytes over the
+ * longest.  Nor are two characters that make a token both left alone, side
+ * by side (their pair would have merged): within a part, the most tokens
+ * a cut of the characters can be where no such pair is, a merged symbol
+ * one token and a character left alone one or its bytes.  The characters
+ * are cut from the escaped text, as the
+ * tokenizer cuts them: a bad lead byte may swallow part of an escaped
+ * space.  With user-defined tokens the split moves the space prefixes and
+ * may cut characters: then only what holds whatever the split does.
  */
 
 void
 ngx_http_llm_tokenizer_bounds(const ngx_http_llm_tokenizer_t *t,
     const unsigned char *text, size_t len, size_t *lo, size_t *hi)
 {
-    size_t          i, l, h, run, clen, k, pend;
-    unsigned char   c[4], esc[3];
+    int             cut, pair;
+    long            w, fs, fm, fs1, fm1, b1, b2, b3, free;
+    size_t          i, l, h, part, clen, k, pend, pn;
+    unsigned char   c[4], pc[4], esc[3], two[8];
 
     if (len == 0) {
         *lo = 0;
@@ -1417,59 +1529,30 @@ ngx_http_llm_tokenizer_bounds(const ngx_http_llm_tokenizer_t *t,
 
     l = 0;
     h = 0;
-    run = 0;
+    part = 0;
+    pn = 0;
     i = 0;
+    b1 = 0;
+    b2 = 0;
+    b3 = 0;
+    fs1 = 0;
+    fm1 = 0;
 
-    /* the escaped bytes not yet taken: the prefix, then those of a space */
+    /* the escaped bytes not yet taken, last first */
     pend = 0;
 
     if (t->add_space_prefix) {
-        esc[0] = 0x81;
-        esc[1] = 0x96;
         esc[2] = 0xe2;
+        esc[1] = 0x96;
+        esc[0] = 0x81;
         pend = 3;
     }
 
     for ( ;; ) {
 
-        /* the lead byte */
+        /* a character: its lead byte says how many bytes */
 
-        if (pend) {
-            c[0] = esc[--pend];
-
-        } else if (i < len) {
-            c[0] = text[i++];
-
-            if (c[0] == ' ') {
-                c[0] = 0xe2;
-                esc[1] = 0x96;
-                esc[0] = 0x81;
-                pend = 2;
-            }
-
-        } else {
-            break;
-        }
-
-        /* the fast way: an ASCII character, alone */
-
-        if (c[0] < 0x80 && pend == 0) {
-            h++;
-
-            if (t->alone[c[0]]) {
-                l += (run + t->max_len - 1) / t->max_len + 1;
-                run = 0;
-
-            } else {
-                run++;
-            }
-
-            continue;
-        }
-
-        clen = ngx_http_llm_tok_utf8_len[c[0] >> 4];
-
-        for (k = 1; k < clen; k++) {
+        for (k = 0; k == 0 || k < clen; k++) {
             if (pend) {
                 c[k] = esc[--pend];
 
@@ -1486,21 +1569,84 @@ ngx_http_llm_tokenizer_bounds(const ngx_http_llm_tokenizer_t *t,
             } else {
                 break;
             }
+
+            if (k == 0) {
+                clen = ngx_http_llm_tok_utf8_len[c[0] >> 4];
+            }
+        }
+
+        if (k == 0) {
+            break;
         }
 
         clen = k;
-        h += ngx_http_llm_tok_find(t, c, clen) >= 0 ? 1 : clen;
 
-        if (clen == 1 && t->alone[c[0]]) {
-            l += (run + t->max_len - 1) / t->max_len + 1;
-            run = 0;
+        /* a byte alone is one token, as itself or as its byte token */
+        w = (clen == 1 || ngx_http_llm_tok_find(t, c, clen) >= 0) ? 1 : clen;
+
+        /* as ngx_http_llm_tok_cut() */
+
+        cut = pn
+              && ((clen == 1 && t->alone[c[0]])
+                  || (pn == 1 && t->alone[pc[0]])
+                  || (t->word_start && clen == 3
+                      && memcmp(c, "\xe2\x96\x81", 3) == 0
+                      && (pn < 3
+                          || memcmp(pc + pn - 3, "\xe2\x96\x81", 3) != 0)));
+
+        if (cut) {
+            l += (part + t->max_len - 1) / t->max_len;
+            h += b1;
+            part = 0;
+        }
+
+        /*
+         * the most tokens of the part so far: fs if this character is left
+         * alone, fm if it ends a merged symbol (of two or three characters:
+         * a longer one counts less); b1, b2, b3 the best one, two and three
+         * characters back
+         */
+
+        if (part == 0) {
+            b1 = 0;
+            b2 = NGX_HTTP_LLM_TOK_NONE;
+            b3 = NGX_HTTP_LLM_TOK_NONE;
+            free = 0;
 
         } else {
-            run += clen;
+            if (clen == 1 && c[0] < 0x80 && pn == 1 && pc[0] < 0x80) {
+                pair = t->pair[pc[0]][c[0] >> 3] & (1 << (c[0] & 7));
+
+            } else if (clen == 1 && c[0] < 0x80 && pn == 3
+                       && memcmp(pc, "\xe2\x96\x81", 3) == 0)
+            {
+                pair = t->pair[128][c[0] >> 3] & (1 << (c[0] & 7));
+
+            } else {
+                memcpy(two, pc, pn);
+                memcpy(two + pn, c, clen);
+                pair = ngx_http_llm_tok_find(t, two, pn + clen) >= 0;
+            }
+
+            free = (pair || fs1 < fm1) ? fm1 : fs1;
         }
+
+        fs = w + free;
+        fm = 1 + (b2 > b3 ? b2 : b3);
+
+        fs1 = fs;
+        fm1 = fm;
+        b3 = b2;
+        b2 = b1;
+        b1 = fs > fm ? fs : fm;
+
+        part += clen;
+        memcpy(pc, c, clen);
+        pn = clen;
     }
 
-    l += (run + t->max_len - 1) / t->max_len;
+    l += (part + t->max_len - 1) / t->max_len;
+    h += b1;
 
     *lo = l;
     *hi = h;

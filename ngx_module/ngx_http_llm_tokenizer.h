@@ -25,6 +25,11 @@
 typedef struct ngx_http_llm_tokenizer_s  ngx_http_llm_tokenizer_t;
 
 
+/*
+ * load reads a GGUF file (v2, v3) whose tokenizer.ggml.model is "llama";
+ * parse the same from memory, name for the messages.  NULL and a message
+ * that names the file in err on any error.
+ */
 ngx_http_llm_tokenizer_t *ngx_http_llm_tokenizer_load(const char *path,
     char *err, size_t errlen);
 ngx_http_llm_tokenizer_t *ngx_http_llm_tokenizer_parse(const void *data,
@@ -37,7 +42,15 @@ int32_t ngx_http_llm_tokenizer_bos(const ngx_http_llm_tokenizer_t *t);
 int ngx_http_llm_tokenizer_add_bos(const ngx_http_llm_tokenizer_t *t);
 const char *ngx_http_llm_tokenizer_text(const ngx_http_llm_tokenizer_t *t,
     int32_t id, size_t *len);
+int32_t ngx_http_llm_tokenizer_byte(const ngx_http_llm_tokenizer_t *t,
+    unsigned char byte);
 
+/*
+ * count: the tokens of text, or -1: a scratch smaller than scratch() asks
+ * for (some 63 bytes a byte of text), a text over the maximum, or a byte
+ * that falls back to no token (llama.cpp throws).  encode also writes the
+ * first max_ids ids.  bounds: lo <= count <= hi, in one pass, no merges.
+ */
 size_t ngx_http_llm_tokenizer_scratch(const ngx_http_llm_tokenizer_t *t,
     size_t len);
 ssize_t ngx_http_llm_tokenizer_count(const ngx_http_llm_tokenizer_t *t,

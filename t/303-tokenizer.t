@@ -5,8 +5,10 @@
 # 200 KB of text); token ids must be the same, one for one.  llama-server
 # cannot receive invalid UTF-8 (its JSON parser refuses it), so those texts
 # are held to what llama.cpp's code does with them, worked out by hand.
-# The harness, t/tokenizer/tok_count.c, checks each count against its own
-# encode and bounds.
+# Then the same on a copy of the model with some tokens made user-defined,
+# which llama.cpp splits out of the text first.  The harness,
+# t/tokenizer/tok_count.c, checks each count against its own encode and
+# bounds.
 use strict;
 use warnings;
 use utf8;
@@ -29,20 +31,26 @@ system('gcc', '-O2', '-Wall', '-Werror', '-Wextra', '-Wno-unused-parameter',
        "$root/ngx_module/ngx_http_llm_tokenizer.c") == 0
     or BAIL_OUT('tok_count does not build');
 
-my $port = free_port();
-my $log = $t->dir . "/llama-$port.log";
-LLMTest::_spawn('llama-server', {}, 'sh', '-c', "exec $ENV{LLAMA_SERVER}"
-    . " -m $ENV{LLM_MODEL_SMALL} --host 127.0.0.1 --port $port -c 512"
-    . " -np 1 -t 1 --no-webui --log-disable >$log 2>&1");
-wait_until(sub {
-    my ($st) = eval { http_request($port, 'GET', '/health') };
-    return $st && $st == 200;
-}, 120) or BAIL_OUT('llama-server did not start: ' . `tail -5 $log`);
+# a llama-server of its own on a model, with the harness on the same file
+# (the loader reads its metadata only)
+my ($port, $pid, $from, $to);
+sub start {
+    my ($model) = @_;
+    $port = free_port();
+    my $log = $t->dir . "/llama-$port.log";
+    LLMTest::_spawn('llama-server', {}, 'sh', '-c', "exec $ENV{LLAMA_SERVER}"
+        . " -m $model --host 127.0.0.1 --port $port -c 512"
+        . " -np 1 -t 1 --no-webui --log-disable >$log 2>&1");
+    wait_until(sub {
+        my ($st) = eval { http_request($port, 'GET', '/health') };
+        return $st && $st == 200;
+    }, 120) or BAIL_OUT('llama-server did not start: ' . `tail -5 $log`);
+    $pid = open2($from, $to, $bin, $model)
+        or BAIL_OUT('tok_count does not start');
+    $to->autoflush(1);
+}
+start($ENV{LLM_MODEL_SMALL});
 
-# the harness on the model file itself: the loader reads its metadata only
-my $pid = open2(my $from, my $to, $bin, $ENV{LLM_MODEL_SMALL})
-    or BAIL_OUT('tok_count does not start');
-$to->autoflush(1);
 sub mine {
     my ($bytes) = @_;
     print $to unpack('H*', $bytes), "\n";
@@ -175,36 +183,36 @@ cmp_ok(scalar @texts, '>=', 200, scalar(@texts) . ' texts');
 
 # ---------------------------------------------------------------- compare
 
-my ($same, @diff) = (0);
-for my $text (@texts) {
-    my $want = theirs($text);
-    my $got = mine(encode_utf8($text));
-    if (!$want || !$got) {
-        push @diff, [$text, $want, $got];
-        next;
+sub compare {
+    my ($what, @texts) = @_;
+    my ($same, @diff) = (0);
+    for my $text (@texts) {
+        my $want = theirs($text);
+        my $got = mine(encode_utf8($text));
+        if ($want && $got && "@$want" eq "@{ $got->{ids} }") {
+            $same++;
+        } else {
+            push @diff, [$text, $want, $got && $got->{ids}];
+        }
     }
-    if ("@$want" eq "@{ $got->{ids} }") {
-        $same++;
-    } else {
-        push @diff, [$text, $want, $got->{ids}];
+    is($same, scalar @texts, "$what: $same of " . @texts
+       . ' texts tokenized as llama-server does');
+    for my $d (@diff[0 .. ($#diff < 9 ? $#diff : 9)]) {
+        my ($text, $want, $got) = @$d;
+        $text = substr($text, 0, 80) . '...' if length $text > 80;
+        diag(sprintf("%s\n  llama-server: %s\n  tok_count:    %s",
+            encode_utf8(JSON::PP->new->ascii->allow_nonref->encode($text)),
+            $want ? "@$want" : 'no answer', $got ? "@$got" : 'no answer'));
     }
 }
-is($same, scalar @texts, "$same of " . @texts . ' texts tokenized as'
-    . ' llama-server does');
-for my $d (@diff[0 .. ($#diff < 9 ? $#diff : 9)]) {
-    my ($text, $want, $got) = @$d;
-    $text = substr($text, 0, 80) . '...' if length $text > 80;
-    diag(sprintf("%s\n  llama-server: %s\n  tok_count:    %s",
-        encode_utf8(JSON::PP->new->ascii->allow_nonref->encode($text)),
-        $want ? "@$want" : 'no answer',
-        $got ? (ref $got eq 'HASH' ? "@{ $got->{ids} }" : "@$got")
-             : 'no answer'));
-}
+compare('llama-spm', @texts);
 
 # the bounds hold (tok_count exits otherwise) and are worth something
 my $b = mine(encode_utf8($big));
 ok($b && $b->{lo} <= $b->{n} && $b->{n} <= $b->{hi},
    "200 KB: $b->{n} tokens within [$b->{lo}, $b->{hi}]");
+ok($b->{lo} * 3 >= $b->{n} && $b->{hi} <= 2 * $b->{n},
+   '200 KB: the bounds within a third and twice the count');
 
 # ---------------------------------------------------------------- invalid UTF-8
 
@@ -246,8 +254,67 @@ for my $h (['a run', 'a' x 2**20], ['digits', '7' x 2**20],
        . sprintf(' in %.2f s', $dt));
 }
 
-close $to;
-waitpid $pid, 0;
-is($?, 0, 'tok_count found no count, encode and bounds that disagree');
+sub done {
+    close $to;
+    waitpid $pid, 0;
+    is($?, 0, 'tok_count found no count, encode and bounds that disagree');
+}
+done();
+
+# ---------------------------------------------------------------- user-defined
+
+# the same model with some tokens made user-defined (type 4), which split
+# the text before anything else, parse_special off or not: a copy of the
+# file with their types changed, and the same comparison
+sub user_defined {
+    my ($in, $out, @names) = @_;
+    open my $fh, '<:raw', $in or die "$in: $!";
+    my $d = do { local $/; <$fh> };
+    close $fh;
+    my %size = (0, 1, 1, 1, 2, 2, 3, 2, 4, 4, 5, 4, 6, 4, 7, 1, 10, 8, 11, 8,
+                12, 8);
+    my $p = 24;
+    my $str = sub {
+        my $l = unpack('Q<', substr($d, $p, 8));
+        $p += 8 + $l;
+        return substr($d, $p - $l, $l);
+    };
+    my ($types, @tokens);
+    for (1 .. unpack('Q<', substr($d, 16, 8))) {
+        my $key = $str->();
+        my $type = unpack('V', substr($d, $p, 4));
+        $p += 4;
+        if ($type == 8) { $str->(); next }
+        if ($type != 9) { $p += $size{$type}; next }
+        my ($et, $n) = unpack('VQ<', substr($d, $p, 12));
+        $p += 12;
+        $types = $p if $key eq 'tokenizer.ggml.token_type';
+        if ($et == 8) {
+            my @s = map { $str->() } 1 .. $n;
+            @tokens = @s if $key eq 'tokenizer.ggml.tokens';
+            next;
+        }
+        $p += $n * $size{$et};
+    }
+    my %id;
+    @id{@tokens} = 0 .. $#tokens;
+    for (@names) {
+        my $i = $id{encode_utf8($_)} // die "no token $_";
+        substr($d, $types + 4 * $i, 4) = pack('V', 4);
+    }
+    open $fh, '>:raw', $out or die "$out: $!";
+    print $fh $d;
+    close $fh;
+}
+
+my $model = $t->dir . '/model-user.gguf';
+user_defined($ENV{LLM_MODEL_SMALL}, $model, 'ing', 'the', 'ab', 'll', 'é',
+    '日', "\x{2581}the", "\x{2581}\x{2581}");
+start($model);
+compare('user-defined tokens', grep { length } @texts,
+    'ing', 'thing', 'the theme', 'ababab', 'llama allele', 'ab ll ing',
+    " the\x{2581}the \x{2581}\x{2581}the", "\x{2581}\x{2581}\x{2581}x",
+    '日本日 日', 'éé é', 'the ', ' the', "the\nthe", 'singing in the rain');
+done();
 
 done_testing;
