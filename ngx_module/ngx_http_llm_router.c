@@ -22,6 +22,9 @@
 
 #define NGX_HTTP_LLM_SPEND_SLOTS  1024
 
+/* the token counter's scratch a worker keeps: the texts of 64 KB or so */
+#define NGX_HTTP_LLM_SCRATCH_KEEP  (4 * 1024 * 1024)
+
 
 /* what this worker last heard of a tenant's spend, from its admissions */
 
@@ -42,6 +45,8 @@ static ngx_int_t ngx_http_llm_route_fits(ngx_http_llm_ctx_t *ctx,
 static const char *ngx_http_llm_route_about(ngx_http_llm_model_t *m);
 static void ngx_http_llm_route_bounds(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_model_t *m, size_t *lo, size_t *hi);
+static void *ngx_http_llm_route_scratch(ngx_http_llm_ctx_t *ctx,
+    size_t size);
 static u_char *ngx_http_llm_route_value(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_model_t *from, size_t *len);
 static ngx_int_t ngx_http_llm_route_set(ngx_http_llm_ctx_t *ctx,
@@ -657,6 +662,39 @@ ngx_http_llm_route_bounds(ngx_http_llm_ctx_t *ctx, ngx_http_llm_model_t *m,
 
 
 /*
+ * The counter's scratch memory, some 63 bytes a byte of text: a worker
+ * counts one text at a time, so up to NGX_HTTP_LLM_SCRATCH_KEEP of it is
+ * kept and reused, not allocated per request; a larger one comes from
+ * the request's pool and goes back as soon as the count is done.
+ */
+
+static void *
+ngx_http_llm_route_scratch(ngx_http_llm_ctx_t *ctx, size_t size)
+{
+    static void    *kept;
+    static size_t   kept_size;
+
+    if (size > NGX_HTTP_LLM_SCRATCH_KEEP) {
+        return ngx_palloc(ctx->request->pool, size);
+    }
+
+    if (size > kept_size) {
+        ngx_free(kept);
+        kept_size = 0;
+
+        kept = ngx_alloc(size, ctx->request->connection->log);
+        if (kept == NULL) {
+            return NULL;
+        }
+
+        kept_size = size;
+    }
+
+    return kept;
+}
+
+
+/*
  * The messages' text in the model's tokens, exactly, counted once per
  * request and model; the quota's reservation takes it too.  -1: the
  * model has no tokenizer, or out of memory.
@@ -693,7 +731,7 @@ ngx_http_llm_prompt_tokens(ngx_http_llm_ctx_t *ctx, ngx_http_llm_model_t *m)
 
         if (pass == 1 && max) {
             size = ngx_http_llm_tokenizer_scratch(m->tokenizer, max);
-            scratch = ngx_palloc(ctx->request->pool, size);
+            scratch = ngx_http_llm_route_scratch(ctx, size);
             if (scratch == NULL) {
                 return -1;
             }
@@ -736,8 +774,7 @@ ngx_http_llm_prompt_tokens(ngx_http_llm_ctx_t *ctx, ngx_http_llm_model_t *m)
         }
     }
 
-    if (size > 1024 * 1024) {
-        /* a large request's scratch goes back at once, not at its end */
+    if (size > NGX_HTTP_LLM_SCRATCH_KEEP) {
         ngx_pfree(ctx->request->pool, scratch);
     }
 
