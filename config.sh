@@ -215,9 +215,11 @@ redis_key() {   # family value...
     printf '%s' "$out$p"
 }
 
-start_llama() {  # name port model
+# ctx: the tokens of one request; the four slots share one KV buffer of
+# that size (-kvu), so each may take all of it while the others are idle
+start_llama() {  # name port model ctx
     "$LLAMA_SERVER" --host 127.0.0.1 --port "$2" -m "$3" --alias "$1" \
-        -t 1 -tb 1 -c 4096 -np 4 --no-webui --log-disable \
+        -t 1 -tb 1 -c "$4" -np 4 -kvu -fa on --no-webui --log-disable \
         >"$STATE/logs/$1.log" 2>&1 &
     echo $! >"$STATE/$1.pid"
 }
@@ -236,8 +238,8 @@ run() {
         --dir "$STATE/redis" --daemonize yes --pidfile "$STATE/redis.pid" \
         --logfile "$STATE/logs/redis.log"
     say "starting llama-server workers on :$small (small) and :$large (large)"
-    start_llama tiny-8x7b "$small" "$LLM_MODEL_SMALL"
-    start_llama tiny-8x22b "$large" "$LLM_MODEL_LARGE"
+    start_llama tiny-8x7b "$small" "$LLM_MODEL_SMALL" 32768
+    start_llama tiny-8x22b "$large" "$LLM_MODEL_LARGE" 65536
     wait_http "http://127.0.0.1:$small/health" 120 \
         || die "llama-server (small) did not start"
     wait_http "http://127.0.0.1:$large/health" 120 \

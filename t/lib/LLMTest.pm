@@ -531,12 +531,14 @@ sub dns_query {
 }
 
 sub start_llama {
-    my ($self, $model, $alias) = @_;
+    my ($self, $model, $alias, $ctx) = @_;
     my $bin = $ENV{LLAMA_SERVER} or return;
     my $port = free_port();
     my $log = "$self->{dir}/llama-$port.log";
+    # ctx: one request's tokens, four slots sharing one KV buffer of it
+    my $c = $ctx ? "-c $ctx -np 4 -kvu -fa on" : '-c 4096 -np 4';
     _spawn('llama-server', {}, 'sh', '-c', "exec $bin --host 127.0.0.1 "
-        . "--port $port -m $model --alias $alias -t 1 -tb 1 -c 4096 -np 4 "
+        . "--port $port -m $model --alias $alias -t 1 -tb 1 $c "
         . "--no-webui >$log 2>&1");
     wait_until(sub {
         my ($st) = eval { http_request($port, 'GET', '/health') };

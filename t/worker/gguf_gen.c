@@ -5,7 +5,7 @@
  * tokenization, sampling, streaming and usage counts are real.
  *
  *   gguf_gen --vocab V.gguf --out M.gguf [--embd 64] [--layers 2]
- *            [--heads 4] [--ff 192] [--ctx 4096] [--seed 1]
+ *            [--heads 4] [--ff 192] [--ctx 65536] [--seed 1]
  *
  * GGUF v3: header, key/value metadata, tensor infos, aligned tensor data
  * (see ggml/include/gguf.h in llama.cpp).
@@ -217,7 +217,7 @@ int
 main(int argc, char **argv)
 {
     const char  *vocab = NULL, *outp = NULL;
-    uint32_t     embd = 64, layers = 2, heads = 4, ff = 192, ctx = 4096;
+    uint32_t     embd = 64, layers = 2, heads = 4, ff = 192, ctx = 65536;
     uint64_t     seed = 1, n_vocab = 0, i, n_kv, n_tensors, copied, pos;
     int          a;
 
