@@ -162,7 +162,10 @@ llama_server() {
 
 models() {
     local gen=$ROOT/t/worker/gguf_gen.c key bin vocab
-    key=$(sha256sum "$gen" | cut -c1-12)
+    local small=(--embd 64 --layers 2 --heads 4 --ff 192 --ctx 32768 --seed 7)
+    local large=(--embd 128 --layers 4 --heads 4 --ff 384 --ctx 65536 --seed 22)
+    # the models change with the generator or its arguments
+    key=$({ cat "$gen"; echo "${small[*]} ${large[*]}"; } | sha256sum | cut -c1-12)
     bin=$CACHE/gguf_gen-$key
     vocab=$CACHE/llama-src/models/ggml-vocab-llama-spm.gguf
     [[ -f $vocab ]] || die "tokenizer $vocab missing"
@@ -173,13 +176,13 @@ models() {
     if [[ ! -f $CACHE/models-$key/small.gguf ]]; then
         say "generating the small (8x7B stand-in) model"
         "$bin" --vocab "$vocab" --out "$CACHE/models-$key/small.gguf.tmp" \
-            --embd 64 --layers 2 --heads 4 --ff 192 --seed 7
+            "${small[@]}"
         mv "$CACHE/models-$key/small.gguf.tmp" "$CACHE/models-$key/small.gguf"
     fi
     if [[ ! -f $CACHE/models-$key/large.gguf ]]; then
         say "generating the large (8x22B stand-in) model"
         "$bin" --vocab "$vocab" --out "$CACHE/models-$key/large.gguf.tmp" \
-            --embd 256 --layers 6 --heads 8 --ff 768 --seed 22
+            "${large[@]}"
         mv "$CACHE/models-$key/large.gguf.tmp" "$CACHE/models-$key/large.gguf"
     fi
     echo "$CACHE/models-$key"
@@ -219,7 +222,7 @@ redis_key() {   # family value...
 # that size (-kvu), so each may take all of it while the others are idle
 start_llama() {  # name port model ctx
     "$LLAMA_SERVER" --host 127.0.0.1 --port "$2" -m "$3" --alias "$1" \
-        -t 1 -tb 1 -c "$4" -np 4 -kvu -fa on --no-webui --log-disable \
+        -t 1 -tb 2 -c "$4" -np 4 -kvu -fa on --no-webui --log-disable \
         >"$STATE/logs/$1.log" 2>&1 &
     echo $! >"$STATE/$1.pid"
 }

@@ -536,9 +536,10 @@ sub start_llama {
     my $port = free_port();
     my $log = "$self->{dir}/llama-$port.log";
     # ctx: one request's tokens, four slots sharing one KV buffer of it
-    my $c = $ctx ? "-c $ctx -np 4 -kvu -fa on" : '-c 4096 -np 4';
+    # (and both cores for a long prompt's batches, as ./config.sh run)
+    my $c = $ctx ? "-c $ctx -np 4 -kvu -fa on -tb 2" : '-c 4096 -np 4 -tb 1';
     _spawn('llama-server', {}, 'sh', '-c', "exec $bin --host 127.0.0.1 "
-        . "--port $port -m $model --alias $alias -t 1 -tb 1 $c "
+        . "--port $port -m $model --alias $alias -t 1 $c "
         . "--no-webui >$log 2>&1");
     wait_until(sub {
         my ($st) = eval { http_request($port, 'GET', '/health') };
