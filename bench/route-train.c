@@ -482,22 +482,36 @@ cmp_double(const void *a, const void *b)
 
 /* the threshold for a loss on a split, as the gateway computes it */
 
-static double
-threshold_for(int split, double loss)
+/* the needs-strong prompts' probabilities on a split, ascending */
+
+static double *
+strong_scores(int split, size_t *n)
 {
-    size_t   i, n, k;
-    double  *p, t;
+    size_t   i;
+    double  *p;
 
     p = xalloc(NULL, (nex + 1) * sizeof(double));
-    n = 0;
+    *n = 0;
 
     for (i = 0; i < nex; i++) {
         if (ex[i].split == split && ex[i].strong) {
-            p[n++] = (double) (float) ex[i].p;
+            p[(*n)++] = (double) (float) ex[i].p;
         }
     }
 
-    qsort(p, n, sizeof(double), cmp_double);
+    qsort(p, *n, sizeof(double), cmp_double);
+
+    return p;
+}
+
+
+static double
+threshold_for(int split, double loss)
+{
+    size_t   n, k;
+    double  *p, t;
+
+    p = strong_scores(split, &n);
 
     k = (size_t) floor(loss * (double) n + 1e-9);
     t = n == 0 ? 0.5 : (k >= n ? 2 : p[k]);
@@ -759,16 +773,7 @@ write_model(const char *path, const float *w, double bias, double t,
     fprintf(f, "bias %.9g\nthreshold %.9g\nloss %.9g\n", bias,
             t > 1 ? 1 : t, loss);
 
-    p = xalloc(NULL, (nex + 1) * sizeof(double));
-    n = 0;
-
-    for (i = 0; i < nex; i++) {
-        if (ex[i].split == VAL && ex[i].strong) {
-            p[n++] = (double) (float) ex[i].p;
-        }
-    }
-
-    qsort(p, n, sizeof(double), cmp_double);
+    p = strong_scores(VAL, &n);
 
     for (i = 0; i < n; i++) {
         fprintf(f, "p %.9g\n", p[i]);

@@ -47,6 +47,14 @@ static void ngx_http_llm_route_bounds(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_model_t *m, size_t *lo, size_t *hi);
 static void *ngx_http_llm_route_scratch(ngx_http_llm_ctx_t *ctx,
     size_t size);
+static ngx_int_t ngx_http_llm_route_texts(ngx_http_llm_ctx_t *ctx,
+    ngx_int_t (*handler)(void *data, u_char *text, size_t len), void *data);
+static ngx_int_t ngx_http_llm_route_bound(void *data, u_char *text,
+    size_t len);
+static ngx_int_t ngx_http_llm_route_longest(void *data, u_char *text,
+    size_t len);
+static ngx_int_t ngx_http_llm_route_count(void *data, u_char *text,
+    size_t len);
 static u_char *ngx_http_llm_route_value(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_model_t *from, size_t *len);
 static ngx_int_t ngx_http_llm_route_set(ngx_http_llm_ctx_t *ctx,
@@ -620,17 +628,13 @@ ngx_http_llm_route_about(ngx_http_llm_model_t *m)
 }
 
 
-/* the bounds of the messages' text in the model's tokens */
+/* each text of the messages, a string or a part's "text", to a handler */
 
-static void
-ngx_http_llm_route_bounds(ngx_http_llm_ctx_t *ctx, ngx_http_llm_model_t *m,
-    size_t *lo, size_t *hi)
+static ngx_int_t
+ngx_http_llm_route_texts(ngx_http_llm_ctx_t *ctx,
+    ngx_int_t (*handler)(void *data, u_char *text, size_t len), void *data)
 {
-    size_t   l, h;
-    cJSON   *msg, *c, *part, *text;
-
-    *lo = 0;
-    *hi = 0;
+    cJSON  *msg, *c, *part, *text;
 
     cJSON_ArrayForEach(msg, cJSON_GetObjectItemCaseSensitive(ctx->json,
                                                              "messages"))
@@ -645,19 +649,98 @@ ngx_http_llm_route_bounds(ngx_http_llm_ctx_t *ctx, ngx_http_llm_model_t *m,
                 part = part->next;
             }
 
-            if (cJSON_IsString(text)) {
-                ngx_http_llm_tokenizer_bounds(m->tokenizer,
-                                              (u_char *) text->valuestring,
-                                              ngx_strlen(text->valuestring),
-                                              &l, &h);
-                *lo += l;
-                *hi += h;
+            if (cJSON_IsString(text)
+                && handler(data, (u_char *) text->valuestring,
+                           ngx_strlen(text->valuestring))
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
             }
 
             text = NULL;
 
         } while (part);
     }
+
+    return NGX_OK;
+}
+
+
+typedef struct {
+    ngx_http_llm_tokenizer_t  *tokenizer;
+    size_t                     lo;
+    size_t                     hi;
+    size_t                     max;       /* the longest text */
+    int64_t                    n;         /* the exact count */
+    void                      *scratch;
+    size_t                     size;
+} ngx_http_llm_route_count_t;
+
+
+static ngx_int_t
+ngx_http_llm_route_bound(void *data, u_char *text, size_t len)
+{
+    ngx_http_llm_route_count_t  *rc = data;
+
+    size_t  lo, hi;
+
+    ngx_http_llm_tokenizer_bounds(rc->tokenizer, text, len, &lo, &hi);
+    rc->lo += lo;
+    rc->hi += hi;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_route_longest(void *data, u_char *text, size_t len)
+{
+    ngx_http_llm_route_count_t  *rc = data;
+
+    rc->max = ngx_max(rc->max, len);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_route_count(void *data, u_char *text, size_t len)
+{
+    ngx_http_llm_route_count_t  *rc = data;
+
+    ssize_t  k;
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    k = ngx_http_llm_tokenizer_count(rc->tokenizer, text, len, rc->scratch,
+                                     rc->size);
+    if (k < 0) {
+        return NGX_ERROR;
+    }
+
+    rc->n += k;
+
+    return NGX_OK;
+}
+
+
+/* the bounds of the messages' text in the model's tokens */
+
+static void
+ngx_http_llm_route_bounds(ngx_http_llm_ctx_t *ctx, ngx_http_llm_model_t *m,
+    size_t *lo, size_t *hi)
+{
+    ngx_http_llm_route_count_t  rc;
+
+    ngx_memzero(&rc, sizeof(ngx_http_llm_route_count_t));
+    rc.tokenizer = m->tokenizer;
+
+    (void) ngx_http_llm_route_texts(ctx, ngx_http_llm_route_bound, &rc);
+
+    *lo = rc.lo;
+    *hi = rc.hi;
 }
 
 
@@ -703,12 +786,8 @@ ngx_http_llm_route_scratch(ngx_http_llm_ctx_t *ctx, size_t size)
 int64_t
 ngx_http_llm_prompt_tokens(ngx_http_llm_ctx_t *ctx, ngx_http_llm_model_t *m)
 {
-    void        *scratch;
-    size_t       len, max, size;
-    int64_t      n;
-    ssize_t      k;
-    ngx_uint_t   i, pass;
-    cJSON       *msg, *c, *part, *text;
+    ngx_uint_t                  i;
+    ngx_http_llm_route_count_t  rc;
 
     if (m->tokenizer == NULL) {
         return -1;
@@ -720,69 +799,36 @@ ngx_http_llm_prompt_tokens(ngx_http_llm_ctx_t *ctx, ngx_http_llm_model_t *m)
         }
     }
 
-    /* the first pass sizes the scratch memory, the second counts */
+    /* the longest text sizes the scratch memory, then the count */
 
-    max = 0;
-    n = 0;
-    scratch = NULL;
-    size = 0;
+    ngx_memzero(&rc, sizeof(ngx_http_llm_route_count_t));
+    rc.tokenizer = m->tokenizer;
 
-    for (pass = 0; pass < 2; pass++) {
+    (void) ngx_http_llm_route_texts(ctx, ngx_http_llm_route_longest, &rc);
 
-        if (pass == 1 && max) {
-            size = ngx_http_llm_tokenizer_scratch(m->tokenizer, max);
-            scratch = ngx_http_llm_route_scratch(ctx, size);
-            if (scratch == NULL) {
-                return -1;
-            }
+    if (rc.max) {
+        rc.size = ngx_http_llm_tokenizer_scratch(m->tokenizer, rc.max);
+        rc.scratch = ngx_http_llm_route_scratch(ctx, rc.size);
+        if (rc.scratch == NULL) {
+            return -1;
         }
 
-        cJSON_ArrayForEach(msg, cJSON_GetObjectItemCaseSensitive(ctx->json,
-                                                                 "messages"))
+        if (ngx_http_llm_route_texts(ctx, ngx_http_llm_route_count, &rc)
+            != NGX_OK)
         {
-            c = cJSON_GetObjectItemCaseSensitive(msg, "content");
-            part = cJSON_IsArray(c) ? c->child : NULL;
-            text = cJSON_IsString(c) ? c : NULL;
-
-            do {
-                if (part) {
-                    text = cJSON_GetObjectItemCaseSensitive(part, "text");
-                    part = part->next;
-                }
-
-                if (cJSON_IsString(text)) {
-                    len = ngx_strlen(text->valuestring);
-
-                    if (pass == 0) {
-                        max = ngx_max(max, len);
-
-                    } else if (len) {
-                        k = ngx_http_llm_tokenizer_count(m->tokenizer,
-                                                (u_char *) text->valuestring,
-                                                len, scratch, size);
-                        if (k < 0) {
-                            return -1;
-                        }
-
-                        n += k;
-                    }
-                }
-
-                text = NULL;
-
-            } while (part);
+            return -1;
         }
-    }
 
-    if (size > NGX_HTTP_LLM_SCRATCH_KEEP) {
-        ngx_pfree(ctx->request->pool, scratch);
+        if (rc.size > NGX_HTTP_LLM_SCRATCH_KEEP) {
+            ngx_pfree(ctx->request->pool, rc.scratch);
+        }
     }
 
     i = ctx->counted[0] ? 1 : 0;
     ctx->counted[i] = m;
-    ctx->count[i] = n;
+    ctx->count[i] = rc.n;
 
-    return n;
+    return rc.n;
 }
 
 
