@@ -33,6 +33,7 @@
 #define NGX_HTTP_LLM_TURNS_BACK   4
 #define NGX_HTTP_LLM_CHAR_HEAD    1024
 #define NGX_HTTP_LLM_ASK          256
+#define NGX_HTTP_LLM_SHRINK       512
 
 #define NGX_HTTP_LLM_CUE_SIZE     1024
 
@@ -251,11 +252,12 @@ ngx_http_llm_features_layout(void)
 
     n = (size_t) snprintf(layout, sizeof(layout),
                           "v1;hash=%d;last=%d+%d:w,w2,c4@%d;ask=%d:w,w2;"
-                          "system=%d:w;turns=%dx%d:w;mean;dense=",
+                          "system=%d:w;turns=%dx%d:w;mean;shrink=%d;dense=",
                           NGX_HTTP_LLM_HASH_BITS, NGX_HTTP_LLM_LAST_HEAD,
                           NGX_HTTP_LLM_LAST_TAIL, NGX_HTTP_LLM_CHAR_HEAD,
                           NGX_HTTP_LLM_ASK, NGX_HTTP_LLM_SYSTEM_HEAD,
-                          NGX_HTTP_LLM_TURNS_BACK, NGX_HTTP_LLM_TURN_HEAD);
+                          NGX_HTTP_LLM_TURNS_BACK, NGX_HTTP_LLM_TURN_HEAD,
+                          NGX_HTTP_LLM_SHRINK);
 
     for (i = 0; i < NGX_HTTP_LLM_D_N && n < sizeof(layout) - 32; i++) {
         n += (size_t) snprintf(layout + n, sizeof(layout) - n, "%s%s",
@@ -272,6 +274,7 @@ ngx_http_llm_features(cJSON *request, ngx_http_llm_features_t *f)
     int                   i, last, j, back, lang, best;
     cJSON                *msgs, *m, *role, *content, *item, *type;
     size_t                total, sys, last_len, user, assistant, tool;
+    float                 k;
     size_t                budget, n, head, size;
     const char           *r;
     ngx_http_llm_scan_t   s;
@@ -414,6 +417,20 @@ ngx_http_llm_features(cJSON *request, ngx_http_llm_features_t *f)
 
     for (n = 0; n < NGX_HTTP_LLM_K_N; n++) {
         f->scale[n] = s.count[n] ? (float) (1.0 / (double) s.count[n]) : 0;
+    }
+
+    /*
+     * a long last turn is mostly a document: its words weigh less, by
+     * the square root of its length past NGX_HTTP_LLM_SHRINK, and its ask
+     * decides (on the validation split, this keeps more long easy asks
+     * cheap and loses no hard ones)
+     */
+
+    if (last_len > NGX_HTTP_LLM_SHRINK) {
+        k = (float) sqrt((double) NGX_HTTP_LLM_SHRINK / (double) last_len);
+        f->scale[NGX_HTTP_LLM_K_LAST_WORD] *= k;
+        f->scale[NGX_HTTP_LLM_K_LAST_PAIR] *= k;
+        f->scale[NGX_HTTP_LLM_K_LAST_CHAR] *= k;
     }
 
     /* the named features */

@@ -80,10 +80,10 @@ diag($test);
 my ($lost) = $test =~ /needs-strong sent to the cheap model:\s+([\d.]+)%/;
 my ($wasted) = $test =~ /cheap-is-fine sent to the strong model:\s+([\d.]+)%/;
 my ($captured) = $test =~ /saving captured:\s+([\d.]+)% by cost/;
-# the targets are 10%, 25% and 60%; docs/routing.md gives today's figures
-# (25.1% for the second: just short).  These bounds catch a regression.
+# the targets (docs/routing.md gives today's figures: 8.2%, 24.0% and
+# 71.7%)
 cmp_ok($lost, '<=', 10, "test split: $lost% of needs-strong prompts sent cheap");
-cmp_ok($wasted, '<=', 28, "test split: $wasted% of cheap-is-fine sent strong");
+cmp_ok($wasted, '<=', 25, "test split: $wasted% of cheap-is-fine sent strong");
 cmp_ok($captured, '>=', 60, "test split: $captured% of the achievable saving");
 my ($threshold) = $out =~ /max_quality_loss=7%: threshold ([\d.]+)/;
 my %p = map { (split /\t/)[1, 3] } grep { /^p\t/ } split /\n/, $out;
