@@ -11,11 +11,9 @@ use Test::More;
 use LLMTest;
 
 my $t = LLMTest->new;
-my $bin = $t->dir . '/route-eval';
 my $root = $LLMTest::ROOT;
-system('gcc', '-O2', '-Wall', '-Werror', '-Wextra', '-Wno-unused-parameter',
-       "-I$root/ngx_module", '-o', $bin, "$root/bench/route-eval.c",
-       "$root/ngx_module/ngx_http_llm_score.c", '-lcjson') == 0
+my $bin = $t->build_tool('route-eval', 'bench/route-eval.c',
+                         'ngx_module/ngx_http_llm_score.c')
     or BAIL_OUT('route-eval does not build');
 
 sub run_set {

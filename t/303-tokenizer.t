@@ -24,11 +24,8 @@ plan skip_all => 'LLAMA_SERVER and LLM_MODEL_SMALL unset (./config.sh test sets 
     unless $ENV{LLAMA_SERVER} && $ENV{LLM_MODEL_SMALL};
 
 my $t = LLMTest->new;
-my $root = $LLMTest::ROOT;
-my $bin = $t->dir . '/tok_count';
-system('gcc', '-O2', '-Wall', '-Werror', '-Wextra', '-Wno-unused-parameter',
-       "-I$root/ngx_module", '-o', $bin, "$root/t/tokenizer/tok_count.c",
-       "$root/ngx_module/ngx_http_llm_tokenizer.c") == 0
+my $bin = $t->build_tool('tok_count', 't/tokenizer/tok_count.c',
+                         'ngx_module/ngx_http_llm_tokenizer.c')
     or BAIL_OUT('tok_count does not build');
 
 # a llama-server of its own on a model, with the harness on the same file

@@ -15,12 +15,10 @@ use LLMTest;
 my $t = LLMTest->new;
 my $root = $LLMTest::ROOT;
 my $dir = $t->dir;
-my $bin = "$dir/route-train";
 my $model = "$root/bench/routing/router.model";
-system('gcc', '-O2', '-Wall', '-Werror', '-Wextra', "-I$root/ngx_module",
-       '-o', $bin, "$root/bench/route-train.c",
-       "$root/ngx_module/ngx_http_llm_features.c",
-       "$root/ngx_module/ngx_http_llm_classifier.c", '-lcjson', '-lm') == 0
+my $bin = $t->build_tool('route-train', 'bench/route-train.c',
+                         'ngx_module/ngx_http_llm_features.c',
+                         'ngx_module/ngx_http_llm_classifier.c')
     or BAIL_OUT('route-train does not build');
 
 my @corpus = (glob("$root/bench/routing/corpus/*.jsonl"),

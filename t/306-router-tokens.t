@@ -18,11 +18,8 @@ plan skip_all => "no SPM vocabulary at $vocab (./config.sh worker makes it)"
     unless -f $vocab;
 
 my $t = LLMTest->new;
-my $root = $LLMTest::ROOT;
-my $bin = $t->dir . '/tok_count';
-system('gcc', '-O2', '-Wall', '-Werror', '-Wextra', '-Wno-unused-parameter',
-       "-I$root/ngx_module", '-o', $bin, "$root/t/tokenizer/tok_count.c",
-       "$root/ngx_module/ngx_http_llm_tokenizer.c") == 0
+my $bin = $t->build_tool('tok_count', 't/tokenizer/tok_count.c',
+                         'ngx_module/ngx_http_llm_tokenizer.c')
     or BAIL_OUT('tok_count does not build');
 my $pid = open2(my $from, my $to, $bin, $vocab) or BAIL_OUT('tok_count');
 $to->autoflush(1);

@@ -530,6 +530,18 @@ sub dns_query {
     return join '.', unpack('C4', substr($r, -4));
 }
 
+# a C tool of the repository built into the test's directory: its path;
+# sources are relative to the root, ngx_module/ is on the include path
+sub build_tool {
+    my ($self, $name, @src) = @_;
+    my $bin = "$self->{dir}/$name";
+    system('gcc', '-O2', '-Wall', '-Werror', '-Wextra',
+           "-I$ROOT/ngx_module", '-o', $bin,
+           (map { "$ROOT/$_" } @src), '-lcjson', '-lm') == 0
+        or return;
+    return $bin;
+}
+
 sub start_llama {
     my ($self, $model, $alias, $ctx) = @_;
     my $bin = $ENV{LLAMA_SERVER} or return;
