@@ -752,6 +752,24 @@ curve(int split, const char *path, double pick_loss)
 }
 
 
+/* the figures at a threshold: validation and test, then the curve */
+
+static void
+report(double t, const char *curve_path, double loss)
+{
+    measures_t  m;
+
+    measure(VAL, t, &m);
+    print_measures("validation", &m);
+    measure(TEST, t, &m);
+    print_measures("test", &m);
+    shares(TEST, t, 0);
+    shares(TEST, t, 1);
+    shares(TEST, t, 2);
+    curve(TEST, curve_path, loss);
+}
+
+
 static void
 write_model(const char *path, const float *w, double bias, double t,
     double loss, double l2, uint64_t seed)
@@ -968,9 +986,7 @@ main(int argc, char **argv)
             die("%s", err);
         }
 
-        for (i = 0; i < (int) nex; i++) {
-            ex[i].p = 1.0 / (1.0 + exp(-dot(c.weight, c.bias, &ex[i])));
-        }
+        score_all(c.weight, c.bias);
 
         t = ngx_http_llm_classifier_threshold(&c, loss);
         printf("model %s, max_quality_loss=%g%%: threshold %.4f\n", eval,
@@ -984,14 +1000,7 @@ main(int argc, char **argv)
             }
         }
 
-        measure(VAL, t, &m);
-        print_measures("validation", &m);
-        measure(TEST, t, &m);
-        print_measures("test", &m);
-        shares(TEST, t, 0);
-        shares(TEST, t, 1);
-        shares(TEST, t, 2);
-        curve(TEST, curve_path, loss);
+        report(t, curve_path, loss);
 
         return 0;
     }
@@ -1057,14 +1066,7 @@ main(int argc, char **argv)
 
     printf("\n");
 
-    measure(VAL, t, &m);
-    print_measures("validation", &m);
-    measure(TEST, t, &m);
-    print_measures("test", &m);
-    shares(TEST, t, 0);
-    shares(TEST, t, 1);
-    shares(TEST, t, 2);
-    curve(TEST, curve_path, loss);
+    report(t, curve_path, loss);
 
     /* the misrouted validation prompts, to tune on: never the test's */
 
