@@ -71,7 +71,7 @@ typedef struct {
     size_t                    count[NGX_HTTP_LLM_K_N];
 
     /* the field */
-    int                       word_kind;      /* -1: no words */
+    int                       word_kind;
     int                       pairs;
     int                       chars;
     int                       stats;
@@ -783,10 +783,6 @@ ngx_http_llm_word_end(ngx_http_llm_scan_t *s, uint32_t h)
     int  cue;
 
     s->wlen = 0;
-
-    if (s->word_kind < 0) {
-        return;
-    }
 
     ngx_http_llm_emit(s, s->word_kind, h);
 

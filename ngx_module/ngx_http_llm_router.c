@@ -9,8 +9,8 @@
  * prompt's complexity: a learned classifier's probability that the prompt
  * needs the strong model (ngx_http_llm_classifier.c), or the older
  * hand-weighted score (ngx_http_llm_score.c).  When every backend of the
- * model is spent, its fallback model may take over.  Every answer says how its model was
- * chosen in "x-llm-route".
+ * model is spent, its fallback model may take over.  Every answer says how
+ * its model was chosen in "x-llm-route".
  */
 
 
