@@ -99,7 +99,7 @@ KEY=sk-bench-key
 HASH=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
 redis-cli -p "$RPORT" HSET "$(redis_key API_KEY "$HASH")" tenant bench \
     revoked 0 >/dev/null
-redis-cli -p "$RPORT" HSET "$(redis_key TENANT bench)" rpm 100000000 \
+redis-cli -p "$RPORT" HSET "$(redis_key TENANT bench)" created 1 rpm 100000000 \
     tpm 1000000000000 \
     budget_day_usd 100000000 >/dev/null
 conf gateway "llm_redis 127.0.0.1:$RPORT;
@@ -130,16 +130,44 @@ EOL
     echo "$W/$1-$2.lua"
 }
 
-declare -A RPS P50 P99 QCOST
+declare -A RPS P50 P99 CPU SYS QCOST
 ROUNDS=${BENCH_ROUNDS:-3}
 
-once() {   # url lua -> "rps p50 p99"
-    local out errs
+# the one worker of the nginx whose prefix is $W/$1
+worker_of() { pgrep -P "$(cat "$W/$1/nginx.pid")" | head -1; }
+
+# nanoseconds the process has run, user and system (schedstat's first field)
+cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
+
+PERF=0
+perf stat -e raw_syscalls:sys_enter -x, -- true >/dev/null 2>&1 && PERF=1
+
+once() {   # url lua server -> "rps p50 p99 cpu_us_per_req syscalls_per_req"
+    local out errs pid c0 c1 sys=- pstat=$W/perf.$$
+    pid=$(worker_of "$3")
+    c0=$(cpu_ns "$pid")
+    if ((PERF)); then
+        # counts the worker's system calls for as long as wrk runs
+        perf stat -e raw_syscalls:sys_enter -x, -o "$pstat" -p "$pid" &
+        local perf_pid=$!
+    fi
     out=$($CLI wrk -t1 -c"$CONNS" -d"$DUR" --latency -s "$2" "$1")
+    c1=$(cpu_ns "$pid")
+    if ((PERF)); then
+        kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+        sys=$(awk -F, '/raw_syscalls/ {print $1}' "$pstat")
+    fi
+    # a target that answered errors measured the errors: say so, and fail
     errs=$(grep -E "Non-2xx|Socket errors" <<<"$out" || true)
-    [[ -z $errs ]] || echo "  $1: $errs" >&2
-    awk '/^Requests\/sec/ {r = $2} $1 == "50%" {a = $2} $1 == "99%" {b = $2}
-         END {print r, a, b}' <<<"$out"
+    if [[ -n $errs ]]; then
+        echo "  $1: $errs" >&2
+        echo "$1: $errs" >>"$W/errors"
+    fi
+    awk -v c="$((c1 - c0))" -v s="$sys" '
+        /requests in/ {n = $1}
+        /^Requests\/sec/ {r = $2} $1 == "50%" {a = $2} $1 == "99%" {b = $2}
+        END {printf "%s %s %s %.1f %s\n", r, a, b, c / 1000 / n,
+                    s == "-" ? "-" : sprintf("%.2f", s / n)}' <<<"$out"
 }
 
 # The targets take turns, round after round, and each keeps its median
@@ -154,17 +182,19 @@ for mode in json sse; do
     echo "== $mode (stream: $stream), wrk -t1 -c$CONNS -d$DUR, median of $ROUNDS rounds" >&2
     declare -A runs=()
     for ((round = 0; round < ROUNDS; round++)); do
-        runs[direct]+="$(once "http://127.0.0.1:$UP/$mode/v1/chat/completions" "$L")"$'\n'
-        runs[proxy]+="$(once "http://127.0.0.1:$PROXY/$mode/v1/chat/completions" "$L")"$'\n'
-        runs[gateway]+="$(once "http://127.0.0.1:$GW/v1/chat/completions" "$L")"$'\n'
-        runs[gateway+quota]+="$(once "http://127.0.0.1:$GW/q/v1/chat/completions" "$L")"$'\n'
-        runs[cache-hit]+="$(once "http://127.0.0.1:$GW/c/v1/chat/completions" "$L")"$'\n'
-        runs[cache-local]+="$(once "http://127.0.0.1:$GWL/c/v1/chat/completions" "$L")"$'\n'
+        runs[direct]+="$(once "http://127.0.0.1:$UP/$mode/v1/chat/completions" "$L" upstream)"$'\n'
+        runs[proxy]+="$(once "http://127.0.0.1:$PROXY/$mode/v1/chat/completions" "$L" proxy)"$'\n'
+        runs[gateway]+="$(once "http://127.0.0.1:$GW/v1/chat/completions" "$L" gateway)"$'\n'
+        runs[gateway+quota]+="$(once "http://127.0.0.1:$GW/q/v1/chat/completions" "$L" gateway)"$'\n'
+        runs[cache-hit]+="$(once "http://127.0.0.1:$GW/c/v1/chat/completions" "$L" gateway)"$'\n'
+        runs[cache-local]+="$(once "http://127.0.0.1:$GWL/c/v1/chat/completions" "$L" gateway-local)"$'\n'
     done
     for t in direct proxy gateway gateway+quota cache-hit cache-local; do
-        read -r r a b < <(sort -n <<<"${runs[$t]}" | grep . | awk -v m=$(((ROUNDS + 1) / 2)) 'NR == m')
+        read -r r a b c y < <(sort -n <<<"${runs[$t]}" | grep . | awk -v m=$(((ROUNDS + 1) / 2)) 'NR == m')
         RPS[$t-$mode]=$r; P50[$t-$mode]=$a; P99[$t-$mode]=$b
-        printf '  %-22s %10s req/s  p50 %-8s p99 %-8s  (rounds: %s)\n' "$t-$mode" "$r" "$a" "$b" \
+        CPU[$t-$mode]=$c; SYS[$t-$mode]=$y
+        printf '  %-22s %10s req/s  p50 %-8s p99 %-8s  %6s us %5s sys/req  (rounds: %s)\n' \
+            "$t-$mode" "$r" "$a" "$b" "$c" "$y" \
             "$(awk '{printf "%s ", $1}' <<<"${runs[$t]}")" >&2
     done
     # the quota's cost round by round: adjacent runs share the machine's mood
@@ -183,17 +213,39 @@ OUT=$ROOT/bench/results/latest.md
     echo
     echo "\`bench/run.sh\`: wrk -t1 -c$CONNS -d$DUR, median of $ROUNDS interleaved rounds, one nginx worker each, $(nproc) cores, loopback$PINNOTE."
     echo
-    echo "| mode | target | req/s | p50 | p99 | vs proxy_pass |"
-    echo "|---|---|---:|---:|---:|---:|"
+    echo "| mode | target | req/s | p50 | p99 | vs proxy_pass | worker CPU µs/req | syscalls/req |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
     for mode in json sse; do
         for t in direct proxy gateway gateway+quota cache-hit cache-local; do
             k=$t-$mode
-            echo "| $mode | $t | ${RPS[$k]} | ${P50[$k]} | ${P99[$k]} | $(ratio "${RPS[$k]}" "${RPS[proxy-$mode]}") |"
+            echo "| $mode | $t | ${RPS[$k]} | ${P50[$k]} | ${P99[$k]} | $(ratio "${RPS[$k]}" "${RPS[proxy-$mode]}") | ${CPU[$k]} | ${SYS[$k]} |"
         done
     done
+    echo
+    echo "CPU and system calls are the server's worker process's alone (for direct, the upstream's), from /proc/PID/schedstat and \\`perf stat -e raw_syscalls:sys_enter\\`, over the median round; Redis's and wrk's are not in them."
     echo
     echo "Auth + quota cost, median of the per-round costs: ${QCOST[json]} (JSON), ${QCOST[sse]} (SSE)."
     echo
     echo "Auth + quota cost from the median rounds: $(awk -v a="${RPS[gateway+quota-json]}" -v b="${RPS[gateway-json]}" 'BEGIN { printf "%.1f%%", (1 - a / b) * 100 }') of gateway throughput (JSON), $(awk -v a="${RPS[gateway+quota-sse]}" -v b="${RPS[gateway-sse]}" 'BEGIN { printf "%.1f%%", (1 - a / b) * 100 }') (SSE)."
 } >"$OUT"
+# the plot's data: target, then each mode's ratio to proxy_pass
+DAT=$ROOT/bench/results/latest.dat
+{
+    echo "# target json_ratio sse_ratio json_cpu_us sse_cpu_us (bench/run.sh)"
+    for t in proxy gateway gateway+quota cache-hit cache-local; do
+        echo "$t $(ratio "${RPS[$t-json]}" "${RPS[proxy-json]}") $(ratio "${RPS[$t-sse]}" "${RPS[proxy-sse]}") ${CPU[$t-json]} ${CPU[$t-sse]}"
+    done
+} >"$DAT"
+if command -v gnuplot >/dev/null; then
+    gnuplot -e "dat='$DAT'; out='$ROOT/bench/results/latest.svg'" "$ROOT/bench/plot.gp"
+fi
+if [[ -s $W/errors ]]; then
+    {
+        echo
+        echo "**Errors: these figures measured failing requests.**"
+        sed 's/^/    /' "$W/errors"
+    } >>"$OUT"
+    cat "$OUT"
+    die "some targets answered errors (see $OUT)"
+fi
 cat "$OUT"
