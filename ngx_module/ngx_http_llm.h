@@ -22,6 +22,10 @@
 
 
 #define NGX_HTTP_LLM_OUT_BUF_SIZE      8192
+/* a stream's events are a few hundred bytes: its buffers are smaller */
+#define NGX_HTTP_LLM_OUT_SSE_BUF_SIZE  2048
+/* libcurl's receive buffer per transfer (CURLOPT_BUFFERSIZE) */
+#define NGX_HTTP_LLM_CURL_BUF_SIZE     4096
 #define NGX_HTTP_LLM_MAX_EVENT         (4 * 1024 * 1024)
 #define NGX_HTTP_LLM_ERRBUF_SIZE       512
 /* the end of a non-streamed body too large to keep, read for its usage */

@@ -551,6 +551,7 @@ ngx_int_t
 ngx_http_llm_json_unique(ngx_pool_t *pool, cJSON *json,
     ngx_http_llm_error_t *err)
 {
+    ngx_int_t                 rc;
     ngx_http_llm_json_walk_t  w;
 
     w.pool = pool;
@@ -561,7 +562,12 @@ ngx_http_llm_json_unique(ngx_pool_t *pool, cJSON *json,
         return NGX_ERROR;
     }
 
-    return ngx_http_llm_json_walk(&w, json, 0);
+    rc = ngx_http_llm_json_walk(&w, json, 0);
+
+    /* 8 KiB a request: a long stream must not hold it to its end */
+    ngx_pfree(pool, w.sort);
+
+    return rc;
 }
 
 

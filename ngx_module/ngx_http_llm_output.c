@@ -107,7 +107,7 @@ ngx_http_llm_last_header(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
 {
-    size_t               n;
+    size_t               n, size;
     ngx_buf_t           *b;
     ngx_chain_t         *cl;
     ngx_http_request_t  *r;
@@ -126,12 +126,15 @@ ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
             b = cl->buf;
 
             if (b->start == NULL) {
-                b->start = ngx_palloc(r->pool, NGX_HTTP_LLM_OUT_BUF_SIZE);
+                size = ctx->stream ? NGX_HTTP_LLM_OUT_SSE_BUF_SIZE
+                                   : NGX_HTTP_LLM_OUT_BUF_SIZE;
+
+                b->start = ngx_palloc(r->pool, size);
                 if (b->start == NULL) {
                     return NGX_ERROR;
                 }
 
-                b->end = b->start + NGX_HTTP_LLM_OUT_BUF_SIZE;
+                b->end = b->start + size;
                 b->temporary = 1;
                 b->tag = (ngx_buf_tag_t) &ngx_http_llm_module;
             }

@@ -276,6 +276,15 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
                      (long) ctx->conf->connect_timeout);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) left);
     curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
+
+    /*
+     * each transfer in flight holds libcurl's receive buffer, 16 KiB by
+     * default, the largest part of what a stream costs in memory; SSE
+     * events and most answers fit in 4 KiB.  Every transfer sets the same
+     * size, so a reused handle never meets a buffer of another.
+     */
+    curl_easy_setopt(easy, CURLOPT_BUFFERSIZE,
+                     (long) NGX_HTTP_LLM_CURL_BUF_SIZE);
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "nginx-llm-gateway");
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
