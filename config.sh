@@ -31,7 +31,12 @@ NODE_DIR=$ROOT/node_modules
 APT_PACKAGES=(nginx nginx-dev libcurl4-openssl-dev libcjson-dev libhiredis-dev
     libssl-dev redis-server redis-tools wrk cmake g++ gcc make pkg-config git
     perl libjson-pp-perl curl ca-certificates procps openssl
-    clang libclang-rt-14-dev gnuplot-nox)
+    clang libclang-rt-14-dev gnuplot-nox
+    chromium fonts-liberation)
+# chromium: the status page's browser test (t/browser/status.js, through
+# playwright-core); text renders without fonts-liberation too (DejaVu comes
+# with fontconfig), but chromium-common recommends it, and its Arial- and
+# Times-metric fonts make the screenshots look as on a desktop
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'config.sh: %s\n' "$*" >&2; exit 1; }
@@ -58,7 +63,7 @@ deps() {
     fi
     if [[ ! -f $NODE_DIR/.installed ]] \
         || [[ $ROOT/package-lock.json -nt $NODE_DIR/.installed ]]; then
-        say "installing node packages (node-llama-cpp, openai)"
+        say "installing node packages (node-llama-cpp, openai, playwright-core)"
         (cd "$ROOT" && npm install --ignore-scripts --omit=optional --no-audit --no-fund \
             --loglevel=error)
         touch "$NODE_DIR/.installed"
