@@ -309,6 +309,9 @@ curl -s http://127.0.0.1:$port/v1/chat/completions \\
   -d '{"model":"mixtral-8x7b","messages":[{"role":"user","content":"Hello!"}],"max_tokens":32}'
 
 Add "stream": true for SSE; "model": "auto" lets the router choose.
+
+Status page (loopback only): http://127.0.0.1:$port/status
+  curl -s 'http://127.0.0.1:$port/status?format=json'
 Stop everything with: ./config.sh stop
 EOF
 }

@@ -199,6 +199,10 @@ typedef struct {
     ngx_http_llm_router_t      *router;
     ngx_shm_zone_t             *metrics;
     size_t                      metrics_size;    /* llm_metrics_zone */
+    ngx_shm_zone_t             *status;
+    size_t                      status_size;     /* llm_status_zone */
+    ngx_msec_t                  status_step;     /* llm_status_history */
+    ngx_uint_t                  status_slots;
     ngx_shm_zone_t             *health;
     ngx_str_t                   ssl_trusted;     /* CA file, NUL */
     ngx_flag_t                  ssl_verify;
@@ -375,6 +379,11 @@ typedef struct {
     ngx_str_t                   key_month;     /* yyyymm */
     int64_t                     reserved_tokens;
     int64_t                     reserved_cost;
+    /* the tenant's state as its admission found it, for llm_status */
+    int64_t                     day_spent;     /* micro-dollars */
+    int64_t                     month_spent;
+    int64_t                     rpm_left;      /* -1: no limit */
+    int64_t                     tpm_left;
     unsigned                    admitted:1;
     unsigned                    unenforced:1;  /* fail-open, unmetered */
     unsigned                    admitting:1;   /* admission in flight */
@@ -402,6 +411,7 @@ typedef struct {
     unsigned                    leader:1;      /* holds the lock */
     unsigned                    waiting:1;     /* in cache.link */
     unsigned                    done:1;        /* stored or released */
+    unsigned                    waited:1;      /* followed a leader */
 } ngx_http_llm_cache_ctx_t;
 
 

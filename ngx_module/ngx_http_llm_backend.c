@@ -26,10 +26,6 @@
 #include "ngx_http_llm_util.h"
 
 
-#define NGX_HTTP_LLM_CLOSED     0
-#define NGX_HTTP_LLM_OPEN       1
-#define NGX_HTTP_LLM_HALF_OPEN  2
-
 #define NGX_HTTP_LLM_SLOTS      64      /* worker processes at a time */
 
 
@@ -41,6 +37,8 @@ typedef struct {
     ngx_atomic_t                probe;          /* the prober's pid */
     ngx_atomic_t                cool_until;     /* wall clock, ms */
     ngx_atomic_t                answered;       /* wall clock, ms */
+    ngx_atomic_t                changed;        /* its state, wall ms */
+    ngx_atomic_t                cooled;         /* 429 cool-downs */
     ngx_atomic_int_t            outstanding[NGX_HTTP_LLM_SLOTS];
     u_char                      key[1];
 } ngx_http_llm_health_t;
@@ -59,7 +57,6 @@ static ngx_http_llm_health_t *ngx_http_llm_health_node(
     ngx_slab_pool_t *shpool, ngx_http_llm_health_sh_t *sh, ngx_str_t *model,
     ngx_str_t *url);
 static ngx_uint_t ngx_http_llm_pid_alive(ngx_pid_t pid);
-static ngx_msec_t ngx_http_llm_now(void);
 static ngx_uint_t ngx_http_llm_backend_rank(ngx_http_llm_backend_t *b);
 static char *ngx_http_llm_model(ngx_conf_t *cf, ngx_command_t *dummy,
     void *conf);
@@ -384,17 +381,6 @@ ngx_http_llm_pid_alive(ngx_pid_t pid)
 }
 
 
-static ngx_msec_t
-ngx_http_llm_now(void)
-{
-    ngx_time_t  *tp;
-
-    tp = ngx_timeofday();
-
-    return (ngx_msec_t) tp->sec * 1000 + tp->msec;
-}
-
-
 /* local workers first, then hosted backends by price */
 
 static ngx_uint_t
@@ -424,7 +410,7 @@ ngx_http_llm_backend_next(ngx_http_llm_ctx_t *ctx)
 
     lmcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_llm_module);
 
-    now = ngx_http_llm_now();
+    now = ngx_http_llm_wall_msec();
     b = ctx->model->backends.elts;
     best = NULL;
     best_rank = 0;
@@ -505,8 +491,12 @@ ngx_http_llm_backend_next(ngx_http_llm_ctx_t *ctx)
             return ngx_http_llm_backend_next(ctx);
         }
 
-        ngx_atomic_cmp_set(&h->state, NGX_HTTP_LLM_OPEN,
-                           NGX_HTTP_LLM_HALF_OPEN);
+        if (ngx_atomic_cmp_set(&h->state, NGX_HTTP_LLM_OPEN,
+                               NGX_HTTP_LLM_HALF_OPEN))
+        {
+            h->changed = ngx_http_llm_wall_msec();
+        }
+
         ctx->probing = 1;
 
         ngx_log_error(NGX_LOG_NOTICE, ctx->request->connection->log, 0,
@@ -569,10 +559,11 @@ ngx_http_llm_backend_ok(ngx_http_llm_ctx_t *ctx)
     }
 
     h->failures = 0;
-    h->answered = ngx_http_llm_now();
+    h->answered = ngx_http_llm_wall_msec();
 
     if (h->state != NGX_HTTP_LLM_CLOSED) {
         h->state = NGX_HTTP_LLM_CLOSED;
+        h->changed = h->answered;
         h->probe = 0;
         ctx->probing = 0;
 
@@ -611,7 +602,12 @@ ngx_http_llm_backend_failed(ngx_http_llm_ctx_t *ctx)
         || h->state != NGX_HTTP_LLM_CLOSED
         || n >= lmcf->breaker_failures)
     {
-        h->opened = ngx_http_llm_now();
+        h->opened = ngx_http_llm_wall_msec();
+
+        if (h->state != NGX_HTTP_LLM_OPEN) {
+            h->changed = h->opened;
+        }
+
         h->state = NGX_HTTP_LLM_OPEN;
 
         if (ctx->probing) {
@@ -644,7 +640,7 @@ ngx_http_llm_backend_answered(ngx_http_llm_ctx_t *ctx)
         return 1;
     }
 
-    since = ngx_http_llm_now() - (ngx_current_msec - ctx->attempt.start);
+    since = ngx_http_llm_wall_msec() - (ngx_current_msec - ctx->attempt.start);
 
     return (ngx_msec_int_t) ((ngx_msec_t) h->answered - since) >= 0;
 }
@@ -660,7 +656,8 @@ ngx_http_llm_backend_cool(ngx_http_llm_ctx_t *ctx, ngx_msec_t ms)
     h = ctx->backend->health;
 
     if (h && ms) {
-        h->cool_until = ngx_http_llm_now() + ms;
+        h->cool_until = ngx_http_llm_wall_msec() + ms;
+        ngx_atomic_fetch_add(&h->cooled, 1);
     }
 }
 
@@ -680,12 +677,46 @@ ngx_http_llm_backend_state(ngx_http_llm_main_conf_t *lmcf,
     }
 
     if (h->state == NGX_HTTP_LLM_OPEN
-        && ngx_http_llm_now() - h->opened >= lmcf->breaker_cooldown)
+        && ngx_http_llm_wall_msec() - h->opened >= lmcf->breaker_cooldown)
     {
         return NGX_HTTP_LLM_HALF_OPEN;
     }
 
     return h->state;
+}
+
+
+/* what the status page shows of a backend's health, summed over workers */
+
+void
+ngx_http_llm_backend_info(ngx_http_llm_main_conf_t *lmcf,
+    ngx_http_llm_backend_t *b, ngx_http_llm_backend_info_t *info)
+{
+    ngx_int_t               n;
+    ngx_uint_t              s;
+    ngx_http_llm_health_t  *h;
+
+    ngx_memzero(info, sizeof(ngx_http_llm_backend_info_t));
+
+    h = b->health;
+
+    if (h == NULL) {
+        return;
+    }
+
+    info->state = ngx_http_llm_backend_state(lmcf, b);
+    info->changed = h->changed;
+    info->cool_until = h->cool_until;
+    info->cooled = h->cooled;
+
+    n = 0;
+
+    for (s = 0; s < NGX_HTTP_LLM_SLOTS; s++) {
+        n += h->outstanding[s];
+    }
+
+    /* a slot's count is decremented by its own worker only: never < 0 */
+    info->in_flight = n > 0 ? (ngx_uint_t) n : 0;
 }
 
 

@@ -411,6 +411,7 @@ ngx_http_llm_cache_wait(ngx_http_llm_ctx_t *ctx)
     if (!ctx->cache.waiting) {
         ngx_queue_insert_tail(&ngx_http_llm_cache_waiters, &ctx->cache.link);
         ctx->cache.waiting = 1;
+        ctx->cache.waited = 1;
 
         ctx->cache.timer.handler = ngx_http_llm_cache_poll;
         ctx->cache.timer.data = &ngx_http_llm_timer_conn;

@@ -23,6 +23,7 @@
 #include "ngx_http_llm_redis.h"
 #include "ngx_http_llm_request.h"
 #include "ngx_http_llm_router.h"
+#include "ngx_http_llm_status.h"
 #include "ngx_http_llm_util.h"
 #include "ngx_http_llm_variables.h"
 
@@ -227,6 +228,27 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       0,
       NULL },
 
+    { ngx_string("llm_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_llm_status_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_status_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_llm_main_conf_t, status_size),
+      NULL },
+
+    { ngx_string("llm_status_history"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_llm_status_history,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("llm_metrics_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -425,22 +447,28 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
 
     ngx_http_llm_body_filter_init(cf);
 
-    /* the log phase only counts into llm_metrics' zone: none, no handler */
+    /* the log phase only counts into the metrics' and the status' zones */
 
     lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_module);
-
-    if (lmcf->metrics == NULL) {
-        return NGX_OK;
-    }
-
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
+    if (lmcf->metrics) {
+        h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = ngx_http_llm_metrics_log;
     }
 
-    *h = ngx_http_llm_metrics_log;
+    if (lmcf->status) {
+        h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = ngx_http_llm_status_log;
+    }
 
     return NGX_OK;
 }
@@ -478,6 +506,9 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
     lmcf->cache_local_ttl = NGX_CONF_UNSET_MSEC;
     lmcf->settle_queue = NGX_CONF_UNSET_UINT;
     lmcf->metrics_size = NGX_CONF_UNSET_SIZE;
+    lmcf->status_size = NGX_CONF_UNSET_SIZE;
+    lmcf->status_step = NGX_CONF_UNSET_MSEC;
+    lmcf->status_slots = NGX_CONF_UNSET_UINT;
     lmcf->redis_ssl_verify = NGX_CONF_UNSET;
 
     return lmcf;
@@ -509,6 +540,10 @@ ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     if (ngx_http_llm_metrics_init_conf(cf, lmcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_llm_status_init_conf(cf, lmcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 

@@ -21,6 +21,7 @@
 #include "ngx_http_llm_request.h"
 #include "ngx_http_llm_router.h"
 #include "ngx_http_llm_sse.h"
+#include "ngx_http_llm_status.h"
 #include "ngx_http_llm_usage.h"
 #include "ngx_http_llm_util.h"
 
@@ -327,6 +328,7 @@ ngx_http_llm_proxy_done(void *data, CURLcode rc)
     ngx_http_llm_ctx_t *ctx = data;
 
     long                 status;
+    const char          *outcome;
     ngx_connection_t    *c;
 
     /* the request, and ctx with it, may be gone after finalization */
@@ -375,13 +377,13 @@ ngx_http_llm_proxy_done(void *data, CURLcode rc)
             break;
         }
 
-        ngx_http_llm_metrics_attempt(ctx,
-                                  ctx->fail == NGX_HTTP_LLM_FAIL_CONNECT
-                                  ? "connect"
-                                  : ctx->fail == NGX_HTTP_LLM_FAIL_TIMEOUT
-                                  ? "timeout"
-                                  : ctx->fail == NGX_HTTP_LLM_FAIL_STATUS
-                                  ? "status" : "transfer");
+        outcome = ctx->fail == NGX_HTTP_LLM_FAIL_CONNECT ? "connect"
+                  : ctx->fail == NGX_HTTP_LLM_FAIL_TIMEOUT ? "timeout"
+                  : ctx->fail == NGX_HTTP_LLM_FAIL_STATUS ? "status"
+                  : "transfer";
+
+        ngx_http_llm_metrics_attempt(ctx, outcome);
+        ngx_http_llm_status_attempt(ctx, outcome);
 
         ngx_http_llm_proxy_log_body(ctx, c->log,
                                     ctx->attempt.curl_error[0]
@@ -533,6 +535,7 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
     r = ctx->request;
 
     ngx_http_llm_metrics_attempt(ctx, rc == CURLE_OK ? "ok" : "broken");
+    ngx_http_llm_status_attempt(ctx, rc == CURLE_OK ? "ok" : "broken");
 
     if (ctx->attempt.holding) {
         /* whole, so failures before this point failed over; masked */

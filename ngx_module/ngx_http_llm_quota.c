@@ -582,7 +582,7 @@ ngx_http_llm_admit_done(ngx_http_llm_admit_batch_t *batch, redisReply *reply,
 static void
 ngx_http_llm_admit_result(ngx_http_llm_ctx_t *ctx, redisReply *reply)
 {
-    long long  code, day, month;
+    long long  code, day, month, left;
     ngx_int_t  rc;
 
     ctx->quota.admitting = 0;
@@ -617,7 +617,21 @@ ngx_http_llm_admit_result(ngx_http_llm_ctx_t *ctx, redisReply *reply)
         && ngx_http_llm_reply_int(reply, 7, &month))
     {
         ngx_http_llm_router_spend(ctx->tenant, day, month);
+        ctx->quota.day_spent = day;
+        ctx->quota.month_spent = month;
     }
+
+    if (!ngx_http_llm_reply_int(reply, 2, &left)) {
+        left = -1;
+    }
+
+    ctx->quota.rpm_left = left;
+
+    if (!ngx_http_llm_reply_int(reply, 4, &left)) {
+        left = -1;
+    }
+
+    ctx->quota.tpm_left = left;
 
     ngx_http_llm_admit_resume(ctx, NGX_OK);
 }

@@ -272,3 +272,16 @@ ngx_http_llm_release_connection(ngx_connection_t *c)
     ngx_free_connection(c);
     c->fd = (ngx_socket_t) -1;
 }
+
+
+/* the wall clock in milliseconds, for times the workers share */
+
+ngx_msec_t
+ngx_http_llm_wall_msec(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (ngx_msec_t) tp->sec * 1000 + tp->msec;
+}

@@ -28,6 +28,7 @@ ngx_str_t *ngx_http_llm_header_value(ngx_pool_t *pool, char *buf,
 void *ngx_http_llm_shm_node(ngx_slab_pool_t *shpool, ngx_rbtree_t *tree,
     u_char *key, size_t len, size_t key_offset);
 void ngx_http_llm_release_connection(ngx_connection_t *c);
+ngx_msec_t ngx_http_llm_wall_msec(void);
 
 
 #endif /* _NGX_HTTP_LLM_UTIL_H_INCLUDED_ */

@@ -27,8 +27,8 @@
 --
 -- Returns one answer per request: {0, now, rpm_left, rpm_reset_ms,
 -- tpm_left, tpm_reset_ms, day_spent, month_spent} when admitted (spent:
--- micro-dollars settled and reserved, this request's reservation included;
--- 0 without a budget), {1, what, retry_after_ms} on a
+-- micro-dollars settled and reserved, this request's reservation
+-- included), {1, what, retry_after_ms} on a
 -- rate limit (what: rpm|tpm|tpm_request) and {2, what, 0} on a budget
 -- (what: day|month); {3, 'invalid', 0} for a reservation that is not a
 -- whole number from 0 to 1e13 (the gateway's own bound, so that the sum
@@ -102,16 +102,14 @@ local function reset(buckets)
     return 61000
 end
 
-local function spent(key, budget)
-    if budget <= 0 then
-        return 0
-    end
+-- read with or without a budget: the status page shows every spend
+local function spent(key)
     local v = redis.call('HMGET', key, 'reserved', 'settled')
     return (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
 end
 
-local dspent = spent(KEYS[2], bday)
-local mspent = spent(KEYS[3], bmonth)
+local dspent = spent(KEYS[2])
+local mspent = spent(KEYS[3])
 
 -- each request in order, against the state the earlier ones left
 

@@ -69,6 +69,12 @@ my $first = pids();
 is(scalar(grep { alive($first->{$_}) } @names), 4,
     'run: nginx, redis and both workers are running');
 ok(chat_ok(), 'run: the demo key gets an answer from a real worker');
+like($out, qr{Status page \(loopback only\): http://127\.0\.0\.1:$env{LLM_PORT}/status},
+     'run: prints the status page');
+my $page = HTTP::Tiny->new(timeout => 10)
+    ->get("http://127.0.0.1:$env{LLM_PORT}/status?format=json");
+is($page->{status}, 200, 'run: the status page answers');
+like($page->{content}, qr/"requests":[1-9]/, '... and counted the chat');
 
 ($rc, $out) = config_sh('run');
 is($rc, 0, 'run again: exits 0') or diag($out);
