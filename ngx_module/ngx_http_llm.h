@@ -70,6 +70,7 @@ typedef struct {
     ngx_uint_t                  weight;
     void                       *health;     /* its node in llm_backends */
     ngx_http_llm_provider_t    *provider;
+    time_t                      sunset;     /* retired from then on; 0 */
     unsigned                    hosted:1;   /* a provider, not local */
 } ngx_http_llm_backend_t;
 

@@ -72,6 +72,8 @@ static ngx_int_t ngx_http_llm_backend_key(ngx_conf_t *cf,
 static char *ngx_http_llm_backend(ngx_conf_t *cf,
     ngx_http_llm_model_t *model);
 static void ngx_http_llm_provider_unknown(ngx_conf_t *cf, ngx_str_t *name);
+static char *ngx_http_llm_backend_sunset(ngx_conf_t *cf,
+    ngx_http_llm_backend_t *b, ngx_str_t *value);
 
 
 /* this worker's slot in the outstanding counts; -1: none, not counted */
@@ -422,6 +424,11 @@ ngx_http_llm_backend_next(ngx_http_llm_ctx_t *ctx)
     for (i = 0; i < ctx->model->backends.nelts; i++) {
 
         if (ctx->tried & ((uint64_t) 1 << i)) {
+            continue;
+        }
+
+        if (b[i].sunset && ngx_time() >= b[i].sunset) {
+            /* retired by its provider: asking it only costs a round trip */
             continue;
         }
 
@@ -1127,7 +1134,14 @@ duplicate:
 }
 
 
-/* backend URL [model=ID] [api_key_env=VAR] [price=IN/OUT] [weight=N] */
+/* nginx -t warns this long before a backend's sunset= */
+#define NGX_HTTP_LLM_SUNSET_WARN  (30 * 86400)
+
+
+/*
+ * backend URL [model=ID] [api_key_env=VAR] [price=IN/OUT] [weight=N]
+ *     [sunset=YYYY-MM-DD]
+ */
 
 static char *
 ngx_http_llm_backend(ngx_conf_t *cf, ngx_http_llm_model_t *model)
@@ -1138,6 +1152,7 @@ ngx_http_llm_backend(ngx_conf_t *cf, ngx_http_llm_model_t *model)
     ngx_int_t                n;
     ngx_str_t               *value, url, id, env, v;
     ngx_uint_t               i, first;
+    time_t                   left;
     ngx_http_llm_backend_t  *b;
     ngx_http_llm_provider_t *pr;
 
@@ -1316,6 +1331,16 @@ ngx_http_llm_backend(ngx_conf_t *cf, ngx_http_llm_model_t *model)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "sunset=", 7) == 0) {
+            if (ngx_http_llm_backend_sunset(cf, b, &value[i])
+                != NGX_CONF_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "weight=", 7) == 0) {
             n = ngx_atoi(value[i].data + 7, value[i].len - 7);
             if (n <= 0) {
@@ -1346,7 +1371,87 @@ ngx_http_llm_backend(ngx_conf_t *cf, ngx_http_llm_model_t *model)
 
     ngx_cpystrn(b->model.data, id.data, id.len + 1);
 
+    if (b->sunset) {
+        left = b->sunset - ngx_time();
+
+        if (left <= 0) {
+            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                               "\"backend\" model \"%V\" is past its "
+                               "sunset: it is skipped", &b->model);
+
+        } else if (left <= NGX_HTTP_LLM_SUNSET_WARN) {
+            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                               "\"backend\" model \"%V\" retires in %T "
+                               "days (sunset=)", &b->model,
+                               (left + 86399) / 86400);
+        }
+    }
+
     return NGX_CONF_OK;
+}
+
+
+/*
+ * sunset=YYYY-MM-DD: the day the provider retires the model id, from
+ * 00:00 UTC on.  nginx -t warns a month ahead, so that the operator swaps
+ * the id before requests start failing over.
+ */
+
+static char *
+ngx_http_llm_backend_sunset(ngx_conf_t *cf, ngx_http_llm_backend_t *b,
+    ngx_str_t *value)
+{
+    u_char      *p;
+    time_t       t;
+    ngx_int_t    y, m, d, era, yoe, doy, doe;
+    ngx_uint_t   i;
+
+    static ngx_uint_t  mdays[] = { 31, 29, 31, 30, 31, 30,
+                                   31, 31, 30, 31, 30, 31 };
+
+    p = value->data + 7;
+
+    if (value->len != 7 + 10 || p[4] != '-' || p[7] != '-') {
+        goto invalid;
+    }
+
+    for (i = 0; i < 10; i++) {
+        if (i != 4 && i != 7 && (p[i] < '0' || p[i] > '9')) {
+            goto invalid;
+        }
+    }
+
+    y = ngx_atoi(p, 4);
+    m = ngx_atoi(p + 5, 2);
+    d = ngx_atoi(p + 8, 2);
+
+    if (y < 1970 || m < 1 || m > 12 || d < 1 || d > (ngx_int_t) mdays[m - 1]
+        || (m == 2 && d == 29 && !(y % 4 == 0 && (y % 100 || y % 400 == 0))))
+    {
+        goto invalid;
+    }
+
+    /* days since the epoch of a proleptic Gregorian date */
+
+    y -= m <= 2;
+    era = y / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+    t = (time_t) (era * 146097 + doe - 719468) * 86400;
+
+    b->sunset = t;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid \"backend\" parameter \"%V\": "
+                       "sunset=YYYY-MM-DD expected", value);
+
+    return NGX_CONF_ERROR;
 }
 
 

@@ -84,13 +84,13 @@ ok(!$failed, 'a full valid configuration passes nginx -t') or diag($out);
         $_;
     } split /^/, $example;
     is($n, 4, 'the example has two hosted backends, commented out');
-    my $keyfile = $t->dir . '/mistral';
+    my $keyfile = $t->dir . '/openrouter';
     open my $kf, '>', $keyfile or die;
     print $kf "sk-example\n";
     close $kf;
-    ok($hosted =~ s{api_key_file=/etc/nginx/keys/mistral}{api_key_file=$keyfile},
+    ok($hosted =~ s{api_key_file=/etc/nginx/keys/openrouter}{api_key_file=$keyfile},
         'the example reads a key file');
-    local $ENV{TOGETHER_API_KEY} = 'sk-example';
+    local $ENV{DEEPINFRA_API_KEY} = 'sk-example';
     ($failed, $out) = $t->check_conf($hosted);
     ok(!$failed, 'the example with its hosted backends passes nginx -t')
         or diag($out);
