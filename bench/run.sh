@@ -222,7 +222,7 @@ OUT=$ROOT/bench/results/latest.md
         done
     done
     echo
-    echo "CPU and system calls are the server's worker process's alone (for direct, the upstream's), from /proc/PID/schedstat and \\`perf stat -e raw_syscalls:sys_enter\\`, over the median round; Redis's and wrk's are not in them."
+    echo "CPU and system calls are the server's worker process's alone (for direct, the upstream's), from /proc/PID/schedstat and \`perf stat -e raw_syscalls:sys_enter\`, over the median round; Redis's and wrk's are not in them."
     echo
     echo "Auth + quota cost, median of the per-round costs: ${QCOST[json]} (JSON), ${QCOST[sse]} (SSE)."
     echo
