@@ -182,7 +182,10 @@ ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last)
 
     r = ctx->request;
 
-    if (last) {
+    if (last
+        || (ctx->out.chain == NULL && ctx->out.busy
+            && !(r->connection->buffered & NGX_HTTP_WRITE_BUFFERED)))
+    {
         cl = ngx_chain_get_free_buf(r->pool, &ctx->out.free);
         if (cl == NULL) {
             return NGX_ERROR;
@@ -190,10 +193,21 @@ ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last)
 
         b = cl->buf;
 
-        /* an empty special buffer, so no tag: it goes back to the pool */
+        /*
+         * an empty special buffer, so no tag: it goes back to the pool;
+         * without last, a flush of what ngx_http_llm_out_pass() left to
+         * the write filter, which a NULL chain would not move (nor mark
+         * it buffered); once, since a flush sends it or marks it so
+         */
         ngx_memzero(b, sizeof(ngx_buf_t));
-        b->last_buf = (r == r->main) ? 1 : 0;
-        b->last_in_chain = 1;
+
+        if (last) {
+            b->last_buf = (r == r->main) ? 1 : 0;
+            b->last_in_chain = 1;
+
+        } else {
+            b->flush = 1;
+        }
 
         ngx_http_llm_out_append(ctx, cl);
 
@@ -208,6 +222,29 @@ ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last)
     } else {
         ctx->out.tail->buf->flush = 1;
     }
+
+    return ngx_http_llm_out_pass(ctx);
+}
+
+
+/*
+ * What is written so far, to the filters without a flush: nginx's write
+ * filter holds less than postpone_output until more comes or the response
+ * ends, so that a small answer leaves in one writev with its headers and
+ * its last chunk, not in two.  Streams flush instead.
+ */
+
+ngx_int_t
+ngx_http_llm_out_pass(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_int_t            rc;
+    ngx_http_request_t  *r;
+
+    if (ctx->out.chain == NULL) {
+        return NGX_OK;
+    }
+
+    r = ctx->request;
 
     rc = ngx_http_output_filter(r, ctx->out.chain);
 

@@ -26,6 +26,7 @@ ngx_int_t ngx_http_llm_out(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len);
 #define ngx_http_llm_out_lit(ctx, s)                                          \
     ngx_http_llm_out(ctx, (u_char *) s, sizeof(s) - 1)
 ngx_int_t ngx_http_llm_out_flush(ngx_http_llm_ctx_t *ctx, ngx_uint_t last);
+ngx_int_t ngx_http_llm_out_pass(ngx_http_llm_ctx_t *ctx);
 size_t ngx_http_llm_out_pending(ngx_http_llm_ctx_t *ctx);
 ngx_int_t ngx_http_llm_out_write(ngx_http_request_t *r);
 

@@ -590,7 +590,11 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
                                          : curl_easy_strerror(rc));
 
         if (!ctx->sse_mode) {
-            /* a truncated JSON body: only a closed connection says so */
+            /*
+             * a truncated JSON body: only a closed connection says so,
+             * after what came, which the write filter may still hold
+             */
+            (void) ngx_http_llm_out_flush(ctx, 0);
             ngx_http_llm_finalize(ctx, NGX_ERROR);
             return;
         }
@@ -1315,16 +1319,20 @@ ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n, void *data)
         rc = ngx_http_llm_sse_feed(&ctx->sse, (u_char *) buf, len,
                                    ngx_http_llm_proxy_event, ctx);
 
+        if (rc == NGX_OK) {
+            rc = ngx_http_llm_out_flush(ctx, 0);
+        }
+
     } else {
         rc = ngx_http_llm_proxy_tee(ctx, (u_char *) buf, len);
 
         if (rc == NGX_OK) {
             rc = ngx_http_llm_proxy_out_masked(ctx, (u_char *) buf, len);
         }
-    }
 
-    if (rc == NGX_OK) {
-        rc = ngx_http_llm_out_flush(ctx, 0);
+        if (rc == NGX_OK) {
+            rc = ngx_http_llm_out_pass(ctx);
+        }
     }
 
     if (rc == NGX_ERROR || r->connection->error) {
