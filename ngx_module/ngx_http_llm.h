@@ -19,6 +19,7 @@
 #include "ngx_http_llm_score.h"
 #include "ngx_http_llm_classifier.h"
 #include "ngx_http_llm_tokenizer.h"
+#include "ngx_http_llm_provider.h"
 
 
 #define NGX_HTTP_LLM_OUT_BUF_SIZE      8192
@@ -44,20 +45,6 @@
 /* a Redis command argument that is a string literal, without its NUL */
 #define ngx_http_llm_arg_lit(argv, argvlen, i, s)                             \
     ((argv)[i] = (s), (argvlen)[i] = sizeof(s) - 1)
-
-
-/* what a hosted provider wants that the OpenAI API does not say */
-
-#define NGX_HTTP_LLM_PROVIDER_STREAM_OPTIONS  0x01  /* takes stream_options */
-#define NGX_HTTP_LLM_PROVIDER_ATTRIBUTION     0x02  /* HTTP-Referer, X-Title */
-#define NGX_HTTP_LLM_PROVIDER_USAGE_INCLUDE   0x04  /* "usage":{"include"} */
-#define NGX_HTTP_LLM_PROVIDER_X_GROQ          0x08  /* usage in x_groq */
-
-typedef struct {
-    ngx_str_t                   name;
-    const char                 *base;       /* the default base URL */
-    ngx_uint_t                  flags;      /* NGX_HTTP_LLM_PROVIDER_* */
-} ngx_http_llm_provider_t;
 
 
 typedef struct {
@@ -208,6 +195,9 @@ typedef struct {
     ngx_str_t                   ssl_trusted;     /* CA file, NUL */
     ngx_flag_t                  ssl_verify;
     ngx_str_t                   app_url;         /* "HTTP-Referer: ..." */
+    ngx_str_t                   app_title;       /* llm_app_title */
+    ngx_str_t                   app_title_h;     /* "X-OpenRouter-Title" */
+    ngx_str_t                   app_title_x;     /* "X-Title: ...", NUL */
     ngx_uint_t                  breaker_failures;
     ngx_msec_t                  breaker_cooldown;
     size_t                      cache_local;     /* bytes per worker */

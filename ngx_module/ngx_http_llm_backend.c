@@ -23,6 +23,7 @@
 #include "ngx_http_llm.h"
 #include "ngx_http_llm_backend.h"
 #include "ngx_http_llm_price.h"
+#include "ngx_http_llm_provider.h"
 #include "ngx_http_llm_util.h"
 
 
@@ -79,46 +80,6 @@ static char *ngx_http_llm_backend_sunset(ngx_conf_t *cf,
 /* this worker's slot in the outstanding counts; -1: none, not counted */
 
 static ngx_int_t  ngx_http_llm_slot = -1;
-
-
-/*
- * The hosted providers.  Mistral's API rejects "stream_options" and sends
- * usage on its last chunk anyway; Groq puts a stream's usage in
- * "x_groq"; OpenRouter counts usage when asked with "usage", and wants
- * to know the calling application.
- */
-
-static ngx_http_llm_provider_t  ngx_http_llm_providers[] = {
-    { ngx_string("together"), "https://api.together.xyz/v1",
-      NGX_HTTP_LLM_PROVIDER_STREAM_OPTIONS },
-    { ngx_string("fireworks"), "https://api.fireworks.ai/inference/v1",
-      NGX_HTTP_LLM_PROVIDER_STREAM_OPTIONS },
-    { ngx_string("deepinfra"), "https://api.deepinfra.com/v1/openai",
-      NGX_HTTP_LLM_PROVIDER_STREAM_OPTIONS },
-    { ngx_string("openrouter"), "https://openrouter.ai/api/v1",
-      NGX_HTTP_LLM_PROVIDER_ATTRIBUTION|NGX_HTTP_LLM_PROVIDER_USAGE_INCLUDE },
-    { ngx_string("mistral"), "https://api.mistral.ai/v1", 0 },
-    { ngx_string("groq"), "https://api.groq.com/openai/v1",
-      NGX_HTTP_LLM_PROVIDER_X_GROQ },
-    { ngx_null_string, NULL, 0 }
-};
-
-
-ngx_http_llm_provider_t *
-ngx_http_llm_provider_find(ngx_str_t *name)
-{
-    ngx_http_llm_provider_t  *p;
-
-    for (p = ngx_http_llm_providers; p->name.len; p++) {
-        if (p->name.len == name->len
-            && ngx_strncasecmp(p->name.data, name->data, name->len) == 0)
-        {
-            return p;
-        }
-    }
-
-    return NULL;
-}
 
 
 /* at the end of http{}: the backends' shared zone */
@@ -1525,7 +1486,7 @@ ngx_http_llm_provider_unknown(ngx_conf_t *cf, ngx_str_t *name)
     p = buf;
     last = buf + sizeof(buf);
 
-    for (pr = ngx_http_llm_providers; pr->name.len; pr++) {
+    for (pr = ngx_http_llm_provider_first(); pr->name.len; pr++) {
         p = ngx_slprintf(p, last, "%s%V", p == buf ? "" : ", ", &pr->name);
     }
 

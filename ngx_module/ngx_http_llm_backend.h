@@ -2,7 +2,7 @@
 /*
  * Copyright (C) nginx-llm-gateway authors
  *
- * ngx_http_llm_backend.c: models, backends, providers and their health.
+ * ngx_http_llm_backend.c: models, backends and their health.
  */
 
 
@@ -31,7 +31,6 @@ typedef struct {
 char *ngx_http_llm_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_llm_breaker(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
-ngx_http_llm_provider_t *ngx_http_llm_provider_find(ngx_str_t *name);
 char *ngx_http_llm_backend_init(ngx_conf_t *cf,
     ngx_http_llm_main_conf_t *lmcf);
 ngx_http_llm_backend_t *ngx_http_llm_backend_next(ngx_http_llm_ctx_t *ctx);

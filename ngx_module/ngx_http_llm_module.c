@@ -102,6 +102,13 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       0,
       NULL },
 
+    { ngx_string("llm_app_title"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_llm_app_title,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("llm_breaker"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_llm_breaker,
@@ -548,6 +555,10 @@ ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     if (ngx_http_llm_check_keys(cf, lmcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_llm_app_init_conf(cf, lmcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 

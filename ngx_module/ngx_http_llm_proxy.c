@@ -17,6 +17,7 @@
 #include "ngx_http_llm_error.h"
 #include "ngx_http_llm_metrics.h"
 #include "ngx_http_llm_output.h"
+#include "ngx_http_llm_provider.h"
 #include "ngx_http_llm_proxy.h"
 #include "ngx_http_llm_request.h"
 #include "ngx_http_llm_router.h"
@@ -26,11 +27,17 @@
 #include "ngx_http_llm_util.h"
 
 
+/* OpenRouter shows titles of a few words; a header line stays short */
+#define NGX_HTTP_LLM_APP_TITLE_MAX  128
+
+
 static ngx_int_t ngx_http_llm_proxy_body(ngx_http_llm_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_proxy_request(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_backend_t *b);
 static void ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_proxy_fail(ngx_http_llm_ctx_t *ctx);
+static void ngx_http_llm_proxy_refused(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_backend_t *b);
 static void ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx,
     CURLcode rc);
 static void ngx_http_llm_proxy_release(ngx_http_llm_ctx_t *ctx);
@@ -74,6 +81,7 @@ static u_char *ngx_http_llm_json_space(u_char *p, u_char *last);
 static ngx_int_t ngx_http_llm_proxy_usage(ngx_http_llm_ctx_t *ctx,
     cJSON *json);
 static void ngx_http_llm_proxy_timeout(ngx_event_t *ev);
+static ngx_int_t ngx_http_llm_app_printable(ngx_str_t *v);
 
 
 ngx_int_t
@@ -151,6 +159,10 @@ ngx_http_llm_proxy_request(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b)
 
     pv = b->provider;
 
+    if (ngx_http_llm_provider_refuses(pv, ctx->json, ctx->stream)) {
+        return NGX_DECLINED;
+    }
+
     if (ngx_http_llm_upstream_body(ctx, b, &len) == NULL) {
         return NGX_ERROR;
     }
@@ -174,15 +186,16 @@ ngx_http_llm_proxy_request(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b)
         h = curl_slist_append(h, (char *) b->auth.data);
     }
 
-    if (h && pv && (pv->flags & NGX_HTTP_LLM_PROVIDER_ATTRIBUTION)) {
-        lmcf = ngx_http_get_module_main_conf(ctx->request,
-                                             ngx_http_llm_module);
+    /* OpenRouter attributes by the referer: a title alone does nothing */
 
-        h = curl_slist_append(h, "X-Title: nginx-llm-gateway");
+    lmcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_llm_module);
 
-        if (h && lmcf->app_url.len) {
-            h = curl_slist_append(h, (char *) lmcf->app_url.data);
-        }
+    if (h && pv && (pv->flags & NGX_HTTP_LLM_PROVIDER_ATTRIBUTION)
+        && lmcf->app_url.len)
+    {
+        h = curl_slist_append(h, (char *) lmcf->app_url.data);
+        h = h ? curl_slist_append(h, (char *) lmcf->app_title_h.data) : NULL;
+        h = h ? curl_slist_append(h, (char *) lmcf->app_title_x.data) : NULL;
     }
 
     return h ? NGX_OK : NGX_ERROR;
@@ -195,6 +208,7 @@ static void
 ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
 {
     CURL                      *easy;
+    ngx_int_t                  rc;
     ngx_msec_t                 elapsed, left;
     ngx_http_llm_backend_t    *backend;
     ngx_http_llm_main_conf_t  *lmcf;
@@ -233,7 +247,14 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
     ctx->backend = backend;
     ctx->attempts++;
 
-    if (ngx_http_llm_proxy_request(ctx, backend) != NGX_OK) {
+    rc = ngx_http_llm_proxy_request(ctx, backend);
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_llm_proxy_refused(ctx, backend);
+        return;
+    }
+
+    if (rc != NGX_OK) {
         ngx_http_llm_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
@@ -317,6 +338,42 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
                    "llm: attempt %ui to \"%V\"", ctx->attempts,
                    &backend->url);
+}
+
+
+/*
+ * The request asks what the chosen provider's API cannot do and no
+ * rewrite mends (Groq's n > 1, DeepInfra's named tool_choice): the
+ * client is told as OpenAI tells of a bad value, before anything is
+ * sent, rather than billed for choices it would not get.
+ */
+
+static void
+ngx_http_llm_proxy_refused(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b)
+{
+    ngx_http_llm_error_t     err;
+    ngx_http_llm_rewrite_t  *rw;
+
+    rw = ngx_http_llm_provider_refuses(b->provider, ctx->json, ctx->stream);
+
+    if (rw->op == NGX_HTTP_LLM_RW_ONE) {
+        ngx_http_llm_set_error(&err, NGX_HTTP_BAD_REQUEST,
+                               "invalid_request_error", "invalid_value",
+                               rw->name, "Invalid value for '%s': the "
+                               "provider %V of model `%V` allows only 1.",
+                               rw->name, &b->provider->name,
+                               &ctx->model->name);
+
+    } else {
+        ngx_http_llm_set_error(&err, NGX_HTTP_BAD_REQUEST,
+                               "invalid_request_error", "invalid_value",
+                               rw->name, "Invalid value for '%s': the "
+                               "provider %V of model `%V` allows only "
+                               "these: %s.", rw->name, &b->provider->name,
+                               &ctx->model->name, rw->to);
+    }
+
+    ngx_http_llm_finalize(ctx, ngx_http_llm_send_error(ctx->request, &err));
 }
 
 
@@ -1880,7 +1937,10 @@ ngx_http_llm_proxy_writer(ngx_http_request_t *r)
 }
 
 
-/* configuration: llm_ssl_trusted_certificate and llm_app_url */
+/*
+ * configuration: llm_ssl_trusted_certificate, llm_app_url and
+ * llm_app_title
+ */
 
 
 /* llm_ssl_trusted_certificate FILE: the CAs hosted backends are checked by */
@@ -1933,10 +1993,14 @@ ngx_http_llm_app_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    if (ngx_strlchr(value[1].data, value[1].data + value[1].len, '\r')
-        || ngx_strlchr(value[1].data, value[1].data + value[1].len, '\n'))
+    if (ngx_http_llm_app_printable(&value[1]) != NGX_OK) {
+        return "must be one line of printable characters";
+    }
+
+    if (ngx_strncasecmp(value[1].data, (u_char *) "https://", 8) != 0
+        && ngx_strncasecmp(value[1].data, (u_char *) "http://", 7) != 0)
     {
-        return "must be one line";
+        return "must be an http:// or https:// URL";
     }
 
     p = ngx_pnalloc(cf->pool, sizeof("HTTP-Referer: ") + value[1].len);
@@ -1951,4 +2015,102 @@ ngx_http_llm_app_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     lmcf->app_url.len = p - lmcf->app_url.data;
 
     return NGX_CONF_OK;
+}
+
+
+/* llm_app_title TEXT: OpenRouter's name of the application */
+
+char *
+ngx_http_llm_app_title(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (lmcf->app_title.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[1].len > NGX_HTTP_LLM_APP_TITLE_MAX) {
+        return "must be 1 to 128 bytes long";
+    }
+
+    if (ngx_http_llm_app_printable(&value[1]) != NGX_OK) {
+        return "must be one line of printable characters";
+    }
+
+    lmcf->app_title = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * At the end of http{}: the title's headers, "nginx-llm-gateway" unless
+ * told, and only with a referer to go with them.
+ */
+
+char *
+ngx_http_llm_app_init_conf(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf)
+{
+    u_char     *p;
+    ngx_str_t  *t;
+
+    if (lmcf->app_url.data == NULL) {
+        if (lmcf->app_title.data) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"llm_app_title\" needs \"llm_app_url\": "
+                               "OpenRouter attributes nothing to a title "
+                               "without a referer");
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (lmcf->app_title.data == NULL) {
+        ngx_str_set(&lmcf->app_title, "nginx-llm-gateway");
+    }
+
+    t = &lmcf->app_title;
+
+    p = ngx_pnalloc(cf->pool, sizeof("X-OpenRouter-Title: ") + t->len
+                              + sizeof("X-Title: ") + t->len);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf->app_title_h.data = p;
+    p = ngx_cpymem(p, "X-OpenRouter-Title: ",
+                   sizeof("X-OpenRouter-Title: ") - 1);
+    p = ngx_cpymem(p, t->data, t->len);
+    lmcf->app_title_h.len = p - lmcf->app_title_h.data;
+    *p++ = '\0';
+
+    lmcf->app_title_x.data = p;
+    p = ngx_cpymem(p, "X-Title: ", sizeof("X-Title: ") - 1);
+    p = ngx_cpymem(p, t->data, t->len);
+    lmcf->app_title_x.len = p - lmcf->app_title_x.data;
+    *p = '\0';
+
+    return NGX_CONF_OK;
+}
+
+
+/* a header's value: no control bytes, which would end or split it */
+
+static ngx_int_t
+ngx_http_llm_app_printable(ngx_str_t *v)
+{
+    u_char  *p, *last;
+
+    for (p = v->data, last = p + v->len; p < last; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }

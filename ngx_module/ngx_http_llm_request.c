@@ -12,6 +12,7 @@
 #include "ngx_http_llm_error.h"
 #include "ngx_http_llm_json.h"
 #include "ngx_http_llm_media.h"
+#include "ngx_http_llm_provider.h"
 #include "ngx_http_llm_request.h"
 
 
@@ -88,8 +89,7 @@ static ngx_int_t ngx_http_llm_check_refused(cJSON *json,
     ngx_http_llm_error_t *err);
 static void ngx_http_llm_unsupported(ngx_http_llm_error_t *err,
     const char *param, const char *hint);
-static ngx_int_t ngx_http_llm_body_own(const char *name,
-    ngx_http_llm_provider_t *pv);
+static ngx_int_t ngx_http_llm_body_own(const char *name);
 static ngx_int_t ngx_http_llm_is_choices(cJSON *item);
 static ngx_int_t ngx_http_llm_is_int(cJSON *item);
 static void *ngx_http_llm_json_alloc(size_t size);
@@ -713,7 +713,7 @@ ngx_http_llm_upstream_body(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b,
     size_t *len)
 {
     char                     *body;
-    cJSON                    *out, *m, *opts, *o, *mct, *u;
+    cJSON                    *out, *m, *opts, *o, *mct;
     ngx_http_llm_provider_t  *pv;
 
     pv = b->provider;
@@ -724,7 +724,7 @@ ngx_http_llm_upstream_body(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b,
     }
 
     for (m = ctx->json->child; m; m = m->next) {
-        if (ngx_http_llm_body_own(m->string, pv)) {
+        if (ngx_http_llm_body_own(m->string)) {
             continue;
         }
 
@@ -797,13 +797,10 @@ ngx_http_llm_upstream_body(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b,
         }
     }
 
-    /* OpenRouter reports usage only when asked to: the gateway needs it */
+    /* what this provider's API wants instead (none for local backends) */
 
-    if (pv && (pv->flags & NGX_HTTP_LLM_PROVIDER_USAGE_INCLUDE)) {
-        u = cJSON_AddObjectToObject(out, "usage");
-        if (u == NULL || cJSON_AddTrueToObject(u, "include") == NULL) {
-            goto failed;
-        }
+    if (ngx_http_llm_provider_rewrite(pv, out, ctx->stream) != NGX_OK) {
+        goto failed;
     }
 
     body = cJSON_PrintUnformatted(out);
@@ -833,12 +830,10 @@ failed:
 /* the members the gateway writes itself */
 
 static ngx_int_t
-ngx_http_llm_body_own(const char *name, ngx_http_llm_provider_t *pv)
+ngx_http_llm_body_own(const char *name)
 {
     return ngx_strcmp(name, "model") == 0
            || ngx_strcmp(name, "max_tokens") == 0
            || ngx_strcmp(name, "max_completion_tokens") == 0
-           || ngx_strcmp(name, "stream_options") == 0
-           || (pv && (pv->flags & NGX_HTTP_LLM_PROVIDER_USAGE_INCLUDE)
-               && ngx_strcmp(name, "usage") == 0);
+           || ngx_strcmp(name, "stream_options") == 0;
 }

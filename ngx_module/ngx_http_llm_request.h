@@ -24,8 +24,8 @@ ngx_int_t ngx_http_llm_parse_request(ngx_http_llm_ctx_t *ctx, u_char *p,
  * "max_tokens" / "max_completion_tokens" carry ctx->choice_tokens (the
  * reserved bound per choice), under the name(s) the client used, or as
  * "max_tokens" if the gateway chose it; "stream_options" goes only with
- * a stream to a provider that takes it, with include_usage true;
- * OpenRouter's "usage" is {"include":true} whatever the client sent.
+ * a stream to a provider that takes it, with include_usage true; then
+ * the provider's rewrite table (ngx_http_llm_provider_rewrite()) applies.
  * The result, NUL-terminated, is also ctx->upstream_body (the previous
  * one is freed); it is freed with cJSON_free() by the next call or the
  * proxy's cleanup.  Needs neither curl nor an event loop.  NULL: out of

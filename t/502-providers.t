@@ -1,5 +1,6 @@
 # Hosted providers: each one's exact request shape (URL, key, model id,
-# stream_options, attribution), over TLS verified against a CA made here,
+# stream_options, attribution, as the review of 2026-12-01 found them),
+# over TLS verified against a CA made here,
 # over HTTP/2; usage read however each provider sends it; keys from the
 # environment or a file, never the client's, never logged.
 use strict;
@@ -36,7 +37,8 @@ my %base = (together => 'together/v1', fireworks => 'fireworks/inference/v1',
 my %expect;
 for my $name (keys %p) {
     my $key = "sk-$name-" . join('', map { ('a' .. 'z', 'A' .. 'Z', 0 .. 9)[rand 62] } 1 .. 16);
-    $expect{$name} = { key => $key, model => $p{$name}, referer => 'https://gateway.example/app' };
+    $expect{$name} = { key => $key, model => $p{$name}, referer => 'https://gateway.example/app',
+        title => 'nginx-llm-gateway' };
     $ENV{'LLMT_KEY_' . uc $name} = $key;
 }
 # one key from a file instead
@@ -88,18 +90,20 @@ for my $name (sort keys %p) {
     is($text, "hello from $name", "$name: streamed content");
     ok(!(grep { /"usage"/ && !/x_groq/ } @ev), "$name: no usage chunk the client did not ask for");
     $seen = last_seen($name);
-    if ($name =~ /^(together|fireworks|deepinfra)$/) {
+    if ($name ne 'mistral') {
         ok($seen->{body}{stream_options}{include_usage}, "$name: stream_options asked");
     } else {
         ok(!exists $seen->{body}{stream_options}, "$name: no stream_options, it refuses them");
     }
+    ok(!exists $seen->{body}{usage}, "$name: no \"usage\" member sent");
 }
 my $log = $t->access_log($gw);
 is(scalar(() = $log =~ /model=p-\w+ backend=127\.0\.0\.1:$fp ustatus=200 ptok=7 ctok=3 /g), 12,
    'usage read from every answer, streamed ones included (usage chunk, last chunk, x_groq)');
-is(last_seen('openrouter')->{headers}{'x-title'}, 'nginx-llm-gateway', 'OpenRouter: X-Title');
+is(last_seen('openrouter')->{headers}{'x-openrouter-title'}, 'nginx-llm-gateway', 'OpenRouter: X-OpenRouter-Title');
+is(last_seen('openrouter')->{headers}{'x-title'}, 'nginx-llm-gateway', 'OpenRouter: legacy X-Title');
 is(last_seen('openrouter')->{headers}{'http-referer'}, 'https://gateway.example/app', 'OpenRouter: HTTP-Referer');
-ok(last_seen('openrouter')->{body}{usage}{include}, 'OpenRouter: usage accounting asked');
+ok(!exists last_seen('openrouter')->{body}{usage}, 'OpenRouter: no deprecated usage.include');
 
 my $all = $t->error_log($gw) . $t->access_log($gw);
 ok(!(grep { index($all, $_->{key}) >= 0 } values %expect), 'no provider key in the logs');

@@ -10,8 +10,7 @@
  *     "strict");
  *   - it is one JSON object, and no object in it has a member twice;
  *   - "model" is the backend's, "stream" is what the gateway relays, a
- *     stream asks for usage where the provider takes stream_options, and
- *     OpenRouter is always asked for usage;
+ *     stream asks for usage where the provider takes stream_options;
  *   - max_tokens and max_completion_tokens, when both are sent, agree;
  *   - with a quota: a bound is sent, within the model's context window;
  *     ctx->choices is max(n, best_of, 1); ctx->max_tokens is choices
@@ -240,14 +239,6 @@ ngx_http_llm_fuzz_check(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b,
 
         ngx_http_llm_fuzz_assert(cJSON_IsTrue(item),
                                  "a stream without include_usage");
-    }
-
-    if (pv && (pv->flags & NGX_HTTP_LLM_PROVIDER_USAGE_INCLUDE)) {
-        opts = cJSON_GetObjectItemCaseSensitive(up, "usage");
-        item = cJSON_GetObjectItemCaseSensitive(opts, "include");
-
-        ngx_http_llm_fuzz_expect("M10", cJSON_IsTrue(item),
-                                 "OpenRouter is not asked for usage");
     }
 
     mt = ngx_http_llm_fuzz_int(up, "max_tokens", "H1");

@@ -2,12 +2,15 @@
 // Fake hosted providers over TLS (HTTP/2 with HTTP/1.1 fallback), one per
 // path prefix.  Each checks the exact request its real provider expects:
 // URL, key, model id, stream_options, attribution headers; a request that
-// differs gets a 400 saying how.  GET /_last/<provider> shows the last
-// request each one saw.
+// differs gets a 400 saying how.  Then each refuses what its real API
+// refuses, in that API's own shape (Mistral's 422 "extra_forbidden",
+// Groq's n > 1, Fireworks' long unstreamed answers, DeepInfra's
+// tool_choice).  GET /_last/<provider> shows the last request each saw.
 //
 //   node t/mock/provider.js --port P --cert F --key F --expect JSON
 //
-// --expect: {"<provider>": {"key": "...", "model": "...", "referer": "..."}}
+// --expect: {"<provider>": {"key": "...", "model": "...", "referer": "...",
+//            "title": "..."}} (no referer: no attribution headers at all)
 'use strict';
 
 const fs = require('fs');
@@ -19,15 +22,63 @@ for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].slice(2)] 
 const expect = JSON.parse(args.expect);
 const last = {};
 
-// the real providers' paths under their base URLs, and their habits
+// the real providers' paths under their base URLs, and their habits, as
+// the review of 2026-12-01 (shared/reviews, sections 3, 4, 6) documents
+// them: who takes stream_options, where a stream's usage comes, what each
+// API refuses and how it says so
 const providers = {
     together: { base: '/together/v1', streamOptions: true },
-    fireworks: { base: '/fireworks/inference/v1', streamOptions: true },
-    deepinfra: { base: '/deepinfra/v1/openai', streamOptions: true },
-    openrouter: { base: '/openrouter/api/v1', streamOptions: false, attribution: true },
-    mistral: { base: '/mistral/v1', streamOptions: false, usageInLast: true },
-    groq: { base: '/groq/openai/v1', streamOptions: false, xGroq: true },
+    fireworks: { base: '/fireworks/inference/v1', streamOptions: true, maxUnstreamed: 4096 },
+    deepinfra: { base: '/deepinfra/v1/openai', streamOptions: true, toolChoice: ['auto', 'none'] },
+    openrouter: { base: '/openrouter/api/v1', streamOptions: true, attribution: true,
+        usageAlways: true, comments: true },
+    mistral: { base: '/mistral/v1', streamOptions: false, usageInLast: true, strict: true },
+    groq: { base: '/groq/openai/v1', streamOptions: true, xGroq: true, oneChoice: true,
+        refuses: ['logprobs', 'logit_bias', 'top_logprobs'], noNames: true },
 };
+
+// Mistral's ChatCompletionRequest: additionalProperties false
+const mistralKnown = new Set(['model', 'messages', 'temperature', 'top_p', 'max_tokens', 'stream',
+    'stop', 'random_seed', 'response_format', 'tools', 'tool_choice', 'presence_penalty',
+    'frequency_penalty', 'n', 'prediction', 'parallel_tool_calls', 'prompt_mode', 'safe_prompt',
+    'metadata']);
+
+// an answer other than a 400 of the fake's own: [status, body]
+function mistral422(type, loc, msg, input) {
+    return [422, { object: 'error', message: { detail: [{ type, loc, msg, input }] },
+        type: 'invalid_request_error', param: null, code: null }];
+}
+
+function refuse(name, p, body) {
+    if (p.strict) {
+        for (const [k, v] of Object.entries(body)) {
+            if (!mistralKnown.has(k)) return mistral422('extra_forbidden', ['body', k], 'Extra inputs are not permitted', v);
+            if (v === null) return mistral422('null_forbidden', ['body', k], 'Input should not be null', v);
+        }
+        const i = (body.messages || []).findIndex((m) => m && typeof m === 'object' && 'name' in m);
+        if (i >= 0) return mistral422('extra_forbidden', ['body', 'messages', i, 'user', 'name'], 'Extra inputs are not permitted', body.messages[i].name);
+        if (typeof body.temperature === 'number' && body.temperature > 1.5) {
+            return mistral422('less_than_equal', ['body', 'temperature'], 'Input should be less than or equal to 1.5', body.temperature);
+        }
+    }
+    const groq400 = (param, message) => [400, { error: { message, type: 'invalid_request_error', param } }];
+    if (p.oneChoice && body.n !== undefined && body.n !== 1) return groq400('n', "'n' : number must be at most 1");
+    for (const k of p.refuses || []) {
+        if (body[k] !== undefined) return groq400(k, `'${k}' : not supported by the model`);
+    }
+    if (p.noNames && (body.messages || []).some((m) => m && typeof m === 'object' && 'name' in m)) {
+        return groq400('messages', "'messages.0' : for 'role:user' the following must be satisfied"
+            + "[('messages.0.name' : property 'name' is unsupported)]");
+    }
+    if (p.maxUnstreamed && !body.stream && (body.max_tokens > p.maxUnstreamed || body.max_completion_tokens > p.maxUnstreamed)) {
+        return [400, { error: { object: 'error', type: 'invalid_request_error',
+            message: `Requests with max_tokens > ${p.maxUnstreamed} must have stream=true` } }];
+    }
+    if (p.toolChoice && body.tool_choice !== undefined && !p.toolChoice.includes(body.tool_choice)) {
+        return [400, { error: { message: 'tool_choice must be one of auto, none', type: 'invalid_request_error' } }];
+    }
+    return null;
+}
 
 function check(name, p, req, body) {
     const e = expect[name] || {};
@@ -36,21 +87,23 @@ function check(name, p, req, body) {
     if (h.authorization !== `Bearer ${e.key}`) return `authorization "${h.authorization}"`;
     if (!body) return 'body is not JSON';
     if (body.model !== e.model) return `model "${body.model}", want "${e.model}"`;
-    if (body.stream) {
-        if (p.streamOptions && !(body.stream_options && body.stream_options.include_usage === true)) {
-            return 'stream_options.include_usage missing';
-        }
-        if (!p.streamOptions && body.stream_options !== undefined) {
-            return `stream_options sent to ${name}, which refuses it`;
-        }
+    if (body.stream && p.streamOptions && !(body.stream_options && body.stream_options.include_usage === true)) {
+        return 'stream_options.include_usage missing';
     }
     if (p.attribution) {
-        if (h['x-title'] !== 'nginx-llm-gateway') return `X-Title "${h['x-title']}"`;
-        if (h['http-referer'] !== e.referer) return `HTTP-Referer "${h['http-referer']}"`;
-        if (!(body.usage && body.usage.include === true)) return 'usage.include missing';
-    } else if (body.usage !== undefined) {
-        return `usage sent to ${name}`;
+        // attribution needs the referer; a title alone attributes nothing
+        if (e.referer) {
+            if (h['http-referer'] !== e.referer) return `HTTP-Referer "${h['http-referer']}"`;
+            if (h['x-openrouter-title'] !== e.title) return `X-OpenRouter-Title "${h['x-openrouter-title']}"`;
+            if (h['x-title'] !== e.title) return `X-Title "${h['x-title']}"`;
+        } else {
+            for (const k of ['http-referer', 'x-openrouter-title', 'x-title']) {
+                if (h[k] !== undefined) return `${k} "${h[k]}" without llm_app_url`;
+            }
+        }
     }
+    // OpenRouter's "usage":{"include":true} is a deprecated no-op
+    if (body.usage !== undefined && !p.attribution) return `usage sent to ${name}`;
     return null;
 }
 
@@ -101,6 +154,12 @@ function handle(req, res, raw) {
         res.end(JSON.stringify({ error: { message: `${name}: ${bad}`, type: 'invalid_request_error' } }));
         return;
     }
+    const no = refuse(name, p, body);
+    if (no) {
+        res.writeHead(no[0], { 'content-type': 'application/json' });
+        res.end(JSON.stringify(no[1]));
+        return;
+    }
     const usage = { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 };
     const model = body.model;
     if (!body.stream) {
@@ -117,20 +176,19 @@ function handle(req, res, raw) {
     if (p.usageInLast) fin.usage = usage;
     if (p.xGroq) fin.x_groq = { id: 'req_fake', usage };
     out.push(fin);
-    if (body.stream_options && body.stream_options.include_usage) {
+    const asked = body.stream_options && body.stream_options.include_usage;
+    if (p.usageAlways || (p.streamOptions && asked)) {
+        // usage in a chunk of its own, as OpenAI sends it; OpenRouter
+        // always, whatever was asked
         const u = chunk(model, {}, null);
         u.choices = [];
         u.usage = usage;
+        // some of Groq's usage frames carry no "choices" at all
+        if (msgs.length && msgs[msgs.length - 1].content === 'USAGE_NO_CHOICES') delete u.choices;
         out.push(u);
     }
-    if (p.attribution) {
-        // OpenRouter sends usage in a final chunk when asked with "usage"
-        const u = chunk(model, {}, null);
-        u.choices = [];
-        u.usage = usage;
-        out.push(u);
-    }
-    res.end(out.map((c) => `data: ${JSON.stringify(c)}\n\n`).join('') + 'data: [DONE]\n\n');
+    const text = out.map((c) => `data: ${JSON.stringify(c)}\n\n`).join('') + 'data: [DONE]\n\n';
+    res.end((p.comments ? ': OPENROUTER PROCESSING\n\n' : '') + text);
 }
 
 const server = http2.createSecureServer({
