@@ -443,6 +443,7 @@ typedef struct {
     ngx_str_t                   model_name;    /* as the client asked */
     char                       *upstream_body; /* malloc()ed by cJSON */
     cJSON                      *stream_opts;   /* the client's, aside */
+    char                       *usage_chunk;   /* to send before [DONE] */
     size_t                      upstream_body_len;
 
     ngx_http_llm_model_t       *model;
@@ -504,6 +505,7 @@ typedef struct {
 
     unsigned                    stream:1;        /* client asked stream */
     unsigned                    client_usage:1;  /* and include_usage */
+    unsigned                    usage_sent:1;    /* its usage chunk, sent */
     unsigned                    sse_mode:1;      /* upstream sends SSE */
     unsigned                    done_seen:1;
     unsigned                    paused:1;

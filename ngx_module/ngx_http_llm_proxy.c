@@ -68,6 +68,8 @@ static ngx_int_t ngx_http_llm_proxy_event(void *data, u_char *payload,
     size_t len);
 static ngx_int_t ngx_http_llm_proxy_comment(void *data, u_char *p,
     size_t len);
+static ngx_int_t ngx_http_llm_proxy_usage_chunk(ngx_http_llm_ctx_t *ctx,
+    cJSON *json, cJSON *usage);
 static ngx_int_t ngx_http_llm_proxy_data(ngx_http_llm_ctx_t *ctx, u_char *p,
     size_t len);
 static ngx_int_t ngx_http_llm_proxy_tee(ngx_http_llm_ctx_t *ctx, u_char *p,
@@ -1182,6 +1184,11 @@ ngx_http_llm_proxy_cleanup(ngx_http_llm_ctx_t *ctx)
         ctx->stream_opts = NULL;
     }
 
+    if (ctx->usage_chunk) {
+        cJSON_free(ctx->usage_chunk);
+        ctx->usage_chunk = NULL;
+    }
+
     if (ctx->body) {
         ngx_free(ctx->body);
         ctx->body = NULL;
@@ -1465,7 +1472,15 @@ ngx_http_llm_proxy_send_header(ngx_http_llm_ctx_t *ctx)
 }
 
 
-/* one complete upstream SSE event */
+/*
+ * One complete upstream SSE event.  Usage: the gateway always asks for
+ * it; a client that did too gets exactly one OpenAI-shaped usage chunk,
+ * {"choices":[],"usage":...}, before [DONE], the provider's own or,
+ * where it sends none (Mistral's usage on its last content chunk, Groq's
+ * x_groq), one written from the usage it sent.  A client that did not
+ * gets none: usage is taken out of the events that carry it, and an
+ * event left with no choices (metadata only) is not sent at all.
+ */
 
 static ngx_int_t
 ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
@@ -1475,9 +1490,22 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
     char       *s;
     cJSON      *json, *usage, *choices;
     ngx_int_t   rc;
+    ngx_uint_t  bare;
 
     if (ngx_http_llm_is_lit(payload, len, "[DONE]")) {
         ctx->done_seen = 1;
+
+        if (ctx->usage_chunk && !ctx->usage_sent) {
+            ctx->usage_sent = 1;
+
+            if (ngx_http_llm_proxy_data(ctx, (u_char *) ctx->usage_chunk,
+                                        ngx_strlen(ctx->usage_chunk))
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
         return ngx_http_llm_out_lit(ctx, "data: [DONE]\n\n");
     }
 
@@ -1506,13 +1534,23 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
     choices = cJSON_GetObjectItemCaseSensitive(json, "choices");
     usage = cJSON_GetObjectItemCaseSensitive(json, "usage");
 
+    /* no choice in it, and no error either: only usage and metadata */
+
+    bare = (!cJSON_IsArray(choices) || choices->child == NULL)
+           && cJSON_GetObjectItemCaseSensitive(json, "error") == NULL;
+
     if (!cJSON_IsObject(usage)) {
         /* Groq's streams carry it here */
         usage = cJSON_GetObjectItemCaseSensitive(
                     cJSON_GetObjectItemCaseSensitive(json, "x_groq"), "usage");
 
-        if (cJSON_IsObject(usage)) {
-            (void) ngx_http_llm_proxy_usage(ctx, usage);
+        if (cJSON_IsObject(usage)
+            && ngx_http_llm_proxy_usage(ctx, usage) == NGX_OK
+            && ctx->client_usage
+            && ngx_http_llm_proxy_usage_chunk(ctx, json, usage) != NGX_OK)
+        {
+            cJSON_Delete(json);
+            return NGX_ERROR;
         }
 
         cJSON_Delete(json);
@@ -1522,18 +1560,46 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
     (void) ngx_http_llm_proxy_usage(ctx, usage);
 
     if (ctx->client_usage) {
-        cJSON_Delete(json);
-        goto forward;
+        if (!bare) {
+            /* usage on a choice's chunk: the usage chunk is still owed */
+
+            rc = ngx_http_llm_proxy_usage_chunk(ctx, json, usage);
+            cJSON_Delete(json);
+
+            if (rc != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            goto forward;
+        }
+
+        ctx->usage_sent = 1;
+
+        if (cJSON_IsArray(choices)) {
+            cJSON_Delete(json);
+            goto forward;
+        }
+
+        /* the shape OpenAI's clients expect: "choices" is there, empty */
+
+        if (cJSON_AddArrayToObject(json, "choices") == NULL) {
+            cJSON_Delete(json);
+            return NGX_ERROR;
+        }
+
+        goto print;
     }
 
     /* the client did not ask for usage: hide what we asked for */
 
-    if (cJSON_IsArray(choices) && cJSON_GetArraySize(choices) == 0) {
+    if (bare) {
         cJSON_Delete(json);
         return NGX_OK;
     }
 
     cJSON_DeleteItemFromObjectCaseSensitive(json, "usage");
+
+print:
 
     s = cJSON_PrintUnformatted(json);
     cJSON_Delete(json);
@@ -1551,6 +1617,70 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
 forward:
 
     return ngx_http_llm_proxy_data(ctx, payload, len);
+}
+
+
+/*
+ * The usage chunk a provider did not send, written from an event with
+ * usage: its id, object, created, model and fingerprint, no choices, and
+ * that usage.  The last such event's is kept, one at a time, until
+ * [DONE].
+ */
+
+static ngx_int_t
+ngx_http_llm_proxy_usage_chunk(ngx_http_llm_ctx_t *ctx, cJSON *json,
+    cJSON *usage)
+{
+    char        *s;
+    cJSON       *out, *item;
+    ngx_uint_t   i;
+
+    static const char  *keep[] = {
+        "id", "object", "created", "model", "system_fingerprint", NULL
+    };
+
+    if (ctx->usage_sent) {
+        return NGX_OK;
+    }
+
+    out = cJSON_CreateObject();
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; keep[i]; i++) {
+        item = cJSON_GetObjectItemCaseSensitive(json, keep[i]);
+
+        if (item && !cJSON_AddItemReferenceToObject(out, keep[i], item)) {
+            goto failed;
+        }
+    }
+
+    if (cJSON_AddArrayToObject(out, "choices") == NULL
+        || !cJSON_AddItemReferenceToObject(out, "usage", usage))
+    {
+        goto failed;
+    }
+
+    s = cJSON_PrintUnformatted(out);
+    cJSON_Delete(out);
+
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->usage_chunk) {
+        cJSON_free(ctx->usage_chunk);
+    }
+
+    ctx->usage_chunk = s;
+
+    return NGX_OK;
+
+failed:
+
+    cJSON_Delete(out);
+    return NGX_ERROR;
 }
 
 
