@@ -18,7 +18,10 @@
 static ngx_int_t ngx_http_llm_rewrite_rename(cJSON *out,
     ngx_http_llm_rewrite_t *rw);
 static void ngx_http_llm_rewrite_nulls(cJSON *out);
-static ngx_int_t ngx_http_llm_rewrite_message_name(cJSON *out);
+static ngx_int_t ngx_http_llm_rewrite_message_name(cJSON *out,
+    ngx_http_llm_rewrite_t *rw);
+static ngx_uint_t ngx_http_llm_rewrite_named(cJSON *msg,
+    ngx_http_llm_rewrite_t *rw);
 static ngx_int_t ngx_http_llm_rewrite_clamp(cJSON *out,
     ngx_http_llm_rewrite_t *rw);
 static ngx_uint_t ngx_http_llm_rewrite_in(const char *list, const char *s);
@@ -31,7 +34,8 @@ static ngx_uint_t ngx_http_llm_rewrite_in(const char *list, const char *s);
 /*
  * Mistral: the schema forbids any member it does not know (422
  * "extra_forbidden"), null values included, and has its own names for
- * two; temperature goes up to 1.5 only.  n is supported.
+ * two; a name only on a tool's message; temperature up to 1.5 only.
+ * n is supported.
  */
 
 static ngx_http_llm_rewrite_t  ngx_http_llm_rewrite_mistral[] = {
@@ -43,7 +47,7 @@ static ngx_http_llm_rewrite_t  ngx_http_llm_rewrite_mistral[] = {
     ngx_http_llm_rw_drop("top_logprobs"),
     ngx_http_llm_rw_drop("logit_bias"),
     ngx_http_llm_rw_drop("stream_options"),
-    { NGX_HTTP_LLM_RW_MESSAGE_NAME, NULL, NULL, 0, 0 },
+    { NGX_HTTP_LLM_RW_MESSAGE_NAME, NULL, "tool", 0, 0 },
     { NGX_HTTP_LLM_RW_CLAMP, "temperature", NULL, 1.5, 0 },
     { NGX_HTTP_LLM_RW_END, NULL, NULL, 0, 0 }
 };
@@ -223,7 +227,7 @@ ngx_http_llm_provider_rewrite(ngx_http_llm_provider_t *pv, cJSON *out,
             break;
 
         case NGX_HTTP_LLM_RW_MESSAGE_NAME:
-            if (ngx_http_llm_rewrite_message_name(out) != NGX_OK) {
+            if (ngx_http_llm_rewrite_message_name(out, rw) != NGX_OK) {
                 return NGX_ERROR;
             }
             break;
@@ -286,13 +290,13 @@ ngx_http_llm_rewrite_nulls(cJSON *out)
 
 
 /*
- * messages[].name: the messages that have one are copied without it (as
- * references to their other members), the others referred to as they
- * are; one pass to look, one to copy
+ * messages[].name, but for the roles in rw->to: the messages that have
+ * one are copied without it (as references to their other members), the
+ * others referred to as they are; one pass to look, one to copy
  */
 
 static ngx_int_t
-ngx_http_llm_rewrite_message_name(cJSON *out)
+ngx_http_llm_rewrite_message_name(cJSON *out, ngx_http_llm_rewrite_t *rw)
 {
     cJSON       *messages, *msg, *arr, *o, *m;
     ngx_uint_t   named;
@@ -306,9 +310,7 @@ ngx_http_llm_rewrite_message_name(cJSON *out)
     named = 0;
 
     cJSON_ArrayForEach(msg, messages) {
-        if (cJSON_IsObject(msg)
-            && cJSON_GetObjectItemCaseSensitive(msg, "name"))
-        {
+        if (ngx_http_llm_rewrite_named(msg, rw)) {
             named = 1;
             break;
         }
@@ -325,9 +327,7 @@ ngx_http_llm_rewrite_message_name(cJSON *out)
 
     cJSON_ArrayForEach(msg, messages) {
 
-        if (!cJSON_IsObject(msg)
-            || cJSON_GetObjectItemCaseSensitive(msg, "name") == NULL)
-        {
+        if (!ngx_http_llm_rewrite_named(msg, rw)) {
             if (!cJSON_AddItemReferenceToArray(arr, msg)) {
                 goto failed;
             }
@@ -364,6 +364,26 @@ failed:
 
     cJSON_Delete(arr);
     return NGX_ERROR;
+}
+
+
+/* a message whose name is to go */
+
+static ngx_uint_t
+ngx_http_llm_rewrite_named(cJSON *msg, ngx_http_llm_rewrite_t *rw)
+{
+    cJSON  *role;
+
+    if (!cJSON_IsObject(msg)
+        || cJSON_GetObjectItemCaseSensitive(msg, "name") == NULL)
+    {
+        return 0;
+    }
+
+    role = cJSON_GetObjectItemCaseSensitive(msg, "role");
+
+    return rw->to == NULL || !cJSON_IsString(role)
+           || !ngx_http_llm_rewrite_in(rw->to, role->valuestring);
 }
 
 

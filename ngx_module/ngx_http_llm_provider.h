@@ -30,7 +30,7 @@ typedef enum {
     NGX_HTTP_LLM_RW_RENAME,         /* name becomes to */
     NGX_HTTP_LLM_RW_DROP,           /* name is left out */
     NGX_HTTP_LLM_RW_NULLS,          /* members valued null are left out */
-    NGX_HTTP_LLM_RW_MESSAGE_NAME,   /* messages[].name is left out */
+    NGX_HTTP_LLM_RW_MESSAGE_NAME,   /* messages[].name, but of roles to */
     NGX_HTTP_LLM_RW_CLAMP,          /* a number name is at most max */
     NGX_HTTP_LLM_RW_ONE,            /* name absent or 1, else refused */
     NGX_HTTP_LLM_RW_ENUM            /* name one of the strings in to */
@@ -40,7 +40,7 @@ typedef enum {
 typedef struct {
     ngx_http_llm_rewrite_op_e   op;
     const char                 *name;
-    const char                 *to;     /* RENAME: a name; ENUM: "a b" */
+    const char                 *to;     /* a name; ENUM: words; roles */
     double                      max;    /* CLAMP */
     unsigned                    unstreamed:1;  /* only when not a stream */
 } ngx_http_llm_rewrite_t;

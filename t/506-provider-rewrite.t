@@ -114,6 +114,16 @@ sub ask {
     is($sent->{messages}[1]{content}, 'hi', 'mistral: the message otherwise whole');
     is($sent->{messages}[0]{content}, 'be brief', 'mistral: other messages as they were');
 
+    # a tool's message keeps its name: Mistral's ToolMessage has one
+    ($st, $b, $sent) = ask('mistral', messages => [
+        { role => 'user', name => 'alice', content => 'weather?' },
+        { role => 'assistant', content => '', tool_calls => [{ id => 'call1', type => 'function',
+            function => { name => 'weather', arguments => '{}' } }] },
+        { role => 'tool', tool_call_id => 'call1', name => 'weather', content => 'sunny' }]);
+    is($st, 200, 'mistral: a tool message with its name accepted') or diag($b);
+    ok(!exists $sent->{messages}[0]{name}, 'mistral: the user\'s name left out');
+    is($sent->{messages}[2]{name}, 'weather', 'mistral: the tool message keeps its name');
+
     ($st, $b, $sent) = ask('mistral', stop => undef, top_p => undef);
     is($st, 200, 'mistral: null values accepted') or diag($b);
     ok(!exists $sent->{stop} && !exists $sent->{top_p}, 'mistral: null members left out');

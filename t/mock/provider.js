@@ -55,7 +55,9 @@ function refuse(name, p, body) {
             if (!mistralKnown.has(k)) return mistral422('extra_forbidden', ['body', k], 'Extra inputs are not permitted', v);
             if (v === null) return mistral422('null_forbidden', ['body', k], 'Input should not be null', v);
         }
-        const i = (body.messages || []).findIndex((m) => m && typeof m === 'object' && 'name' in m);
+        // a name is allowed on a tool's message only
+        const i = (body.messages || []).findIndex((m) => m && typeof m === 'object' && 'name' in m
+            && m.role !== 'tool');
         if (i >= 0) return mistral422('extra_forbidden', ['body', 'messages', i, 'user', 'name'], 'Extra inputs are not permitted', body.messages[i].name);
         if (typeof body.temperature === 'number' && body.temperature > 1.5) {
             return mistral422('less_than_equal', ['body', 'temperature'], 'Input should be less than or equal to 1.5', body.temperature);
