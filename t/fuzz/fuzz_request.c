@@ -12,9 +12,13 @@
  *   - "model" is the backend's, "stream" is what the gateway relays, a
  *     stream asks for usage where the provider takes stream_options;
  *   - max_tokens and max_completion_tokens, when both are sent, agree;
+ *   - a provider's body breaks no rule of its rewrite table (P4): what
+ *     is dropped or renamed is absent, no null where nulls go, no name
+ *     on a message whose role loses it, clamped numbers within bounds;
  *   - with a quota: a bound is sent, within the model's context window;
  *     ctx->choices is max(n, best_of, 1); ctx->max_tokens is choices
- *     times the bound sent, within the tenant's caps; the reservation
+ *     times the bound sent (at least, where a rewrite clamped it),
+ *     within the tenant's caps; the reservation
  *     is the prompt estimate plus ctx->max_tokens, and its cost is not
  *     negative.
  */
@@ -195,6 +199,93 @@ ngx_http_llm_fuzz_int(cJSON *json, const char *name, const char *id)
 }
 
 
+/* s is one of the words of list, or list is NULL */
+
+static ngx_uint_t
+ngx_http_llm_fuzz_word(const char *list, const char *s)
+{
+    size_t       len;
+    const char  *p;
+
+    if (list == NULL) {
+        return 0;
+    }
+
+    len = ngx_strlen(s);
+
+    for (p = strstr(list, s); p; p = strstr(p + 1, s)) {
+        if ((p == list || p[-1] == ' ') && (p[len] == ' ' || p[len] == '\0')) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+ngx_http_llm_fuzz_rewritten(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_provider_t *pv, cJSON *up)
+{
+    cJSON                   *item, *msg, *role;
+    ngx_http_llm_rewrite_t  *rw;
+
+    for (rw = pv->rewrite; rw->op != NGX_HTTP_LLM_RW_END; rw++) {
+
+        if (rw->unstreamed && ctx->stream) {
+            continue;
+        }
+
+        switch (rw->op) {
+
+        case NGX_HTTP_LLM_RW_RENAME:
+        case NGX_HTTP_LLM_RW_DROP:
+            ngx_http_llm_fuzz_expect("P4",
+                cJSON_GetObjectItemCaseSensitive(up, rw->name) == NULL,
+                "\"%s\" sent to %V", rw->name, &pv->name);
+            break;
+
+        case NGX_HTTP_LLM_RW_NULLS:
+            cJSON_ArrayForEach(item, up) {
+                ngx_http_llm_fuzz_expect("P4", !cJSON_IsNull(item),
+                                         "\"%s\": null sent to %V",
+                                         item->string, &pv->name);
+            }
+            break;
+
+        case NGX_HTTP_LLM_RW_MESSAGE_NAME:
+            cJSON_ArrayForEach(msg,
+                cJSON_GetObjectItemCaseSensitive(up, "messages"))
+            {
+                role = cJSON_GetObjectItemCaseSensitive(msg, "role");
+
+                ngx_http_llm_fuzz_expect("P4", !cJSON_IsObject(msg)
+                    || cJSON_GetObjectItemCaseSensitive(msg, "name") == NULL
+                    || (cJSON_IsString(role)
+                        && ngx_http_llm_fuzz_word(rw->to,
+                                                  role->valuestring)),
+                    "a message's name sent to %V", &pv->name);
+            }
+            break;
+
+        case NGX_HTTP_LLM_RW_CLAMP:
+            item = cJSON_GetObjectItemCaseSensitive(up, rw->name);
+
+            ngx_http_llm_fuzz_expect("P4", !cJSON_IsNumber(item)
+                                     || item->valuedouble <= rw->max,
+                                     "\"%s\" %.3f sent to %V", rw->name,
+                                     cJSON_IsNumber(item)
+                                     ? item->valuedouble : 0.0,
+                                     &pv->name);
+            break;
+
+        default:
+            break;
+        }
+    }
+}
+
+
 static void
 ngx_http_llm_fuzz_check(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b,
     u_char *body, size_t len)
@@ -241,6 +332,10 @@ ngx_http_llm_fuzz_check(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b,
                                  "a stream without include_usage");
     }
 
+    if (pv && pv->rewrite) {
+        ngx_http_llm_fuzz_rewritten(ctx, pv, up);
+    }
+
     mt = ngx_http_llm_fuzz_int(up, "max_tokens", "H1");
     mct = ngx_http_llm_fuzz_int(up, "max_completion_tokens", "H1");
 
@@ -268,7 +363,9 @@ ngx_http_llm_fuzz_check(ngx_http_llm_ctx_t *ctx, ngx_http_llm_backend_t *b,
                                  "ctx->choices %ui, the body asks for %L",
                                  ctx->choices, choices);
 
-        ngx_http_llm_fuzz_expect("H2", ctx->max_tokens == choices * per,
+        ngx_http_llm_fuzz_expect("H2", ctx->max_tokens == choices * per
+                                 || (pv && pv->rewrite
+                                     && ctx->max_tokens > choices * per),
                                  "ctx->max_tokens %L, the body allows "
                                  "%L x %L", ctx->max_tokens, choices, per);
 

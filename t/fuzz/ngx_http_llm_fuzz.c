@@ -16,7 +16,7 @@
 #include "ngx_http_llm_request.h"
 
 
-/* the configuration every target sees: two models, three backends */
+/* the configuration every target sees: two models, seven backends */
 ngx_http_llm_main_conf_t   ngx_http_llm_fuzz_main_conf;
 ngx_http_llm_model_t      *ngx_http_llm_fuzz_models;
 
@@ -131,7 +131,7 @@ ngx_http_llm_fuzz_init(void)
 
     if (ngx_array_init(&m[0].backends, pool, 1,
                        sizeof(ngx_http_llm_backend_t)) != NGX_OK
-        || ngx_array_init(&m[1].backends, pool, 2,
+        || ngx_array_init(&m[1].backends, pool, 6,
                           sizeof(ngx_http_llm_backend_t)) != NGX_OK
         || ngx_array_init(&m[0].aliases, pool, 1, sizeof(ngx_str_t))
            != NGX_OK
@@ -146,6 +146,17 @@ ngx_http_llm_fuzz_init(void)
                               2000000, 6000000);
     ngx_http_llm_fuzz_backend(&m[1], "mistralai/mixtral-8x22b-instruct",
                               "openrouter", 2000000, 6000000);
+
+    /* the providers with rewrite tables: each body is checked against it */
+
+    ngx_http_llm_fuzz_backend(&m[1], "mistral-small-latest", "mistral",
+                              2000000, 6000000);
+    ngx_http_llm_fuzz_backend(&m[1], "accounts/fireworks/models/x",
+                              "fireworks", 2000000, 6000000);
+    ngx_http_llm_fuzz_backend(&m[1], "groq-model", "groq",
+                              2000000, 6000000);
+    ngx_http_llm_fuzz_backend(&m[1], "deepinfra/model", "deepinfra",
+                              2000000, 6000000);
 
     /* ngx_str_set() names its first argument twice */
 
