@@ -13,6 +13,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use LLMTest;
+use Digest::SHA;
 
 plan skip_all => 'openssl not installed' unless `which openssl` =~ /\S/;
 
@@ -176,6 +177,23 @@ sub ask {
     is($sent->{max_tokens}, 8000, 'fireworks: a stream is not clamped');
     ($st, $b, $sent) = ask('fireworks', max_tokens => 100);
     is($sent->{max_tokens}, 100, 'fireworks: a small bound as it was');
+}
+
+# the bound the gateway sets itself (a key's max_tokens cap) is clamped
+# too, and never raised: the tenant's cap still holds
+{
+    my $capped = $t->start_nginx(
+        http => "llm_ssl_trusted_certificate $d/ca.pem;\n"
+            . 'llm_api_key ' . Digest::SHA::sha256_hex('sk-capped') . " capped max_tokens=8000;\n"
+            . 'llm_api_key ' . Digest::SHA::sha256_hex('sk-small') . " small max_tokens=300;\n" . models($fp),
+        server => 'location /v1/ { llm_gateway; llm_auth on; }');
+    my ($st, $h, $b) = chat($capped, key => 'sk-capped', model => 'p-fireworks');
+    is($st, 200, 'fireworks: a key capped at 8000, no max_tokens asked: served') or diag($b);
+    is(last_seen('fireworks')->{body}{max_tokens}, 4096, 'fireworks: the cap sent clamped to 4096');
+    ($st, $h, $b) = chat($capped, key => 'sk-small', model => 'p-fireworks');
+    is(last_seen('fireworks')->{body}{max_tokens}, 300, 'fireworks: a cap under 4096 as it was');
+    ($st, $h, $b) = chat($capped, key => 'sk-small', model => 'p-mistral', max_completion_tokens => 200);
+    is(last_seen('mistral')->{body}{max_tokens}, 200, 'mistral: a renamed bound stays the one reserved');
 }
 
 # ---------------------------------------------------------------- DeepInfra
