@@ -54,9 +54,8 @@ static ngx_http_llm_rewrite_t  ngx_http_llm_rewrite_mistral[] = {
 
 
 /*
- * Groq: one choice only (n > 1 is refused: the client would pay for
- * choices it does not get), no log probabilities, no names of
- * participants
+ * Groq: one choice only (a request for more is refused, naming n, as
+ * Groq would refuse it), no log probabilities, no names of participants
  */
 
 static ngx_http_llm_rewrite_t  ngx_http_llm_rewrite_groq[] = {

@@ -346,8 +346,8 @@ ngx_http_llm_proxy_next(ngx_http_llm_ctx_t *ctx)
 /*
  * The request asks what the chosen provider's API cannot do and no
  * rewrite mends (Groq's n > 1, DeepInfra's named tool_choice): the
- * client is told as OpenAI tells of a bad value, before anything is
- * sent, rather than billed for choices it would not get.
+ * client is told as OpenAI tells of a bad value, naming the member,
+ * before anything is sent, rather than in the provider's own shape.
  */
 
 static void
