@@ -630,6 +630,25 @@ ngx_http_llm_backend_cool(ngx_http_llm_ctx_t *ctx, ngx_msec_t ms)
 }
 
 
+/*
+ * The backend's model is gone (retired, decommissioned): nobody asks it
+ * again for ms, hours rather than the breaker's seconds; its circuit is
+ * left as it is, the backend itself being well
+ */
+
+void
+ngx_http_llm_backend_retire(ngx_http_llm_ctx_t *ctx, ngx_msec_t ms)
+{
+    ngx_http_llm_health_t  *h;
+
+    h = ctx->backend->health;
+
+    if (h && ms) {
+        h->cool_until = ngx_http_llm_wall_msec() + ms;
+    }
+}
+
+
 /* 0 closed, 1 open, 2 half-open: for the metrics */
 
 ngx_uint_t

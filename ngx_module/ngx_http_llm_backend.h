@@ -41,6 +41,7 @@ void ngx_http_llm_backend_ok(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_backend_failed(ngx_http_llm_ctx_t *ctx);
 ngx_uint_t ngx_http_llm_backend_answered(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_backend_cool(ngx_http_llm_ctx_t *ctx, ngx_msec_t ms);
+void ngx_http_llm_backend_retire(ngx_http_llm_ctx_t *ctx, ngx_msec_t ms);
 ngx_uint_t ngx_http_llm_backend_state(ngx_http_llm_main_conf_t *lmcf,
     ngx_http_llm_backend_t *b);
 void ngx_http_llm_backend_info(ngx_http_llm_main_conf_t *lmcf,

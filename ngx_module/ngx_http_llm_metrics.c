@@ -86,6 +86,11 @@ static ngx_http_llm_metric_t  ngx_http_llm_metrics[] = {
       "Model choices, by model and reason." },
     { "llm_backend_attempts_total", "counter",
       "Upstream attempts, by backend and outcome." },
+    { "llm_backend_retired_total", "counter",
+      "Answers saying the backend's model is gone (retired, decommissioned, "
+      "not found); each parks the backend for hours." },
+    { "llm_backend_model_mismatch_total", "counter",
+      "Answers naming another model than the one asked for, by backend." },
     { "llm_upstream_ttfb_seconds", "histogram",
       "Time from the start of an attempt to its first byte, by backend." },
     { "llm_request_duration_seconds", "histogram",
@@ -435,6 +440,40 @@ ngx_http_llm_metrics_attempt(ngx_http_llm_ctx_t *ctx, const char *outcome)
 
     ngx_http_llm_key("llm_backend_attempts_total{backend=\"%s\","
                      "outcome=\"%s\"}", lb, outcome);
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+
+    ngx_shmtx_lock(&shpool->mutex);
+    ngx_http_llm_metrics_add(zone, key, len, 1);
+    ngx_shmtx_unlock(&shpool->mutex);
+}
+
+
+/* a per-backend counter: NAME{backend="..."} */
+
+void
+ngx_http_llm_metrics_backend(ngx_http_llm_ctx_t *ctx, const char *name)
+{
+    u_char                    *last;
+    size_t                     len;
+    ngx_shm_zone_t            *zone;
+    ngx_slab_pool_t           *shpool;
+    ngx_http_llm_backend_t    *b;
+    ngx_http_llm_main_conf_t  *lmcf;
+    u_char                     key[NGX_HTTP_LLM_KEY_MAX], lb[256];
+
+    lmcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_llm_module);
+    zone = lmcf->metrics;
+    b = ctx->backend;
+
+    if (zone == NULL || zone->data == NULL || b == NULL) {
+        return;
+    }
+
+    last = ngx_http_llm_label(lb, lb + sizeof(lb) - 1, &b->name);
+    *last = '\0';
+
+    ngx_http_llm_key("%s{backend=\"%s\"}", name, lb);
 
     shpool = (ngx_slab_pool_t *) zone->shm.addr;
 
