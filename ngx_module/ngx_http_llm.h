@@ -344,6 +344,8 @@ typedef struct {
     ngx_int_t                   status;
     ngx_str_t                   content_type;
     ngx_str_t                   retry_after;
+    ngx_msec_t                  retry_ms;      /* retry-after-ms, or 0 */
+    ngx_msec_t                  reset_ms;      /* x-ratelimit-reset-*, 0 */
     size_t                      bytes;         /* of a 200 answer */
     size_t                      body_len;
     size_t                      errlen;
@@ -518,6 +520,8 @@ typedef struct {
     unsigned                    fell_back:1;
     unsigned                    usage_lost:1;      /* answer, no usage */
     unsigned                    list_models:1;     /* GET /v1/models */
+    unsigned                    stream_failed:1;   /* an error event */
+    unsigned                    model_checked:1;   /* answer's "model" */
 } ngx_http_llm_ctx_t;
 
 

@@ -18,6 +18,7 @@
 #include "ngx_http_llm_metrics.h"
 #include "ngx_http_llm_output.h"
 #include "ngx_http_llm_provider.h"
+#include "ngx_http_llm_provider_error.h"
 #include "ngx_http_llm_proxy.h"
 #include "ngx_http_llm_request.h"
 #include "ngx_http_llm_router.h"
@@ -44,6 +45,14 @@ static void ngx_http_llm_proxy_release(ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_proxy_retry(ngx_event_t *ev);
 static ngx_msec_t ngx_http_llm_retry_after(ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_proxy_backoff(ngx_http_llm_ctx_t *ctx);
+static ngx_http_llm_perr_e ngx_http_llm_proxy_kind(ngx_http_llm_ctx_t *ctx);
+static void ngx_http_llm_proxy_retired(ngx_http_llm_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_proxy_error_body(ngx_http_llm_ctx_t *ctx);
+static void ngx_http_llm_proxy_rate_header(ngx_http_llm_ctx_t *ctx,
+    char *buf, size_t len);
+static void ngx_http_llm_proxy_check(ngx_http_llm_ctx_t *ctx, u_char *p,
+    size_t len);
+static void ngx_http_llm_proxy_model(ngx_http_llm_ctx_t *ctx, cJSON *json);
 static void ngx_http_llm_proxy_json_end(ngx_http_llm_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_proxy_tail_usage(ngx_http_llm_ctx_t *ctx);
 static ngx_uint_t ngx_http_llm_proxy_closes(u_char *p, u_char *last);
@@ -386,12 +395,14 @@ ngx_http_llm_proxy_done(void *data, CURLcode rc)
 {
     ngx_http_llm_ctx_t *ctx = data;
 
-    long                 status;
-    const char          *outcome;
-    ngx_connection_t    *c;
+    long                  status;
+    const char           *outcome;
+    ngx_connection_t     *c;
+    ngx_http_llm_perr_e   kind;
 
     /* the request, and ctx with it, may be gone after finalization */
     c = ctx->request->connection;
+    kind = NGX_HTTP_LLM_PERR_NONE;
 
     if (ctx->easy && ctx->attempt.status == 0) {
         status = 0;
@@ -412,6 +423,21 @@ ngx_http_llm_proxy_done(void *data, CURLcode rc)
 
         case CURLE_OK:
             if (ctx->attempt.discard) {
+                ctx->fail = NGX_HTTP_LLM_FAIL_STATUS;
+                break;
+            }
+
+            /* a held error: a model gone, or a key refused, fails over */
+
+            kind = ngx_http_llm_proxy_kind(ctx);
+
+            if (kind == NGX_HTTP_LLM_PERR_RETIRED
+                || kind == NGX_HTTP_LLM_PERR_BACKEND)
+            {
+                ctx->attempt.errlen = ngx_min(ctx->attempt.body_len,
+                                              NGX_HTTP_LLM_ERRBUF_SIZE);
+                ngx_memcpy(ctx->errbuf, ctx->body, ctx->attempt.errlen);
+                ctx->attempt.holding = 0;
                 ctx->fail = NGX_HTTP_LLM_FAIL_STATUS;
                 break;
             }
@@ -475,15 +501,30 @@ ngx_http_llm_proxy_done(void *data, CURLcode rc)
         ngx_http_llm_usage_abandon(ctx);
 
         /*
-         * a 429 cools the backend down for everyone until its Retry-After;
-         * other failures count toward opening its circuit
+         * a 429, or a 503 with Retry-After, cools the backend down for
+         * everyone until then; a model gone parks it for hours; other
+         * failures count toward opening its circuit
          */
 
-        if (ctx->attempt.status == NGX_HTTP_TOO_MANY_REQUESTS) {
-            ngx_http_llm_backend_cool(ctx, ngx_http_llm_retry_after(ctx));
+        /* a held body was judged already, and is gone from the attempt */
 
-        } else {
+        if (kind == NGX_HTTP_LLM_PERR_NONE) {
+            kind = ngx_http_llm_proxy_kind(ctx);
+        }
+
+        switch (kind) {
+
+        case NGX_HTTP_LLM_PERR_LIMIT:
+            ngx_http_llm_backend_cool(ctx, ngx_http_llm_retry_after(ctx));
+            break;
+
+        case NGX_HTTP_LLM_PERR_RETIRED:
+            ngx_http_llm_proxy_retired(ctx);
+            break;
+
+        default:
             ngx_http_llm_backend_failed(ctx);
+            break;
         }
 
         ngx_http_llm_proxy_backoff(ctx);
@@ -588,18 +629,36 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
     u_char               *p;
     size_t                len;
     ngx_int_t             rv;
+    const char           *outcome;
     ngx_http_request_t   *r;
     ngx_http_llm_error_t  err;
 
     r = ctx->request;
 
-    ngx_http_llm_metrics_attempt(ctx, rc == CURLE_OK ? "ok" : "broken");
-    ngx_http_llm_status_attempt(ctx, rc == CURLE_OK ? "ok" : "broken");
+    /* a stream that said it failed is as broken as one cut short */
+
+    outcome = (rc == CURLE_OK && !ctx->stream_failed) ? "ok" : "broken";
+
+    ngx_http_llm_metrics_attempt(ctx, outcome);
+    ngx_http_llm_status_attempt(ctx, outcome);
+
+    /* the request's fault, not the backend's: it answered well */
+
+    if (ctx->attempt.status >= NGX_HTTP_BAD_REQUEST
+        && ctx->attempt.status < NGX_HTTP_INTERNAL_SERVER_ERROR)
+    {
+        ngx_http_llm_backend_ok(ctx);
+    }
 
     if (ctx->attempt.holding) {
         /* whole, so failures before this point failed over; masked */
 
         ngx_http_llm_proxy_json_end(ctx);
+
+        if (ngx_http_llm_proxy_error_body(ctx) != NGX_OK) {
+            ngx_http_llm_finalize(ctx, NGX_ERROR);
+            return;
+        }
 
         if (ngx_http_llm_cost_header(ctx, 0) != NGX_OK
             || ngx_http_llm_proxy_send_header(ctx) != NGX_OK)
@@ -700,7 +759,9 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
         }
 
     } else {
-        if (ctx->done_seen) {
+        /* a stream whose provider said it failed is not an answer */
+
+        if (ctx->done_seen && !ctx->stream_failed) {
             ngx_http_llm_cache_store(ctx, NULL);
         }
 
@@ -715,6 +776,197 @@ ngx_http_llm_proxy_finish(ngx_http_llm_ctx_t *ctx, CURLcode rc)
     rv = ngx_http_llm_out_flush(ctx, 1);
 
     ngx_http_llm_finalize(ctx, rv);
+}
+
+
+/* whose fault this attempt's error answer is */
+
+static ngx_http_llm_perr_e
+ngx_http_llm_proxy_kind(ngx_http_llm_ctx_t *ctx)
+{
+    u_char  *body;
+    size_t   len;
+
+    if (ctx->attempt.status < NGX_HTTP_BAD_REQUEST) {
+        return ctx->attempt.status ? NGX_HTTP_LLM_PERR_NONE
+                                   : NGX_HTTP_LLM_PERR_BACKEND;
+    }
+
+    if (ctx->attempt.discard) {
+        body = ctx->errbuf;
+        len = ctx->attempt.errlen;
+
+    } else if (ctx->attempt.holding && !ctx->attempt.body_truncated) {
+        body = ctx->body;
+        len = ctx->attempt.body_len;
+
+    } else {
+        body = NULL;
+        len = 0;
+    }
+
+    return ngx_http_llm_perr_kind(ctx->attempt.status, body, len,
+                                  ctx->attempt.retry_after.len
+                                  || ctx->attempt.retry_ms);
+}
+
+
+/*
+ * The backend says its model is gone: parked for hours, not the breaker's
+ * seconds, and said loudly, as only its configuration can bring it back
+ */
+
+static void
+ngx_http_llm_proxy_retired(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_str_t               *model;
+    ngx_http_llm_backend_t  *b;
+
+    b = ctx->backend;
+    model = b->model.len ? &b->model : &ctx->model->name;
+
+    ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
+                  "llm: backend \"%V\" retired model \"%V\" (HTTP %i): "
+                  "not used for %M s", &b->url, model, ctx->attempt.status,
+                  (ngx_msec_t) NGX_HTTP_LLM_RETIRE_MS / 1000);
+
+    ngx_http_llm_backend_retire(ctx, NGX_HTTP_LLM_RETIRE_MS);
+    ngx_http_llm_metrics_backend(ctx, "llm_backend_retired_total");
+}
+
+
+/*
+ * A held error body the client gets: in OpenAI's shape, which Mistral's
+ * top-level and 422 shapes are not; it was masked before
+ */
+
+static ngx_int_t
+ngx_http_llm_proxy_error_body(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_str_t  out;
+    ngx_int_t  rc;
+
+    if (ctx->attempt.status < NGX_HTTP_BAD_REQUEST
+        || ctx->attempt.body_truncated)
+    {
+        return NGX_OK;
+    }
+
+    rc = ngx_http_llm_perr_body(ctx->request->pool, ctx->attempt.status,
+                                ctx->body, ctx->attempt.body_len, &out);
+
+    if (rc == NGX_DECLINED) {
+        return NGX_OK;
+    }
+
+    if (rc != NGX_OK
+        || ngx_http_llm_grow(&ctx->body, &ctx->body_size, 0, out.len,
+                             out.len)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ctx->body, out.data, out.len);
+    ctx->attempt.body_len = out.len;
+    ctx->attempt.content_type.len = 0;      /* application/json */
+
+    return NGX_OK;
+}
+
+
+/*
+ * An event of a 200 stream: the model it names, once, and whether the
+ * provider says it failed (OpenRouter, Groq), which makes the stream no
+ * answer to cache and a failure of the backend's.  Only the first event
+ * and those that mention an error are parsed.
+ */
+
+static void
+ngx_http_llm_proxy_check(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
+{
+    cJSON  *json;
+
+    if (ctx->model_checked
+        && memmem(p, len, "error", sizeof("error") - 1) == NULL)
+    {
+        return;
+    }
+
+    json = cJSON_ParseWithLength((char *) p, len);
+
+    if (json == NULL) {
+        return;
+    }
+
+    ngx_http_llm_proxy_model(ctx, json);
+
+    if (!ctx->stream_failed && ngx_http_llm_perr_stream(json)) {
+        ctx->stream_failed = 1;
+
+        ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
+                      "llm: backend \"%V\" sent an error mid-stream",
+                      &ctx->backend->url);
+
+        ngx_http_llm_backend_failed(ctx);
+    }
+
+    cJSON_Delete(json);
+}
+
+
+/*
+ * An answer names another model than the one asked for: Together
+ * redirects retired ids silently, at other prices.  A dated version of
+ * the id ("gpt-4o" answered by "gpt-4o-2024-08-06") is the same model.
+ */
+
+static void
+ngx_http_llm_proxy_model(ngx_http_llm_ctx_t *ctx, cJSON *json)
+{
+    u_char                  *m;
+    size_t                   len, i;
+    cJSON                   *model;
+    ngx_http_llm_backend_t  *b;
+    u_char                   name[128];
+
+    /* the first event, or the body, says it: once per request */
+
+    if (ctx->model_checked) {
+        return;
+    }
+
+    ctx->model_checked = 1;
+
+    b = ctx->backend;
+    model = cJSON_GetObjectItemCaseSensitive(json, "model");
+
+    if (b == NULL || !b->hosted || b->model.len == 0
+        || !cJSON_IsString(model) || model->valuestring == NULL)
+    {
+        return;
+    }
+
+    m = (u_char *) model->valuestring;
+    len = ngx_strnlen(m, sizeof(name));
+
+    if (len >= b->model.len && ngx_strncmp(m, b->model.data, b->model.len)
+                               == 0)
+    {
+        return;
+    }
+
+    /* the provider's text, in a log line of ours: no control bytes */
+
+    for (i = 0; i < len; i++) {
+        name[i] = (m[i] < 0x20 || m[i] >= 0x7f) ? '?' : m[i];
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
+                  "llm: backend \"%V\" answered for model \"%*s\", "
+                  "asked for \"%V\"", &b->url, len, name, &b->model);
+
+    ngx_http_llm_metrics_backend(ctx, "llm_backend_model_mismatch_total");
 }
 
 
@@ -923,6 +1175,7 @@ ngx_http_llm_proxy_json_end(ngx_http_llm_ctx_t *ctx)
     json = cJSON_ParseWithLength((char *) ctx->body, ctx->attempt.body_len);
 
     if (json) {
+        ngx_http_llm_proxy_model(ctx, json);
         (void) ngx_http_llm_proxy_usage(ctx,
                           cJSON_GetObjectItemCaseSensitive(json, "usage"));
         ngx_http_llm_cache_store(ctx, json);
@@ -1091,28 +1344,88 @@ ngx_http_llm_proxy_account(ngx_http_llm_ctx_t *ctx)
 }
 
 
-/* Retry-After in milliseconds: seconds, or an HTTP date; 0: none */
+/*
+ * How long a rate-limited backend is parked: retry-after-ms, Retry-After
+ * (seconds, decimal too, or an HTTP date), Groq's x-ratelimit-reset-*, in
+ * that order; a second when none says, an hour at most, so that a hostile
+ * header cannot park a backend for good
+ */
 
 static ngx_msec_t
 ngx_http_llm_retry_after(ngx_http_llm_ctx_t *ctx)
 {
-    time_t     t;
-    ngx_int_t  n;
+    ngx_int_t  ms;
 
-    if (ctx->attempt.retry_after.len == 0) {
-        return 0;
+    ms = ctx->attempt.retry_ms ? (ngx_int_t) ctx->attempt.retry_ms
+                               : NGX_ERROR;
+
+    if (ms == NGX_ERROR && ctx->attempt.retry_after.len) {
+        ms = ngx_http_llm_perr_retry_after(ctx->attempt.retry_after.data,
+                                           ctx->attempt.retry_after.len,
+                                           ngx_time());
     }
 
-    n = ngx_atoi(ctx->attempt.retry_after.data, ctx->attempt.retry_after.len);
-
-    if (n == NGX_ERROR) {
-        t = ngx_parse_http_time(ctx->attempt.retry_after.data,
-                                ctx->attempt.retry_after.len);
-        n = (t == NGX_ERROR || t <= ngx_time()) ? 0 : t - ngx_time();
+    if (ms == NGX_ERROR && ctx->attempt.reset_ms) {
+        ms = ctx->attempt.reset_ms;
     }
 
-    /* a day at most: a broken header must not park a backend for good */
-    return (ngx_msec_t) ngx_min(n, 86400) * 1000;
+    ms = ngx_max(ms, NGX_HTTP_LLM_PARK_MIN_MS);
+
+    return (ngx_msec_t) ngx_min(ms, NGX_HTTP_LLM_PARK_MAX_MS);
+}
+
+
+/* the rate-limit headers besides Retry-After, as milliseconds */
+
+static void
+ngx_http_llm_proxy_rate_header(ngx_http_llm_ctx_t *ctx, char *buf,
+    size_t len)
+{
+    u_char     *p, *last;
+    ngx_int_t   ms;
+    ngx_str_t   v;
+
+    if (ngx_http_llm_header_value(ctx->request->pool, buf, len,
+                                  "retry-after-ms", &v))
+    {
+        /* milliseconds, a fraction ignored; saturated at the cap */
+
+        last = v.data + v.len;
+        ms = 0;
+
+        for (p = v.data; p < last && *p >= '0' && *p <= '9'; p++) {
+            if (ms < NGX_HTTP_LLM_PARK_MAX_MS) {
+                ms = ms * 10 + (*p - '0');
+            }
+        }
+
+        if (p != v.data) {
+            ms = ngx_min(ms, NGX_HTTP_LLM_PARK_MAX_MS);
+            ctx->attempt.retry_ms = ngx_max(ms, 1);
+        }
+
+        return;
+    }
+
+    if (ngx_http_llm_header_value(ctx->request->pool, buf, len,
+                                  "x-ratelimit-reset-requests", &v) == NULL
+        && ngx_http_llm_header_value(ctx->request->pool, buf, len,
+                                     "x-ratelimit-reset-tokens", &v)
+           == NULL)
+    {
+        return;
+    }
+
+    ms = ngx_http_llm_perr_duration(v.data, v.len);
+
+    /* the sooner of the two: a request may go again then */
+
+    if (ms > 0
+        && (ctx->attempt.reset_ms == 0
+            || (ngx_msec_t) ms < ctx->attempt.reset_ms))
+    {
+        ctx->attempt.reset_ms = ms;
+    }
 }
 
 
@@ -1231,6 +1544,8 @@ ngx_http_llm_proxy_header_cb(char *buf, size_t size, size_t n, void *data)
         ctx->attempt.status = (status == NGX_ERROR) ? 0 : status;
         ctx->attempt.content_type.len = 0;
         ctx->attempt.retry_after.len = 0;
+        ctx->attempt.retry_ms = 0;
+        ctx->attempt.reset_ms = 0;
 
         return len;
     }
@@ -1244,17 +1559,16 @@ ngx_http_llm_proxy_header_cb(char *buf, size_t size, size_t n, void *data)
 
         /*
          * these are the backend's failures, not the client's: another
-         * backend may well do better, so the body is only kept for the log
+         * backend may well do better, so the body is only kept for the log.
+         * Another 4xx is held and judged by its body when it ends (a model
+         * gone, a key refused fail over too); until then the circuit is
+         * left as it is.
          */
 
-        if (ctx->attempt.status >= 500
-            || ctx->attempt.status == NGX_HTTP_TOO_MANY_REQUESTS
-            || ctx->attempt.status == NGX_HTTP_UNAUTHORIZED
-            || ctx->attempt.status == NGX_HTTP_FORBIDDEN)
-        {
+        if (ngx_http_llm_perr_status(ctx->attempt.status)) {
             ctx->attempt.discard = 1;
 
-        } else {
+        } else if (ctx->attempt.status < NGX_HTTP_BAD_REQUEST) {
             ngx_http_llm_backend_ok(ctx);
         }
 
@@ -1264,9 +1578,13 @@ ngx_http_llm_proxy_header_cb(char *buf, size_t size, size_t n, void *data)
     v = ngx_http_llm_header_value(ctx->request->pool, buf, len,
                                   "content-type", &ctx->attempt.content_type);
     if (v == NULL) {
-        (void) ngx_http_llm_header_value(ctx->request->pool, buf, len,
-                                         "retry-after",
-                                         &ctx->attempt.retry_after);
+        v = ngx_http_llm_header_value(ctx->request->pool, buf, len,
+                                      "retry-after",
+                                      &ctx->attempt.retry_after);
+    }
+
+    if (v == NULL) {
+        ngx_http_llm_proxy_rate_header(ctx, buf, len);
     }
 
     return len;
@@ -1513,6 +1831,8 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
 
     /* without usage at the end, a stream is charged by these */
     ngx_http_llm_proxy_count(ctx, payload, len);
+
+    ngx_http_llm_proxy_check(ctx, payload, len);
 
     /* only usage, or the cache, needs the event parsed */
 

@@ -134,6 +134,7 @@ function handle(req, res, raw) {
     let body = null;
     try { body = JSON.parse(raw); } catch (e) { /* checked below */ }
     last[name] = { url: req.url, httpVersion: req.httpVersion, headers: req.headers, body };
+    if (fault(name, body, res)) return;
     const msgs = body && Array.isArray(body.messages) ? body.messages : [];
     if (msgs.length && msgs[msgs.length - 1].content === 'ECHO_KEY') {
         // a careless provider quoting the credentials in its error
@@ -191,6 +192,97 @@ function handle(req, res, raw) {
     }
     const text = out.map((c) => `data: ${JSON.stringify(c)}\n\n`).join('') + 'data: [DONE]\n\n';
     res.end((p.comments ? ': OPENROUTER PROCESSING\n\n' : '') + text);
+}
+
+// provider errors as the real ones send them (t/505-provider-errors.t),
+// chosen by a marker in the last user message; true: answered
+function fault(name, body, res) {
+    const msgs = body && Array.isArray(body.messages) ? body.messages : [];
+    const text = msgs.length ? String(msgs[msgs.length - 1].content) : '';
+    const mark = (text.match(/__(\w+?)__/) || [])[1];
+    if (!mark) return false;
+    const json = (status, obj, headers) => {
+        res.writeHead(status, Object.assign({ 'content-type': 'application/json' }, headers || {}));
+        res.end(JSON.stringify(obj));
+        return true;
+    };
+    const sse = (events) => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end(events.map((e) => `data: ${JSON.stringify(e)}\n\n`).join('') + 'data: [DONE]\n\n');
+        return true;
+    };
+    const model = body.model;
+    switch (mark) {
+    case 'retired':
+        // Groq's answer for a decommissioned model; Fireworks' 404 for others
+        if (name === 'groq') {
+            return json(400, { error: { message: `The model \`${model}\` has been decommissioned and is no longer supported.`,
+                type: 'invalid_request_error', code: 'model_decommissioned' } });
+        }
+        if (name === 'fireworks') {
+            return json(404, { error: { message: 'Model not found, inaccessible, and/or not deployed',
+                code: 'NOT_FOUND' } });
+        }
+        if (name === 'mistral') {
+            return json(400, { object: 'error', message: `Invalid model: ${model}`, type: 'invalid_model',
+                param: null, code: '1500' });
+        }
+        return false;
+    case 'ctx403':
+        // Together: prompt + max_tokens over the context window
+        if (name !== 'together') return false;
+        return json(403, { error: { message: 'Input validation error: `inputs` tokens + `max_new_tokens` must be <= 32769. Given: 40000 `inputs` tokens and 4096 `max_new_tokens`',
+            type: 'invalid_request_error', param: null, code: null } });
+    case 'moderation403':
+        if (name !== 'openrouter') return false;
+        return json(403, { error: { code: 403, message: 'mistralai/mixtral-8x22b-instruct requires moderation on Mistral. Your input was flagged for "violence".',
+            metadata: { reasons: ['violence'], flagged_input: 'an api key auth credential...', provider_name: 'Mistral' } } });
+    case 'auth403':
+        if (name !== 'fireworks') return false;
+        return json(403, { error: { message: 'Invalid API key or insufficient permissions', type: 'authentication_error' } });
+    case '429frac':
+        if (name !== 'together') return false;
+        return json(429, { error: { message: 'Rate limit reached', type: 'rate_limit_error', code: 'rate_limit_exceeded' } },
+            { 'retry-after': '1.5' });
+    case '429none':
+        if (name !== 'mistral') return false;
+        return json(429, { object: 'error', message: 'Service tier capacity exceeded for this model.',
+            type: 'service_tier_capacity_exceeded', param: null, code: '3505' });
+    case '429groq':
+        if (name !== 'groq') return false;
+        return json(429, { error: { message: 'Rate limit reached for model', type: 'tokens', code: 'rate_limit_exceeded' } },
+            { 'x-ratelimit-reset-requests': '2m59.56s', 'x-ratelimit-reset-tokens': '1.66s' });
+    case '503retry':
+        if (name !== 'openrouter') return false;
+        return json(503, { error: { code: 503, message: 'No instances available', metadata: {} } }, { 'retry-after': '2' });
+    case 'midstream_error':
+        if (name !== 'openrouter') return false;
+        return sse([chunk(model, { role: 'assistant', content: '' }), chunk(model, { content: 'partial' }),
+            { id: 'gen-fake', object: 'chat.completion.chunk', created: 1700000000, model,
+                error: { code: 502, message: 'Provider disconnected' },
+                choices: [{ index: 0, delta: { content: '' }, finish_reason: 'error' }] }]);
+    case 'xgroq_error':
+        if (name !== 'groq') return false;
+        return sse([chunk(model, { role: 'assistant', content: '' }), chunk(model, { content: 'partial' }),
+            Object.assign(chunk(model, {}, 'stop'), { x_groq: { id: 'req_fake', error: 'over capacity' } })]);
+    case 'redirect_model':
+        if (name !== 'together') return false;
+        return json(200, { id: 'chatcmpl-fake', object: 'chat.completion', created: 1700000000,
+            model: 'mistralai/Mistral-Small-24B-Instruct-2501',
+            choices: [{ index: 0, message: { role: 'assistant', content: 'redirected' }, finish_reason: 'stop' }],
+            usage: { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 } });
+    case 'mistral422':
+        if (name !== 'mistral') return false;
+        return json(422, { object: 'error', message: { detail: [{ type: 'extra_forbidden', loc: ['body', 'stream_options'],
+            msg: 'Extra inputs are not permitted', input: { include_usage: true } }] },
+            type: 'invalid_request_message_error', param: null, code: null });
+    case 'mistral400':
+        if (name !== 'mistral') return false;
+        return json(400, { object: 'error', message: 'Invalid temperature', type: 'invalid_request_error',
+            param: 'temperature', code: null });
+    default:
+        return false;
+    }
 }
 
 const server = http2.createSecureServer({
