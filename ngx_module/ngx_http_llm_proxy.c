@@ -503,10 +503,9 @@ ngx_http_llm_proxy_done(void *data, CURLcode rc)
         /*
          * a 429, or a 503 with Retry-After, cools the backend down for
          * everyone until then; a model gone parks it for hours; other
-         * failures count toward opening its circuit
+         * failures count toward opening its circuit.  A held body was
+         * judged already, and is gone from the attempt.
          */
-
-        /* a held body was judged already, and is gone from the attempt */
 
         if (kind == NGX_HTTP_LLM_PERR_NONE) {
             kind = ngx_http_llm_proxy_kind(ctx);
