@@ -471,6 +471,12 @@ ngx_http_llm_perr_string(cJSON *item, size_t max)
     cJSON   *s;
 
     if (cJSON_IsNumber(item)) {
+        /* a code past int64_t would be undefined to convert */
+
+        if (!(item->valuedouble > -1e18 && item->valuedouble < 1e18)) {
+            return NULL;
+        }
+
         p = ngx_alloc(NGX_INT64_LEN + 1, ngx_cycle->log);
         if (p == NULL) {
             return NULL;
@@ -593,7 +599,9 @@ ngx_http_llm_perr_body(ngx_pool_t *pool, ngx_uint_t status, u_char *body,
                 if (cJSON_IsString(a)) {
                     p = ngx_slprintf(p, last, "%s", a->valuestring);
 
-                } else if (cJSON_IsNumber(a)) {
+                } else if (cJSON_IsNumber(a) && a->valuedouble > -1e18
+                           && a->valuedouble < 1e18)
+                {
                     p = ngx_slprintf(p, last, "%L", (int64_t) a->valuedouble);
                 }
 
