@@ -74,6 +74,10 @@ my $gw = $t->start_nginx(
         model('none', qw(mistral deepinfra)),
         model('groq-reset', qw(groq deepinfra)),
         model('s503', qw(openrouter deepinfra)),
+        model('ms', qw(together deepinfra)),
+        model('flex', qw(groq deepinfra)),
+        model('credits', qw(openrouter deepinfra)),
+        model('meta', qw(openrouter)),
         model('mid', qw(openrouter)),
         model('xgroq', qw(groq)),
         model('redirect', qw(together)),
@@ -148,7 +152,8 @@ for my $i (1 .. 4) {
 for my $case (['frac', 'together', '__429frac__', 'Retry-After: 1.5'],
               ['none', 'mistral', '__429none__', 'no header at all'],
               ['groq-reset', 'groq', '__429groq__', 'x-ratelimit-reset-*'],
-              ['s503', 'openrouter', '__503retry__', '503 with Retry-After']) {
+              ['s503', 'openrouter', '__503retry__', '503 with Retry-After'],
+              ['ms', 'together', '__429ms__', 'retry-after-ms']) {
     my ($m, $first, $mark, $what) = @$case;
     my ($st, $h, $b) = ask($m, "$mark $m");
     is($st, 200, "$what: fails over") or diag($b);
@@ -157,6 +162,14 @@ for my $case (['frac', 'together', '__429frac__', 'Retry-After: 1.5'],
     is(last_seen($first), "$mark $m", "$what: the limited backend is parked");
     is(last_seen('deepinfra'), "then $m", "$what: the other serves");
 }
+# the backend's other faults fail over
+for my $case (['flex', 'groq', '__flex498__', 'Groq 498'], ['credits', 'openrouter', '__credits402__', '402 credits']) {
+    my ($m, $first, $mark, $what) = @$case;
+    my ($st, $h, $b) = ask($m, "$mark $m");
+    is($st, 200, "$what: fails over") or diag($b);
+    is(last_seen('deepinfra'), "$mark $m", "$what: to the second backend");
+}
+
 # the park is short: 1.5 s, then the backend is asked again
 sleep 2;
 {
@@ -217,6 +230,18 @@ like($t->error_log($gw), qr/sent an error mid-stream/, 'a mid-stream error is lo
     is($e->{type}, 'invalid_request_error', 'type');
     is($e->{param}, 'temperature', 'param');
     ok(exists $e->{code} && !defined $e->{code}, 'code null');
+}
+
+# a body that is not JSON, and one in OpenAI's shape already
+{
+    my ($st, $h, $b) = ask('mistral', '__html400__');
+    is($st, 400, 'an HTML 400 passes on');
+    is(json_of($b)->{error}{message}, 'The model backend returned HTTP 400.', 'as a JSON error') or diag($b);
+    like($h->{'content-type'}, qr/application\/json/, 'typed JSON');
+
+    ($st, $h, $b) = ask('meta', '__meta400__');
+    is($st, 400, 'OpenRouter 400');
+    is(json_of($b)->{error}{metadata}{provider_name}, 'X', 'OpenAI\'s shape passes as it is, metadata kept');
 }
 
 # the metrics

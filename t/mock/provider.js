@@ -280,6 +280,24 @@ function fault(name, body, res) {
         if (name !== 'mistral') return false;
         return json(400, { object: 'error', message: 'Invalid temperature', type: 'invalid_request_error',
             param: 'temperature', code: null });
+    case '429ms':
+        if (name !== 'together') return false;
+        return json(429, { error: { message: 'Rate limited', type: 'rate_limit_error' } }, { 'retry-after-ms': '1200' });
+    case 'flex498':
+        // Groq's flex tier out of capacity
+        if (name !== 'groq') return false;
+        return json(498, { error: { message: 'Flex tier capacity exceeded', type: 'capacity_exceeded', code: 'flex_tier_capacity_exceeded' } });
+    case 'credits402':
+        if (name !== 'openrouter') return false;
+        return json(402, { error: { code: 402, message: 'Insufficient credits' } });
+    case 'html400':
+        if (name !== 'mistral') return false;
+        res.writeHead(400, { 'content-type': 'text/html' });
+        res.end('<html><body><h1>400 Bad Request</h1>\u0001</body></html>');
+        return true;
+    case 'meta400':
+        if (name !== 'openrouter') return false;
+        return json(400, { error: { code: 400, message: 'Provider returned error', metadata: { provider_name: 'X' } } });
     default:
         return false;
     }
