@@ -189,8 +189,10 @@ for my $case (['mid', 'openrouter', '__midstream_error__'], ['xgroq', 'groq', '_
     my $seen = `curl -s --cacert $d/ca.pem https://127.0.0.1:$fp/_last/$prov`;
     ($st, $h, $b) = chat($gw, path => '/c/v1/chat/completions', model => $m, content => $q, @h);
     isnt($h->{'x-llm-cache'} // '', 'HIT', "$m: the failed stream was not cached");
-    my $misses = () = $t->access_log($gw) =~ /model=$m .*cache=MISS/g;
-    is($misses, 2, "$m: both were misses");
+    # the log line is written after the answer: waited for
+    my $misses = sub { scalar(() = $t->access_log($gw) =~ /model=$m .*cache=MISS/g) };
+    wait_until(sub { $misses->() >= 2 }, 3);
+    is($misses->(), 2, "$m: both were misses");
 }
 like($t->error_log($gw), qr/sent an error mid-stream/, 'a mid-stream error is logged');
 
