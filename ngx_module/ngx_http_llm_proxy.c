@@ -877,8 +877,8 @@ ngx_http_llm_proxy_error_body(ngx_http_llm_ctx_t *ctx)
 /*
  * An event of a 200 stream: the model it names, once, and whether the
  * provider says it failed (OpenRouter, Groq), which makes the stream no
- * answer to cache and a failure of the backend's.  Only the first event
- * and those that mention an error are parsed.
+ * answer to cache and a failure of the backend's.  Only a hosted
+ * backend's first event and those that mention an error are parsed.
  */
 
 static void
@@ -886,7 +886,9 @@ ngx_http_llm_proxy_check(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
 {
     cJSON  *json;
 
-    if (ctx->model_checked
+    /* a local worker's model is not checked: its events are not parsed */
+
+    if ((ctx->model_checked || !ctx->backend->hosted)
         && memmem(p, len, "error", sizeof("error") - 1) == NULL)
     {
         return;

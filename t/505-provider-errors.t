@@ -37,7 +37,7 @@ my %base = (together => 'together/v1', fireworks => 'fireworks/inference/v1',
 my %expect;
 for my $name (keys %p) {
     my $key = "sk-$name-" . join('', map { ('a' .. 'z', 'A' .. 'Z', 0 .. 9)[rand 62] } 1 .. 16);
-    $expect{$name} = { key => $key, model => $p{$name}, referer => 'https://gateway.example/app' };
+    $expect{$name} = { key => $key, model => $p{$name}, referer => 'https://gateway.example/app', title => 'nginx-llm-gateway' };
     $ENV{'LLMT_KEY_' . uc $name} = $key;
 }
 
