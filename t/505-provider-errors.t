@@ -16,13 +16,6 @@ plan skip_all => 'openssl not installed' unless `which openssl` =~ /\S/;
 my $t = LLMTest->new;
 my $d = $t->dir;
 
-my $ssl = join ' && ',
-    "openssl req -x509 -newkey rsa:2048 -nodes -keyout $d/ca.key -out $d/ca.pem -days 2 -subj /CN=llm-test-ca",
-    "openssl req -newkey rsa:2048 -nodes -keyout $d/srv.key -out $d/srv.csr -subj /CN=127.0.0.1",
-    "printf 'subjectAltName=IP:127.0.0.1\\n' > $d/ext",
-    "openssl x509 -req -in $d/srv.csr -CA $d/ca.pem -CAkey $d/ca.key -CAcreateserial -out $d/srv.pem -days 2 -extfile $d/ext";
-system("($ssl) >$d/openssl.log 2>&1") == 0 or BAIL_OUT('openssl failed: ' . `cat $d/openssl.log`);
-
 my %p = (
     together => 'mistralai/Mixtral-8x7B-Instruct-v0.1',
     fireworks => 'accounts/fireworks/models/mixtral-8x7b-instruct',
@@ -31,20 +24,15 @@ my %p = (
     mistral => 'mistral-small-latest',
     groq => 'llama-3.3-70b-versatile',
 );
-my %base = (together => 'together/v1', fireworks => 'fireworks/inference/v1',
-    deepinfra => 'deepinfra/v1/openai', openrouter => 'openrouter/api/v1',
-    mistral => 'mistral/v1', groq => 'groq/openai/v1');
+my %base = %LLMTest::PROVIDER_BASE;
 my %expect;
 for my $name (keys %p) {
-    my $key = "sk-$name-" . join('', map { ('a' .. 'z', 'A' .. 'Z', 0 .. 9)[rand 62] } 1 .. 16);
+    my $key = LLMTest::provider_key($name);
     $expect{$name} = { key => $key, model => $p{$name}, referer => 'https://gateway.example/app', title => 'nginx-llm-gateway' };
     $ENV{'LLMT_KEY_' . uc $name} = $key;
 }
 
-my $fp = free_port();
-LLMTest::_spawn('provider', {}, 'sh', '-c', "exec node $LLMTest::ROOT/t/mock/provider.js --port $fp "
-    . "--cert $d/srv.pem --key $d/srv.key --expect '" . encode_json(\%expect) . "' >$d/provider.log 2>&1");
-wait_until(sub { IO::Socket::INET->new(PeerAddr => "127.0.0.1:$fp") }, 10) or BAIL_OUT('fake provider did not start');
+my $fp = $t->start_providers(\%expect);
 
 # a logical model: its backends in order, the first the cheapest
 sub model {
@@ -61,7 +49,7 @@ my $rp = $t->start_redis;
 $t->add_tenant($rp, 'a', 'sk-a');
 
 my $gw = $t->start_nginx(
-    http => join("\n", "llm_ssl_trusted_certificate $d/ca.pem; llm_app_url https://gateway.example/app;",
+    http => join("\n", "llm_ssl_trusted_certificate @{[ $t->provider_ca ]}; llm_app_url https://gateway.example/app;",
         "llm_redis 127.0.0.1:$rp;",
         "llm_breaker failures=3 cooldown=30s;",
         model('retired-groq', qw(groq together)),
@@ -89,7 +77,7 @@ my $gw = $t->start_nginx(
 
 sub last_seen {
     my ($name) = @_;
-    my $out = `curl -s --cacert $d/ca.pem https://127.0.0.1:$fp/_last/$name`;
+    my $out = `curl -s --cacert @{[ $t->provider_ca ]} https://127.0.0.1:$fp/_last/$name`;
     my $j = json_of($out) // {};
     my $m = $j->{body}{messages} // [];
     return @$m ? $m->[-1]{content} : '';
@@ -186,7 +174,7 @@ for my $case (['mid', 'openrouter', '__midstream_error__'], ['xgroq', 'groq', '_
     my ($st, $h, $b) = chat($gw, path => '/c/v1/chat/completions', model => $m, content => $q, @h);
     is($st, 200, "$m: the stream began");
     like($b, qr/partial/, "$m: its content relayed");
-    my $seen = `curl -s --cacert $d/ca.pem https://127.0.0.1:$fp/_last/$prov`;
+    my $seen = `curl -s --cacert @{[ $t->provider_ca ]} https://127.0.0.1:$fp/_last/$prov`;
     ($st, $h, $b) = chat($gw, path => '/c/v1/chat/completions', model => $m, content => $q, @h);
     isnt($h->{'x-llm-cache'} // '', 'HIT', "$m: the failed stream was not cached");
     # the log line is written after the answer: waited for

@@ -20,13 +20,6 @@ plan skip_all => 'openssl not installed' unless `which openssl` =~ /\S/;
 my $t = LLMTest->new;
 my $d = $t->dir;
 
-my $ssl = join ' && ',
-    "openssl req -x509 -newkey rsa:2048 -nodes -keyout $d/ca.key -out $d/ca.pem -days 2 -subj /CN=llm-test-ca",
-    "openssl req -newkey rsa:2048 -nodes -keyout $d/srv.key -out $d/srv.csr -subj /CN=127.0.0.1",
-    "printf 'subjectAltName=IP:127.0.0.1\\n' > $d/ext",
-    "openssl x509 -req -in $d/srv.csr -CA $d/ca.pem -CAkey $d/ca.key -CAcreateserial -out $d/srv.pem -days 2 -extfile $d/ext";
-system("($ssl) >$d/openssl.log 2>&1") == 0 or BAIL_OUT('openssl failed: ' . `cat $d/openssl.log`);
-
 # mock ids: the fakes only compare them
 my %p = (
     fireworks => 'accounts/fireworks/models/fake-model',
@@ -35,30 +28,20 @@ my %p = (
     mistral => 'mistral-small-latest',
     groq => 'fake-groq-model',
 );
-my %base = (fireworks => 'fireworks/inference/v1', deepinfra => 'deepinfra/v1/openai',
-    openrouter => 'openrouter/api/v1', mistral => 'mistral/v1', groq => 'groq/openai/v1');
+my %base = %LLMTest::PROVIDER_BASE;
 my %expect;
 for my $name (keys %p) {
-    my $key = "sk-$name-" . join('', map { ('a' .. 'z', 0 .. 9)[rand 36] } 1 .. 16);
+    my $key = LLMTest::provider_key($name);
     $expect{$name} = { key => $key, model => $p{$name}, referer => 'https://gateway.example/app',
         title => 'Our App' };
     $ENV{'LLMT_KEY_' . uc $name} = $key;
 }
 
 # two fakes: one expects attribution, the other none at all
-sub fake {
-    my ($tag, $expect) = @_;
-    my $fp = free_port();
-    LLMTest::_spawn("provider-$tag", {}, 'sh', '-c', "exec node $LLMTest::ROOT/t/mock/provider.js --port $fp "
-        . "--cert $d/srv.pem --key $d/srv.key --expect '" . encode_json($expect) . "' >$d/provider-$tag.log 2>&1");
-    wait_until(sub { IO::Socket::INET->new(PeerAddr => "127.0.0.1:$fp") }, 10)
-        or BAIL_OUT('fake provider did not start');
-    return $fp;
-}
-my $fp = fake('a', \%expect);
+my $fp = $t->start_providers(\%expect, 'a');
 my %plain = %expect;
 $plain{openrouter} = { %{ $expect{openrouter} }, referer => undef, title => undef };
-my $fp2 = fake('b', \%plain);
+my $fp2 = $t->start_providers(\%plain, 'b');
 
 sub models {
     my ($port) = @_;
@@ -69,14 +52,14 @@ sub models {
 }
 
 my $gw = $t->start_nginx(
-    http => "llm_ssl_trusted_certificate $d/ca.pem; llm_app_url https://gateway.example/app;\n"
+    http => "llm_ssl_trusted_certificate @{[ $t->provider_ca ]}; llm_app_url https://gateway.example/app;\n"
         . "llm_app_title \"Our App\";\n" . models($fp),
     server => 'location /v1/ { llm_gateway; }',
 );
 
 sub last_seen {
     my ($name, $port) = @_;
-    my $out = `curl -s --cacert $d/ca.pem https://127.0.0.1:@{[$port // $fp]}/_last/$name`;
+    my $out = `curl -s --cacert @{[ $t->provider_ca ]} https://127.0.0.1:@{[$port // $fp]}/_last/$name`;
     return json_of($out) // {};
 }
 
@@ -141,7 +124,7 @@ sub ask {
     ok(!exists $sent->{stream_options}, 'mistral: stream_options left out');
 
     # the fake does refuse: a forbidden member straight to it gets its 422
-    my $raw = `curl -s --cacert $d/ca.pem -H 'Authorization: Bearer $expect{mistral}{key}' -d '{"model":"$p{mistral}","messages":[],"seed":1}' https://127.0.0.1:$fp/$base{mistral}/chat/completions`;
+    my $raw = `curl -s --cacert @{[ $t->provider_ca ]} -H 'Authorization: Bearer $expect{mistral}{key}' -d '{"model":"$p{mistral}","messages":[],"seed":1}' https://127.0.0.1:$fp/$base{mistral}/chat/completions`;
     like($raw, qr/"extra_forbidden".*"seed"/, 'the fake Mistral refuses seed with its own 422');
 }
 
@@ -183,7 +166,7 @@ sub ask {
 # too, and never raised: the tenant's cap still holds
 {
     my $capped = $t->start_nginx(
-        http => "llm_ssl_trusted_certificate $d/ca.pem;\n"
+        http => "llm_ssl_trusted_certificate @{[ $t->provider_ca ]};\n"
             . 'llm_api_key ' . Digest::SHA::sha256_hex('sk-capped') . " capped max_tokens=8000;\n"
             . 'llm_api_key ' . Digest::SHA::sha256_hex('sk-small') . " small max_tokens=300;\n" . models($fp),
         server => 'location /v1/ { llm_gateway; llm_auth on; }');
@@ -262,7 +245,7 @@ ok(@lines >= 25 && !@bad, 'every answer accounted with the provider\'s usage') o
     is($h->{'x-title'}, 'Our App', 'openrouter: the legacy X-Title too');
     ok(!exists last_seen('groq')->{headers}{'x-title'}, 'no title to other providers');
 
-    my $gw2 = $t->start_nginx(http => "llm_ssl_trusted_certificate $d/ca.pem;\n" . models($fp2),
+    my $gw2 = $t->start_nginx(http => "llm_ssl_trusted_certificate @{[ $t->provider_ca ]};\n" . models($fp2),
         server => 'location /v1/ { llm_gateway; }');
     my ($st, $hh, $b) = chat($gw2, key => 'sk-client', model => 'p-openrouter');
     is($st, 200, 'openrouter without llm_app_url: served') or diag($b);

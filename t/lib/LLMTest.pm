@@ -481,6 +481,43 @@ sub make_cert {
     return ("$d/$name.pem", "$d/$name.key");
 }
 
+# ----------------------------------------------------- fake providers
+
+# each fake provider's path under the port of t/mock/provider.js
+our %PROVIDER_BASE = (together => 'together/v1',
+    fireworks => 'fireworks/inference/v1', deepinfra => 'deepinfra/v1/openai',
+    openrouter => 'openrouter/api/v1', mistral => 'mistral/v1',
+    groq => 'groq/openai/v1');
+
+# a provider key, random so that a test can look for it (masked) anywhere
+sub provider_key {
+    my ($name) = @_;
+    return "sk-$name-" . join('', map { ('a' .. 'z', 'A' .. 'Z', 0 .. 9)[rand 62] } 1 .. 16);
+}
+
+# the fake providers over TLS, expecting what $expect says (provider.js's
+# --expect); the first call makes their CA, which provider_ca() names for
+# llm_ssl_trusted_certificate; returns the port
+sub start_providers {
+    my ($self, $expect, $tag) = @_;
+    my $d = $self->{dir};
+    unless ($self->{provider_ca}) {
+        my @ca = $self->make_ca('provider-ca');
+        $self->{provider_cert} = [ $self->make_cert('provider', \@ca, san => 'IP:127.0.0.1') ];
+        $self->{provider_ca} = $ca[0];
+    }
+    my ($cert, $key) = @{ $self->{provider_cert} };
+    my $log = "$d/provider" . (defined $tag ? "-$tag" : '') . '.log';
+    my $port = free_port();
+    _spawn('provider', {}, 'sh', '-c', "exec node $ROOT/t/mock/provider.js --port $port "
+        . "--cert $cert --key $key --expect '" . encode_json($expect) . "' >$log 2>&1");
+    wait_until(sub { IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port") }, 10)
+        or die "fake provider did not start: " . `cat $log`;
+    return $port;
+}
+
+sub provider_ca { $_[0]{provider_ca} }
+
 # ---------------------------------------------------------------- DNS
 
 # a DNS responder (t/lib/DNSMock.pm) on a UDP port of 127.0.0.1; it reads
