@@ -32,7 +32,9 @@ static void ngx_http_llm_perr_fields(cJSON *json,
     ngx_http_llm_perr_fields_t *f);
 static ngx_uint_t ngx_http_llm_perr_is(cJSON *item, const char *s);
 static ngx_uint_t ngx_http_llm_perr_has(cJSON *item, const char *s);
-static ngx_uint_t ngx_http_llm_perr_retired(ngx_http_llm_perr_fields_t *f);
+static ngx_uint_t ngx_http_llm_perr_stream_request(cJSON *e);
+static ngx_uint_t ngx_http_llm_perr_retired(ngx_http_llm_perr_fields_t *f,
+    ngx_uint_t text);
 static ngx_uint_t ngx_http_llm_perr_auth(ngx_http_llm_perr_fields_t *f);
 static cJSON *ngx_http_llm_perr_string(cJSON *item, size_t max);
 
@@ -89,7 +91,7 @@ ngx_http_llm_perr_kind(ngx_uint_t status, u_char *body, size_t len,
     kind = NGX_HTTP_LLM_PERR_REQUEST;
 
     if ((status == 400 || status == 404 || status == 410)
-        && ngx_http_llm_perr_retired(&f))
+        && ngx_http_llm_perr_retired(&f, status != 400))
     {
         kind = NGX_HTTP_LLM_PERR_RETIRED;
 
@@ -210,14 +212,24 @@ ngx_http_llm_perr_has(cJSON *item, const char *s)
 /*
  * the model is gone from that backend: Groq's model_decommissioned and
  * model_not_found, Fireworks' NOT_FOUND, Mistral's unknown or invalid
- * model, and the "model ... not found" texts of the others
+ * model, and, with text (a 404 or 410: the path is fixed, so only the
+ * model can be missing), the "model ... not found" texts of the others.
+ * A 400's text is never read: a provider quotes what it refuses, and a
+ * client's own member named "model does not exist" must not park the
+ * backend for every tenant.  Nor is an error about another parameter.
  */
 
 static ngx_uint_t
-ngx_http_llm_perr_retired(ngx_http_llm_perr_fields_t *f)
+ngx_http_llm_perr_retired(ngx_http_llm_perr_fields_t *f, ngx_uint_t text)
 {
     cJSON       **c, *items[2];
     ngx_uint_t    i;
+
+    if (cJSON_IsString(f->param) && f->param->valuestring
+        && ngx_strcmp(f->param->valuestring, "model") != 0)
+    {
+        return 0;
+    }
 
     static const char  *codes[] = {
         "model_decommissioned", "model_not_found", "not_found",
@@ -235,7 +247,7 @@ ngx_http_llm_perr_retired(ngx_http_llm_perr_fields_t *f)
         }
     }
 
-    if (!ngx_http_llm_perr_has(f->message, "model")) {
+    if (!text || !ngx_http_llm_perr_has(f->message, "model")) {
         return 0;
     }
 
@@ -680,7 +692,10 @@ done:
 /*
  * An event of a 200 stream that is an error: a top-level "error"
  * (OpenRouter, after the start), a choice that finished with "error",
- * or Groq's x_groq.error
+ * or Groq's x_groq.error.  NGX_HTTP_LLM_PERR_STREAM_REQUEST: the error
+ * object says the request caused it (Groq's tool_use_failed, a 4xx code
+ * of OpenRouter's), as the same error before the start would have been
+ * a 400; that must not count against the backend either.
  */
 
 ngx_uint_t
@@ -694,15 +709,15 @@ ngx_http_llm_perr_stream(cJSON *event)
 
     e = cJSON_GetObjectItemCaseSensitive(event, "error");
 
-    if (e && !cJSON_IsNull(e)) {
-        return 1;
+    if (e == NULL || cJSON_IsNull(e)) {
+        e = cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetObjectItemCaseSensitive(event, "x_groq"), "error");
     }
 
-    e = cJSON_GetObjectItemCaseSensitive(
-            cJSON_GetObjectItemCaseSensitive(event, "x_groq"), "error");
-
     if (e && !cJSON_IsNull(e)) {
-        return 1;
+        return ngx_http_llm_perr_stream_request(e)
+               ? NGX_HTTP_LLM_PERR_STREAM_REQUEST
+               : NGX_HTTP_LLM_PERR_STREAM_BACKEND;
     }
 
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(event, "choices"))
@@ -711,6 +726,47 @@ ngx_http_llm_perr_stream(cJSON *event)
                 cJSON_GetObjectItemCaseSensitive(c, "finish_reason"),
                 "error"))
         {
+            return NGX_HTTP_LLM_PERR_STREAM_BACKEND;
+        }
+    }
+
+    return 0;
+}
+
+
+/* an error object of a stream that the request caused */
+
+static ngx_uint_t
+ngx_http_llm_perr_stream_request(cJSON *e)
+{
+    cJSON       *code;
+    ngx_uint_t   i;
+
+    static const char  *codes[] = {
+        "tool_use_failed", "json_validate_failed", "context_length_exceeded",
+        "invalid_request_error", "content_filter", NULL
+    };
+
+    if (!cJSON_IsObject(e)) {
+        return 0;
+    }
+
+    if (ngx_http_llm_perr_is(cJSON_GetObjectItemCaseSensitive(e, "type"),
+                             "invalid_request_error"))
+    {
+        return 1;
+    }
+
+    code = cJSON_GetObjectItemCaseSensitive(e, "code");
+
+    if (cJSON_IsNumber(code)) {
+        /* OpenRouter's: an HTTP status */
+        return code->valuedouble >= 400 && code->valuedouble < 500
+               && !ngx_http_llm_perr_status((ngx_uint_t) code->valuedouble);
+    }
+
+    for (i = 0; codes[i]; i++) {
+        if (ngx_http_llm_perr_is(code, codes[i])) {
             return 1;
         }
     }

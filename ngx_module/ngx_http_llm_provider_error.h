@@ -30,6 +30,10 @@ typedef enum {
 #define NGX_HTTP_LLM_PARK_MIN_MS     1000
 #define NGX_HTTP_LLM_PARK_MAX_MS     (60 * 60 * 1000)
 
+/* what ngx_http_llm_perr_stream() finds in an event */
+#define NGX_HTTP_LLM_PERR_STREAM_BACKEND  1
+#define NGX_HTTP_LLM_PERR_STREAM_REQUEST  2
+
 /* an error body longer than this is judged by its status alone */
 #define NGX_HTTP_LLM_PERR_BODY_MAX   (64 * 1024)
 

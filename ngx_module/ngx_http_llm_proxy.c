@@ -884,7 +884,8 @@ ngx_http_llm_proxy_error_body(ngx_http_llm_ctx_t *ctx)
 static void
 ngx_http_llm_proxy_check(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
 {
-    cJSON  *json;
+    cJSON       *json;
+    ngx_uint_t   kind;
 
     /* a local worker's model is not checked: its events are not parsed */
 
@@ -902,14 +903,22 @@ ngx_http_llm_proxy_check(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
 
     ngx_http_llm_proxy_model(ctx, json);
 
-    if (!ctx->stream_failed && ngx_http_llm_perr_stream(json)) {
+    kind = ctx->stream_failed ? 0 : ngx_http_llm_perr_stream(json);
+
+    if (kind) {
         ctx->stream_failed = 1;
 
         ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
-                      "llm: backend \"%V\" sent an error mid-stream",
-                      &ctx->backend->url);
+                      "llm: backend \"%V\" sent an error mid-stream%s",
+                      &ctx->backend->url,
+                      kind == NGX_HTTP_LLM_PERR_STREAM_REQUEST
+                      ? ", caused by the request" : "");
 
-        ngx_http_llm_backend_failed(ctx);
+        /* the request's own error says nothing of the backend's health */
+
+        if (kind == NGX_HTTP_LLM_PERR_STREAM_BACKEND) {
+            ngx_http_llm_backend_failed(ctx);
+        }
     }
 
     cJSON_Delete(json);
@@ -949,15 +958,23 @@ ngx_http_llm_proxy_model(ngx_http_llm_ctx_t *ctx, cJSON *json)
     }
 
     m = (u_char *) model->valuestring;
-    len = ngx_strnlen(m, sizeof(name));
+    len = ngx_strnlen(m, b->model.len + 2);
 
-    if (len >= b->model.len && ngx_strncmp(m, b->model.data, b->model.len)
-                               == 0)
+    /* the same id, or a dated version of it: "-" and a digit after it */
+
+    if (len >= b->model.len
+        && ngx_strncmp(m, b->model.data, b->model.len) == 0
+        && (len == b->model.len
+            || (m[b->model.len] == '-' && len > b->model.len + 1
+                && m[b->model.len + 1] >= '0'
+                && m[b->model.len + 1] <= '9')))
     {
         return;
     }
 
     /* the provider's text, in a log line of ours: no control bytes */
+
+    len = ngx_strnlen(m, sizeof(name));
 
     for (i = 0; i < len; i++) {
         name[i] = (m[i] < 0x20 || m[i] >= 0x7f) ? '?' : m[i];
@@ -1619,7 +1636,19 @@ ngx_http_llm_proxy_write_cb(char *buf, size_t size, size_t n, void *data)
         return len;
     }
 
-    /* backpressure: the client has enough to chew on, hold the upstream */
+    /*
+     * backpressure: the client has enough to chew on, hold the upstream.
+     * What the write filter holds without a flush (a postpone_output above
+     * llm_stream_buffer) is pushed first: only what the socket refused
+     * brings the write event that resumes the transfer.
+     */
+
+    if (ngx_http_llm_out_pending(ctx) >= ctx->conf->stream_buffer
+        && ngx_http_llm_out_flush(ctx, 0) == NGX_ERROR)
+    {
+        ctx->client_error = 1;
+        return 0;
+    }
 
     if (ngx_http_llm_out_pending(ctx) >= ctx->conf->stream_buffer) {
         ctx->paused = 1;

@@ -68,6 +68,8 @@ my $gw = $t->start_nginx(
         model('meta', qw(openrouter)),
         model('mid', qw(openrouter)),
         model('xgroq', qw(groq)),
+        model('echo', qw(groq deepinfra)),
+        model('tools', qw(groq deepinfra)),
         model('redirect', qw(together)),
         model('mistral', qw(mistral))),
     server => 'location /v1/ { llm_gateway; }
@@ -183,6 +185,33 @@ for my $case (['mid', 'openrouter', '__midstream_error__'], ['xgroq', 'groq', '_
     is($misses->(), 2, "$m: both were misses");
 }
 like($t->error_log($gw), qr/sent an error mid-stream/, 'a mid-stream error is logged');
+
+# a 400 quoting the client's own words about a model parks nothing: a
+# tenant's member named "model does not exist" must not retire Groq
+for my $i (1 .. 2) {
+    my ($st, $h, $b) = ask('echo', "__echo400__ $i");
+    is($st, 400, "an echoed 400 #$i reaches the client") or diag($b);
+    unlike(last_seen('deepinfra'), qr/__echo400__/, "#$i: no failover on it");
+}
+{
+    my ($st) = ask('echo', 'after the echo');
+    is($st, 200, 'a normal request after the echoed 400s');
+    is(last_seen('groq'), 'after the echo', 'Groq still serves it: not parked as retired');
+}
+
+# an error the request caused, inside streams: four of them open no circuit
+# (llm_breaker failures=3)
+for my $i (1 .. 4) {
+    my ($st, $h, $b) = ask('tools', "__tool_use_failed__ $i", stream => JSON::PP::true);
+    is($st, 200, "tool_use_failed stream #$i began");
+}
+{
+    my ($st) = ask('tools', 'after the tool errors', stream => JSON::PP::true);
+    is($st, 200, 'a normal stream after them');
+    is(last_seen('groq'), 'after the tool errors', 'Groq still serves: the request\'s errors opened no circuit');
+}
+like($t->error_log($gw), qr/sent an error mid-stream, caused by the request/,
+     'logged as the request\'s');
 
 # a normal stream on the same location is cached: the check above means something
 {

@@ -265,6 +265,17 @@ function fault(name, body, res) {
         if (name !== 'groq') return false;
         return sse([chunk(model, { role: 'assistant', content: '' }), chunk(model, { content: 'partial' }),
             Object.assign(chunk(model, {}, 'stop'), { x_groq: { id: 'req_fake', error: 'over capacity' } })]);
+    case 'echo400':
+        // Groq quotes a member it refuses; the member's name is the client's
+        if (name !== 'groq') return false;
+        return json(400, { error: { message: "property 'model does not exist' is unsupported, did you mean 'model'?",
+            type: 'invalid_request_error' } });
+    case 'tool_use_failed':
+        // Groq: a tool call the model got wrong, reported inside the stream
+        if (name !== 'groq') return false;
+        return sse([chunk(model, { role: 'assistant', content: '' }), chunk(model, { content: 'partial' }),
+            Object.assign(chunk(model, {}, 'stop'), { x_groq: { id: 'req_fake',
+                error: { message: 'Failed to call a function.', type: 'invalid_request_error', code: 'tool_use_failed' } } })]);
     case 'redirect_model':
         if (name !== 'together') return false;
         return json(200, { id: 'chatcmpl-fake', object: 'chat.completion', created: 1700000000,
