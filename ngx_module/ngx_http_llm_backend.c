@@ -8,12 +8,14 @@
  * backends.  Local workers come first, then hosted providers, cheapest
  * first.
  *
- * A backend's health is a node keyed by its model and URL, so that it
- * outlives a reload (a circuit open before stays open) and workers of the
- * old configuration, still finishing their requests, write where the new
- * ones read.  Outstanding requests are counted per worker process, in a
- * slot the worker holds: a worker that crashes leaves no count behind,
- * as its successor clears the slots (and the probes) of dead processes.
+ * A backend's health is a node keyed by its model, the id it is sent and
+ * its URL, so that it outlives a reload (a circuit open before stays
+ * open) and workers of the old configuration, still finishing their
+ * requests, write where the new ones read; a backend given another id
+ * starts afresh, not parked for the id it had.  Outstanding requests are
+ * counted per worker process, in a slot the worker holds: a worker that
+ * crashes leaves no count behind, as its successor clears the slots (and
+ * the probes) of dead processes.
  *
  * The models, their backends and the breaker are configured here too:
  * llm_model blocks and llm_breaker.
@@ -56,7 +58,7 @@ static ngx_int_t ngx_http_llm_backend_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_http_llm_health_t *ngx_http_llm_health_node(
     ngx_slab_pool_t *shpool, ngx_http_llm_health_sh_t *sh, ngx_str_t *model,
-    ngx_str_t *url);
+    ngx_http_llm_backend_t *b);
 static ngx_uint_t ngx_http_llm_pid_alive(ngx_pid_t pid);
 static ngx_uint_t ngx_http_llm_backend_rank(ngx_http_llm_backend_t *b);
 static char *ngx_http_llm_model(ngx_conf_t *cf, ngx_command_t *dummy,
@@ -184,7 +186,7 @@ ngx_http_llm_backend_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
         for (j = 0; j < m[i].backends.nelts; j++) {
             b[j].health = ngx_http_llm_health_node(shpool, sh, &m[i].name,
-                                                   &b[j].url);
+                                                   &b[j]);
             if (b[j].health == NULL) {
                 ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                               "llm: no room for backend \"%V\" in the "
@@ -202,14 +204,14 @@ ngx_http_llm_backend_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 static ngx_http_llm_health_t *
 ngx_http_llm_health_node(ngx_slab_pool_t *shpool,
-    ngx_http_llm_health_sh_t *sh, ngx_str_t *model, ngx_str_t *url)
+    ngx_http_llm_health_sh_t *sh, ngx_str_t *model, ngx_http_llm_backend_t *b)
 {
     u_char                 *p;
     size_t                  len;
     ngx_http_llm_health_t  *h;
     u_char                  buf[2048];
 
-    len = model->len + 1 + url->len;
+    len = model->len + 1 + b->model.len + 1 + b->url.len;
 
     if (len > sizeof(buf)) {
         return NULL;
@@ -217,7 +219,9 @@ ngx_http_llm_health_node(ngx_slab_pool_t *shpool,
 
     p = ngx_cpymem(buf, model->data, model->len);
     *p++ = ' ';
-    ngx_memcpy(p, url->data, url->len);
+    p = ngx_cpymem(p, b->model.data, b->model.len);
+    *p++ = ' ';
+    ngx_memcpy(p, b->url.data, b->url.len);
 
     /* starting workers walk this tree under the zone's mutex */
 

@@ -73,5 +73,38 @@ like($body, qr/"error":\{"message"/, 'in the OpenAI shape');
 ok(!$t->mock_stats($up)->{paths}{'/none/v1/chat/completions'},
    'and nothing was sent to it');
 
+# --- a model gone upstream parks the backend for hours; a reload that
+# gives it another id brings it back at once
+my $gw2 = $t->start_nginx(
+    http => "llm_model r { backend http://127.0.0.1:$up/s404/v1 model=old-id;
+                           backend http://127.0.0.1:$up/spare/v1 price=9/9; }",
+    server => 'location /v1/ { llm_gateway; }',
+);
+my $gone = 'MOCK:{"error_message":"The model `old-id` does not exist"}';
+$t->mock_reset($up);
+($st) = chat($gw2, model => 'r', max_tokens => 8, content => $gone);
+is($st, 200, 'a model gone upstream: failed over');
+chat($gw2, model => 'r', max_tokens => 8, content => $gone);
+$paths = $t->mock_stats($up)->{paths};
+is($paths->{'/s404/v1/chat/completions'}, 1, '... and parked: asked once');
+is($paths->{'/spare/v1/chat/completions'}, 2, '... the spare took both');
+like($t->error_log($gw2), qr/\[error\].*retired model "old-id" \(HTTP 404\)/,
+     'the retirement is logged');
+
+my $conf = $t->nginx_prefix($gw2) . '/nginx.conf';
+my $text = do { open my $fh, '<', $conf or die; local $/; <$fh> };
+$text =~ s/model=old-id/model=new-id/ or die 'no model=old-id';
+{ open my $fh, '>', $conf or die; print $fh $text; }
+my @old = $t->worker_pids($gw2);
+kill 'HUP', $t->{nginx}{$gw2}{pid};
+ok(wait_until(sub {
+    my @new = $t->worker_pids($gw2);
+    @new && !grep { my $o = $_; grep { $_ == $o } @new } @old }, 10),
+   'reloaded with model=new-id');
+$t->mock_reset($up);
+chat($gw2, model => 'r', max_tokens => 8, content => 'MOCK:{}');
+is($t->mock_stats($up)->{paths}{'/s404/v1/chat/completions'}, 1,
+   'the backend with its new id is asked again, not parked');
+
 $t->cleanup;
 done_testing;
