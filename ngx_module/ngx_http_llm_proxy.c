@@ -1836,7 +1836,7 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
     ngx_http_llm_ctx_t *ctx = data;
 
     char       *s;
-    cJSON      *json, *usage, *choices;
+    cJSON      *json, *usage, *choices, *xgroq;
     ngx_int_t   rc;
     ngx_uint_t  bare;
 
@@ -1891,20 +1891,38 @@ ngx_http_llm_proxy_event(void *data, u_char *payload, size_t len)
 
     if (!cJSON_IsObject(usage)) {
         /* Groq's streams carry it here */
-        usage = cJSON_GetObjectItemCaseSensitive(
-                    cJSON_GetObjectItemCaseSensitive(json, "x_groq"), "usage");
+        xgroq = cJSON_GetObjectItemCaseSensitive(json, "x_groq");
+        usage = cJSON_GetObjectItemCaseSensitive(xgroq, "usage");
 
-        if (cJSON_IsObject(usage)
-            && ngx_http_llm_proxy_usage(ctx, usage) == NGX_OK
-            && ctx->client_usage
-            && ngx_http_llm_proxy_usage_chunk(ctx, json, usage) != NGX_OK)
-        {
+        if (!cJSON_IsObject(usage)) {
             cJSON_Delete(json);
-            return NGX_ERROR;
+            goto forward;
         }
 
-        cJSON_Delete(json);
-        goto forward;
+        rc = ngx_http_llm_proxy_usage(ctx, usage);
+
+        if (ctx->client_usage) {
+            if (rc == NGX_OK
+                && ngx_http_llm_proxy_usage_chunk(ctx, json, usage)
+                   != NGX_OK)
+            {
+                cJSON_Delete(json);
+                return NGX_ERROR;
+            }
+
+            cJSON_Delete(json);
+            goto forward;
+        }
+
+        /* the client did not ask: Groq's copy of the usage goes too */
+
+        if (bare) {
+            cJSON_Delete(json);
+            return NGX_OK;
+        }
+
+        cJSON_DeleteItemFromObjectCaseSensitive(xgroq, "usage");
+        goto print;
     }
 
     (void) ngx_http_llm_proxy_usage(ctx, usage);
