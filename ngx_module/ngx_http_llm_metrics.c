@@ -419,40 +419,22 @@ ngx_http_llm_metrics_count(const char *series, int64_t n)
 void
 ngx_http_llm_metrics_attempt(ngx_http_llm_ctx_t *ctx, const char *outcome)
 {
-    u_char                    *last;
-    size_t                     len;
-    ngx_shm_zone_t            *zone;
-    ngx_slab_pool_t           *shpool;
-    ngx_http_llm_backend_t    *b;
-    ngx_http_llm_main_conf_t  *lmcf;
-    u_char                     key[NGX_HTTP_LLM_KEY_MAX], lb[256];
-
-    lmcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_llm_module);
-    zone = lmcf->metrics;
-    b = ctx->backend;
-
-    if (zone == NULL || zone->data == NULL || b == NULL) {
-        return;
-    }
-
-    last = ngx_http_llm_label(lb, lb + sizeof(lb) - 1, &b->name);
-    *last = '\0';
-
-    ngx_http_llm_key("llm_backend_attempts_total{backend=\"%s\","
-                     "outcome=\"%s\"}", lb, outcome);
-
-    shpool = (ngx_slab_pool_t *) zone->shm.addr;
-
-    ngx_shmtx_lock(&shpool->mutex);
-    ngx_http_llm_metrics_add(zone, key, len, 1);
-    ngx_shmtx_unlock(&shpool->mutex);
+    ngx_http_llm_metrics_backend(ctx,
+        "llm_backend_attempts_total{backend=\"%s\",outcome=\"%s\"}",
+        outcome);
 }
 
 
-/* a per-backend counter: NAME{backend="..."} */
+/*
+ * A per-backend counter goes up by one.  series: a literal such as
+ * "NAME{backend=\"%s\"}" or "NAME{backend=\"%s\",L=\"%s\"}", the
+ * backend's label first, then arg; a literal, so that the labels of every
+ * series can be read from the sources (t/406-grafana.t does).
+ */
 
 void
-ngx_http_llm_metrics_backend(ngx_http_llm_ctx_t *ctx, const char *name)
+ngx_http_llm_metrics_backend(ngx_http_llm_ctx_t *ctx, const char *series,
+    const char *arg)
 {
     u_char                    *last;
     size_t                     len;
@@ -473,7 +455,7 @@ ngx_http_llm_metrics_backend(ngx_http_llm_ctx_t *ctx, const char *name)
     last = ngx_http_llm_label(lb, lb + sizeof(lb) - 1, &b->name);
     *last = '\0';
 
-    ngx_http_llm_key("%s{backend=\"%s\"}", name, lb);
+    ngx_http_llm_key(series, lb, arg);
 
     shpool = (ngx_slab_pool_t *) zone->shm.addr;
 

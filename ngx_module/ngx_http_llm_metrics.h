@@ -23,7 +23,7 @@ void ngx_http_llm_metrics_request(ngx_http_request_t *r,
 void ngx_http_llm_metrics_attempt(ngx_http_llm_ctx_t *ctx,
     const char *outcome);
 void ngx_http_llm_metrics_backend(ngx_http_llm_ctx_t *ctx,
-    const char *name);
+    const char *series, const char *arg);
 void ngx_http_llm_metrics_count(const char *series, int64_t n);
 
 

@@ -830,7 +830,9 @@ ngx_http_llm_proxy_retired(ngx_http_llm_ctx_t *ctx)
                   (ngx_msec_t) NGX_HTTP_LLM_RETIRE_MS / 1000);
 
     ngx_http_llm_backend_retire(ctx, NGX_HTTP_LLM_RETIRE_MS);
-    ngx_http_llm_metrics_backend(ctx, "llm_backend_retired_total");
+    ngx_http_llm_metrics_backend(ctx,
+                                 "llm_backend_retired_total{backend=\"%s\"}",
+                                 NULL);
 }
 
 
@@ -984,7 +986,8 @@ ngx_http_llm_proxy_model(ngx_http_llm_ctx_t *ctx, cJSON *json)
                   "llm: backend \"%V\" answered for model \"%*s\", "
                   "asked for \"%V\"", &b->url, len, name, &b->model);
 
-    ngx_http_llm_metrics_backend(ctx, "llm_backend_model_mismatch_total");
+    ngx_http_llm_metrics_backend(ctx, "llm_backend_model_mismatch_total"
+                                      "{backend=\"%s\"}", NULL);
 }
 
 
