@@ -25,12 +25,7 @@ my %p = (
     groq => 'llama-3.3-70b-versatile',
 );
 my %base = %LLMTest::PROVIDER_BASE;
-my %expect;
-for my $name (keys %p) {
-    my $key = LLMTest::provider_key($name);
-    $expect{$name} = { key => $key, model => $p{$name}, referer => 'https://gateway.example/app', title => 'nginx-llm-gateway' };
-    $ENV{'LLMT_KEY_' . uc $name} = $key;
-}
+my %expect = LLMTest::provider_expect(\%p);
 
 my $fp = $t->start_providers(\%expect);
 

@@ -29,13 +29,7 @@ my %p = (
     groq => 'fake-groq-model',
 );
 my %base = %LLMTest::PROVIDER_BASE;
-my %expect;
-for my $name (keys %p) {
-    my $key = LLMTest::provider_key($name);
-    $expect{$name} = { key => $key, model => $p{$name}, referer => 'https://gateway.example/app',
-        title => 'Our App' };
-    $ENV{'LLMT_KEY_' . uc $name} = $key;
-}
+my %expect = LLMTest::provider_expect(\%p, title => 'Our App');
 
 # two fakes: one expects attribution, the other none at all
 my $fp = $t->start_providers(\%expect, 'a');

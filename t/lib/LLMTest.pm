@@ -489,10 +489,21 @@ our %PROVIDER_BASE = (together => 'together/v1',
     openrouter => 'openrouter/api/v1', mistral => 'mistral/v1',
     groq => 'groq/openai/v1');
 
-# a provider key, random so that a test can look for it (masked) anywhere
-sub provider_key {
-    my ($name) = @_;
-    return "sk-$name-" . join('', map { ('a' .. 'z', 'A' .. 'Z', 0 .. 9)[rand 62] } 1 .. 16);
+# what the fake providers expect (provider.js's --expect) of the gateway,
+# a provider to model id in %$ids: a random key each (in the environment
+# as LLMT_KEY_<NAME>, so that a test can look for it, masked, anywhere),
+# the id, and the attribution of llm_app_url https://gateway.example/app
+# with the default llm_app_title, or the title given
+sub provider_expect {
+    my ($ids, %o) = @_;
+    my %expect;
+    for my $name (keys %$ids) {
+        my $key = "sk-$name-" . join('', map { ('a' .. 'z', 'A' .. 'Z', 0 .. 9)[rand 62] } 1 .. 16);
+        $expect{$name} = { key => $key, model => $ids->{$name},
+            referer => 'https://gateway.example/app', title => $o{title} // 'nginx-llm-gateway' };
+        $ENV{'LLMT_KEY_' . uc $name} = $key;
+    }
+    return %expect;
 }
 
 # the fake providers over TLS, expecting what $expect says (provider.js's
